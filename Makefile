@@ -1,0 +1,47 @@
+# `make run` and `make test` set up whatever is missing, then do their one job.
+# Both are safe to repeat: the virtualenv is rebuilt only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test bench clean system-packages
+
+run: $(VENV)/.installed
+	$(BIN)/fwrepo serve
+
+test: $(VENV)/.installed-test system-packages
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed-test system-packages
+	$(BIN)/python bench/upload.py
+
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fwrepo needs Python 3.11 or newer"'
+	@# Debian ships venv's pip bootstrap separately; install it when we may.
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y python3-venv || { apt-get update && apt-get install -y python3-venv; }; \
+	  else echo "python3 -m venv failed: install python3-venv (sudo apt-get install python3-venv)"; exit 1; fi; \
+	  $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+# Ceph's RADOS Gateway is the real S3 server of the test suite. Installed when
+# we run as root and it is missing; otherwise its tests are skipped and say why.
+system-packages:
+	@if ! command -v radosgw >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Ceph (mon, osd, radosgw) for the S3 tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common \
+	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common; } \
+	  || echo "could not install Ceph: its tests will be skipped"; \
+	fi
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The FTPS server for chargers that fetch firmware over FTP (built in the FTPS issue)."""

@@ -1,0 +1,326 @@
+"""The `fwrepo` command: run the service, manage it locally, and talk to a running one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from repo_service import __version__
+from repo_service.errors import FwrepoError, SettingsError
+from repo_service.settings import SETTINGS, Settings, load_settings
+
+DEFAULT_URL = "http://127.0.0.1:8443"
+# Pending writes younger than this may belong to an upload still running on another node.
+SWEEP_AGE = timedelta(hours=24)
+
+
+def _settings_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("settings (each also read from its FWREPO_* variable)")
+    for setting in SETTINGS:
+        group.add_argument(setting.flag, dest=f"setting_{setting.field}", metavar=setting.field.upper(),
+                           help=f"{setting.help} [{setting.env}]")
+    return parser
+
+
+def _client_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--url", default=os.environ.get("FWREPO_URL", DEFAULT_URL),
+                        help=f"fwrepo server [FWREPO_URL, default {DEFAULT_URL}]")
+    parser.add_argument("--key", default=os.environ.get("FWREPO_KEY"), help="API key [FWREPO_KEY]")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings, client = _settings_parser(), _client_parser()
+    parser = argparse.ArgumentParser(prog="fwrepo", description="Secure firmware repository for EV charging networks.")
+    parser.add_argument("--version", action="version", version=f"fwrepo {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("serve", parents=[settings], help="run the API and download service")
+
+    database = commands.add_parser("db", help="database schema")
+    database.add_subparsers(dest="db_command", required=True).add_parser(
+        "upgrade", parents=[settings], help="apply migrations up to the newest schema"
+    )
+
+    clients = commands.add_parser("clients", help="API clients and their keys (local: runs on the data directory)")
+    client_commands = clients.add_subparsers(dest="clients_command", required=True)
+    create = client_commands.add_parser("create", parents=[settings], help="make a client; prints its key alone")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=["release", "csms", "admin"])
+    client_commands.add_parser("list", parents=[settings], help="list clients (never their keys)")
+    revoke = client_commands.add_parser("revoke", parents=[settings], help="revoke a client's key")
+    revoke.add_argument("client_id")
+
+    storage = commands.add_parser("storage", help="storage housekeeping")
+    sweep = storage.add_subparsers(dest="storage_command", required=True).add_parser(
+        "sweep", parents=[settings], help="delete what interrupted uploads left behind"
+    )
+    sweep.add_argument("--older-than", type=float, default=SWEEP_AGE.total_seconds(), metavar="SECONDS",
+                       help="only writes started at least this long ago (default 24 h)")
+
+    upload = commands.add_parser("upload", parents=[client], help="upload a firmware image")
+    upload.add_argument("file", type=Path)
+    upload.add_argument("--vendor", required=True)
+    upload.add_argument("--model", dest="models", action="append", required=True, help="repeat for several models")
+    upload.add_argument("--version", dest="firmware_version", required=True)
+    upload.add_argument("--hardware-revision", dest="hardware_revisions", action="append", default=[])
+    upload.add_argument("--channel")
+    upload.add_argument("--min-version")
+    upload.add_argument("--release-notes")
+    upload.add_argument("--sha256", help="declared digest; the upload is refused if the bytes differ")
+
+    listing = commands.add_parser("list", parents=[client], help="list firmware in the catalog")
+    for name in ("vendor", "model", "status", "channel"):
+        listing.add_argument(f"--{name}")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true", help="print the JSON reply")
+
+    show = commands.add_parser("show", parents=[client], help="show one firmware record")
+    show.add_argument("firmware_id")
+    publish = commands.add_parser("publish", parents=[client], help="publish an uploaded firmware")
+    publish.add_argument("firmware_id")
+    yank = commands.add_parser("yank", parents=[client], help="withdraw a firmware")
+    yank.add_argument("firmware_id")
+    yank.add_argument("--reason", required=True)
+    return parser
+
+
+def _load_settings(arguments: argparse.Namespace) -> Settings:
+    flags = {
+        setting.field: getattr(arguments, f"setting_{setting.field}")
+        for setting in SETTINGS
+        if getattr(arguments, f"setting_{setting.field}", None) is not None
+    }
+    return load_settings(flags=flags)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        handler = _HANDLERS[arguments.command]
+        return handler(arguments) or 0
+    except SettingsError as error:
+        print(f"fwrepo: bad setting {error}", file=sys.stderr)
+        return 2
+    except FwrepoError as error:
+        print(f"fwrepo: {error}", file=sys.stderr)
+        return 1
+    except RemoteError as error:
+        print(f"fwrepo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- local commands -----------------------------------------------------------------
+
+
+def _serve(arguments: argparse.Namespace) -> None:
+    import uvicorn
+
+    from repo_service.http.app import create_app
+    from repo_service.services import build_services
+
+    settings = _load_settings(arguments)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    services = build_services(settings)
+    swept = services.uploads.sweep(SWEEP_AGE)
+    if swept:
+        logging.getLogger("fwrepo").info("removed %d interrupted uploads", len(swept))
+    storage_place = settings.local_storage_dir if settings.storage == "local" else f"s3://{settings.s3_bucket}"
+    print(f"fwrepo {__version__} listening on http://{settings.host}:{settings.port} (API and downloads)", flush=True)
+    print(f"  public URL {settings.public_url}; data {settings.data_dir}; storage {storage_place}", flush=True)
+    if not services.clients.list():
+        print("  no API clients yet: create one with `fwrepo clients create --name NAME --role admin`", flush=True)
+    uvicorn.run(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        server_header=False,
+        lifespan="off",
+    )
+
+
+def _db(arguments: argparse.Namespace) -> None:
+    from repo_service.db.migrate import current_revision
+    from repo_service.services import open_database
+
+    database = open_database(_load_settings(arguments))
+    print(f"database at revision {current_revision(database)}")
+
+
+def _clients(arguments: argparse.Namespace) -> None:
+    from repo_service.domain.clients import Clients, Role
+    from repo_service.services import open_database
+
+    clients = Clients(open_database(_load_settings(arguments)))
+    if arguments.clients_command == "create":
+        _record, key = clients.create(arguments.name, Role(arguments.role))
+        # The key alone on stdout, so that `KEY=$(fwrepo clients create ...)` works.
+        print(key)
+        return
+    if arguments.clients_command == "revoke":
+        record = clients.revoke(arguments.client_id)
+        print(f"revoked {record.id} ({record.name})")
+        return
+    rows = [
+        [record.id, record.name, record.role.value, record.key_prefix + "…", _when(record.created_at),
+         _when(record.revoked_at) if record.revoked_at else "active"]
+        for record in clients.list()
+    ]
+    _print_table(["ID", "NAME", "ROLE", "KEY", "CREATED", "REVOKED"], rows)
+
+
+def _storage(arguments: argparse.Namespace) -> None:
+    from repo_service.services import build_services
+
+    services = build_services(_load_settings(arguments))
+    swept = services.uploads.sweep(timedelta(seconds=arguments.older_than))
+    print(f"removed {len(swept)} interrupted uploads")
+
+
+# -- remote commands ----------------------------------------------------------------
+
+
+class RemoteError(Exception):
+    """The server refused or could not be reached."""
+
+
+def _request(arguments: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    import httpx
+
+    if not arguments.key:
+        raise RemoteError("an API key is required: --key KEY or FWREPO_KEY")
+    headers = {"Authorization": f"Bearer {arguments.key}"}
+    try:
+        with httpx.Client(base_url=arguments.url, headers=headers, timeout=httpx.Timeout(60, write=300)) as http:
+            reply = http.request(method, path, **kwargs)
+    except httpx.HTTPError as error:
+        raise RemoteError(f"cannot reach {arguments.url}: {error}") from None
+    if reply.status_code >= 400:
+        try:
+            problem = reply.json()
+            message = f"{problem.get('status')} {problem.get('title')}: {problem.get('detail')}"
+        except ValueError:
+            message = f"{reply.status_code} {reply.text[:200]}"
+        raise RemoteError(message)
+    return reply.json()
+
+
+class _ProgressFile:
+    """A file that draws a progress bar on stderr as the HTTP client reads it."""
+
+    def __init__(self, file: BinaryIO, total: int) -> None:
+        self.file, self.total, self.sent = file, total, 0
+        self.started = self.drawn = time.monotonic()
+        self.visible = sys.stderr.isatty()
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.file.read(size)
+        self.sent += len(block)
+        now = time.monotonic()
+        if self.visible and (now - self.drawn > 0.1 or self.sent == self.total):
+            self.drawn = now
+            self.draw(now)
+        return block
+
+    def draw(self, now: float) -> None:
+        fraction = self.sent / self.total if self.total else 1.0
+        filled = int(fraction * 30)
+        rate = self.sent / max(now - self.started, 1e-6) / 2**20
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%} "
+            f"{self.sent / 2**20:.1f}/{self.total / 2**20:.1f} MiB {rate:.1f} MiB/s"
+        )
+        sys.stderr.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
+def _upload(arguments: argparse.Namespace) -> None:
+    path: Path = arguments.file
+    if not path.is_file():
+        raise RemoteError(f"{path}: no such file")
+    fields: dict[str, Any] = {"vendor": arguments.vendor, "models": arguments.models, "version": arguments.firmware_version}
+    for name in ("channel", "min_version", "release_notes", "sha256"):
+        if getattr(arguments, name):
+            fields[name] = getattr(arguments, name)
+    if arguments.hardware_revisions:
+        fields["hardware_revisions"] = arguments.hardware_revisions
+    with open(path, "rb") as file:
+        progress = _ProgressFile(file, path.stat().st_size)
+        try:
+            record = _request(arguments, "POST", "/api/v1/firmware", data=fields,
+                              files={"file": (path.name, progress, "application/octet-stream")})
+        finally:
+            if progress.visible:
+                sys.stderr.write("\n")
+    elapsed = time.monotonic() - progress.started
+    print(f"{record['id']}  {record['vendor']} {record['version']}  {record['size']} bytes  "
+          f"sha256 {record['sha256']}  {record['status']}  ({elapsed:.1f} s)")
+
+
+def _list(arguments: argparse.Namespace) -> None:
+    params = {name: getattr(arguments, name) for name in ("vendor", "model", "status", "channel") if getattr(arguments, name)}
+    params["limit"] = arguments.limit
+    page = _request(arguments, "GET", "/api/v1/firmware", params=params)
+    if arguments.json:
+        print(json.dumps(page, indent=2))
+        return
+    rows = [
+        [item["id"], item["vendor"], ",".join(item["models"]), item["version"], item["channel"], item["status"],
+         str(item["size"]), item["created_at"][:19]]
+        for item in page["items"]
+    ]
+    _print_table(["ID", "VENDOR", "MODELS", "VERSION", "CHANNEL", "STATUS", "SIZE", "CREATED"], rows)
+    if page["total"] > len(page["items"]):
+        print(f"({len(page['items'])} of {page['total']}; use --limit or filters)")
+
+
+def _show(arguments: argparse.Namespace) -> None:
+    print(json.dumps(_request(arguments, "GET", f"/api/v1/firmware/{arguments.firmware_id}"), indent=2))
+
+
+def _publish(arguments: argparse.Namespace) -> None:
+    record = _request(arguments, "POST", f"/api/v1/firmware/{arguments.firmware_id}/publish")
+    print(f"{record['id']}  {record['vendor']} {record['version']}  {record['status']}")
+
+
+def _yank(arguments: argparse.Namespace) -> None:
+    record = _request(arguments, "POST", f"/api/v1/firmware/{arguments.firmware_id}/yank", json={"reason": arguments.reason})
+    print(f"{record['id']}  {record['vendor']} {record['version']}  {record['status']}: {record['yank_reason']}")
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+_HANDLERS = {
+    "serve": _serve,
+    "db": _db,
+    "clients": _clients,
+    "storage": _storage,
+    "upload": _upload,
+    "list": _list,
+    "show": _show,
+    "publish": _publish,
+    "yank": _yank,
+}

@@ -1,0 +1,1 @@
+"""Metadata: SQLModel tables, sessions and Alembic migrations."""

@@ -1,0 +1,71 @@
+"""The tables. Migrations in ``migrations/versions`` must match these (a test checks)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from repo_service.db.types import UtcDateTime
+
+
+class ApiClient(SQLModel, table=True):
+    __tablename__ = "api_client"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=100)
+    role: str = Field(max_length=16)
+    # SHA-256 of the key: keys are 256 random bits, so a fast hash is enough
+    # and lets a request be authenticated with one indexed lookup.
+    key_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    key_prefix: str = Field(max_length=16)
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
+class Firmware(SQLModel, table=True):
+    __tablename__ = "firmware"
+    __table_args__ = (
+        UniqueConstraint("vendor", "version_canonical", name="uq_firmware_vendor_version"),
+        Index("ix_firmware_vendor_status_channel", "vendor", "status", "channel"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    vendor: str = Field(max_length=64)
+    version: str = Field(max_length=64)
+    version_canonical: str = Field(max_length=64)
+    channel: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha256: str = Field(max_length=64)
+    storage_key: str = Field(max_length=200)
+    filename: str = Field(max_length=200)
+    min_version: str | None = Field(default=None, max_length=64)
+    hardware_revisions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    release_notes: str = Field(default="", sa_column=Column(Text, nullable=False))
+    uploaded_by: str | None = Field(default=None, max_length=32)
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    published_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    yanked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    yank_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class FirmwareModel(SQLModel, table=True):
+    """One charger model a firmware is built for; a table so the catalog can filter by model."""
+
+    __tablename__ = "firmware_model"
+
+    firmware_id: str = Field(
+        sa_column=Column(String(32), ForeignKey("firmware.id", ondelete="CASCADE"), primary_key=True)
+    )
+    model: str = Field(sa_column=Column(String(64), primary_key=True, index=True))
+
+
+class PendingWrite(SQLModel, table=True):
+    """A storage write in progress: if its process dies, `fwrepo storage sweep` removes what it left."""
+
+    __tablename__ = "pending_write"
+
+    storage_key: str = Field(primary_key=True, max_length=200)
+    started_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))

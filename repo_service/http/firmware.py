@@ -1,0 +1,188 @@
+"""The catalog over HTTP: upload, list, show, publish, yank, download content."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import anyio
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from repo_service.domain.catalog import CatalogFilter, FirmwareRecord, parse_status
+from repo_service.domain.clients import Action
+from repo_service.domain.uploads import REQUIRED_FIELDS, UploadRequest, parse_upload_fields
+from repo_service.errors import InvalidInput, TooLarge
+from repo_service.http.auth import authorize
+from repo_service.http.forms import StreamingForm
+from repo_service.http.problems import problem
+from repo_service.http.ranges import UnsatisfiableRange, parse_range
+
+# Room for the form's boundaries, headers and metadata fields around the image.
+FORM_OVERHEAD = 2 * 1024 * 1024
+
+
+def firmware_json(record: FirmwareRecord) -> dict[str, Any]:
+    body = asdict(record)
+    del body["storage_key"]  # where bytes live is the repository's business
+    for name, value in body.items():
+        if isinstance(value, datetime):
+            body[name] = value.isoformat().replace("+00:00", "Z")
+        elif isinstance(value, tuple):
+            body[name] = list(value)
+    body["status"] = record.status.value
+    return body
+
+
+def query_int(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(name, f"must be a whole number, got {raw!r}") from None
+
+
+async def upload(request: Request) -> Response:
+    actor = await authorize(request, Action.UPLOAD)
+    services = request.app.state.services
+    limit = services.settings.max_upload_bytes
+    declared_length = request.headers.get("content-length")
+    if declared_length and declared_length.isdigit() and int(declared_length) > limit + FORM_OVERHEAD:
+        raise TooLarge("file", f"is larger than the {limit} bytes this repository accepts")
+    form = StreamingForm(request)
+
+    def validate_early() -> None:
+        # When the fields come before the file (the CLI sends them so), a bad
+        # field stops the upload before any byte is stored.
+        if REQUIRED_FIELDS <= form.fields.keys():
+            parse_upload_fields(form.fields)
+
+    def describe() -> tuple[UploadRequest, str | None]:
+        if not form.file_seen:
+            raise InvalidInput("file", "is required: send the image as a form part named file")
+        return parse_upload_fields(form.fields), form.filename
+
+    form.on_file_start = validate_early
+    outcome = failure = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(form.feed)
+        try:
+            outcome = await anyio.to_thread.run_sync(
+                lambda: services.uploads.upload(form.file_blocks(), describe, actor.client_id)
+            )
+        except Exception as error:
+            failure = error
+        finally:
+            form.stop()
+    if failure is not None:
+        raise failure
+    status = 201 if outcome.created else 200
+    headers = {"Location": f"/api/v1/firmware/{outcome.firmware.id}"}
+    return JSONResponse(firmware_json(outcome.firmware), status_code=status, headers=headers)
+
+
+async def list_firmware(request: Request) -> Response:
+    await authorize(request, Action.READ_CATALOG)
+    params = request.query_params
+    status = params.get("status")
+    where = CatalogFilter(
+        vendor=params.get("vendor"),
+        model=params.get("model"),
+        status=parse_status(status) if status is not None else None,
+        channel=params.get("channel"),
+    )
+    limit, offset = query_int(request, "limit", 50), query_int(request, "offset", 0)
+    page = await run_in_threadpool(request.app.state.services.catalog.list, where, limit, offset)
+    following = None
+    if page.offset + len(page.items) < page.total:
+        following = str(request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit))
+    return JSONResponse(
+        {
+            "items": [firmware_json(record) for record in page.items],
+            "total": page.total,
+            "limit": page.limit,
+            "offset": page.offset,
+            "next": following,
+        }
+    )
+
+
+async def show(request: Request) -> Response:
+    await authorize(request, Action.READ_CATALOG)
+    record = await run_in_threadpool(request.app.state.services.catalog.get, request.path_params["firmware_id"])
+    return JSONResponse(firmware_json(record))
+
+
+async def publish(request: Request) -> Response:
+    await authorize(request, Action.PUBLISH)
+    record = await run_in_threadpool(request.app.state.services.catalog.publish, request.path_params["firmware_id"])
+    return JSONResponse(firmware_json(record))
+
+
+async def yank(request: Request) -> Response:
+    await authorize(request, Action.YANK)
+    body = await request.body()
+    if len(body) > 16 * 1024:
+        raise InvalidInput("body", "must be at most 16 KiB")
+    try:
+        reason = (await request.json()).get("reason") if body else None
+    except (ValueError, AttributeError):
+        raise InvalidInput("body", 'must be a JSON object like {"reason": "..."}') from None
+    if not isinstance(reason, str):
+        raise InvalidInput("reason", "is required: say why this build must not be installed")
+    record = await run_in_threadpool(
+        request.app.state.services.catalog.yank, request.path_params["firmware_id"], reason
+    )
+    return JSONResponse(firmware_json(record))
+
+
+async def content(request: Request) -> Response:
+    await authorize(request, Action.DOWNLOAD_CONTENT)
+    catalog = request.app.state.services.catalog
+    record = await run_in_threadpool(catalog.get, request.path_params["firmware_id"])
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{record.sha256}"',
+        "Content-Disposition": f'attachment; filename="{record.filename}"',
+        # RFC 9530: lets a client check what it got without a second request.
+        "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(record.sha256)).decode()}:",
+    }
+    try:
+        byte_range = parse_range(request.headers.get("range"), record.size)
+    except UnsatisfiableRange:
+        return problem(
+            416,
+            "range-not-satisfiable",
+            "Range not satisfiable",
+            f"the image has {record.size} bytes",
+            headers={"Content-Range": f"bytes */{record.size}"},
+        )
+    if request.headers.get("if-range") not in (None, headers["ETag"]):
+        byte_range = None
+    start, length, status = 0, record.size, 200
+    if byte_range is not None:
+        start, length, status = byte_range.start, byte_range.length, 206
+        headers["Content-Range"] = byte_range.content_range(record.size)
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    blocks = await run_in_threadpool(catalog.storage.read, record.storage_key, start, length)
+    return StreamingResponse(
+        iterate_in_threadpool(blocks), status_code=status, headers=headers, media_type="application/octet-stream"
+    )
+
+
+ROUTES = [
+    Route("/api/v1/firmware", upload, methods=["POST"]),
+    Route("/api/v1/firmware", list_firmware, methods=["GET"]),
+    Route("/api/v1/firmware/{firmware_id}", show, methods=["GET"]),
+    Route("/api/v1/firmware/{firmware_id}/publish", publish, methods=["POST"]),
+    Route("/api/v1/firmware/{firmware_id}/yank", yank, methods=["POST"]),
+    Route("/api/v1/firmware/{firmware_id}/content", content, methods=["GET", "HEAD"]),
+]

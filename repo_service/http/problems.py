@@ -1,0 +1,76 @@
+"""The one place where domain errors become HTTP replies: RFC 9457 problem details."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from repo_service.errors import (
+    Conflict,
+    Forbidden,
+    FwrepoError,
+    InvalidInput,
+    NotFound,
+    StorageUnavailable,
+    TooLarge,
+    Unauthenticated,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "urn:fwrepo:problem:"
+
+# Most specific first: TooLarge is an InvalidInput.
+_MAPPING: list[tuple[type[FwrepoError], int, str, str]] = [
+    (TooLarge, 413, "too-large", "Content too large"),
+    (InvalidInput, 422, "invalid-input", "Invalid input"),
+    (Unauthenticated, 401, "unauthenticated", "Authentication required"),
+    (Forbidden, 403, "forbidden", "Not allowed for this role"),
+    (NotFound, 404, "not-found", "Not found"),
+    (Conflict, 409, "conflict", "Conflict"),
+    (StorageUnavailable, 503, "storage-unavailable", "Storage unavailable"),
+]
+
+
+def problem(
+    status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None, **extra: object
+) -> JSONResponse:
+    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="fwrepo"'}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+async def domain_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, FwrepoError)
+    for kind, status, slug, title in _MAPPING:
+        if isinstance(error, kind):
+            if isinstance(error, InvalidInput):
+                return problem(status, slug, title, str(error), field=error.field)
+            if status >= 500:
+                log.error("%s %s: %s", request.method, request.url.path, error)
+                return problem(status, slug, title, "the storage backend failed; nothing was stored, try again")
+            return problem(status, slug, title, str(error))
+    return await unexpected_error(request, error)
+
+
+async def http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
+    return problem(error.status_code, slug, str(error.detail), f"{request.method} {request.url.path}: {error.detail}")
+
+
+async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    # The trace goes to the log, never to the client.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return problem(500, "internal-error", "Internal server error", "an unexpected error occurred; it was logged")
+
+
+EXCEPTION_HANDLERS = {
+    FwrepoError: domain_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

@@ -1,0 +1,193 @@
+"""Every ``FWREPO_*`` setting, parsed and checked once, in one place.
+
+Each setting is an environment variable and a matching ``fwrepo serve`` flag
+(``FWREPO_S3_BUCKET`` is ``--s3-bucket``); a flag wins over the environment.
+A bad value stops start-up with one line naming the variable. The frozen
+``Settings`` object is passed down; nothing deeper reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from repo_service.errors import SettingsError
+
+PREFIX = "FWREPO_"
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("expected a non-empty value")
+    return value.strip()
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"expected a port number 1-65535, got {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"expected a port number 1-65535, got {value!r}")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"expected a positive whole number, got {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"expected a positive whole number, got {value!r}")
+    return number
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _database_url(value: str) -> str:
+    scheme = value.split(":", 1)[0]
+    # Operators write the libpq form; SQLAlchemy needs to be told to use psycopg 3.
+    if scheme in ("postgres", "postgresql"):
+        return "postgresql+psycopg:" + value.split(":", 1)[1]
+    if scheme in ("sqlite", "postgresql+psycopg"):
+        return value
+    raise ValueError(f"expected a sqlite:/// or postgresql:// URL, got {value!r}")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_optional(value: str) -> Any:
+        return parse(value) if value.strip() else None
+
+    return parse_optional
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One knob: its field name, how to parse it, what it is for."""
+
+    field: str
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return PREFIX + self.field.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+MiB = 1024 * 1024
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", lambda value: Path(_text(value)), "directory for the SQLite file and local storage (default ./var)"),
+    Setting("host", _text, "address the API listens on (default 127.0.0.1)"),
+    Setting("port", _port, "API and download port (default 8443)"),
+    Setting("public_url", _http_url, "base URL that goes into download locations (default http://HOST:PORT)"),
+    Setting("database_url", _database_url, "sqlite:///PATH or postgresql://... (default sqlite in the data directory)"),
+    Setting("storage", _choice("local", "s3"), "storage backend: local or s3 (default local)"),
+    Setting("storage_dir", lambda value: Path(_text(value)), "directory of the local backend (default DATA_DIR/storage)"),
+    Setting("s3_endpoint_url", _optional(_http_url), "S3 endpoint URL (empty for AWS itself)"),
+    Setting("s3_bucket", _text, "S3 bucket (required with FWREPO_STORAGE=s3)"),
+    Setting("s3_region", _text, "S3 region (default us-east-1)"),
+    Setting("s3_access_key_id", _optional(_text), "S3 access key (default: boto3's usual credential chain)"),
+    Setting("s3_secret_access_key", _optional(_text), "S3 secret key (default: boto3's usual credential chain)"),
+    Setting("s3_addressing_style", _choice("path", "virtual", "auto"), "S3 addressing style (default path)"),
+    Setting("s3_sse", _choice("none", "AES256", "aws:kms"), "S3 server-side encryption (default none)"),
+    Setting("s3_sse_kms_key_id", _optional(_text), "KMS key id with FWREPO_S3_SSE=aws:kms"),
+    Setting("s3_part_size", _positive_int, "bytes per S3 multipart part; smaller writes are one PUT (default 8 MiB)"),
+    Setting("max_upload_bytes", _positive_int, "largest firmware image accepted (default 4 GiB)"),
+    Setting("log_level", _choice("debug", "info", "warning", "error"), "log level (default info)"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./var")
+    host: str = "127.0.0.1"
+    port: int = 8443
+    public_url: str = ""
+    database_url: str = ""
+    storage: str = "local"
+    storage_dir: Path | None = None
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_addressing_style: str = "path"
+    s3_sse: str = "none"
+    s3_sse_kms_key_id: str | None = None
+    s3_part_size: int = 8 * MiB
+    max_upload_bytes: int = 4 * 1024 * MiB
+    log_level: str = "info"
+
+    @property
+    def local_storage_dir(self) -> Path:
+        return self.storage_dir or self.data_dir / "storage"
+
+    def __repr__(self) -> str:
+        # Settings get logged; the S3 secret must not be.
+        shown = {
+            field.name: ("***" if field.name == "s3_secret_access_key" and getattr(self, field.name) else getattr(self, field.name))
+            for field in dataclasses.fields(self)
+        }
+        return f"Settings({shown})"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, flags: Mapping[str, str | None] | None = None) -> Settings:
+    """Build the settings from the environment, then flags (by field name), then derived defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = (flags or {}).get(setting.field)
+        name = setting.flag if raw is not None else setting.env
+        if raw is None:
+            raw = environ.get(setting.env)
+        if raw is None:
+            continue
+        try:
+            values[setting.field] = setting.parse(raw)
+        except ValueError as error:
+            raise SettingsError(name, str(error)) from None
+    settings = Settings(**values)
+    derived: dict[str, Any] = {}
+    if not settings.public_url:
+        derived["public_url"] = f"http://{settings.host}:{settings.port}"
+    if not settings.database_url:
+        derived["database_url"] = f"sqlite:///{settings.data_dir / 'fwrepo.sqlite3'}"
+    settings = dataclasses.replace(settings, **derived)
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(settings: Settings) -> None:
+    if settings.storage == "s3" and not settings.s3_bucket:
+        raise SettingsError("FWREPO_S3_BUCKET", "required when FWREPO_STORAGE=s3")
+    if settings.s3_sse == "aws:kms" and not settings.s3_sse_kms_key_id:
+        raise SettingsError("FWREPO_S3_SSE_KMS_KEY_ID", "required when FWREPO_S3_SSE=aws:kms")
+    # S3 refuses parts under 5 MiB (except the last one).
+    if settings.s3_part_size < 5 * MiB:
+        raise SettingsError("FWREPO_S3_PART_SIZE", f"must be at least {5 * MiB} (5 MiB), the S3 minimum part size")
+    if (settings.s3_access_key_id is None) != (settings.s3_secret_access_key is None):
+        raise SettingsError("FWREPO_S3_SECRET_ACCESS_KEY", "FWREPO_S3_ACCESS_KEY_ID and FWREPO_S3_SECRET_ACCESS_KEY go together")

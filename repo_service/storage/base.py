@@ -1,0 +1,67 @@
+"""The storage interface: the four things fwrepo asks of any place that keeps bytes.
+
+Like warehouse's ``IFileStorage``, nothing outside ``repo_service.storage``
+knows which backend it talks to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+# Keys are made by fwrepo itself, but a backend still refuses anything that
+# could climb out of its root or need escaping in an S3 URL.
+_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_.-]*)*$")
+
+READ_BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    sha256: str
+
+
+Check = Callable[[StoredObject], None]
+
+
+class Storage(Protocol):
+    def write(self, key: str, chunks: Iterable[bytes], check: Check | None = None) -> StoredObject:
+        """Store the stream under key; it becomes visible only after check passed, and on any failure nothing is left."""
+
+    def read(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Open key and return its bytes from start (length of them, or to the end) as a stream; NotFound if missing."""
+
+    def size(self, key: str) -> int | None:
+        """The size of the object under key, or None when there is none."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object under key and any unfinished write to it; no error when there is none."""
+
+
+def check_key(key: str) -> str:
+    if not _KEY_PATTERN.fullmatch(key) or ".." in key:
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
+class Digest:
+    """SHA-256 and size of a stream, computed while it passes through."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def observe(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            if chunk:
+                self._hash.update(chunk)
+                self.size += len(chunk)
+                yield chunk
+
+    def result(self, key: str) -> StoredObject:
+        return StoredObject(key=key, size=self.size, sha256=self._hash.hexdigest())
