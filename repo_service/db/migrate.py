@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -19,8 +22,9 @@ def upgrade(database: Database) -> None:
     """Bring the schema to the newest revision; safe when several nodes start at once."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with database.engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
+    with _sqlite_file_lock(database), database.engine.connect() as connection:
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
             # Nodes starting together would otherwise race to create the same tables.
             connection.execute(text("SELECT pg_advisory_lock(:lock)"), {"lock": _MIGRATION_LOCK})
             connection.commit()
@@ -29,9 +33,24 @@ def upgrade(database: Database) -> None:
             command.upgrade(config, "head")
             connection.commit()
         finally:
-            if connection.dialect.name == "postgresql":
+            if postgres:
                 connection.execute(text("SELECT pg_advisory_unlock(:lock)"), {"lock": _MIGRATION_LOCK})
                 connection.commit()
+
+
+@contextmanager
+def _sqlite_file_lock(database: Database) -> Iterator[None]:
+    """SQLite has no advisory locks and runs DDL outside transactions: lock a file beside it instead."""
+    path = database.sqlite_path
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".migrate-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def current_revision(database: Database) -> str | None:

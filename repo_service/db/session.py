@@ -27,8 +27,11 @@ class Database:
                 raise
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
+    def sqlite_path(self) -> Path | None:
+        """The database file, for SQLite on disk; None otherwise."""
+        if self.engine.dialect.name != "sqlite" or not self.engine.url.database or self.engine.url.database == ":memory:":
+            return None
+        return Path(self.engine.url.database)
 
     def dispose(self) -> None:
         self.engine.dispose()

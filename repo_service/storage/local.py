@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -32,20 +33,22 @@ class LocalStorage:
         partial = final.with_name(f".{final.name}.{secrets.token_hex(6)}{_PARTIAL_SUFFIX}")
         digest = Digest()
         try:
-            with open(partial, "xb") as file:
+            with _disk_errors():
+                file = open(partial, "xb")
+            with file:
                 for chunk in digest.observe(chunks):
-                    file.write(chunk)
-                file.flush()
-                os.fsync(file.fileno())
+                    with _disk_errors():
+                        file.write(chunk)
+                with _disk_errors():
+                    file.flush()
+                    os.fsync(file.fileno())
             stored = digest.result(key)
             if check is not None:
                 check(stored)
-            os.replace(partial, final)
-            _fsync_directory(final.parent)
+            with _disk_errors():
+                os.replace(partial, final)
+                _fsync_directory(final.parent)
             return stored
-        except OSError as error:
-            partial.unlink(missing_ok=True)
-            raise StorageUnavailable(f"local storage failed: {error.strerror or error}") from error
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
@@ -86,6 +89,16 @@ def _read_blocks(file, length: int | None) -> Iterator[bytes]:
             if remaining is not None:
                 remaining -= len(block)
             yield block
+
+
+@contextmanager
+def _disk_errors() -> Iterator[None]:
+    # Only errors of our own disk are storage failures; an OSError from the
+    # incoming stream (a client that went away) must keep its own meaning.
+    try:
+        yield
+    except OSError as error:
+        raise StorageUnavailable(f"local storage failed: {error.strerror or error}") from error
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -1,0 +1,78 @@
+"""Settings: FWREPO_* variables and serve flags, checked once, refused in one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from repo_service.errors import SettingsError
+from repo_service.settings import SETTINGS, load_settings
+from tests.conftest import FWREPO
+
+
+def test_embedded_defaults_keep_everything_under_var() -> None:
+    settings = load_settings(environ={})
+    assert settings.data_dir == Path("var")
+    assert (settings.host, settings.port) == ("127.0.0.1", 8443)
+    assert settings.public_url == "http://127.0.0.1:8443"
+    assert settings.database_url == "sqlite:///var/fwrepo.sqlite3"
+    assert settings.storage == "local" and settings.local_storage_dir == Path("var/storage")
+
+
+def test_environment_sets_and_flags_override() -> None:
+    environ = {"FWREPO_PORT": "9000", "FWREPO_DATA_DIR": "/srv/fw", "FWREPO_PUBLIC_URL": "https://fw.example.net/"}
+    settings = load_settings(environ=environ, flags={"port": "9100"})
+    assert settings.port == 9100
+    assert settings.public_url == "https://fw.example.net"
+    assert settings.database_url == "sqlite:////srv/fw/fwrepo.sqlite3"
+
+
+def test_libpq_style_postgres_urls_use_psycopg() -> None:
+    settings = load_settings(environ={"FWREPO_DATABASE_URL": "postgresql://fw@db:5432/fwrepo"})
+    assert settings.database_url == "postgresql+psycopg://fw@db:5432/fwrepo"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"FWREPO_PORT": "eighty"}, "FWREPO_PORT"),
+        ({"FWREPO_PORT": "70000"}, "FWREPO_PORT"),
+        ({"FWREPO_STORAGE": "ftp"}, "FWREPO_STORAGE"),
+        ({"FWREPO_PUBLIC_URL": "fw.example.net"}, "FWREPO_PUBLIC_URL"),
+        ({"FWREPO_DATABASE_URL": "mysql://x"}, "FWREPO_DATABASE_URL"),
+        ({"FWREPO_STORAGE": "s3"}, "FWREPO_S3_BUCKET"),
+        ({"FWREPO_S3_PART_SIZE": "1024"}, "FWREPO_S3_PART_SIZE"),
+        ({"FWREPO_MAX_UPLOAD_BYTES": "-1"}, "FWREPO_MAX_UPLOAD_BYTES"),
+        ({"FWREPO_S3_ACCESS_KEY_ID": "AKIA"}, "FWREPO_S3_SECRET_ACCESS_KEY"),
+    ],
+)
+def test_a_bad_value_names_the_variable(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(environ=environ)
+    assert str(raised.value).startswith(named + ":")
+
+
+def test_the_s3_secret_never_shows_in_the_settings_repr() -> None:
+    settings = load_settings(environ={"FWREPO_S3_ACCESS_KEY_ID": "AKIA", "FWREPO_S3_SECRET_ACCESS_KEY": "s3cr3t"})
+    assert "s3cr3t" not in repr(settings)
+
+
+def test_every_setting_has_a_serve_flag() -> None:
+    help_text = subprocess.run([FWREPO, "serve", "--help"], capture_output=True, text=True, check=True).stdout
+    for setting in SETTINGS:
+        assert setting.flag in help_text and setting.env in help_text
+
+
+def test_serve_with_a_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([FWREPO, "serve", "--data-dir", str(tmp_path), "--port", "abc"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["fwrepo: bad setting --port: expected a port number 1-65535, got 'abc'"]
+
+
+def test_local_commands_work_while_serve_runs_on_the_same_data_directory(fwrepo) -> None:
+    # fwrepo (the fixture) is serving; a second writer on the same database must not fail.
+    keys = [fwrepo.cli("clients", "create", "--name", f"parallel-{n}", "--role", "csms").stdout.strip() for n in range(3)]
+    assert len(set(keys)) == 3
