@@ -7,7 +7,7 @@ import sqlite3
 import httpx
 import pytest
 
-from tests.conftest import Fwrepo, image, upload
+from tests.conftest import Fwrepo, upload
 
 
 def test_no_key_is_401_with_a_bearer_challenge(fwrepo: Fwrepo) -> None:

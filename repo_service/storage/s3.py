@@ -122,8 +122,9 @@ class S3Storage:
                 )
                 return stored
             except BaseException:
-                for part in parts:
-                    part.cancel()
+                # Parts still in flight would land after an abort (S3 then keeps
+                # them): let them finish or fail first, then abort.
+                pool.shutdown(wait=True, cancel_futures=True)
                 self._abort(key, upload_id)
                 raise
 
