@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_MAX_UPLOAD, Fwrepo, image, upload
+from tests.conftest import TEST_MAX_UPLOAD, Fwrepo, image, start_fwrepo, upload
 
 
 def stored_files(fwrepo: Fwrepo) -> list[Path]:
@@ -212,3 +212,30 @@ def test_cli_upload_reports_the_server_refusal(fwrepo: Fwrepo, vendor: str, tmp_
                         "--vendor", vendor, "--model", "AC22", "--version", "not a version", check=False)
     assert result.returncode == 1
     assert "422" in result.stderr and "version" in result.stderr
+
+
+def test_a_large_upload_streams_with_constant_server_memory(tmp_path: Path) -> None:
+    # 384 MiB through a fresh server: were the body buffered or spooled in memory,
+    # its peak RSS would grow by the image size; streaming keeps it near idle.
+    size = 384 * 1024 * 1024
+    path = tmp_path / "large.bin"
+    with open(path, "wb") as file:
+        block = image(4 * 1024 * 1024)
+        for _ in range(size // len(block)):
+            file.write(block)
+    (tmp_path / "server").mkdir()
+    server = start_fwrepo(tmp_path / "server", FWREPO_MAX_UPLOAD_BYTES=str(size))
+    try:
+        reply = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {server.key('release')}",
+             "-F", f"file=@{path}", "-F", "vendor=Vlarge", "-F", "models=AC22", "-F", "version=1.0.0",
+             f"{server.url}/api/v1/firmware"],
+            capture_output=True, text=True, check=True,
+        )
+        assert reply.stdout == "201"
+        status = Path(f"/proc/{server.process.pid}/status").read_text()
+        peak_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+        assert peak_kib < 200 * 1024, f"peak RSS {peak_kib} KiB"
+        assert (tmp_path / "server" / "storage").stat()  # stored on disk, not in memory
+    finally:
+        server.stop()

@@ -87,7 +87,7 @@ class FaultProxy:
         ready.wait()
         if error:
             self._thread.join()
-            self._thread = None
+            self._loop = self._thread = None
             raise error[0]
         return self
 
