@@ -68,6 +68,36 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--older-than", type=float, default=SWEEP_AGE.total_seconds(), metavar="SECONDS",
                        help="only writes started at least this long ago (default 24 h)")
 
+    keys = commands.add_parser("keys", help="the repository's firmware-signing keys (local)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser("init", parents=[settings], help="make the development root CA and a signing key")
+    key_import = key_commands.add_parser("import", parents=[settings], help="bring in a production signing key")
+    key_import.add_argument("--cert", type=Path, help="PEM: the signing certificate and its chain up to the root")
+    key_import.add_argument("--key", dest="key_file", type=Path, help="PEM private key of the signing certificate")
+    key_import.add_argument("--pkcs12", type=Path, help="a PKCS#12 file with key, certificate and chain instead")
+    key_import.add_argument("--passphrase-env", metavar="VARIABLE",
+                            help="environment variable holding the key's or PKCS#12 file's passphrase")
+    rotate = key_commands.add_parser("rotate", parents=[settings], help="new signing key under the same root")
+    rotate.add_argument("--algorithm", choices=["ecdsa-p256", "rsa-3072", "rsa-4096"])
+    key_commands.add_parser("resign", parents=[settings], help="sign published firmware with the active key")
+    key_revoke = key_commands.add_parser("revoke", parents=[settings], help="stop a key; its signatures stop counting")
+    key_revoke.add_argument("key_id")
+    key_commands.add_parser("list", parents=[settings], help="keys, their use and expiry")
+
+    signers = commands.add_parser("signers", help="release engineers' public keys for signed uploads (local)")
+    signer_commands = signers.add_subparsers(dest="signers_command", required=True)
+    signer_add = signer_commands.add_parser("add", parents=[settings], help="trust a release engineer's key")
+    signer_add.add_argument("name")
+    signer_add.add_argument("--key", dest="key_file", type=Path, required=True, help="PEM public key or certificate")
+    signer_commands.add_parser("list", parents=[settings], help="trusted signer keys")
+    signer_remove = signer_commands.add_parser("remove", parents=[settings], help="stop trusting a key")
+    signer_remove.add_argument("signer")
+
+    verify = commands.add_parser("verify", help="check an image against a signed release manifest (offline)")
+    verify.add_argument("image", type=Path)
+    verify.add_argument("--manifest", type=Path, required=True, help="the JSON from GET /api/v1/firmware/ID/manifest")
+    verify.add_argument("--root", type=Path, help="the firmware-signing root certificate you trust (PEM)")
+
     upload = commands.add_parser("upload", parents=[client], help="upload a firmware image")
     upload.add_argument("file", type=Path)
     upload.add_argument("--vendor", required=True)
@@ -78,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--min-version")
     upload.add_argument("--release-notes")
     upload.add_argument("--sha256", help="declared digest; the upload is refused if the bytes differ")
+    upload.add_argument("--sign-key", type=Path, help="your PEM private key: signs here, never leaves this machine "
+                        "(passphrase from FWREPO_SIGN_KEY_PASSPHRASE or a prompt)")
 
     listing = commands.add_parser("list", parents=[client], help="list firmware in the catalog")
     for name in ("vendor", "model", "status", "channel"):
@@ -134,6 +166,15 @@ def _serve(arguments: argparse.Namespace) -> None:
     settings = _load_settings(arguments)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     services = build_services(settings)
+    if services.signing_keys.active() is None:
+        if settings.env == "production":
+            raise FwrepoError("no active signing key: bring one in with `fwrepo keys import` before serving")
+        key = services.signing_keys.init_development()
+        print(f"  made development signing key {key.id} under {settings.signing_keys_dir}", flush=True)
+    if services.development_passphrase:
+        print(f"  WARNING: signing keys are encrypted with a generated development passphrase "
+              f"({settings.signing_keys_dir}/dev-passphrase): for development only; set FWREPO_KEY_PASSPHRASE",
+              flush=True)
     swept = services.uploads.sweep(SWEEP_AGE)
     if swept:
         logging.getLogger("fwrepo").info("removed %d interrupted uploads", len(swept))
@@ -188,6 +229,87 @@ def _storage(arguments: argparse.Namespace) -> None:
     services = build_services(_load_settings(arguments))
     swept = services.uploads.sweep(timedelta(seconds=arguments.older_than))
     print(f"removed {len(swept)} interrupted uploads")
+
+
+def _keys(arguments: argparse.Namespace) -> None:
+    from repo_service.services import open_database, open_keys
+
+    settings = _load_settings(arguments)
+    keys, development = open_keys(settings, open_database(settings))
+    command = arguments.keys_command
+    if command == "init":
+        if settings.env == "production":
+            raise FwrepoError("keys init makes development keys; in production use `fwrepo keys import`")
+        key = keys.init_development()
+        print(f"signing key {key.id} ({key.algorithm}) active; root certificate {keys.root_certificate_path}")
+    elif command == "import":
+        passphrase = None
+        if arguments.passphrase_env:
+            if arguments.passphrase_env not in os.environ:
+                raise FwrepoError(f"--passphrase-env: {arguments.passphrase_env} is not set")
+            passphrase = os.environ[arguments.passphrase_env].encode()
+        if arguments.pkcs12:
+            key = keys.import_pkcs12(_read(arguments.pkcs12), passphrase)
+        elif arguments.cert and arguments.key_file:
+            key = keys.import_key(_read(arguments.cert), _read(arguments.key_file), passphrase)
+        else:
+            raise FwrepoError("give --cert CHAIN.pem and --key KEY.pem, or --pkcs12 FILE.p12")
+        print(f"signing key {key.id} ({key.algorithm}) imported and active; expires {_when(key.not_after)}")
+    elif command == "rotate":
+        key = keys.rotate(arguments.algorithm)
+        print(f"signing key {key.id} ({key.algorithm}) active; new publications are signed with it")
+    elif command == "resign":
+        print(f"re-signed {keys.resign()} published firmware with the active key")
+    elif command == "revoke":
+        key = keys.revoke(arguments.key_id)
+        print(f"revoked {key.id}: firmware signed only by it is not offered until `fwrepo keys resign`")
+    else:
+        rows = [[key.id, key.algorithm, key.status.value, key.origin, _when(key.not_after), str(key.signed),
+                 key.fingerprint[:16]] for key in keys.list()]
+        _print_table(["ID", "ALGORITHM", "STATUS", "ORIGIN", "EXPIRES", "SIGNED", "FINGERPRINT"], rows)
+    if development and command != "list":
+        print("note: keys are encrypted with the development passphrase; set FWREPO_KEY_PASSPHRASE in production",
+              file=sys.stderr)
+
+
+def _signers(arguments: argparse.Namespace) -> None:
+    from repo_service.domain.signers import Signers
+    from repo_service.services import open_database
+
+    signers = Signers(open_database(_load_settings(arguments)))
+    if arguments.signers_command == "add":
+        signer = signers.add(arguments.name, _read(arguments.key_file))
+        print(f"{signer.id}  {signer.name}  {signer.algorithm}  sha256:{signer.fingerprint}")
+    elif arguments.signers_command == "remove":
+        signer = signers.remove(arguments.signer)
+        print(f"removed {signer.id}")
+    else:
+        rows = [[signer.id, signer.name, signer.algorithm, signer.fingerprint[:16], _when(signer.created_at)]
+                for signer in signers.list()]
+        _print_table(["ID", "NAME", "ALGORITHM", "FINGERPRINT", "ADDED"], rows)
+
+
+def _verify(arguments: argparse.Namespace) -> int:
+    from repo_service.domain.manifests import ManifestError, verify_release
+
+    try:
+        document = json.loads(_read(arguments.manifest))
+        root = _read(arguments.root) if arguments.root else None
+        with open(arguments.image, "rb") as image:
+            findings = verify_release(document, image, root)
+    except (ManifestError, ValueError, OSError) as error:
+        print(f"fwrepo verify: FAILED: {error}", file=sys.stderr)
+        return 1
+    for finding in findings:
+        print(finding)
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise FwrepoError(f"{path}: {error.strerror}") from None
 
 
 # -- remote commands ----------------------------------------------------------------
@@ -259,6 +381,8 @@ def _upload(arguments: argparse.Namespace) -> None:
             fields[name] = getattr(arguments, name)
     if arguments.hardware_revisions:
         fields["hardware_revisions"] = arguments.hardware_revisions
+    if arguments.sign_key:
+        fields["signature"] = _sign_locally(path, arguments.sign_key)
     with open(path, "rb") as file:
         progress = _ProgressFile(file, path.stat().st_size)
         try:
@@ -270,6 +394,25 @@ def _upload(arguments: argparse.Namespace) -> None:
     elapsed = time.monotonic() - progress.started
     print(f"{record['id']}  {record['vendor']} {record['version']}  {record['size']} bytes  "
           f"sha256 {record['sha256']}  {record['status']}  ({elapsed:.1f} s)")
+
+
+def _sign_locally(image: Path, key_path: Path) -> str:
+    """The release engineer's signature, made on this machine: the private key is never sent."""
+    import getpass
+    import hashlib
+
+    from repo_service.domain import pki
+
+    data = _read(key_path)
+    passphrase = os.environ.get("FWREPO_SIGN_KEY_PASSPHRASE")
+    if passphrase is None and b"ENCRYPTED" in data:
+        passphrase = getpass.getpass(f"passphrase for {key_path}: ")
+    key = pki.load_private_key(data, passphrase.encode() if passphrase else None, "--sign-key")
+    digest = hashlib.sha256()
+    with open(image, "rb") as file:
+        while block := file.read(1024 * 1024):
+            digest.update(block)
+    return pki.sign_digest(key, digest.hexdigest())
 
 
 def _list(arguments: argparse.Namespace) -> None:
@@ -318,6 +461,9 @@ _HANDLERS = {
     "db": _db,
     "clients": _clients,
     "storage": _storage,
+    "keys": _keys,
+    "signers": _signers,
+    "verify": _verify,
     "upload": _upload,
     "list": _list,
     "show": _show,

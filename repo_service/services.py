@@ -9,6 +9,8 @@ from repo_service.db.session import Database
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clients import Clients
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.keys import SigningKeys, open_signing_keys
+from repo_service.domain.signers import Signers
 from repo_service.domain.uploads import Uploads
 from repo_service.settings import Settings
 from repo_service.storage import open_storage
@@ -19,6 +21,10 @@ class Services:
     settings: Settings
     database: Database
     clients: Clients
+    signing_keys: SigningKeys
+    # True when the keys are encrypted with the generated development passphrase.
+    development_passphrase: bool
+    signers: Signers
     catalog: Catalog
     uploads: Uploads
 
@@ -30,13 +36,24 @@ def open_database(settings: Settings, migrate: bool = True) -> Database:
     return database
 
 
+def open_keys(settings: Settings, database: Database, clock: Clock = utc_now) -> tuple[SigningKeys, bool]:
+    return open_signing_keys(
+        database, settings.signing_keys_dir, settings.key_passphrase, settings.signing_algorithm, clock
+    )
+
+
 def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     database = open_database(settings)
-    catalog = Catalog(database, open_storage(settings), clock)
+    signing_keys, development_passphrase = open_keys(settings, database, clock)
+    signers = Signers(database, clock)
+    catalog = Catalog(database, open_storage(settings), signing_keys, clock)
     return Services(
         settings=settings,
         database=database,
         clients=Clients(database, clock),
+        signing_keys=signing_keys,
+        development_passphrase=development_passphrase,
+        signers=signers,
         catalog=catalog,
-        uploads=Uploads(catalog, settings.max_upload_bytes),
+        uploads=Uploads(catalog, signers, settings.max_upload_bytes, settings.require_uploader_signature),
     )

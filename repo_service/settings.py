@@ -64,6 +64,15 @@ def _database_url(value: str) -> str:
     raise ValueError(f"expected a sqlite:/// or postgresql:// URL, got {value!r}")
 
 
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in allowed:
@@ -118,7 +127,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("s3_part_size", _positive_int, "bytes per S3 multipart part; smaller writes are one PUT (default 8 MiB)"),
     Setting("max_upload_bytes", _positive_int, "largest firmware image accepted (default 4 GiB)"),
     Setting("log_level", _choice("debug", "info", "warning", "error"), "log level (default info)"),
+    Setting("env", _choice("development", "production"), "development (default) or production: production refuses development keys"),
+    Setting("keys_dir", lambda value: Path(_text(value)), "signing keys and certificates (default DATA_DIR/keys)"),
+    Setting("key_passphrase", _optional(_text), "passphrase that encrypts the signing keys at rest (required in production)"),
+    Setting("signing_algorithm", _choice("ecdsa-p256", "rsa-3072", "rsa-4096"), "algorithm of keys made by keys init/rotate (default ecdsa-p256)"),
+    Setting("require_uploader_signature", _boolean, "refuse uploads without a valid release engineer's signature (default false)"),
 )
+
+SECRET_FIELDS = frozenset({"s3_secret_access_key", "key_passphrase"})
 
 
 @dataclass(frozen=True)
@@ -141,15 +157,24 @@ class Settings:
     s3_part_size: int = 8 * MiB
     max_upload_bytes: int = 4 * 1024 * MiB
     log_level: str = "info"
+    env: str = "development"
+    keys_dir: Path | None = None
+    key_passphrase: str | None = None
+    signing_algorithm: str = "ecdsa-p256"
+    require_uploader_signature: bool = False
 
     @property
     def local_storage_dir(self) -> Path:
         return self.storage_dir or self.data_dir / "storage"
 
+    @property
+    def signing_keys_dir(self) -> Path:
+        return self.keys_dir or self.data_dir / "keys"
+
     def __repr__(self) -> str:
-        # Settings get logged; the S3 secret must not be.
+        # Settings get logged; secrets must not be.
         shown = {
-            field.name: ("***" if field.name == "s3_secret_access_key" and getattr(self, field.name) else getattr(self, field.name))
+            field.name: ("***" if field.name in SECRET_FIELDS and getattr(self, field.name) else getattr(self, field.name))
             for field in dataclasses.fields(self)
         }
         return f"Settings({shown})"
@@ -189,5 +214,7 @@ def _check_consistency(settings: Settings) -> None:
     # S3 refuses parts under 5 MiB (except the last one).
     if settings.s3_part_size < 5 * MiB:
         raise SettingsError("FWREPO_S3_PART_SIZE", f"must be at least {5 * MiB} (5 MiB), the S3 minimum part size")
+    if settings.env == "production" and not settings.key_passphrase:
+        raise SettingsError("FWREPO_KEY_PASSPHRASE", "required when FWREPO_ENV=production (it encrypts the signing keys)")
     if (settings.s3_access_key_id is None) != (settings.s3_secret_access_key is None):
         raise SettingsError("FWREPO_S3_SECRET_ACCESS_KEY", "FWREPO_S3_ACCESS_KEY_ID and FWREPO_S3_SECRET_ACCESS_KEY go together")

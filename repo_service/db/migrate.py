@@ -18,10 +18,21 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x66777265706F
 
 
-def upgrade(database: Database) -> None:
-    """Bring the schema to the newest revision; safe when several nodes start at once."""
+def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config()).get_current_head() or ""
+
+
+def upgrade(database: Database) -> None:
+    """Bring the schema to the newest revision; safe when several nodes start at once."""
+    config = _config()
     with _sqlite_file_lock(database), database.engine.connect() as connection:
         postgres = connection.dialect.name == "postgresql"
         if postgres:

@@ -49,6 +49,8 @@ class Firmware(SQLModel, table=True):
     published_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     yanked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     yank_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The registered uploader key whose signature came with the image, if any.
+    signed_by: str | None = Field(default=None, max_length=100)
 
 
 class FirmwareModel(SQLModel, table=True):
@@ -69,3 +71,50 @@ class PendingWrite(SQLModel, table=True):
 
     storage_key: str = Field(primary_key=True, max_length=200)
     started_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+
+
+class SigningKey(SQLModel, table=True):
+    """A firmware-signing key the repository signs with; its private half is a file under the keys directory."""
+
+    __tablename__ = "signing_key"
+
+    id: str = Field(primary_key=True, max_length=32)
+    algorithm: str = Field(max_length=16)
+    # active: signs new publications (one at a time); retired: its signatures stay valid;
+    # revoked: its signatures no longer count.
+    status: str = Field(max_length=16)
+    origin: str = Field(max_length=16)
+    certificate_pem: str = Field(sa_column=Column(Text, nullable=False))
+    chain_pem: str = Field(sa_column=Column(Text, nullable=False))
+    fingerprint: str = Field(max_length=64)
+    not_before: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    not_after: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
+class FirmwareSignature(SQLModel, table=True):
+    """The repository's signature over one firmware image, by one signing key."""
+
+    __tablename__ = "firmware_signature"
+
+    id: int | None = Field(default=None, primary_key=True)
+    firmware_id: str = Field(
+        sa_column=Column(String(32), ForeignKey("firmware.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    key_id: str = Field(sa_column=Column(String(32), ForeignKey("signing_key.id"), nullable=False))
+    signature: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+
+
+class Signer(SQLModel, table=True):
+    """A release engineer's public key: uploads signed with it are known to be theirs."""
+
+    __tablename__ = "signer"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    public_key_pem: str = Field(sa_column=Column(Text, nullable=False))
+    fingerprint: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    removed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))

@@ -6,13 +6,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import Select, func
 from sqlmodel import Session, col, select
 
-from repo_service.db.models import Firmware, FirmwareModel
+from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature, SigningKey
 from repo_service.db.session import Database
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.keys import NoSigningKey, SigningKeys
+from repo_service.domain.pki import canonical_json
 from repo_service.errors import Conflict, InvalidInput, NotFound
 from repo_service.storage import Storage
 
@@ -44,6 +47,11 @@ class FirmwareRecord:
     published_at: datetime | None
     yanked_at: datetime | None
     yank_reason: str | None
+    signed_by: str | None
+    # The repository's signature (what goes into OCPP SignedUpdateFirmware), by a key not revoked.
+    signature: str | None
+    signing_certificate: str | None
+    signing_key_id: str | None
     storage_key: str
 
 
@@ -70,7 +78,14 @@ def parse_status(text: str) -> Status:
         raise InvalidInput("status", f"must be one of {', '.join(Status)}, got {text!r}") from None
 
 
-def to_record(row: Firmware, models: list[str]) -> FirmwareRecord:
+@dataclass(frozen=True)
+class CurrentSignature:
+    signature: str
+    certificate_pem: str
+    key_id: str
+
+
+def to_record(row: Firmware, models: list[str], signature: CurrentSignature | None) -> FirmwareRecord:
     return FirmwareRecord(
         id=row.id,
         vendor=row.vendor,
@@ -89,25 +104,44 @@ def to_record(row: Firmware, models: list[str]) -> FirmwareRecord:
         published_at=row.published_at,
         yanked_at=row.yanked_at,
         yank_reason=row.yank_reason,
+        signed_by=row.signed_by,
+        signature=signature.signature if signature else None,
+        signing_certificate=signature.certificate_pem if signature else None,
+        signing_key_id=signature.key_id if signature else None,
         storage_key=row.storage_key,
     )
 
 
+def valid_signatures() -> Select:
+    """Signatures by keys that are not revoked, newest first."""
+    return (
+        select(FirmwareSignature, SigningKey)
+        .join(SigningKey, col(FirmwareSignature.key_id) == col(SigningKey.id))
+        .where(SigningKey.status != "revoked")
+        .order_by(col(FirmwareSignature.id).desc())
+    )
+
+
 def load_records(session: Session, rows: list[Firmware]) -> list[FirmwareRecord]:
-    """Records for rows, with their models fetched in one query."""
+    """Records for rows, with their models and current signatures fetched in one query each."""
     if not rows:
         return []
-    links = session.exec(select(FirmwareModel).where(col(FirmwareModel.firmware_id).in_([row.id for row in rows]))).all()
+    ids = [row.id for row in rows]
+    links = session.exec(select(FirmwareModel).where(col(FirmwareModel.firmware_id).in_(ids))).all()
     models: dict[str, list[str]] = {}
     for link in links:
         models.setdefault(link.firmware_id, []).append(link.model)
-    return [to_record(row, models.get(row.id, [])) for row in rows]
+    signatures: dict[str, CurrentSignature] = {}
+    for signature, key in session.exec(valid_signatures().where(col(FirmwareSignature.firmware_id).in_(ids))).all():
+        signatures.setdefault(signature.firmware_id, CurrentSignature(signature.signature, key.certificate_pem, key.id))
+    return [to_record(row, models.get(row.id, []), signatures.get(row.id)) for row in rows]
 
 
 class Catalog:
-    def __init__(self, database: Database, storage: Storage, clock: Clock = utc_now) -> None:
+    def __init__(self, database: Database, storage: Storage, signing_keys: SigningKeys, clock: Clock = utc_now) -> None:
         self.database = database
         self.storage = storage
+        self.signing_keys = signing_keys
         self.clock = clock
 
     def get(self, firmware_id: str) -> FirmwareRecord:
@@ -141,15 +175,48 @@ class Catalog:
             return Page(items=load_records(session, list(rows)), total=total, limit=limit, offset=offset)
 
     def publish(self, firmware_id: str) -> FirmwareRecord:
+        """Publish and sign with the active key: a published build always carries a signature."""
         with self.database.session() as session:
             row = self._lock(session, firmware_id)
             if row.status == Status.YANKED:
                 raise Conflict(f"firmware {firmware_id} was yanked and cannot be published again")
             if row.status == Status.UPLOADED:
+                key, signature = self.signing_keys.sign_image(row.sha256)
                 row.status = Status.PUBLISHED.value
                 row.published_at = self.clock()
                 session.add(row)
+                session.add(
+                    FirmwareSignature(firmware_id=row.id, key_id=key.id, signature=signature, created_at=self.clock())
+                )
+                session.flush()
             return load_records(session, [row])[0]
+
+    def manifest(self, firmware_id: str) -> dict[str, Any]:
+        """A signed release manifest, so a CSMS can check the catalog offline."""
+        record = self.get(firmware_id)
+        if record.status != Status.PUBLISHED:
+            raise Conflict(f"firmware {firmware_id} is {record.status.value}: only published firmware has a manifest")
+        if record.signing_key_id is None:
+            raise NoSigningKey(f"firmware {firmware_id} has no valid signature: re-sign it (fwrepo keys resign)")
+        document = {
+            "id": record.id,
+            "vendor": record.vendor,
+            "models": list(record.models),
+            "hardware_revisions": list(record.hardware_revisions),
+            "version": record.version,
+            "channel": record.channel,
+            "size": record.size,
+            "sha256": record.sha256,
+            "min_version": record.min_version,
+            "created": record.created_at.isoformat().replace("+00:00", "Z"),
+            "signing_key_id": record.signing_key_id,
+        }
+        return {
+            "manifest": document,
+            "signature": self.signing_keys.sign_document(record.signing_key_id, canonical_json(document)),
+            "signing_certificate": record.signing_certificate,
+            "image_signature": record.signature,
+        }
 
     def yank(self, firmware_id: str, reason: str) -> FirmwareRecord:
         reason = reason.strip() if isinstance(reason, str) else ""

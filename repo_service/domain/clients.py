@@ -34,6 +34,7 @@ class Action(StrEnum):
     PUBLISH = "publish firmware"
     YANK = "yank firmware"
     QUERY_UPDATES = "ask for updates"
+    MANAGE_SIGNERS = "manage uploader signing keys"
 
 
 # Release engineers own the builds; a CSMS only reads what it needs to offer

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from sqlmodel import col, select
 
-from repo_service.db.models import Firmware, FirmwareModel
-from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records
+from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature
+from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records, valid_signatures
 from repo_service.domain.uploads import check_name
 from repo_service.domain.versions import parse_version
 from repo_service.errors import InvalidInput
@@ -42,6 +42,8 @@ def find_update(catalog: Catalog, query: UpdateQuery) -> FirmwareRecord | None:
                 Firmware.status == Status.PUBLISHED.value,
                 Firmware.channel == query.channel,
                 col(Firmware.id).in_(select(FirmwareModel.firmware_id).where(FirmwareModel.model == model)),
+                # A build whose only signatures are by revoked keys is not offered until re-signed.
+                col(Firmware.id).in_(valid_signatures().with_only_columns(col(FirmwareSignature.firmware_id))),
             )
         ).all()
         candidates = []

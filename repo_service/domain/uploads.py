@@ -14,7 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select
 
 from repo_service.db.models import Firmware, FirmwareModel, PendingWrite
+from repo_service.domain import pki
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records
+from repo_service.domain.signers import Signers
 from repo_service.domain.versions import parse_version
 from repo_service.errors import Conflict, InvalidInput, StorageUnavailable, TooLarge
 from repo_service.storage import StoredObject
@@ -30,7 +32,7 @@ _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 REQUIRED_FIELDS = frozenset({"vendor", "models", "version"})
-SINGLE_FIELDS = frozenset({"vendor", "version", "channel", "min_version", "release_notes", "sha256"})
+SINGLE_FIELDS = frozenset({"vendor", "version", "channel", "min_version", "release_notes", "sha256", "signature"})
 LIST_FIELDS = frozenset({"models", "hardware_revisions"})
 FIELDS = SINGLE_FIELDS | LIST_FIELDS
 
@@ -46,6 +48,8 @@ class UploadRequest:
     min_version: str | None = None
     release_notes: str = ""
     sha256: str | None = None
+    # DER bytes of the release engineer's signature over the image, if one came with it.
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ def parse_upload_fields(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
     declared = single.get("sha256", "").strip() or None
     if declared is not None and not _SHA256.fullmatch(declared):
         raise InvalidInput("sha256", "must be 64 hexadecimal characters")
+    signature = single.get("signature", "").strip()
     return UploadRequest(
         vendor=vendor,
         models=_names("models", fields["models"], required=True),
@@ -121,6 +126,7 @@ def parse_upload_fields(fields: Mapping[str, Sequence[str]]) -> UploadRequest:
         min_version=min_version,
         release_notes=release_notes,
         sha256=declared.lower() if declared else None,
+        signature=pki.decode_signature(signature) if signature else None,
     )
 
 
@@ -150,9 +156,11 @@ class _SameBytes(Exception):
 
 
 class Uploads:
-    def __init__(self, catalog: Catalog, max_bytes: int) -> None:
+    def __init__(self, catalog: Catalog, signers: Signers, max_bytes: int, require_signature: bool = False) -> None:
         self.catalog = catalog
+        self.signers = signers
         self.max_bytes = max_bytes
+        self.require_signature = require_signature
 
     def upload(
         self,
@@ -171,17 +179,17 @@ class Uploads:
         key = f"firmware/{firmware_id}"
         with catalog.database.session() as session:
             session.add(PendingWrite(storage_key=key, started_at=catalog.clock()))
-        described: list[tuple[UploadRequest, str | None]] = []
+        described: list[tuple[UploadRequest, str | None, str | None]] = []
 
         def check(stored: StoredObject) -> None:
             request, filename = describe()
-            described.append((request, filename))
             if stored.size == 0:
                 raise InvalidInput("file", "is empty")
             if request.sha256 and not hmac.compare_digest(request.sha256, stored.sha256):
                 raise InvalidInput(
                     "sha256", f"declared {request.sha256} but the uploaded bytes have SHA-256 {stored.sha256}"
                 )
+            described.append((request, filename, self._uploader_signer(request, stored.sha256)))
             self._refuse_other_bytes(request, stored.sha256)
 
         try:
@@ -192,9 +200,11 @@ class Uploads:
         except BaseException:
             self._forget_pending(key)
             raise
-        request, filename = described[0]
+        request, filename, signed_by = described[0]
         try:
-            record = self._insert(firmware_id, key, stored, request, safe_filename(filename, request), uploaded_by)
+            record = self._insert(
+                firmware_id, key, stored, request, safe_filename(filename, request), uploaded_by, signed_by
+            )
         except IntegrityError:
             # Another upload of the same version won the race between our check and insert.
             self._forget_pending(key)
@@ -204,6 +214,19 @@ class Uploads:
                 return UploadOutcome(same.record, created=False)
             raise
         return UploadOutcome(record, created=True)
+
+    def _uploader_signer(self, request: UploadRequest, sha256: str) -> str | None:
+        if request.signature is None:
+            if self.require_signature:
+                raise InvalidInput(
+                    "signature",
+                    "is required: this repository accepts only images signed by a registered release engineer's key",
+                )
+            return None
+        signer = self.signers.identify(sha256, request.signature)
+        if signer is None:
+            raise InvalidInput("signature", "does not verify over this image with any registered signer's key")
+        return signer
 
     def _refuse_other_bytes(self, request: UploadRequest, sha256: str) -> None:
         with self.catalog.database.session() as session:
@@ -229,6 +252,7 @@ class Uploads:
         request: UploadRequest,
         filename: str,
         uploaded_by: str | None,
+        signed_by: str | None,
     ) -> FirmwareRecord:
         row = Firmware(
             id=firmware_id,
@@ -245,6 +269,7 @@ class Uploads:
             hardware_revisions=list(request.hardware_revisions),
             release_notes=request.release_notes,
             uploaded_by=uploaded_by,
+            signed_by=signed_by,
             created_at=self.catalog.clock(),
         )
         with self.catalog.database.session() as session:

@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from repo_service import __version__
-from repo_service.http import firmware, updates
+from repo_service.http import firmware, keys, updates
 from repo_service.http.problems import EXCEPTION_HANDLERS
 from repo_service.services import Services
 
@@ -19,7 +19,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 def create_app(services: Services) -> Starlette:
     app = Starlette(
-        routes=[Route("/healthz", healthz), *firmware.ROUTES, *updates.ROUTES],
+        routes=[Route("/healthz", healthz), *firmware.ROUTES, *keys.ROUTES, *updates.ROUTES],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.services = services

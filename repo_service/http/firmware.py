@@ -178,6 +178,12 @@ async def content(request: Request) -> Response:
     )
 
 
+async def manifest(request: Request) -> Response:
+    await authorize(request, Action.READ_CATALOG)
+    document = await run_in_threadpool(request.app.state.services.catalog.manifest, request.path_params["firmware_id"])
+    return JSONResponse(document)
+
+
 ROUTES = [
     Route("/api/v1/firmware", upload, methods=["POST"]),
     Route("/api/v1/firmware", list_firmware, methods=["GET"]),
@@ -185,4 +191,5 @@ ROUTES = [
     Route("/api/v1/firmware/{firmware_id}/publish", publish, methods=["POST"]),
     Route("/api/v1/firmware/{firmware_id}/yank", yank, methods=["POST"]),
     Route("/api/v1/firmware/{firmware_id}/content", content, methods=["GET", "HEAD"]),
+    Route("/api/v1/firmware/{firmware_id}/manifest", manifest, methods=["GET"]),
 ]

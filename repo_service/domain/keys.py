@@ -1,0 +1,283 @@
+"""The repository's signing keys: made, imported, rotated, revoked, and used.
+
+The registry (which keys exist, which is active, their certificates) is in
+the database, shared by every node; each private key is a PKCS#8 file
+encrypted with the key passphrase, mode 0600, under the keys directory:
+
+    keys/
+      root-ca.pem            development root certificate (what chargers trust)
+      root-ca.key            its private key, encrypted (development PKI only)
+      signing-<id>.pem       a signing certificate followed by its chain up to the root
+      signing-<id>.key       its private key, encrypted
+      dev-passphrase         development only: the generated passphrase
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from repo_service.db.models import Firmware, FirmwareSignature, SigningKey
+from repo_service.db.session import Database
+from repo_service.domain import pki
+from repo_service.domain.clock import Clock, utc_now
+from repo_service.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+ROOT_DAYS = 20 * 365
+SIGNING_DAYS = 3 * 365
+DEV_PASSPHRASE_FILE = "dev-passphrase"
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "active"
+    RETIRED = "retired"
+    REVOKED = "revoked"
+
+
+class NoSigningKey(Conflict):
+    """Publishing needs an active signing key and there is none."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    algorithm: str
+    status: KeyStatus
+    origin: str
+    fingerprint: str
+    not_before: datetime
+    not_after: datetime
+    created_at: datetime
+    revoked_at: datetime | None
+    certificate_pem: str
+    chain_pem: str
+    signed: int = 0
+
+
+def _record(row: SigningKey, signed: int = 0) -> KeyRecord:
+    return KeyRecord(
+        id=row.id,
+        algorithm=row.algorithm,
+        status=KeyStatus(row.status),
+        origin=row.origin,
+        fingerprint=row.fingerprint,
+        not_before=row.not_before,
+        not_after=row.not_after,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        certificate_pem=row.certificate_pem,
+        chain_pem=row.chain_pem,
+        signed=signed,
+    )
+
+
+def development_passphrase(keys_dir: Path) -> bytes:
+    """The generated development passphrase, made once into a 0600 file."""
+    path = keys_dir / DEV_PASSPHRASE_FILE
+    if not path.exists():
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(path, secrets.token_urlsafe(32).encode())
+    return path.read_bytes().strip()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # O_EXCL and mode at creation: the file is never readable by others, not even briefly.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+class SigningKeys:
+    def __init__(self, database: Database, keys_dir: Path, passphrase: bytes, algorithm: str = "ecdsa-p256",
+                 clock: Clock = utc_now) -> None:
+        self.database = database
+        self.keys_dir = keys_dir
+        self.passphrase = passphrase
+        self.algorithm = algorithm
+        self.clock = clock
+        self._private_keys: dict[str, pki.PrivateKey] = {}
+
+    # -- making and bringing in keys ------------------------------------------------------
+
+    @property
+    def root_certificate_path(self) -> Path:
+        return self.keys_dir / "root-ca.pem"
+
+    def init_development(self) -> KeyRecord:
+        """Create the development root CA and a first signing key; a no-op when a key is active."""
+        active = self.active()
+        if active is not None:
+            return active
+        self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.root_certificate_path.exists():
+            now = self.clock()
+            root_key = pki.generate_key(self.algorithm)
+            root = pki.make_root(root_key, "fwrepo development firmware-signing root", now, ROOT_DAYS)
+            _write_private(self.keys_dir / "root-ca.key", pki.encrypt_private_key(root_key, self.passphrase))
+            _write_public(self.root_certificate_path, pki.pem(root).encode())
+        return self.rotate()
+
+    def rotate(self, algorithm: str | None = None) -> KeyRecord:
+        """A new signing key under the development root; the active one retires (its signatures stay valid)."""
+        root_key_path = self.keys_dir / "root-ca.key"
+        if not root_key_path.exists():
+            raise Conflict(
+                "no root CA key here to issue a new signing certificate (imported keys are rotated by "
+                "importing the next one: fwrepo keys import)"
+            )
+        root_key = pki.load_private_key(root_key_path.read_bytes(), self.passphrase, "root-ca.key")
+        root = x509.load_pem_x509_certificate(self.root_certificate_path.read_bytes())
+        key = pki.generate_key(algorithm or self.algorithm)
+        key_id = secrets.token_hex(6)
+        certificate = pki.make_signing_certificate(
+            key, root_key, root, f"fwrepo firmware signing {key_id}", self.clock(), SIGNING_DAYS
+        )
+        chain = pki.CheckedChain(leaf=certificate, intermediates=(), root=root)
+        return self._register(key_id, key, chain, origin="generated")
+
+    def import_key(self, certificates_pem: bytes, key_pem: bytes, key_passphrase: bytes | None) -> KeyRecord:
+        key = pki.load_private_key(key_pem, key_passphrase, "key")
+        chain = pki.check_signing_chain(key, pki.load_certificates(certificates_pem, "cert"), self.clock())
+        return self._register(secrets.token_hex(6), key, chain, origin="imported")
+
+    def import_pkcs12(self, data: bytes, password: bytes | None) -> KeyRecord:
+        try:
+            key, certificate, additional = pkcs12.load_key_and_certificates(data, password)
+        except ValueError:
+            raise pki.KeyMaterialError("pkcs12", "cannot be read: not PKCS#12, or the password is wrong") from None
+        if key is None or certificate is None:
+            raise pki.KeyMaterialError("pkcs12", "must hold a private key and its certificate")
+        pki.algorithm_of(key)  # type: ignore[arg-type]
+        chain = pki.check_signing_chain(key, [certificate, *additional], self.clock(), "pkcs12")  # type: ignore[arg-type]
+        return self._register(secrets.token_hex(6), key, chain, origin="imported")  # type: ignore[arg-type]
+
+    def _register(self, key_id: str, key: pki.PrivateKey, chain: pki.CheckedChain, origin: str) -> KeyRecord:
+        self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(self.keys_dir / f"signing-{key_id}.key", pki.encrypt_private_key(key, self.passphrase))
+        chain_pem = "".join(pki.pem(cert) for cert in (*chain.intermediates, chain.root))
+        _write_public(self.keys_dir / f"signing-{key_id}.pem", (pki.pem(chain.leaf) + chain_pem).encode())
+        row = SigningKey(
+            id=key_id,
+            algorithm=pki.algorithm_of(key),
+            status=KeyStatus.ACTIVE.value,
+            origin=origin,
+            certificate_pem=pki.pem(chain.leaf),
+            chain_pem=chain_pem,
+            fingerprint=pki.fingerprint(chain.leaf),
+            not_before=chain.leaf.not_valid_before_utc,
+            not_after=chain.leaf.not_valid_after_utc,
+            created_at=self.clock(),
+        )
+        with self.database.session() as session:
+            for active in session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)):
+                active.status = KeyStatus.RETIRED.value
+                session.add(active)
+            session.add(row)
+        self._private_keys[key_id] = key
+        return _record(row)
+
+    # -- the registry ---------------------------------------------------------------------
+
+    def active(self) -> KeyRecord | None:
+        with self.database.session() as session:
+            row = session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)).first()
+            return _record(row) if row else None
+
+    def list(self) -> list[KeyRecord]:
+        with self.database.session() as session:
+            counts = dict(
+                session.exec(
+                    select(FirmwareSignature.key_id, func.count()).group_by(FirmwareSignature.key_id)
+                ).all()
+            )
+            rows = session.exec(select(SigningKey).order_by(col(SigningKey.created_at))).all()
+            return [_record(row, counts.get(row.id, 0)) for row in rows]
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Stop a key: it signs nothing more, and its signatures no longer count."""
+        with self.database.session() as session:
+            row = session.get(SigningKey, key_id)
+            if row is None:
+                raise NotFound(f"no signing key with id {key_id}")
+            if row.status != KeyStatus.REVOKED:
+                row.status = KeyStatus.REVOKED.value
+                row.revoked_at = self.clock()
+                session.add(row)
+        self._private_keys.pop(key_id, None)
+        return self.get(key_id)
+
+    def get(self, key_id: str) -> KeyRecord:
+        with self.database.session() as session:
+            row = session.get(SigningKey, key_id)
+            if row is None:
+                raise NotFound(f"no signing key with id {key_id}")
+            return _record(row)
+
+    # -- signing --------------------------------------------------------------------------
+
+    def _private_key(self, key_id: str) -> pki.PrivateKey:
+        if key_id not in self._private_keys:
+            path = self.keys_dir / f"signing-{key_id}.key"
+            if not path.exists():
+                raise NoSigningKey(f"signing key {key_id} has no private key file at {path} on this node")
+            self._private_keys[key_id] = pki.load_private_key(path.read_bytes(), self.passphrase, path.name)
+        return self._private_keys[key_id]
+
+    def sign_image(self, sha256_hex: str) -> tuple[KeyRecord, str]:
+        """Sign an image's digest with the active key (read from the registry, so a rotation elsewhere bites)."""
+        active = self.active()
+        if active is None:
+            raise NoSigningKey("no active signing key: run `fwrepo keys init` (development) or `fwrepo keys import`")
+        return active, pki.sign_digest(self._private_key(active.id), sha256_hex)
+
+    def sign_document(self, key_id: str, document: bytes) -> str:
+        key = self.get(key_id)
+        if key.status == KeyStatus.REVOKED:
+            raise NoSigningKey(f"signing key {key_id} is revoked")
+        return pki.sign_bytes(self._private_key(key_id), document)
+
+    def resign(self) -> int:
+        """Sign every published firmware not yet signed by the active key with it; returns how many."""
+        with self.database.session() as session:
+            active = session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)).first()
+            if active is None:
+                raise NoSigningKey("no active signing key to re-sign with")
+            signed_by_active = select(FirmwareSignature.firmware_id).where(FirmwareSignature.key_id == active.id)
+            rows = session.exec(
+                select(Firmware).where(Firmware.status == "published", col(Firmware.id).not_in(signed_by_active))
+            ).all()
+            key = self._private_key(active.id)
+            now = self.clock()
+            for row in rows:
+                session.add(
+                    FirmwareSignature(
+                        firmware_id=row.id, key_id=active.id, signature=pki.sign_digest(key, row.sha256), created_at=now
+                    )
+                )
+            return len(rows)
+
+
+def open_signing_keys(database: Database, keys_dir: Path, passphrase: str | None, algorithm: str,
+                      clock: Clock = utc_now) -> tuple[SigningKeys, bool]:
+    """The signing keys with their passphrase; True when it is the generated development one."""
+    if passphrase:
+        return SigningKeys(database, keys_dir, passphrase.encode(), algorithm, clock), False
+    return SigningKeys(database, keys_dir, development_passphrase(keys_dir), algorithm, clock), True

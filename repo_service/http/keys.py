@@ -1,0 +1,76 @@
+"""Keys over HTTP: the repository's signing certificates, and release engineers' signer keys."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from repo_service.domain.clients import Action
+from repo_service.errors import InvalidInput
+from repo_service.http.auth import authorize
+
+MAX_BODY = 64 * 1024
+
+
+def _json(record: Any) -> dict[str, Any]:
+    return {
+        name: value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else value
+        for name, value in asdict(record).items()
+    }
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise InvalidInput("body", f"must be at most {MAX_BODY} bytes")
+    try:
+        document = await request.json()
+    except ValueError:
+        raise InvalidInput("body", "must be a JSON object") from None
+    if not isinstance(document, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    return document
+
+
+async def list_signing_keys(request: Request) -> Response:
+    await authorize(request, Action.READ_CATALOG)
+    keys = await run_in_threadpool(request.app.state.services.signing_keys.list)
+    return JSONResponse({"items": [_json(key) for key in keys]})
+
+
+async def add_signer(request: Request) -> Response:
+    await authorize(request, Action.MANAGE_SIGNERS)
+    document = await json_object(request)
+    name, public_key = document.get("name"), document.get("public_key")
+    if not isinstance(name, str):
+        raise InvalidInput("name", "is required")
+    if not isinstance(public_key, str) or not public_key.strip():
+        raise InvalidInput("public_key", "is required: a PEM public key or certificate")
+    signer = await run_in_threadpool(request.app.state.services.signers.add, name, public_key.encode())
+    return JSONResponse(_json(signer), status_code=201)
+
+
+async def list_signers(request: Request) -> Response:
+    await authorize(request, Action.MANAGE_SIGNERS)
+    signers = await run_in_threadpool(request.app.state.services.signers.list)
+    return JSONResponse({"items": [_json(signer) for signer in signers]})
+
+
+async def remove_signer(request: Request) -> Response:
+    await authorize(request, Action.MANAGE_SIGNERS)
+    await run_in_threadpool(request.app.state.services.signers.remove, request.path_params["signer_id"])
+    return Response(status_code=204)
+
+
+ROUTES = [
+    Route("/api/v1/signing-keys", list_signing_keys, methods=["GET"]),
+    Route("/api/v1/signers", add_signer, methods=["POST"]),
+    Route("/api/v1/signers", list_signers, methods=["GET"]),
+    Route("/api/v1/signers/{signer_id}", remove_signer, methods=["DELETE"]),
+]
