@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -18,6 +16,7 @@ from repo_service.domain.clients import Action
 from repo_service.domain.uploads import REQUIRED_FIELDS, UploadRequest, parse_upload_fields
 from repo_service.errors import InvalidInput, TooLarge
 from repo_service.http.auth import authorize
+from repo_service.http.bodies import json_object, record_json
 from repo_service.http.forms import StreamingForm
 from repo_service.http.problems import problem
 from repo_service.http.ranges import UnsatisfiableRange, parse_range
@@ -27,14 +26,8 @@ FORM_OVERHEAD = 2 * 1024 * 1024
 
 
 def firmware_json(record: FirmwareRecord) -> dict[str, Any]:
-    body = asdict(record)
+    body = record_json(record)
     del body["storage_key"]  # where bytes live is the repository's business
-    for name, value in body.items():
-        if isinstance(value, datetime):
-            body[name] = value.isoformat().replace("+00:00", "Z")
-        elif isinstance(value, tuple):
-            body[name] = list(value)
-    body["status"] = record.status.value
     return body
 
 
@@ -127,13 +120,7 @@ async def publish(request: Request) -> Response:
 
 async def yank(request: Request) -> Response:
     await authorize(request, Action.YANK)
-    body = await request.body()
-    if len(body) > 16 * 1024:
-        raise InvalidInput("body", "must be at most 16 KiB")
-    try:
-        reason = (await request.json()).get("reason") if body else None
-    except (ValueError, AttributeError):
-        raise InvalidInput("body", 'must be a JSON object like {"reason": "..."}') from None
+    reason = (await json_object(request)).get("reason")
     if not isinstance(reason, str):
         raise InvalidInput("reason", "is required: say why this build must not be installed")
     record = await run_in_threadpool(

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import datetime
-from typing import Any
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,34 +10,13 @@ from starlette.routing import Route
 from repo_service.domain.clients import Action
 from repo_service.errors import InvalidInput
 from repo_service.http.auth import authorize
-
-MAX_BODY = 64 * 1024
-
-
-def _json(record: Any) -> dict[str, Any]:
-    return {
-        name: value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else value
-        for name, value in asdict(record).items()
-    }
-
-
-async def json_object(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise InvalidInput("body", f"must be at most {MAX_BODY} bytes")
-    try:
-        document = await request.json()
-    except ValueError:
-        raise InvalidInput("body", "must be a JSON object") from None
-    if not isinstance(document, dict):
-        raise InvalidInput("body", "must be a JSON object")
-    return document
+from repo_service.http.bodies import json_object, record_json
 
 
 async def list_signing_keys(request: Request) -> Response:
     await authorize(request, Action.READ_CATALOG)
     keys = await run_in_threadpool(request.app.state.services.signing_keys.list)
-    return JSONResponse({"items": [_json(key) for key in keys]})
+    return JSONResponse({"items": [record_json(key) for key in keys]})
 
 
 async def add_signer(request: Request) -> Response:
@@ -53,13 +28,13 @@ async def add_signer(request: Request) -> Response:
     if not isinstance(public_key, str) or not public_key.strip():
         raise InvalidInput("public_key", "is required: a PEM public key or certificate")
     signer = await run_in_threadpool(request.app.state.services.signers.add, name, public_key.encode())
-    return JSONResponse(_json(signer), status_code=201)
+    return JSONResponse(record_json(signer), status_code=201)
 
 
 async def list_signers(request: Request) -> Response:
     await authorize(request, Action.MANAGE_SIGNERS)
     signers = await run_in_threadpool(request.app.state.services.signers.list)
-    return JSONResponse({"items": [_json(signer) for signer in signers]})
+    return JSONResponse({"items": [record_json(signer) for signer in signers]})
 
 
 async def remove_signer(request: Request) -> Response:
