@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Upload throughput of fwrepo, next to what the machine itself can do.
 
 One run measures, on one file of random bytes (default 1 GiB):
@@ -44,6 +43,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -149,7 +149,7 @@ class RssSampler:
                 self.max_kib = max(self.max_kib, rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -229,10 +229,50 @@ def machine_facts(work_dir: Path) -> dict[str, str]:
         "kernel": f"{platform.system()} {platform.release()}",
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
         "disk": disk_description(work_dir),
+        **({"virtualization": vm} if (vm := vm_memory_note()) else {}),
+        "SHA-256 (hashlib, one core)": f"{sha256_speed():.0f} MB/s",
+        "load average at start (1/5/15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
         "curl": " ".join(tool_version(["curl", "--version"]).split()[:2]),
         "boto3": boto3_version,
         "Ceph": tool_version(["radosgw", "--version"]).replace("ceph version ", "") if shutil.which("radosgw") else "not installed",
     }
+
+
+def vm_memory_note() -> str | None:
+    """Whether this is a VM that hands free memory back to its host (virtio-balloon free page reporting)."""
+    flags = ""
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("flags"):
+                flags = line
+                break
+    if " hypervisor" not in flags:
+        return None
+    reported = Path("/sys/module/page_reporting/parameters/reported_kib")
+    try:
+        reported_kib = int(reported.read_text())
+    except (OSError, ValueError):
+        reported_kib = 0
+    if reported_kib:
+        return (
+            "virtual machine with virtio-balloon free page reporting "
+            f"({reported_kib / 1024**2:.0f} GiB handed back to the host so far): memory the guest has not "
+            "used recently costs a host page fault on first touch, so whatever grows its memory "
+            "(page cache, Ceph memstore) pays extra CPU"
+        )
+    return "virtual machine"
+
+
+def sha256_speed() -> float:
+    """MB/s of hashlib SHA-256 on one core: fwrepo hashes every uploaded byte once."""
+    block = os.urandom(8 * MiB)
+    digest = hashlib.sha256()
+    rounds = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.5:
+        digest.update(block)
+        rounds += 1
+    return rounds * len(block) / (time.perf_counter() - start) / MB
 
 
 def mem_available() -> int:
@@ -418,7 +458,7 @@ class Bench:
         self.s3 = None  # tests.support.s3servers.S3Server
         self.s3_client = None
         self.ceph_pids: list[int] = []
-        self.keep_objects = True
+        self.gc_works = True
         self.servers: dict[str, FwrepoServer] = {}
         self.version_counter = 0
 
@@ -432,46 +472,39 @@ class Bench:
         say(f"writing {self.size / MiB:.0f} MiB of random bytes to {self.source.name}")
         self.sha256 = make_random_file(self.source, self.size)
         (self.work / "copies").mkdir()
-        if any(m in S3_METHODS for m in self.methods):
-            self.start_ceph()
-        if "fwrepo-local" in self.methods:
-            self.start_server("fwrepo-local", {"FWREPO_STORAGE": "local"})
-        if "fwrepo-s3" in self.methods and self.s3 is not None:
-            self.start_server(
-                "fwrepo-s3",
-                {
-                    "FWREPO_STORAGE": "s3",
-                    "FWREPO_S3_ENDPOINT_URL": self.s3.endpoint_url,
-                    "FWREPO_S3_BUCKET": FWREPO_BUCKET,
-                    "FWREPO_S3_REGION": self.s3.region,
-                    "FWREPO_S3_ACCESS_KEY_ID": self.s3.access_key_id,
-                    "FWREPO_S3_SECRET_ACCESS_KEY": self.s3.secret_access_key,
-                },
-            )
-        for name, server in self.servers.items():
-            self.results[name].idle_rss_kib = proc_status_kib(server.pid, "VmRSS")
+
+    def start_fwrepo_s3(self) -> None:
+        assert self.s3 is not None
+        self.start_server(
+            "fwrepo-s3",
+            {
+                "FWREPO_STORAGE": "s3",
+                "FWREPO_S3_ENDPOINT_URL": self.s3.endpoint_url,
+                "FWREPO_S3_BUCKET": FWREPO_BUCKET,
+                "FWREPO_S3_REGION": self.s3.region,
+                "FWREPO_S3_ACCESS_KEY_ID": self.s3.access_key_id,
+                "FWREPO_S3_SECRET_ACCESS_KEY": self.s3.secret_access_key,
+            },
+        )
 
     def start_ceph(self) -> None:
-        from tests.support.s3servers import DEFAULT_MEMSTORE_BYTES, ceph_unavailable_reason, running_ceph_rgw
+        from tests.support.s3servers import (
+            DEFAULT_MEMSTORE_BYTES,
+            ceph_unavailable_reason,
+            running_ceph_rgw,
+        )
 
         reason = ceph_unavailable_reason()
         if reason is None:
-            # Memstore keeps every object in RAM, capped by memstore_bytes (4 GiB
-            # by default: too small for 2 x repeat x 1 GiB). Keep all objects when
-            # RAM allows, so that no RGW garbage collection runs during a later
-            # measurement; otherwise delete each object after its upload.
+            # Memstore keeps objects in RAM, capped by memstore_bytes. Each object
+            # is deleted and garbage-collected right after its upload (see
+            # reclaim_s3), so one or two at a time would fit in the default cap;
+            # the cap leaves room for all of them, where RAM allows, in case the
+            # forced garbage collection does not work.
             uploads = sum(m in self.methods for m in S3_METHODS) * self.args.repeat
             everything = uploads * self.size + GiB
             spare = mem_available() - 2 * self.size - 3 * GiB
-            if everything <= spare:
-                memstore = max(DEFAULT_MEMSTORE_BYTES, everything)
-            else:
-                self.keep_objects = False
-                memstore = max(DEFAULT_MEMSTORE_BYTES, 4 * self.size + GiB)
-                self.notes.append(
-                    "Not enough RAM to keep every uploaded object in Ceph's memstore: each object was "
-                    "deleted after its upload, so RGW garbage collection may overlap later measurements."
-                )
+            memstore = max(DEFAULT_MEMSTORE_BYTES, 3 * self.size + GiB, min(everything, spare))
             say(f"starting Ceph RGW (memstore capped at {memstore / GiB:.1f} GiB)")
             try:
                 self.s3 = self.stack.enter_context(running_ceph_rgw(self.work / "ceph", memstore_bytes=memstore))
@@ -495,7 +528,15 @@ class Bench:
         self.servers[name] = server
         self.stack.callback(server.stop)
         server.start()
+        self.results[name].idle_rss_kib = proc_status_kib(server.pid, "VmRSS")
         say(f"{name}: fwrepo serve pid {server.pid} at {server.url}")
+
+    def stop_server(self, name: str) -> None:
+        server = self.servers.get(name)
+        if server is None or server.proc is None:
+            return
+        self.results[name].peak_rss_kib = proc_status_kib(server.pid, "VmHWM")
+        server.stop()
 
     # -- measurements
 
@@ -529,8 +570,7 @@ class Bench:
         size = self.s3_client.head_object(Bucket=DIRECT_BUCKET, Key=key)["ContentLength"]
         if size != self.size:
             raise RuntimeError(f"boto3 stored {size} bytes, not {self.size}")
-        if not self.keep_objects:
-            self.s3_client.delete_object(Bucket=DIRECT_BUCKET, Key=key)
+        self.reclaim_s3(DIRECT_BUCKET)
         return sample
 
     def measure_fwrepo(self, name: str) -> Sample:
@@ -565,9 +605,52 @@ class Bench:
         record = json.loads(body)
         if record.get("size") != self.size or record.get("sha256") != self.sha256:
             raise RuntimeError(f"{name} stored other bytes: {record.get('size')} bytes, SHA-256 {record.get('sha256')}")
-        if name == "fwrepo-s3" and not self.keep_objects:
-            self.empty_bucket(FWREPO_BUCKET)
+        if name == "fwrepo-s3":
+            self.reclaim_s3(FWREPO_BUCKET)
+        if name == "fwrepo-local":
+            # Like cp's copy, the stored image goes (untimed), so that every
+            # local measurement finds the same amount of free memory for the
+            # page cache; see the note on this VM's memory in the doc.
+            for stored in (server.data_dir / "storage").rglob("*"):
+                if stored.is_file():
+                    stored.unlink()
         return sample
+
+    def reclaim_s3(self, bucket: str) -> None:
+        """Delete what an upload stored and have RGW garbage-collect it now (untimed).
+
+        On this VM memory that a process touches for the first time is
+        expensive, so with every object kept the memstore OSD grows into fresh
+        memory on each upload and Ceph's CPU per GiB nearly doubles over a few
+        uploads (measured: boto3 3.1 s -> 5.1 s per GiB). Deleted multipart
+        data would only be collected after RGW's GC delay; `radosgw-admin gc
+        process --include-all` frees it at once, so each upload reuses the
+        memory of the previous one and all S3 runs start alike.
+        """
+        self.empty_bucket(bucket)
+        if not self.gc_works:
+            return
+        conf = next(iter(sorted((self.work / "ceph").glob("ceph-rgw.*/ceph.conf"))), None)
+        failure = "no ceph.conf found" if conf is None else ""
+        if conf is not None:
+            # The ceph tools are Python scripts of the system's python3: no venv
+            # PYTHONPATH, and no CEPH_* from the caller's shell.
+            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME") and not k.startswith("CEPH_")}
+            try:
+                done = subprocess.run(
+                    ["radosgw-admin", "-c", str(conf), "gc", "process", "--include-all"],
+                    env=env, capture_output=True, text=True, timeout=300, check=False,
+                )  # fmt: skip
+                if done.returncode != 0:
+                    failure = f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
+            except (OSError, subprocess.SubprocessError) as error:
+                failure = str(error)
+        if failure:
+            self.gc_works = False
+            self.notes.append(
+                f"`radosgw-admin gc process` failed ({failure}): later S3 uploads grew Ceph's memory "
+                "and deleted data was collected on RGW's own schedule, so the S3 numbers are noisier."
+            )
 
     def empty_bucket(self, bucket: str) -> None:
         assert self.s3_client is not None
@@ -585,9 +668,31 @@ class Bench:
         return self.measure_fwrepo(method)
 
     def run(self) -> None:
-        runnable = [m for m in self.methods if self.results[m].skipped is None]
+        local = [m for m in self.methods if m not in S3_METHODS]
+        remote = [m for m in self.methods if m in S3_METHODS]
+        # Two phases: the local measurements run before Ceph starts, so that
+        # neither its CPU nor its memory (memstore grows by every object) weighs
+        # on them; the S3 ones then run side by side on one fresh cluster.
+        if local:
+            say("-- local phase (Ceph not running)")
+            if "fwrepo-local" in local:
+                self.start_server("fwrepo-local", {"FWREPO_STORAGE": "local"})
+            self.rounds(local)
+            self.stop_server("fwrepo-local")
+        if remote:
+            say("-- S3 phase")
+            self.start_ceph()
+            if self.s3 is not None:
+                if "fwrepo-s3" in remote:
+                    self.start_fwrepo_s3()
+                self.rounds(remote)
+                self.stop_server("fwrepo-s3")
+
+    def rounds(self, methods: list[str]) -> None:
         for round_number in range(1, self.args.repeat + 1):
-            for method in runnable:
+            # Odd rounds in the given order, even rounds reversed: no method
+            # always follows the same other one.
+            for method in methods if round_number % 2 else methods[::-1]:
                 sync_all()  # untimed: the previous measurement's dirty pages go to disk now
                 time.sleep(self.args.settle)
                 sample = self.measure(method)
@@ -603,8 +708,6 @@ class Bench:
                     f"round {round_number}/{self.args.repeat} {method:13} {sample.seconds:7.2f} s "
                     f"{self.size / sample.seconds / MB:8.1f} MB/s{extra}"
                 )
-        for name, server in self.servers.items():
-            self.results[name].peak_rss_kib = proc_status_kib(server.pid, "VmHWM")
 
 
 # --------------------------------------------------------------------------- report
@@ -666,8 +769,8 @@ def verdicts(results: dict[str, Result], size: int) -> list[Verdict]:
 
 def render_tables(results: dict[str, Result], size: int) -> str:
     lines = [
-        "| method | MB/s (median) | median s | runs (s) | server peak RSS MB (VmHWM / max sampled VmRSS / idle) "
-        "| CPU s per upload: server / client / Ceph |",
+        ("| method | MB/s (median) | median s | runs (s) | server peak RSS MB (VmHWM / max sampled VmRSS / idle) "
+         "| CPU s per upload: server / client / Ceph |"),
         "| --- | ---: | ---: | --- | --- | --- |",
     ]
     for method, result in results.items():
@@ -698,25 +801,34 @@ def render_section(bench: Bench, facts: dict[str, str], when: dt.datetime, elaps
         START_MARK,
         "## Upload",
         "",
-        f"Written by `bench/upload.py --size-mib {args.size_mib} --repeat {args.repeat}` on "
-        f"{when:%Y-%m-%d %H:%M} UTC (the run took {elapsed / 60:.1f} min).",
+        (f"Written by `bench/upload.py --size-mib {args.size_mib} --repeat {args.repeat}` on "
+         f"{when:%Y-%m-%d %H:%M} UTC (the run took {elapsed / 60:.1f} min)."),
         "",
-        f"One file of {args.size_mib} MiB of random bytes, uploaded {args.repeat} times by each method "
-        "(rounds interleave the methods; `sync` and a pause before each measurement, untimed). "
-        "MB/s is 10^6 bytes per second of wall time, from the median of the runs.",
+        (f"One file of {args.size_mib} MiB of random bytes (in the page cache throughout), uploaded "
+         f"{args.repeat} times by each method. Two phases: first cp, cp+sync and fwrepo-local, with Ceph "
+         "not running; then a fresh Ceph cluster for boto3 and fwrepo-s3. Within a phase the rounds "
+         "interleave the methods (even rounds in reverse order), with `sync` and a pause before each "
+         "measurement (untimed). "
+         "MB/s is 10^6 bytes per second of wall time, from the median run."),
         "",
         "- **cp**: `cp --reflink=never` into a directory on the same file system; the page cache absorbs it.",
-        "- **cp+sync**: the same, then `sync FILE` (fsync): the bytes are on disk, as fwrepo's are "
-        "(fwrepo-local fsyncs the file and its directory).",
-        "- **boto3**: `upload_file` with the default TransferConfig (8 MiB parts, 10 threads) to a bucket "
-        "on the Ceph RGW that fwrepo-s3 uses.",
-        "- **fwrepo-local / fwrepo-s3**: `curl -F file=@...` to `POST /api/v1/firmware` of `fwrepo serve` "
-        "(one uvicorn process) with FWREPO_STORAGE=local / s3 (default FWREPO_S3_PART_SIZE); "
-        "a fresh version per upload, size and SHA-256 of every reply checked. "
-        "Server RSS: VmHWM of the server at the end (its whole life, start-up included), "
-        "VmRSS sampled every 20 ms during the uploads, and VmRSS idle before the first upload. "
-        "CPU: user+system seconds of the server, of the client (curl; for boto3 this Python process) "
-        "and of the Ceph daemons (mon+osd+rgw) during one upload, median.",
+        ("- **cp+sync**: the same, then `sync FILE` (fsync): the bytes are on disk, as fwrepo's are "
+         "(fwrepo-local fsyncs the file and its directory)."),
+        ("- **boto3**: `upload_file` with the default TransferConfig (8 MiB parts, 10 threads) and the "
+         "client of `tests/support/s3servers.py` (SigV4, path style), to a bucket on the Ceph RGW "
+         "that fwrepo-s3 uses."),
+        ("- **fwrepo-local / fwrepo-s3**: `curl -F file=@...` to `POST /api/v1/firmware` of `fwrepo serve` "
+         "(one uvicorn process) with FWREPO_STORAGE=local / s3 (default FWREPO_S3_PART_SIZE); "
+         "a fresh version per upload, size and SHA-256 of every reply checked. "
+         "After each run, untimed, what it stored is deleted: cp's copy and fwrepo-local's image, so that "
+         "each local run finds the same free memory; the S3 object, followed by "
+         "`radosgw-admin gc process --include-all`, so that Ceph's memstore does not grow from run to run "
+         "(on this VM growing into fresh memory nearly doubles Ceph's CPU per GiB) and no RGW garbage "
+         "collection overlaps a later run."),
+        ("- **Server RSS**: VmHWM of the server process at the end (its whole life, start-up included) / "
+         "the largest VmRSS sampled every 20 ms during the uploads / VmRSS idle before the first upload."),
+        ("- **CPU**: user+system seconds during one upload (median) of the fwrepo server, of the client "
+         "(curl; for boto3 the benchmark's own Python process) and of the Ceph daemons (mon+osd+rgw)."),
         "",
         "Machine:",
         "",
@@ -724,10 +836,10 @@ def render_section(bench: Bench, facts: dict[str, str], when: dt.datetime, elaps
     lines += [f"- {name}: {value}" for name, value in facts.items()]
     lines += [
         "",
-        f"This machine has {os.cpu_count()} CPUs, and the client (curl or boto3), fwrepo and Ceph "
-        "(radosgw + OSD + mon) all share them, so the S3 numbers measure a CPU-bound setup: every CPU "
-        "second fwrepo spends is taken from RGW. Ceph runs with a memstore OSD (objects in RAM), so "
-        "neither S3 number includes a disk.",
+        (f"This machine has {os.cpu_count()} CPUs, and the client (curl or boto3), fwrepo and Ceph "
+         "(radosgw + OSD + mon) all share them: the S3 numbers measure a CPU-bound setup, where every CPU "
+         "second fwrepo spends is taken from RGW, and they would differ on a machine where S3 is elsewhere. "
+         "Ceph runs with a memstore OSD (objects in RAM), so neither S3 number includes a disk."),
         "",
     ]
     for note in bench.notes:
@@ -810,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/upload.py needs curl", file=sys.stderr)
         return 2
     started = time.monotonic()
-    when = dt.datetime.now(dt.timezone.utc)
+    when = dt.datetime.now(dt.UTC)
     stack = ExitStack()
     try:
         with signals_as_interrupts():
@@ -832,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
         cleanup(stack)
         print("interrupted: everything started was stopped and removed", file=sys.stderr)
         return 130
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - any failure: clean up, say why, exit 2
         cleanup(stack)
         print(f"bench/upload.py failed: {error}", file=sys.stderr)
         return 2

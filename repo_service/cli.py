@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from repo_service import __version__
 from repo_service.errors import FwrepoError, SettingsError
 from repo_service.settings import SETTINGS, Settings, load_settings
 
-DEFAULT_URL = "http://127.0.0.1:8443"
+DEFAULT_URL = "https://127.0.0.1:8443"
 # Pending writes younger than this may belong to an upload still running on another node.
 SWEEP_AGE = timedelta(hours=24)
 
@@ -36,6 +37,11 @@ def _client_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", default=os.environ.get("FWREPO_URL", DEFAULT_URL),
                         help=f"fwrepo server [FWREPO_URL, default {DEFAULT_URL}]")
     parser.add_argument("--key", default=os.environ.get("FWREPO_KEY"), help="API key [FWREPO_KEY]")
+    development_ca = Path(os.environ.get("FWREPO_DATA_DIR", "var")) / "tls" / "ca.pem"
+    default_ca = os.environ.get("FWREPO_CACERT") or (str(development_ca) if development_ca.exists() else None)
+    parser.add_argument("--cacert", type=Path, default=default_ca,
+                        help=f"CA certificate that the server's TLS certificate chains to [FWREPO_CACERT; default "
+                             f"{development_ca} when it exists, else the system's trust store]")
     return parser
 
 
@@ -162,6 +168,7 @@ def _serve(arguments: argparse.Namespace) -> None:
 
     from repo_service.http.app import create_app
     from repo_service.services import build_services
+    from repo_service.tls import tls_files
 
     settings = _load_settings(arguments)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -179,8 +186,16 @@ def _serve(arguments: argparse.Namespace) -> None:
     if swept:
         logging.getLogger("fwrepo").info("removed %d interrupted uploads", len(swept))
     storage_place = settings.local_storage_dir if settings.storage == "local" else f"s3://{settings.s3_bucket}"
-    print(f"fwrepo {__version__} listening on http://{settings.host}:{settings.port} (API and downloads)", flush=True)
+    scheme = "https" if settings.tls else "http"
+    print(f"fwrepo {__version__} listening on {scheme}://{settings.host}:{settings.port} (API and downloads)", flush=True)
     print(f"  public URL {settings.public_url}; data {settings.data_dir}; storage {storage_place}", flush=True)
+    tls: dict[str, Any] = {}
+    if settings.tls:
+        files = tls_files(settings, services.signing_keys.passphrase)
+        if files.development_ca is not None:
+            print(f"  development TLS certificate; verify it with: curl --cacert {files.development_ca}", flush=True)
+        tls = {"ssl_certfile": str(files.certificate), "ssl_keyfile": str(files.key),
+               "ssl_keyfile_password": files.key_password}
     if not services.clients.list():
         print("  no API clients yet: create one with `fwrepo clients create --name NAME --role admin`", flush=True)
     uvicorn.run(
@@ -189,7 +204,7 @@ def _serve(arguments: argparse.Namespace) -> None:
         port=settings.port,
         log_level=settings.log_level,
         server_header=False,
-        lifespan="off",
+        **tls,
     )
 
 
@@ -325,8 +340,10 @@ def _request(arguments: argparse.Namespace, method: str, path: str, **kwargs: An
     if not arguments.key:
         raise RemoteError("an API key is required: --key KEY or FWREPO_KEY")
     headers = {"Authorization": f"Bearer {arguments.key}"}
+    verify: Any = ssl.create_default_context(cafile=str(arguments.cacert) if arguments.cacert else None)
     try:
-        with httpx.Client(base_url=arguments.url, headers=headers, timeout=httpx.Timeout(60, write=300)) as http:
+        with httpx.Client(base_url=arguments.url, headers=headers, timeout=httpx.Timeout(60, write=300),
+                          verify=verify) as http:
             reply = http.request(method, path, **kwargs)
     except httpx.HTTPError as error:
         raise RemoteError(f"cannot reach {arguments.url}: {error}") from None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from repo_service.db.migrate import upgrade
 from repo_service.db.session import Database
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clients import Clients
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.grants import Grants
 from repo_service.domain.keys import SigningKeys, open_signing_keys
+from repo_service.domain.local_secrets import read_or_create_secret
 from repo_service.domain.signers import Signers
+from repo_service.domain.tokens import TokenSigner
 from repo_service.domain.uploads import Uploads
 from repo_service.settings import Settings
 from repo_service.storage import open_storage
@@ -27,6 +31,7 @@ class Services:
     signers: Signers
     catalog: Catalog
     uploads: Uploads
+    grants: Grants
 
 
 def open_database(settings: Settings, migrate: bool = True) -> Database:
@@ -56,4 +61,13 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         signers=signers,
         catalog=catalog,
         uploads=Uploads(catalog, signers, settings.max_upload_bytes, settings.require_uploader_signature),
+        grants=Grants(database, catalog, TokenSigner(token_secret(settings)), settings.public_url,
+                      timedelta(seconds=settings.grant_max_lifetime), clock),
     )
+
+
+def token_secret(settings: Settings) -> bytes:
+    """The download-token secret: the operator's (the same on every node), or one made for development."""
+    if settings.token_secret:
+        return settings.token_secret.encode()
+    return read_or_create_secret(settings.data_dir / "token-secret")

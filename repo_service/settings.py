@@ -132,9 +132,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("key_passphrase", _optional(_text), "passphrase that encrypts the signing keys at rest (required in production)"),
     Setting("signing_algorithm", _choice("ecdsa-p256", "rsa-3072", "rsa-4096"), "algorithm of keys made by keys init/rotate (default ecdsa-p256)"),
     Setting("require_uploader_signature", _boolean, "refuse uploads without a valid release engineer's signature (default false)"),
+    Setting("token_secret", _optional(_text), "secret that signs download tokens; the same on every node (required in production)"),
+    Setting("grant_max_lifetime", _positive_int, "longest a grant may live, in seconds (default 30 days)"),
+    Setting("tls", _boolean, "serve HTTPS (default true); false only behind a proxy that terminates TLS"),
+    Setting("tls_cert", _optional(lambda value: Path(_text(value))), "PEM certificate chain for HTTPS (default: a development certificate)"),
+    Setting("tls_key", _optional(lambda value: Path(_text(value))), "PEM private key for HTTPS"),
+    Setting("download_mode", _choice("stream", "redirect"), "stream (default) or redirect to a short-lived S3 presigned URL"),
 )
 
-SECRET_FIELDS = frozenset({"s3_secret_access_key", "key_passphrase"})
+SECRET_FIELDS = frozenset({"s3_secret_access_key", "key_passphrase", "token_secret"})
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,12 @@ class Settings:
     key_passphrase: str | None = None
     signing_algorithm: str = "ecdsa-p256"
     require_uploader_signature: bool = False
+    token_secret: str | None = None
+    grant_max_lifetime: int = 30 * 86400
+    tls: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    download_mode: str = "stream"
 
     @property
     def local_storage_dir(self) -> Path:
@@ -198,7 +210,7 @@ def load_settings(environ: Mapping[str, str] | None = None, flags: Mapping[str, 
     settings = Settings(**values)
     derived: dict[str, Any] = {}
     if not settings.public_url:
-        derived["public_url"] = f"http://{settings.host}:{settings.port}"
+        derived["public_url"] = f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
     if not settings.database_url:
         derived["database_url"] = f"sqlite:///{settings.data_dir / 'fwrepo.sqlite3'}"
     settings = dataclasses.replace(settings, **derived)
@@ -216,5 +228,13 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("FWREPO_S3_PART_SIZE", f"must be at least {5 * MiB} (5 MiB), the S3 minimum part size")
     if settings.env == "production" and not settings.key_passphrase:
         raise SettingsError("FWREPO_KEY_PASSPHRASE", "required when FWREPO_ENV=production (it encrypts the signing keys)")
+    if settings.env == "production" and not settings.token_secret:
+        raise SettingsError("FWREPO_TOKEN_SECRET", "required when FWREPO_ENV=production (the same on every node)")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise SettingsError("FWREPO_TLS_KEY", "FWREPO_TLS_CERT and FWREPO_TLS_KEY go together")
+    if settings.download_mode == "redirect" and settings.storage != "s3":
+        raise SettingsError("FWREPO_DOWNLOAD_MODE", "redirect needs FWREPO_STORAGE=s3 (it redirects to S3 presigned URLs)")
+    if len(settings.public_url) > 120:
+        raise SettingsError("FWREPO_PUBLIC_URL", "must be at most 120 characters: download locations must stay under 255")
     if (settings.s3_access_key_id is None) != (settings.s3_secret_access_key is None):
         raise SettingsError("FWREPO_S3_SECRET_ACCESS_KEY", "FWREPO_S3_ACCESS_KEY_ID and FWREPO_S3_SECRET_ACCESS_KEY go together")

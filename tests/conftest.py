@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -143,7 +144,15 @@ class Fwrepo:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> str:
+        """The development CA the server's TLS certificate chains to."""
+        return str(self.data_dir / "tls" / "ca.pem")
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
 
     @property
     def env(self) -> dict[str, str]:
@@ -173,9 +182,9 @@ class Fwrepo:
             if self.process.poll() is not None:
                 raise RuntimeError(f"fwrepo serve exited: {(self.data_dir / 'serve.log').read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1, verify=self.tls()).status_code == 200:
                     return self
-            except httpx.HTTPError:
+            except (httpx.HTTPError, OSError):
                 time.sleep(0.1)
         raise RuntimeError("fwrepo serve did not answer within 30 s")
 
@@ -195,7 +204,7 @@ class Fwrepo:
 
     def client(self, role: str | None = "release") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.key(role)}"} if role else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, verify=self.tls())
 
 
 def start_fwrepo(data_dir: Path, **environment: str) -> Fwrepo:

@@ -11,7 +11,7 @@ from tests.conftest import Fwrepo, upload
 
 
 def test_no_key_is_401_with_a_bearer_challenge(fwrepo: Fwrepo) -> None:
-    reply = httpx.get(fwrepo.url + "/api/v1/firmware")
+    reply = fwrepo.client(None).get("/api/v1/firmware")
     assert reply.status_code == 401
     assert reply.headers["www-authenticate"].startswith("Bearer")
     assert reply.json()["status"] == 401
@@ -22,16 +22,16 @@ def test_no_key_is_401_with_a_bearer_challenge(fwrepo: Fwrepo) -> None:
     ["Bearer fwr_forged0000000000000000000000000000000000000", "Bearer", "Basic dXNlcjpwYXNz", "Bearer " + "x" * 5000],
 )
 def test_forged_or_malformed_keys_are_401(fwrepo: Fwrepo, header: str) -> None:
-    assert httpx.get(fwrepo.url + "/api/v1/firmware", headers={"Authorization": header}).status_code == 401
+    assert fwrepo.client(None).get("/api/v1/firmware", headers={"Authorization": header}).status_code == 401
 
 
 def test_a_revoked_key_stops_working(fwrepo: Fwrepo) -> None:
     key = fwrepo.cli("clients", "create", "--name", "leaving", "--role", "csms").stdout.strip()
     headers = {"Authorization": f"Bearer {key}"}
-    assert httpx.get(fwrepo.url + "/api/v1/firmware", headers=headers).status_code == 200
+    assert fwrepo.client(None).get("/api/v1/firmware", headers=headers).status_code == 200
     client_id = next(line.split()[0] for line in fwrepo.cli("clients", "list").stdout.splitlines() if " leaving " in line)
     fwrepo.cli("clients", "revoke", client_id)
-    assert httpx.get(fwrepo.url + "/api/v1/firmware", headers=headers).status_code == 401
+    assert fwrepo.client(None).get("/api/v1/firmware", headers=headers).status_code == 401
     listed = next(line for line in fwrepo.cli("clients", "list").stdout.splitlines() if line.startswith(client_id))
     assert not listed.endswith("active")
 
@@ -81,9 +81,9 @@ def test_clients_create_refuses_an_unknown_role(fwrepo: Fwrepo) -> None:
 
 
 def test_unknown_routes_and_methods_answer_problem_json(fwrepo: Fwrepo) -> None:
-    missing = httpx.get(fwrepo.url + "/nothing/here")
+    missing = fwrepo.client(None).get("/nothing/here")
     assert missing.status_code == 404 and missing.json()["status"] == 404
-    wrong = httpx.delete(fwrepo.url + "/api/v1/firmware")
+    wrong = fwrepo.client(None).delete("/api/v1/firmware")
     assert wrong.status_code == 405 and wrong.json()["status"] == 405
 
 

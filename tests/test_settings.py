@@ -16,7 +16,7 @@ def test_embedded_defaults_keep_everything_under_var() -> None:
     settings = load_settings(environ={})
     assert settings.data_dir == Path("var")
     assert (settings.host, settings.port) == ("127.0.0.1", 8443)
-    assert settings.public_url == "http://127.0.0.1:8443"
+    assert settings.public_url == "https://127.0.0.1:8443"
     assert settings.database_url == "sqlite:///var/fwrepo.sqlite3"
     assert settings.storage == "local" and settings.local_storage_dir == Path("var/storage")
 

@@ -113,7 +113,8 @@ def test_production_without_a_passphrase_stops_start_up_in_one_line(tmp_path: Pa
 
 def test_production_without_a_signing_key_stops_start_up(tmp_path: Path) -> None:
     result = subprocess.run([FWREPO, "serve", "--data-dir", str(tmp_path), "--env", "production",
-                             "--key-passphrase", "correct horse battery staple"], capture_output=True, text=True, timeout=30)
+                             "--key-passphrase", "correct horse battery staple", "--token-secret", "t" * 32],
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "fwrepo keys import" in result.stderr
 

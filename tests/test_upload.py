@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def test_curl_upload_is_stored_with_its_digest_and_answered_201(fwrepo: Fwrepo, 
     path = tmp_path / "charger-fw 1.2.3.bin"
     path.write_bytes(content)
     reply = subprocess.run(
-        ["curl", "-sS", "-w", "\n%{http_code}", "-H", f"Authorization: Bearer {fwrepo.key('release')}",
+        ["curl", "-sS", "--cacert", fwrepo.ca, "-w", "\n%{http_code}", "-H", f"Authorization: Bearer {fwrepo.key('release')}",
          "-F", f"file=@{path}", "-F", f"vendor={vendor}", "-F", "models=AC22", "-F", "models=AC11,DC50",
          "-F", "version=V1.2.3", "-F", "hardware_revisions=B", "-F", "release_notes=Fixes meter drift",
          "-F", f"sha256={hashlib.sha256(content).hexdigest()}", f"{fwrepo.url}/api/v1/firmware"],
@@ -185,8 +186,10 @@ def test_image_over_the_limit_is_refused_413_even_without_content_length(
 
 
 def test_declared_content_length_over_the_limit_is_refused_before_reading(fwrepo: Fwrepo) -> None:
-    # A raw socket: HTTP clients refuse to send fewer bytes than they declare.
-    with socket.create_connection(("127.0.0.1", fwrepo.port), timeout=10) as connection:
+    # A raw TLS socket: HTTP clients refuse to send fewer bytes than they declare.
+    context = ssl.create_default_context(cafile=fwrepo.ca)
+    with socket.create_connection(("127.0.0.1", fwrepo.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as connection:
         connection.sendall(
             f"POST /api/v1/firmware HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {fwrepo.key('release')}\r\n"
             f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {10 * TEST_MAX_UPLOAD}\r\n\r\n--b".encode()
@@ -227,7 +230,7 @@ def test_a_large_upload_streams_with_constant_server_memory(tmp_path: Path) -> N
     server = start_fwrepo(tmp_path / "server", FWREPO_MAX_UPLOAD_BYTES=str(size))
     try:
         reply = subprocess.run(
-            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {server.key('release')}",
+            ["curl", "-sS", "--cacert", server.ca, "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: Bearer {server.key('release')}",
              "-F", f"file=@{path}", "-F", "vendor=Vlarge", "-F", "models=AC22", "-F", "version=1.0.0",
              f"{server.url}/api/v1/firmware"],
             capture_output=True, text=True, check=True,

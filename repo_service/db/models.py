@@ -118,3 +118,48 @@ class Signer(SQLModel, table=True):
     fingerprint: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     removed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
+class Grant(SQLModel, table=True):
+    """One charger's right to fetch one firmware over one protocol until a time.
+
+    Its integer id is also the OCPP requestId: unique per grant, stable, and
+    what status notifications will be matched by.
+    """
+
+    __tablename__ = "grant"
+
+    id: int | None = Field(default=None, primary_key=True)
+    firmware_id: str = Field(sa_column=Column(String(32), ForeignKey("firmware.id"), nullable=False, index=True))
+    charger_id: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    protocol: str = Field(max_length=8)
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    retrieve_date: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    retries: int
+    retry_interval: int
+    max_downloads: int | None = Field(default=None)
+    downloads_completed: int = Field(default=0)
+    created_by: str | None = Field(default=None, max_length=32)
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    revoke_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class DownloadRecord(SQLModel, table=True):
+    """One download attempt or refusal, written in batches (never one write per request)."""
+
+    __tablename__ = "download_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    grant_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True, index=True))
+    charger_id: str | None = Field(default=None, max_length=64)
+    client_address: str = Field(max_length=64)
+    protocol: str = Field(max_length=8)
+    range_start: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    range_end: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    bytes_sent: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    completed: bool = Field(default=False)
+    # Empty for a served attempt; otherwise why it was refused (forged, expired, revoked, yanked, used_up).
+    refusal: str | None = Field(default=None, max_length=16)
+    started_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    duration_ms: int = Field(default=0)

@@ -8,10 +8,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, func
+from sqlalchemy import Select, func, update
 from sqlmodel import Session, col, select
 
-from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature, SigningKey
+from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature, Grant, SigningKey
 from repo_service.db.session import Database
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.keys import NoSigningKey, SigningKeys
@@ -231,6 +231,12 @@ class Catalog:
                 row.yanked_at = self.clock()
                 row.yank_reason = reason
                 session.add(row)
+                # A yanked build's grants die with it.
+                session.execute(
+                    update(Grant)
+                    .where(col(Grant.firmware_id) == firmware_id, col(Grant.revoked_at).is_(None))
+                    .values(revoked_at=row.yanked_at, revoke_reason=f"firmware yanked: {reason}")
+                )
             return load_records(session, [row])[0]
 
     def open_content(self, firmware_id: str, start: int = 0, length: int | None = None) -> tuple[FirmwareRecord, Iterator[bytes]]:

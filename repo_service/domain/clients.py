@@ -35,6 +35,7 @@ class Action(StrEnum):
     YANK = "yank firmware"
     QUERY_UPDATES = "ask for updates"
     MANAGE_SIGNERS = "manage uploader signing keys"
+    GRANT = "issue and revoke download grants"
 
 
 # Release engineers own the builds; a CSMS only reads what it needs to offer
@@ -43,7 +44,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.RELEASE: frozenset(
         {Action.READ_CATALOG, Action.DOWNLOAD_CONTENT, Action.UPLOAD, Action.PUBLISH, Action.YANK, Action.QUERY_UPDATES}
     ),
-    Role.CSMS: frozenset({Action.READ_CATALOG, Action.QUERY_UPDATES}),
+    Role.CSMS: frozenset({Action.READ_CATALOG, Action.QUERY_UPDATES, Action.GRANT}),
     Role.ADMIN: frozenset(Action),
 }
 

@@ -31,6 +31,7 @@ from repo_service.db.models import Firmware, FirmwareSignature, SigningKey
 from repo_service.db.session import Database
 from repo_service.domain import pki
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.local_secrets import read_or_create_secret, write_private
 from repo_service.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
@@ -85,18 +86,7 @@ def _record(row: SigningKey, signed: int = 0) -> KeyRecord:
 
 def development_passphrase(keys_dir: Path) -> bytes:
     """The generated development passphrase, made once into a 0600 file."""
-    path = keys_dir / DEV_PASSPHRASE_FILE
-    if not path.exists():
-        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(path, secrets.token_urlsafe(32).encode())
-    return path.read_bytes().strip()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    # O_EXCL and mode at creation: the file is never readable by others, not even briefly.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
+    return read_or_create_secret(keys_dir / DEV_PASSPHRASE_FILE)
 
 
 def _write_public(path: Path, data: bytes) -> None:
@@ -131,7 +121,7 @@ class SigningKeys:
             now = self.clock()
             root_key = pki.generate_key(self.algorithm)
             root = pki.make_root(root_key, "fwrepo development firmware-signing root", now, ROOT_DAYS)
-            _write_private(self.keys_dir / "root-ca.key", pki.encrypt_private_key(root_key, self.passphrase))
+            write_private(self.keys_dir / "root-ca.key", pki.encrypt_private_key(root_key, self.passphrase))
             _write_public(self.root_certificate_path, pki.pem(root).encode())
         return self.rotate()
 
@@ -171,7 +161,7 @@ class SigningKeys:
 
     def _register(self, key_id: str, key: pki.PrivateKey, chain: pki.CheckedChain, origin: str) -> KeyRecord:
         self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(self.keys_dir / f"signing-{key_id}.key", pki.encrypt_private_key(key, self.passphrase))
+        write_private(self.keys_dir / f"signing-{key_id}.key", pki.encrypt_private_key(key, self.passphrase))
         chain_pem = "".join(pki.pem(cert) for cert in (*chain.intermediates, chain.root))
         _write_public(self.keys_dir / f"signing-{key_id}.pem", (pki.pem(chain.leaf) + chain_pem).encode())
         row = SigningKey(

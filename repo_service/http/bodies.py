@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from datetime import datetime
 from enum import Enum
@@ -14,12 +15,17 @@ from repo_service.errors import InvalidInput
 MAX_JSON_BODY = 64 * 1024
 
 
-async def json_object(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > MAX_JSON_BODY:
-        raise InvalidInput("body", f"must be at most {MAX_JSON_BODY} bytes")
+async def json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise InvalidInput("body", f"must be at most {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise InvalidInput("body", f"must be at most {limit} bytes")
     try:
-        document = await request.json()
+        document = json.loads(body)
     except ValueError:
         raise InvalidInput("body", "must be a JSON object") from None
     if not isinstance(document, dict):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import anyio
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from repo_service.domain.catalog import CatalogFilter, FirmwareRecord, parse_status
@@ -18,8 +17,7 @@ from repo_service.errors import InvalidInput, TooLarge
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
 from repo_service.http.forms import StreamingForm
-from repo_service.http.problems import problem
-from repo_service.http.ranges import UnsatisfiableRange, parse_range
+from repo_service.http.streaming import firmware_response
 
 # Room for the form's boundaries, headers and metadata fields around the image.
 FORM_OVERHEAD = 2 * 1024 * 1024
@@ -133,36 +131,7 @@ async def content(request: Request) -> Response:
     await authorize(request, Action.DOWNLOAD_CONTENT)
     catalog = request.app.state.services.catalog
     record = await run_in_threadpool(catalog.get, request.path_params["firmware_id"])
-    headers = {
-        "Accept-Ranges": "bytes",
-        "ETag": f'"{record.sha256}"',
-        "Content-Disposition": f'attachment; filename="{record.filename}"',
-        # RFC 9530: lets a client check what it got without a second request.
-        "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(record.sha256)).decode()}:",
-    }
-    try:
-        byte_range = parse_range(request.headers.get("range"), record.size)
-    except UnsatisfiableRange:
-        return problem(
-            416,
-            "range-not-satisfiable",
-            "Range not satisfiable",
-            f"the image has {record.size} bytes",
-            headers={"Content-Range": f"bytes */{record.size}"},
-        )
-    if request.headers.get("if-range") not in (None, headers["ETag"]):
-        byte_range = None
-    start, length, status = 0, record.size, 200
-    if byte_range is not None:
-        start, length, status = byte_range.start, byte_range.length, 206
-        headers["Content-Range"] = byte_range.content_range(record.size)
-    headers["Content-Length"] = str(length)
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
-    blocks = await run_in_threadpool(catalog.storage.read, record.storage_key, start, length)
-    return StreamingResponse(
-        iterate_in_threadpool(blocks), status_code=status, headers=headers, media_type="application/octet-stream"
-    )
+    return await firmware_response(request, record, catalog.storage, {})
 
 
 async def manifest(request: Request) -> Response:

@@ -10,7 +10,8 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import timedelta
+from typing import Protocol, runtime_checkable
 
 # Keys are made by fwrepo itself, but a backend still refuses anything that
 # could climb out of its root or need escaping in an S3 URL.
@@ -41,6 +42,12 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object under key and any unfinished write to it; no error when there is none."""
+
+
+@runtime_checkable
+class Presigning(Protocol):
+    def presigned_url(self, key: str, expires_in: timedelta, filename: str) -> str:
+        """A URL anyone may GET the object from until expires_in has passed."""
 
 
 def check_key(key: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -168,6 +169,15 @@ class S3Storage:
         except BotoCoreError as error:
             raise StorageUnavailable(f"S3 read failed: {error}") from error
         return _stream_body(reply["Body"])
+
+    def presigned_url(self, key: str, expires_in: timedelta, filename: str) -> str:
+        check_key(key)
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key,
+                    "ResponseContentDisposition": f'attachment; filename="{filename}"'},
+            ExpiresIn=int(expires_in.total_seconds()),
+        )
 
     def size(self, key: str) -> int | None:
         check_key(key)

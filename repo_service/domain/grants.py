@@ -1,0 +1,421 @@
+"""Grants: one charger's right to fetch one firmware, what the CSMS puts into OCPP ``location``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import insert, update
+from sqlmodel import col, select
+
+from repo_service.db.models import DownloadRecord, Grant
+from repo_service.db.session import Database
+from repo_service.domain.catalog import Catalog, FirmwareRecord, Status
+from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.tokens import InvalidToken, TokenSigner
+from repo_service.errors import Conflict, FwrepoError, InvalidInput, NotFound
+
+MAX_BATCH = 10_000
+MAX_LOCATION = 255
+# After the charger's last retry it may still be mid-download; one hour covers a slow cellular link.
+RETRY_PLAN_MARGIN = timedelta(hours=1)
+DEFAULT_LIFETIME = timedelta(hours=24)
+DEFAULT_RETRIES = 3
+DEFAULT_RETRY_INTERVAL = 600
+# How long one node trusts what it read about a grant: the bound on how late a revocation bites.
+STATUS_CACHE_SECONDS = 2.0
+PROTOCOLS = ("https",)
+
+
+class Refusal(StrEnum):
+    FORGED = "forged"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    YANKED = "yanked"
+    USED_UP = "used_up"
+    UNSIGNED = "unsigned"
+
+
+class DownloadRefused(FwrepoError):
+    """A token that does not open the download. The reason is for the audit, never for the client."""
+
+    def __init__(self, reason: Refusal, grant_id: int | None = None, charger_id: str | None = None) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.grant_id = grant_id
+        self.charger_id = charger_id
+
+
+@dataclass(frozen=True)
+class GrantRequest:
+    firmware_id: str
+    charger_ids: tuple[str, ...]
+    protocol: str
+    retrieve_date: datetime
+    expires_at: datetime
+    retries: int
+    retry_interval: int
+    max_downloads: int | None
+    install_date: datetime | None
+
+
+@dataclass(frozen=True)
+class GrantRecord:
+    id: int
+    firmware_id: str
+    charger_id: str
+    protocol: str
+    location: str
+    created_at: datetime
+    retrieve_date: datetime
+    expires_at: datetime
+    retries: int
+    retry_interval: int
+    max_downloads: int | None
+    downloads_completed: int
+    revoked_at: datetime | None
+    revoke_reason: str | None
+    install_date: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DownloadAttempt:
+    grant_id: int | None
+    charger_id: str | None
+    client_address: str
+    protocol: str
+    range_start: int | None
+    range_end: int | None
+    bytes_sent: int
+    completed: bool
+    refusal: Refusal | None
+    started_at: datetime
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class Permit:
+    """What a valid token opens: this grant's firmware, now."""
+
+    grant_id: int
+    charger_id: str
+    firmware: FirmwareRecord
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _integer(document: Mapping[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
+    value = document.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(name, f"must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise InvalidInput(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _moment(document: Mapping[str, Any], name: str) -> datetime | None:
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(name, "must be an ISO 8601 date-time such as 2026-12-01T02:00:00Z")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(name, f"{value!r} is not an ISO 8601 date-time such as 2026-12-01T02:00:00Z") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(name, "needs a time zone (end it with Z for UTC)")
+    return moment
+
+
+def _charger_id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(field, "must be a non-empty string")
+    if len(value) > 64 or not (value.isascii() and value.isprintable()) or value != value.strip():
+        raise InvalidInput(field, f"{value[:80]!r} must be 1-64 printable ASCII characters without surrounding spaces")
+    return value
+
+
+def parse_grant_request(
+    document: Mapping[str, Any], *, batch: bool, now: datetime, max_lifetime: timedelta
+) -> GrantRequest:
+    """Check a grant request; raise InvalidInput naming the first bad field."""
+    known = {"firmware_id", "protocol", "expires_in", "retrieve_date", "install_date", "retries", "retry_interval",
+             "max_downloads", "charger_ids" if batch else "charger_id"}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise InvalidInput(unknown[0], f"unknown field; expected some of {', '.join(sorted(known))}")
+    firmware_id = document.get("firmware_id")
+    if not isinstance(firmware_id, str) or not firmware_id:
+        raise InvalidInput("firmware_id", "is required")
+    if batch:
+        raw = document.get("charger_ids")
+        if not isinstance(raw, list) or not raw:
+            raise InvalidInput("charger_ids", "must be a non-empty list of charger ids")
+        if len(raw) > MAX_BATCH:
+            raise InvalidInput("charger_ids", f"at most {MAX_BATCH} per batch, got {len(raw)}")
+        charger_ids = tuple(_charger_id(value, "charger_ids") for value in raw)
+        if len(set(charger_ids)) != len(charger_ids):
+            seen: set[str] = set()
+            duplicate = next(value for value in charger_ids if value in seen or seen.add(value))  # type: ignore[func-returns-value]
+            raise InvalidInput("charger_ids", f"{duplicate!r} appears more than once")
+    else:
+        charger_ids = (_charger_id(document.get("charger_id"), "charger_id"),)
+    protocol = document.get("protocol", "https")
+    if protocol not in PROTOCOLS:
+        raise InvalidInput("protocol", f"must be one of {', '.join(PROTOCOLS)} (ftps comes with the FTPS server)")
+    retrieve_date = _moment(document, "retrieve_date") or now
+    if retrieve_date < now - timedelta(hours=1):
+        raise InvalidInput("retrieve_date", f"{iso(retrieve_date)} is more than an hour in the past")
+    retries = _integer(document, "retries", DEFAULT_RETRIES, 0, 100)
+    retry_interval = _integer(document, "retry_interval", DEFAULT_RETRY_INTERVAL, 0, 7 * 86400)
+    assert retries is not None and retry_interval is not None
+    plan_end = retrieve_date + timedelta(seconds=retries * retry_interval) + RETRY_PLAN_MARGIN
+    expires_in = _integer(document, "expires_in", None, 60, int(max_lifetime.total_seconds()))
+    if expires_in is None:
+        expires_at = max(now + DEFAULT_LIFETIME, plan_end)
+    else:
+        expires_at = now + timedelta(seconds=expires_in)
+        if expires_at < plan_end:
+            raise InvalidInput(
+                "expires_in",
+                f"the grant would expire at {iso(expires_at)}, before the charger's retry plan ends at {iso(plan_end)} "
+                f"(retrieve_date + retries × retry_interval + {int(RETRY_PLAN_MARGIN.total_seconds())} s margin)",
+            )
+    if expires_at - now > max_lifetime:
+        raise InvalidInput(
+            "retrieve_date", f"the grant would live until {iso(expires_at)}, longer than the {max_lifetime} allowed"
+        )
+    return GrantRequest(
+        firmware_id=firmware_id,
+        charger_ids=charger_ids,
+        protocol=protocol,
+        retrieve_date=retrieve_date,
+        expires_at=expires_at,
+        retries=retries,
+        retry_interval=retry_interval,
+        max_downloads=_integer(document, "max_downloads", None, 1, 1000),
+        install_date=_moment(document, "install_date"),
+    )
+
+
+def ocpp_payloads(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
+    """The three requests a CSMS sends, ready as JSON (OCPP 1.6, 1.6 security extension, 2.0.1)."""
+    signed_firmware: dict[str, Any] = {
+        "location": grant.location,
+        "retrieveDateTime": iso(grant.retrieve_date),
+        "signingCertificate": firmware.signing_certificate,
+        "signature": firmware.signature,
+    }
+    if grant.install_date is not None:
+        signed_firmware["installDateTime"] = iso(grant.install_date)
+    retry_plan = {"retries": grant.retries, "retryInterval": grant.retry_interval}
+    return {
+        "update_firmware": {"location": grant.location, "retrieveDate": iso(grant.retrieve_date), **retry_plan},
+        "signed_update_firmware": {"requestId": grant.id, **retry_plan, "firmware": signed_firmware},
+        "update_firmware_v201": {"requestId": grant.id, **retry_plan, "firmware": dict(signed_firmware)},
+    }
+
+
+class Grants:
+    def __init__(self, database: Database, catalog: Catalog, tokens: TokenSigner, public_url: str,
+                 max_lifetime: timedelta, clock: Clock = utc_now) -> None:
+        self.database = database
+        self.catalog = catalog
+        self.tokens = tokens
+        self.public_url = public_url.rstrip("/")
+        self.max_lifetime = max_lifetime
+        self.clock = clock
+        self._status_cache: dict[int, tuple[float, tuple[Grant, FirmwareRecord]]] = {}
+        self._pending: list[DownloadAttempt] = []
+        self._pending_lock = threading.Lock()
+
+    # -- issuing ----------------------------------------------------------------------------
+
+    def parse(self, document: Mapping[str, Any], *, batch: bool) -> GrantRequest:
+        return parse_grant_request(document, batch=batch, now=self.clock(), max_lifetime=self.max_lifetime)
+
+    def issue(self, request: GrantRequest, created_by: str | None) -> tuple[FirmwareRecord, list[GrantRecord]]:
+        firmware = self._grantable(request.firmware_id)
+        now = self.clock()
+        rows = [
+            {
+                "firmware_id": firmware.id,
+                "charger_id": charger_id,
+                "protocol": request.protocol,
+                "created_at": now,
+                "retrieve_date": request.retrieve_date,
+                "expires_at": request.expires_at,
+                "retries": request.retries,
+                "retry_interval": request.retry_interval,
+                "max_downloads": request.max_downloads,
+                "downloads_completed": 0,
+                "created_by": created_by,
+            }
+            for charger_id in request.charger_ids
+        ]
+        with self.database.session() as session:
+            # One statement for the whole batch: SQLAlchemy sends it as multi-row INSERT ... RETURNING.
+            ids = session.execute(
+                insert(Grant).returning(Grant.id, sort_by_parameter_order=True), rows
+            ).scalars().all()
+        template = GrantRecord(
+            id=0, firmware_id=firmware.id, charger_id="", protocol=request.protocol, location="", created_at=now,
+            retrieve_date=request.retrieve_date, expires_at=request.expires_at, retries=request.retries,
+            retry_interval=request.retry_interval, max_downloads=request.max_downloads, downloads_completed=0,
+            revoked_at=None, revoke_reason=None, install_date=request.install_date,
+        )
+        grants = [
+            replace(template, id=grant_id, charger_id=charger_id,
+                    location=self.location(grant_id, request.expires_at, firmware.filename))
+            for grant_id, charger_id in zip(ids, request.charger_ids, strict=True)
+        ]
+        return firmware, grants
+
+    def _grantable(self, firmware_id: str) -> FirmwareRecord:
+        try:
+            firmware = self.catalog.get(firmware_id)
+        except NotFound:
+            raise InvalidInput("firmware_id", f"no firmware with id {firmware_id}") from None
+        if firmware.status != Status.PUBLISHED:
+            raise Conflict(f"firmware {firmware_id} is {firmware.status.value}: only published firmware can be granted")
+        if firmware.signature is None:
+            raise Conflict(f"firmware {firmware_id} has no valid signature: re-sign it (fwrepo keys resign)")
+        return firmware
+
+    def location(self, grant_id: int, expires_at: datetime, filename: str) -> str:
+        """https://HOST/d/TOKEN/FILENAME, at most 255 printable ASCII characters."""
+        prefix = f"{self.public_url}/d/{self.tokens.issue(grant_id, expires_at)}/"
+        room = MAX_LOCATION - len(prefix)
+        name = quote(filename, safe="")
+        if len(name) > room:
+            stem, dot, extension = name.rpartition(".")
+            keep = room - len(dot + extension)
+            name = stem[:keep] + dot + extension if stem and keep > 0 else name[:room]
+        return prefix + (name or "firmware.bin")
+
+    # -- reading and revoking ---------------------------------------------------------------
+
+    def get(self, grant_id: int) -> tuple[GrantRecord, list[DownloadRecord]]:
+        self.flush()
+        with self.database.session() as session:
+            row = session.get(Grant, grant_id)
+            if row is None:
+                raise NotFound(f"no grant with id {grant_id}")
+            downloads = session.exec(
+                select(DownloadRecord).where(DownloadRecord.grant_id == grant_id).order_by(col(DownloadRecord.id))
+            ).all()
+        firmware = self.catalog.get(row.firmware_id)
+        return self._record(row, firmware.filename), list(downloads)
+
+    def _record(self, row: Grant, filename: str) -> GrantRecord:
+        assert row.id is not None
+        return GrantRecord(
+            id=row.id, firmware_id=row.firmware_id, charger_id=row.charger_id, protocol=row.protocol,
+            location=self.location(row.id, row.expires_at, filename), created_at=row.created_at,
+            retrieve_date=row.retrieve_date, expires_at=row.expires_at, retries=row.retries,
+            retry_interval=row.retry_interval, max_downloads=row.max_downloads,
+            downloads_completed=row.downloads_completed, revoked_at=row.revoked_at, revoke_reason=row.revoke_reason,
+        )
+
+    def revoke(self, grant_id: int, reason: str = "revoked by the CSMS") -> GrantRecord:
+        with self.database.session() as session:
+            row = session.get(Grant, grant_id)
+            if row is None:
+                raise NotFound(f"no grant with id {grant_id}")
+            if row.revoked_at is None:
+                row.revoked_at = self.clock()
+                row.revoke_reason = reason
+                session.add(row)
+        self._status_cache.pop(grant_id, None)
+        return self.get(grant_id)[0]
+
+    # -- downloads ---------------------------------------------------------------------------
+
+    def authorize(self, token: str) -> Permit:
+        """Open a download: the token first (no database), then the grant's state (cached briefly)."""
+        try:
+            claims = self.tokens.verify(token)
+        except InvalidToken:
+            raise DownloadRefused(Refusal.FORGED) from None
+        if claims.expires_at <= self.clock():
+            raise DownloadRefused(Refusal.EXPIRED, claims.grant_id)
+        state = self._state(claims.grant_id)
+        if state is None:
+            raise DownloadRefused(Refusal.FORGED, claims.grant_id)
+        grant, firmware = state
+        if grant.revoked_at is not None:
+            raise DownloadRefused(Refusal.REVOKED, claims.grant_id, grant.charger_id)
+        if grant.max_downloads is not None and grant.downloads_completed >= grant.max_downloads:
+            raise DownloadRefused(Refusal.USED_UP, claims.grant_id, grant.charger_id)
+        if firmware.status == Status.YANKED:
+            raise DownloadRefused(Refusal.YANKED, claims.grant_id, grant.charger_id)
+        if firmware.signature is None:
+            raise DownloadRefused(Refusal.UNSIGNED, claims.grant_id, grant.charger_id)
+        return Permit(grant_id=claims.grant_id, charger_id=grant.charger_id, firmware=firmware)
+
+    def _state(self, grant_id: int) -> tuple[Grant, FirmwareRecord] | None:
+        """The grant and its firmware as the database has them, at most STATUS_CACHE_SECONDS old.
+
+        A charger fetching an image as thousands of small ranges costs one
+        database read per grant every few seconds, not one per request.
+        """
+        cached = self._status_cache.get(grant_id)
+        if cached is not None and time.monotonic() - cached[0] < STATUS_CACHE_SECONDS:
+            return cached[1]
+        with self.database.session() as session:
+            row = session.get(Grant, grant_id)
+        if row is None:
+            return None
+        state = (row, self.catalog.get(row.firmware_id))
+        if len(self._status_cache) > 100_000:
+            self._status_cache.clear()
+        self._status_cache[grant_id] = (time.monotonic(), state)
+        return state
+
+    def record(self, attempt: DownloadAttempt) -> None:
+        """Queue an attempt; `flush` writes the queue in one transaction (no write per request)."""
+        with self._pending_lock:
+            self._pending.append(attempt)
+
+    def flush(self) -> int:
+        with self._pending_lock:
+            attempts, self._pending = self._pending, []
+        if not attempts:
+            return 0
+        completed: dict[int, int] = {}
+        for attempt in attempts:
+            if attempt.completed and attempt.grant_id is not None:
+                completed[attempt.grant_id] = completed.get(attempt.grant_id, 0) + 1
+        with self.database.session() as session:
+            session.execute(
+                insert(DownloadRecord),
+                [
+                    {
+                        "grant_id": attempt.grant_id, "charger_id": attempt.charger_id,
+                        "client_address": attempt.client_address[:64], "protocol": attempt.protocol,
+                        "range_start": attempt.range_start, "range_end": attempt.range_end,
+                        "bytes_sent": attempt.bytes_sent, "completed": attempt.completed,
+                        "refusal": attempt.refusal.value if attempt.refusal else None,
+                        "started_at": attempt.started_at, "duration_ms": attempt.duration_ms,
+                    }
+                    for attempt in attempts
+                ],
+            )
+            for grant_id, count in completed.items():
+                session.execute(
+                    update(Grant).where(col(Grant.id) == grant_id).values(downloads_completed=Grant.downloads_completed + count)
+                )
+        for grant_id in completed:
+            self._status_cache.pop(grant_id, None)
+        return len(attempts)

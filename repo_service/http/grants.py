@@ -1,0 +1,79 @@
+"""Grants over HTTP: what a CSMS calls to get a location for OCPP UpdateFirmware."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from repo_service.domain.catalog import FirmwareRecord
+from repo_service.domain.clients import Action
+from repo_service.domain.grants import GrantRecord, ocpp_payloads
+from repo_service.errors import InvalidInput
+from repo_service.http.auth import authorize
+from repo_service.http.bodies import json_object, record_json
+
+# A batch of 10,000 charger ids is about 400 KB of JSON.
+MAX_GRANT_BODY = 2 * 1024 * 1024
+
+
+def grant_json(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
+    body = record_json(grant)
+    body["request_id"] = grant.id
+    body["ocpp"] = ocpp_payloads(grant, firmware)
+    return body
+
+
+async def issue(request: Request) -> Response:
+    actor = await authorize(request, Action.GRANT)
+    grants = request.app.state.services.grants
+    grant_request = grants.parse(await json_object(request), batch=False)
+    firmware, issued = await run_in_threadpool(grants.issue, grant_request, actor.client_id)
+    return JSONResponse(grant_json(issued[0], firmware), status_code=201,
+                        headers={"Location": f"/api/v1/grants/{issued[0].id}"})
+
+
+async def issue_batch(request: Request) -> Response:
+    actor = await authorize(request, Action.GRANT)
+    grants = request.app.state.services.grants
+    grant_request = grants.parse(await json_object(request, MAX_GRANT_BODY), batch=True)
+    firmware, issued = await run_in_threadpool(grants.issue, grant_request, actor.client_id)
+    return JSONResponse({"firmware_id": firmware.id, "count": len(issued),
+                         "grants": [grant_json(grant, firmware) for grant in issued]}, status_code=201)
+
+
+def _grant_id(request: Request) -> int:
+    raw = request.path_params["grant_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidInput("grant_id", f"must be a grant number, got {raw[:40]!r}")
+    return int(raw)
+
+
+async def show(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    grants = request.app.state.services.grants
+    grant, downloads = await run_in_threadpool(grants.get, _grant_id(request))
+    firmware = await run_in_threadpool(grants.catalog.get, grant.firmware_id)
+    body = grant_json(grant, firmware)
+    body["downloads"] = [
+        {key: value for key, value in record_json(download).items() if key not in ("id", "grant_id")}
+        for download in downloads
+    ]
+    return JSONResponse(body)
+
+
+async def revoke(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    grant = await run_in_threadpool(request.app.state.services.grants.revoke, _grant_id(request))
+    return JSONResponse(record_json(grant))
+
+
+ROUTES = [
+    Route("/api/v1/grants", issue, methods=["POST"]),
+    Route("/api/v1/grants/batch", issue_batch, methods=["POST"]),
+    Route("/api/v1/grants/{grant_id}", show, methods=["GET"]),
+    Route("/api/v1/grants/{grant_id}", revoke, methods=["DELETE"]),
+]

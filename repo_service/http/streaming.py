@@ -1,0 +1,96 @@
+"""Sending firmware bytes: whole or one range, streamed from storage with backpressure."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from email.utils import format_datetime
+
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from repo_service.domain.catalog import FirmwareRecord
+from repo_service.http.problems import problem
+from repo_service.http.ranges import UnsatisfiableRange, parse_range
+from repo_service.storage import Storage
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one response sent, known when it ended."""
+
+    start: int
+    length: int
+    bytes_sent: int
+    size: int
+    seconds: float
+
+    @property
+    def completed(self) -> bool:
+        return self.bytes_sent == self.length
+
+    @property
+    def reached_end(self) -> bool:
+        """It sent the image's last byte: the whole image, or the last piece of a resumed one."""
+        return self.completed and self.start + self.length == self.size
+
+
+def representation_headers(record: FirmwareRecord) -> dict[str, str]:
+    digest = base64.b64encode(bytes.fromhex(record.sha256)).decode()
+    return {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{record.sha256}"',
+        "Last-Modified": format_datetime(record.created_at, usegmt=True),
+        "Content-Disposition": f'attachment; filename="{record.filename}"',
+        # RFC 9530: the digest of the whole image, whatever part this response carries.
+        "Repr-Digest": f"sha-256=:{digest}:",
+    }
+
+
+async def firmware_response(
+    request: Request,
+    record: FirmwareRecord,
+    storage: Storage,
+    headers: dict[str, str],
+    on_end: Callable[[Delivery], None] | None = None,
+) -> Response:
+    headers = {**representation_headers(record), **headers}
+    try:
+        byte_range = parse_range(request.headers.get("range"), record.size)
+    except UnsatisfiableRange:
+        return problem(416, "range-not-satisfiable", "Range not satisfiable", f"the image has {record.size} bytes",
+                       headers={"Content-Range": f"bytes */{record.size}"})
+    if request.headers.get("if-range") not in (None, headers["ETag"]):
+        byte_range = None  # the client holds another version: send this one whole
+    start, length, status = 0, record.size, 200
+    if byte_range is not None:
+        start, length, status = byte_range.start, byte_range.length, 206
+        headers["Content-Range"] = byte_range.content_range(record.size)
+    else:
+        headers["Content-Digest"] = headers["Repr-Digest"]
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    blocks = await run_in_threadpool(storage.read, record.storage_key, start, length)
+    return StreamingResponse(
+        _counted(blocks, start, length, record.size, on_end),
+        status_code=status, headers=headers, media_type="application/octet-stream",
+    )
+
+
+async def _counted(
+    blocks: Iterator[bytes], start: int, length: int, size: int, on_end: Callable[[Delivery], None] | None
+) -> AsyncIterator[bytes]:
+    # Storage is read block by block in a worker thread and each block is sent
+    # before the next is read: a slow client holds one block, not the image.
+    began, sent = time.monotonic(), 0
+    try:
+        async for block in iterate_in_threadpool(blocks):
+            yield block
+            sent += len(block)
+    finally:
+        if on_end is not None:
+            on_end(Delivery(start, length, sent, size, time.monotonic() - began))

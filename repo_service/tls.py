@@ -1,0 +1,47 @@
+"""The HTTPS certificate: the operator's, or a development one made on first start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from repo_service.domain import pki
+from repo_service.domain.clock import utc_now
+from repo_service.domain.local_secrets import write_private
+from repo_service.settings import Settings
+
+DEVELOPMENT_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    certificate: Path
+    key: Path
+    key_password: str | None
+    # The local CA that signed a development certificate: what a tester gives curl --cacert.
+    development_ca: Path | None
+
+
+def tls_files(settings: Settings, passphrase: bytes) -> TlsFiles:
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        return TlsFiles(settings.tls_cert, settings.tls_key, None, None)
+    directory = settings.data_dir / "tls"
+    files = TlsFiles(directory / "server.pem", directory / "server.key", passphrase.decode(), directory / "ca.pem")
+    if not files.certificate.exists():
+        _make_development_certificate(directory, files, passphrase)
+    return files
+
+
+def _make_development_certificate(directory: Path, files: TlsFiles, passphrase: bytes) -> None:
+    # The CA key signs this one certificate and is then thrown away: nobody can
+    # issue another certificate under it, so trusting ca.pem trusts only this server.
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = utc_now()
+    ca_key, key = pki.generate_key("ecdsa-p256"), pki.generate_key("ecdsa-p256")
+    ca = pki.make_root(ca_key, "fwrepo development TLS CA", now, 3650)
+    certificate = pki.make_tls_certificate(key, ca_key, ca, DEVELOPMENT_HOSTS, now, 825)
+    files.key.unlink(missing_ok=True)
+    write_private(files.key, pki.encrypt_private_key(key, passphrase))
+    assert files.development_ca is not None
+    files.development_ca.write_text(pki.pem(ca))
+    files.certificate.write_text(pki.pem(certificate) + pki.pem(ca))
