@@ -31,6 +31,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -275,6 +276,21 @@ def sha256_speed() -> float:
     return rounds * len(block) / (time.perf_counter() - start) / MB
 
 
+def busy_fraction(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over a short interval (from /proc/stat): other load skews the numbers."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def mem_available() -> int:
     with open("/proc/meminfo") as meminfo:
         for line in meminfo:
@@ -367,10 +383,11 @@ def fwrepo_command() -> list[str]:
 class FwrepoServer:
     """`fwrepo serve` in its own session, with its own data directory and an API key."""
 
-    def __init__(self, name: str, data_dir: Path, settings: dict[str, str]) -> None:
+    def __init__(self, name: str, data_dir: Path, settings: dict[str, str], tls: bool = False) -> None:
         self.name = name
         self.data_dir = data_dir
         self.settings = settings
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.key = ""
         self.url = ""
@@ -383,6 +400,9 @@ class FwrepoServer:
             FWREPO_HOST="127.0.0.1",
             FWREPO_PORT=str(port),
             FWREPO_LOG_LEVEL="warning",
+            # Plain HTTP unless --tls: as behind a proxy that terminates TLS, so
+            # that the numbers are fwrepo's and not Python's TLS record layer.
+            FWREPO_TLS="true" if self.tls else "false",
             **self.settings,
         )
         return env
@@ -407,22 +427,32 @@ class FwrepoServer:
                     [*fwrepo_command(), "serve"], env=env, stdin=subprocess.DEVNULL,
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 )
-            self.url = f"http://127.0.0.1:{port}"
+            self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
+                context = None
+                if self.tls:
+                    if not self.cacert.exists():  # the development CA is made at start-up
+                        time.sleep(0.05)
+                        continue
+                    context = ssl.create_default_context(cafile=str(self.cacert))
                 try:
-                    with urllib.request.urlopen(self.url + "/healthz", timeout=1) as reply:
+                    with urllib.request.urlopen(self.url + "/healthz", timeout=1, context=context) as reply:
                         if reply.status == 200:
                             return
-                except (urllib.error.URLError, OSError):
+                except (urllib.error.URLError, OSError, ssl.SSLError):
                     pass
                 time.sleep(0.05)
             self.stop()
             if attempt == 2:
                 tail = self.log.read_text(errors="replace").splitlines()[-15:]
                 raise RuntimeError(f"fwrepo serve ({self.name}) did not become healthy:\n" + "\n".join(tail))
+
+    @property
+    def cacert(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
 
     @property
     def pid(self) -> int:
@@ -524,7 +554,7 @@ class Bench:
             self.s3_client.create_bucket(Bucket=DIRECT_BUCKET)
 
     def start_server(self, name: str, settings: dict[str, str]) -> None:
-        server = FwrepoServer(name, self.work / name, settings)
+        server = FwrepoServer(name, self.work / name, settings, tls=self.args.tls)
         self.servers[name] = server
         self.stack.callback(server.stop)
         server.start()
@@ -583,6 +613,7 @@ class Bench:
             "-H", f"Authorization: Bearer {server.key}",
             "-F", "vendor=Bench", "-F", "models=BM-1", "-F", f"version={version}",
             "-F", f"file=@{self.source};type=application/octet-stream",
+            *(["--cacert", str(server.cacert)] if server.tls else []),
             server.url + "/api/v1/firmware",
         ]  # fmt: skip
         server_before, client_before, ceph_before = proc_cpu_seconds(server.pid), children_cpu(), self.ceph_cpu()
@@ -801,7 +832,7 @@ def render_section(bench: Bench, facts: dict[str, str], when: dt.datetime, elaps
         START_MARK,
         "## Upload",
         "",
-        (f"Written by `bench/upload.py --size-mib {args.size_mib} --repeat {args.repeat}` on "
+        (f"Written by `bench/upload.py --size-mib {args.size_mib} --repeat {args.repeat}{' --tls' if args.tls else ''}` on "
          f"{when:%Y-%m-%d %H:%M} UTC (the run took {elapsed / 60:.1f} min)."),
         "",
         (f"One file of {args.size_mib} MiB of random bytes (in the page cache throughout), uploaded "
@@ -818,7 +849,8 @@ def render_section(bench: Bench, facts: dict[str, str], when: dt.datetime, elaps
          "client of `tests/support/s3servers.py` (SigV4, path style), to a bucket on the Ceph RGW "
          "that fwrepo-s3 uses."),
         ("- **fwrepo-local / fwrepo-s3**: `curl -F file=@...` to `POST /api/v1/firmware` of `fwrepo serve` "
-         "(one uvicorn process) with FWREPO_STORAGE=local / s3 (default FWREPO_S3_PART_SIZE); "
+         f"(one uvicorn process) with FWREPO_STORAGE=local / s3 (default FWREPO_S3_PART_SIZE), "
+         f"{'HTTPS (FWREPO_TLS=true, development certificate)' if args.tls else 'plain HTTP (FWREPO_TLS=false, as behind a proxy that terminates TLS; `--tls` measures HTTPS)'}; "
          "a fresh version per upload, size and SHA-256 of every reply checked. "
          "After each run, untimed, what it stored is deleted: cp's copy and fwrepo-local's image, so that "
          "each local run finds the same free memory; the S3 object, followed by "
@@ -904,6 +936,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(METHODS)} (a partial run writes no doc)")  # fmt: skip
     parser.add_argument("--settle", type=float, default=1.0, help="seconds of pause before each measurement (default 1)")
     parser.add_argument("--doc", type=Path, default=DOC, help=f"file whose Upload section is rewritten (default {DOC.relative_to(ROOT)})")
+    parser.add_argument("--tls", action="store_true",
+                        help="fwrepo serves HTTPS (its development certificate) instead of plain HTTP")  # fmt: skip
     parser.add_argument("--no-doc", action="store_true", help="print the results only")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) instead of removing it")
     args = parser.parse_args(argv)
@@ -937,6 +971,14 @@ def main(argv: list[str] | None = None) -> int:
             if free < needed:
                 raise RuntimeError(f"{work} has {free / GiB:.1f} GiB free; this run needs about {needed / GiB:.1f} GiB")
             bench = Bench(args, work, stack)
+            busy = busy_fraction()
+            if busy > 0.25:
+                warning = (
+                    f"{busy:.0%} of the CPUs were busy with other work just before the run; "
+                    "the numbers are lower than on a quiet machine."
+                )
+                say(f"warning: {warning}")
+                bench.notes.append(warning)
             facts = machine_facts(work)
             bench.setup()
             bench.run()

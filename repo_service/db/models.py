@@ -135,6 +135,7 @@ class Grant(SQLModel, table=True):
     protocol: str = Field(max_length=8)
     created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     retrieve_date: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    install_date: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     expires_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     retries: int
     retry_interval: int

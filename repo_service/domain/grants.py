@@ -255,6 +255,7 @@ class Grants:
                 "protocol": request.protocol,
                 "created_at": now,
                 "retrieve_date": request.retrieve_date,
+                "install_date": request.install_date,
                 "expires_at": request.expires_at,
                 "retries": request.retries,
                 "retry_interval": request.retry_interval,
@@ -306,7 +307,7 @@ class Grants:
 
     # -- reading and revoking ---------------------------------------------------------------
 
-    def get(self, grant_id: int) -> tuple[GrantRecord, list[DownloadRecord]]:
+    def get(self, grant_id: int) -> tuple[GrantRecord, list[DownloadAttempt]]:
         self.flush()
         with self.database.session() as session:
             row = session.get(Grant, grant_id)
@@ -316,7 +317,17 @@ class Grants:
                 select(DownloadRecord).where(DownloadRecord.grant_id == grant_id).order_by(col(DownloadRecord.id))
             ).all()
         firmware = self.catalog.get(row.firmware_id)
-        return self._record(row, firmware.filename), list(downloads)
+        attempts = [
+            DownloadAttempt(
+                grant_id=download.grant_id, charger_id=download.charger_id, client_address=download.client_address,
+                protocol=download.protocol, range_start=download.range_start, range_end=download.range_end,
+                bytes_sent=download.bytes_sent, completed=download.completed,
+                refusal=Refusal(download.refusal) if download.refusal else None,
+                started_at=download.started_at, duration_ms=download.duration_ms,
+            )
+            for download in downloads
+        ]
+        return self._record(row, firmware.filename), attempts
 
     def _record(self, row: Grant, filename: str) -> GrantRecord:
         assert row.id is not None
@@ -326,6 +337,7 @@ class Grants:
             retrieve_date=row.retrieve_date, expires_at=row.expires_at, retries=row.retries,
             retry_interval=row.retry_interval, max_downloads=row.max_downloads,
             downloads_completed=row.downloads_completed, revoked_at=row.revoked_at, revoke_reason=row.revoke_reason,
+            install_date=row.install_date,
         )
 
     def revoke(self, grant_id: int, reason: str = "revoked by the CSMS") -> GrantRecord:

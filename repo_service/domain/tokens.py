@@ -2,9 +2,11 @@
 
 A charger keeps ``location`` in a small buffer (our bar: 255 characters with
 scheme and host), so the token carries only the grant number and its expiry,
-in base 36, and an HMAC-SHA256 truncated to 128 bits (still far beyond
-guessing; NIST SP 800-107 allows truncation to 64). itsdangerous does the
-signing and the constant-time comparison.
+in base 36, and an HMAC-SHA256 truncated to 120 bits (far beyond guessing;
+NIST SP 800-107 allows truncation to 64). 120 bits are exactly 20 base64
+characters: with 128, the last character would carry unused bits, and several
+spellings of one token would all verify. itsdangerous does the signing and the
+constant-time comparison.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from itsdangerous import BadSignature, Signer
 from itsdangerous.signer import HMACAlgorithm
 
 SALT = "fwrepo-download-token"
-MAC_BYTES = 16
+MAC_BYTES = 15
 
 
 class _TruncatedHMAC(HMACAlgorithm):

@@ -59,7 +59,7 @@ async def show(request: Request) -> Response:
     firmware = await run_in_threadpool(grants.catalog.get, grant.firmware_id)
     body = grant_json(grant, firmware)
     body["downloads"] = [
-        {key: value for key, value in record_json(download).items() if key not in ("id", "grant_id")}
+        {key: value for key, value in record_json(download).items() if key != "grant_id"}
         for download in downloads
     ]
     return JSONResponse(body)

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("protocol", sa.String(8), nullable=False),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("retrieve_date", UtcDateTime(), nullable=False),
+        sa.Column("install_date", UtcDateTime(), nullable=True),
         sa.Column("expires_at", UtcDateTime(), nullable=False),
         sa.Column("retries", sa.Integer(), nullable=False),
         sa.Column("retry_interval", sa.Integer(), nullable=False),

@@ -1,0 +1,242 @@
+"""Downloads through grant URLs, the way chargers do them: curl, resume, ranges, and every refusal."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from repo_service.domain.tokens import TokenSigner
+from tests.conftest import Fwrepo, image, s3_environment, start_fwrepo, upload
+from tests.support.s3servers import S3Server
+from tests.test_signing import openssl_verifies
+
+MiB = 1024 * 1024
+
+
+def grant_for(fwrepo: Fwrepo, content: bytes, **grant: object) -> tuple[dict, dict]:
+    """Upload, publish and grant content; the firmware record and the grant."""
+    vendor = f"V{secrets.token_hex(4)}"
+    with fwrepo.client("release") as release, fwrepo.client("csms") as csms:
+        record = upload(release, vendor, "1.0.0", content).json()
+        firmware = release.post(f"/api/v1/firmware/{record['id']}/publish").json()
+        reply = csms.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": "CP-7", **grant})
+        assert reply.status_code == 201, reply.text
+        return firmware, reply.json()
+
+
+def curl(fwrepo: Fwrepo, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-sS", "--cacert", fwrepo.ca, *arguments], capture_output=True, text=True)
+
+
+def status_of(fwrepo: Fwrepo, url: str, **headers: str) -> int:
+    with fwrepo.client(None) as anonymous:
+        return anonymous.get(url, headers=headers).status_code
+
+
+def head_status(fwrepo: Fwrepo, url: str) -> int:
+    with fwrepo.client(None) as anonymous:
+        return anonymous.head(url).status_code
+
+
+def grant_detail(fwrepo: Fwrepo, grant_id: int) -> dict:
+    with fwrepo.client("csms") as csms:
+        return csms.get(f"/api/v1/grants/{grant_id}").json()
+
+
+def test_curl_downloads_the_image_whole_and_its_signature_verifies(fwrepo: Fwrepo, tmp_path: Path) -> None:
+    content = image(3 * MiB + 17)
+    firmware, grant = grant_for(fwrepo, content)
+    target = tmp_path / "fw.bin"
+    result = curl(fwrepo, "-f", "-o", str(target), grant["location"])
+    assert result.returncode == 0, result.stderr
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == firmware["sha256"]
+    assert openssl_verifies(tmp_path, firmware["signing_certificate"], firmware["signature"], target.read_bytes())
+
+
+def test_an_interrupted_download_resumes_with_curl_continue_at(fwrepo: Fwrepo, tmp_path: Path) -> None:
+    content = image(4 * MiB)
+    firmware, grant = grant_for(fwrepo, content)
+    target = tmp_path / "fw.bin"
+    cut = curl(fwrepo, "--limit-rate", "1M", "-m", "1", "-o", str(target), grant["location"])
+    assert cut.returncode == 28  # curl's "operation timed out": the link dropped mid-download
+    assert 0 < target.stat().st_size < len(content)
+    resumed = curl(fwrepo, "-f", "-C", "-", "-o", str(target), grant["location"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == firmware["sha256"]
+
+
+def test_head_and_get_carry_the_headers_chargers_need(fwrepo: Fwrepo) -> None:
+    content = image(100_000)
+    firmware, grant = grant_for(fwrepo, content)
+    with fwrepo.client(None) as charger:
+        head = charger.head(grant["location"])
+        whole = charger.get(grant["location"])
+    digest = base64.b64encode(hashlib.sha256(content).digest()).decode()
+    for reply in (head, whole):
+        assert reply.status_code == 200
+        assert reply.headers["content-length"] == str(len(content))
+        assert reply.headers["etag"] == f'"{firmware["sha256"]}"'
+        assert reply.headers["content-digest"] == f"sha-256=:{digest}:"
+        assert reply.headers["accept-ranges"] == "bytes"
+        assert reply.headers["cache-control"] == "no-store"
+        assert reply.headers["last-modified"].endswith("GMT")
+        assert reply.headers["content-disposition"] == f'attachment; filename="{firmware["filename"]}"'
+    assert head.content == b"" and whole.content == content
+
+
+def test_ranges_resume_and_refuse_like_http_says(fwrepo: Fwrepo) -> None:
+    content = image(1_000_000)
+    firmware, grant = grant_for(fwrepo, content)
+    url = grant["location"]
+    with fwrepo.client(None) as charger:
+        tail = charger.get(url, headers={"Range": "bytes=-1000"})
+        assert tail.status_code == 206 and tail.content == content[-1000:]
+        assert "content-digest" not in tail.headers  # the digest of a part is not the image's
+        opened = charger.get(url, headers={"Range": "bytes=999000-"})
+        assert opened.headers["content-range"] == "bytes 999000-999999/1000000" and opened.content == content[999000:]
+        piece = charger.get(url, headers={"Range": "bytes=131072-262143"})
+        assert piece.content == content[131072:262144]
+        assert charger.get(url, headers={"Range": "bytes=0-9", "If-Range": f'"{firmware["sha256"]}"'}).status_code == 206
+        assert charger.get(url, headers={"Range": "bytes=0-9", "If-Range": '"old"'}).content == content
+        several = charger.get(url, headers={"Range": "bytes=0-9,20-29"})
+        assert several.status_code == 200 and several.content == content
+        outside = charger.get(url, headers={"Range": "bytes=1000000-"})
+        assert outside.status_code == 416 and outside.headers["content-range"] == "bytes */1000000"
+
+
+def test_a_forged_or_malformed_token_is_404(fwrepo: Fwrepo) -> None:
+    _, grant = grant_for(fwrepo, image(1000))
+    prefix, token, filename = grant["location"].rsplit("/", 2)
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    with fwrepo.client(None) as charger:
+        for url in (f"{prefix}/{forged}/{filename}", f"{prefix}/nonsense/{filename}", f"{prefix}/{token[:10]}/{filename}",
+                    f"{prefix}/{'x' * 5000}/{filename}"):
+            reply = charger.get(url)
+            assert reply.status_code == 404, url
+            assert reply.json()["detail"] == "no download here"
+        assert charger.get(f"{prefix}/..%2F..%2Fetc%2Fpasswd/{filename}").status_code == 404
+
+
+def test_an_expired_token_is_410(fwrepo: Fwrepo) -> None:
+    firmware, grant = grant_for(fwrepo, image(1000))
+    # A genuine token whose time has passed, signed with the server's own secret.
+    signer = TokenSigner((fwrepo.data_dir / "token-secret").read_bytes().strip())
+    expired = signer.issue(grant["id"], datetime.now(UTC) - timedelta(seconds=1))
+    url = grant["location"].rsplit("/", 2)[0] + f"/{expired}/{firmware['filename']}"
+    assert status_of(fwrepo, url) == 410
+
+
+def test_a_revoked_grant_is_410_and_says_no_more_than_an_expired_one(fwrepo: Fwrepo) -> None:
+    _, grant = grant_for(fwrepo, image(1000))
+    assert status_of(fwrepo, grant["location"]) == 200
+    with fwrepo.client("csms") as csms:
+        assert csms.delete(f"/api/v1/grants/{grant['id']}").json()["revoked_at"]
+    with fwrepo.client(None) as charger:
+        reply = charger.get(grant["location"])
+    assert reply.status_code == 410
+    assert reply.json()["detail"] == "this download link is no longer valid; ask for a new one"
+
+
+def test_a_revocation_made_elsewhere_bites_within_5_seconds(fwrepo: Fwrepo) -> None:
+    """Another node revoking writes only the database; this node's cache must give way quickly."""
+    import sqlalchemy
+
+    _, grant = grant_for(fwrepo, image(1000))
+    assert status_of(fwrepo, grant["location"]) == 200  # now cached on this node
+    database = fwrepo.env.get("FWREPO_DATABASE_URL", f"sqlite:///{fwrepo.data_dir / 'fwrepo.sqlite3'}")
+    engine = sqlalchemy.create_engine(database.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text('UPDATE "grant" SET revoked_at = :now WHERE id = :id'),
+                           {"now": datetime.now(UTC), "id": grant["id"]})
+    engine.dispose()
+    revoked = time.monotonic()
+    while status_of(fwrepo, grant["location"]) != 410:
+        assert time.monotonic() - revoked < 5, "the revocation did not bite within 5 s"
+        time.sleep(0.2)
+
+
+def test_yanking_the_firmware_revokes_its_grants(fwrepo: Fwrepo) -> None:
+    firmware, grant = grant_for(fwrepo, image(1000))
+    with fwrepo.client("release") as release:
+        release.post(f"/api/v1/firmware/{firmware['id']}/yank", json={"reason": "bricks chargers"})
+    assert status_of(fwrepo, grant["location"]) == 410
+    assert "firmware yanked" in grant_detail(fwrepo, grant["id"])["revoke_reason"]
+
+
+def test_only_completed_downloads_count_against_max_downloads(fwrepo: Fwrepo) -> None:
+    content = image(512 * 1024)
+    _, grant = grant_for(fwrepo, content, max_downloads=1)
+    url = grant["location"]
+    # a charger fetching in 128 KiB ranges: parts of one download, never refused as abuse
+    with fwrepo.client(None) as charger:
+        for _ in range(3):
+            for start in range(0, len(content) - 128 * 1024, 128 * 1024):
+                assert charger.get(url, headers={"Range": f"bytes={start}-{start + 128 * 1024 - 1}"}).status_code == 206
+        last = charger.get(url, headers={"Range": f"bytes={len(content) - 128 * 1024}-"})
+        assert last.status_code == 206
+    # that last piece completed the one allowed download: the grant is used up within the bound
+    # (polled with HEAD, which sends no bytes and so is no download of its own)
+    completed = time.monotonic()
+    while head_status(fwrepo, url) != 410:
+        assert time.monotonic() - completed < 5
+        time.sleep(0.2)
+    assert grant_detail(fwrepo, grant["id"])["downloads_completed"] == 1
+
+
+def test_every_attempt_and_refusal_is_recorded_with_the_client_address(fwrepo: Fwrepo) -> None:
+    content = image(300_000)
+    _, grant = grant_for(fwrepo, content)
+    with fwrepo.client(None) as charger:
+        charger.get(grant["location"], headers={"Range": "bytes=0-99999"})
+        charger.get(grant["location"], headers={"Range": "bytes=100000-"})
+    with fwrepo.client("csms") as csms:
+        csms.delete(f"/api/v1/grants/{grant['id']}")
+    status_of(fwrepo, grant["location"])
+    downloads = grant_detail(fwrepo, grant["id"])["downloads"]
+    assert [(item["range_start"], item["range_end"], item["bytes_sent"], item["completed"], item["refusal"])
+            for item in downloads] == [(0, 99999, 100000, False, None), (100000, 299999, 200000, True, None),
+                                       (None, None, 0, False, "revoked")]
+    assert all(item["client_address"] == "127.0.0.1" and item["charger_id"] == "CP-7" for item in downloads)
+
+
+@pytest.mark.parametrize("client", ["wget", "openssl-tls1.1"])
+def test_tls_is_verifiable_and_at_least_version_1_2(fwrepo: Fwrepo, tmp_path: Path, client: str) -> None:
+    _, grant = grant_for(fwrepo, image(10_000))
+    if client == "wget":
+        result = subprocess.run(["wget", "-q", f"--ca-certificate={fwrepo.ca}", "-O", str(tmp_path / "fw.bin"), grant["location"]],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "fw.bin").stat().st_size == 10_000
+    else:
+        result = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{fwrepo.port}", "-tls1_1"],
+                                input="", capture_output=True, text=True, timeout=20)
+        assert result.returncode != 0
+
+
+def test_curl_refuses_the_server_without_its_ca_and_accepts_it_with(fwrepo: Fwrepo) -> None:
+    strict = subprocess.run(["curl", "-sS", "-o", "/dev/null", f"{fwrepo.url}/healthz"], capture_output=True, text=True)
+    assert strict.returncode == 60  # certificate problem: curl never falls back to unverified
+    assert curl(fwrepo, "-f", "-o", "/dev/null", f"{fwrepo.url}/healthz").returncode == 0
+
+
+def test_redirect_mode_sends_the_charger_to_a_short_lived_presigned_url(s3: S3Server, tmp_path: Path) -> None:
+    server = start_fwrepo(tmp_path, **s3_environment(s3, f"redirect-{secrets.token_hex(4)}"), FWREPO_DOWNLOAD_MODE="redirect")
+    try:
+        content = image(200_000)
+        firmware, grant = grant_for(server, content)
+        with server.client(None) as charger:
+            reply = charger.get(grant["location"])
+        assert reply.status_code == 302
+        presigned = reply.headers["location"]
+        assert presigned.startswith(s3.endpoint_url) and ("Expires=" in presigned or "X-Amz-Expires=300" in presigned)
+        assert httpx.get(presigned).content == content
+    finally:
+        server.stop()
