@@ -340,7 +340,7 @@ class Grants:
             install_date=row.install_date,
         )
 
-    def revoke(self, grant_id: int, reason: str = "revoked by the CSMS") -> GrantRecord:
+    def revoke(self, grant_id: int, reason: str = "revoked by the CSMS") -> None:
         with self.database.session() as session:
             row = session.get(Grant, grant_id)
             if row is None:
@@ -350,7 +350,6 @@ class Grants:
                 row.revoke_reason = reason
                 session.add(row)
         self._status_cache.pop(grant_id, None)
-        return self.get(grant_id)[0]
 
     # -- downloads ---------------------------------------------------------------------------
 
