@@ -9,12 +9,14 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from repo_service.domain.tokens import TokenSigner
 from tests.conftest import Fwrepo, image, s3_environment, start_fwrepo, upload
+from tests.support.faultproxy import FaultProxy
 from tests.support.s3servers import S3Server
 from tests.test_signing import openssl_verifies
 
@@ -240,3 +242,25 @@ def test_redirect_mode_sends_the_charger_to_a_short_lived_presigned_url(s3: S3Se
         assert httpx.get(presigned).content == content
     finally:
         server.stop()
+
+
+def test_a_download_cut_off_by_storage_never_looks_complete(ceph: S3Server, tmp_path: Path) -> None:
+    endpoint = urlsplit(ceph.endpoint_url)
+    with FaultProxy(endpoint.hostname, endpoint.port) as proxy:
+        environment = {**s3_environment(ceph, f"cut-{secrets.token_hex(4)}"), "FWREPO_S3_ENDPOINT_URL": proxy.url}
+        server = start_fwrepo(tmp_path, **environment)
+        try:
+            content = image(24 * MiB)
+            _, grant = grant_for(server, content)
+            target = tmp_path / "fw.bin"
+            charger = subprocess.Popen(["curl", "-sS", "--cacert", server.ca, "--limit-rate", "4M", "-o", str(target),
+                                        grant["location"]], stderr=subprocess.PIPE, text=True)
+            while not target.exists() or target.stat().st_size < 4 * MiB:
+                time.sleep(0.05)
+            proxy.cut()
+            charger.wait(timeout=60)
+            # curl's 18 is "transfer closed with outstanding read data remaining": short of Content-Length
+            assert charger.returncode == 18, charger.stderr.read()
+            assert target.stat().st_size < len(content)
+        finally:
+            server.stop()
