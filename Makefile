@@ -33,14 +33,17 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
-# Ceph's RADOS Gateway is the real S3 server of the test suite. Installed when
-# we run as root and it is missing; otherwise its tests are skipped and say why.
+# Real peers of the test suite from Debian: Ceph's RADOS Gateway (the S3
+# server), busybox (a charger's wget), curl, wget and openssl. Installed when we
+# run as root and they are missing; otherwise their tests are skipped and say why.
+SYSTEM_PACKAGES := ceph-mon ceph-osd radosgw ceph-common busybox curl wget openssl
 system-packages:
-	@if ! command -v radosgw >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing Ceph (mon, osd, radosgw) for the S3 tests"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common \
-	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common; } \
-	  || echo "could not install Ceph: its tests will be skipped"; \
+	@if { ! command -v radosgw || ! command -v busybox || ! command -v curl || ! command -v wget; } >/dev/null 2>&1 \
+	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(SYSTEM_PACKAGES) for the tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) \
+	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); } \
+	  || echo "could not install $(SYSTEM_PACKAGES): tests that need them will be skipped"; \
 	fi
 
 clean:
