@@ -8,9 +8,11 @@ One run measures, on one file of random bytes (default 1 GiB):
   fwrepo-local  curl -F to `fwrepo serve` with FWREPO_STORAGE=local
   fwrepo-s3     curl -F to `fwrepo serve` with FWREPO_STORAGE=s3 on the same RGW
 
-each --repeat times (rounds interleave the methods), takes the median, checks
-the targets (fwrepo-local >= 0.5 x cp, fwrepo-s3 >= 0.8 x boto3, server peak
-RSS < 200 MB) and rewrites the "Upload" section of docs/benchmarks.md.
+each --repeat times, takes the median, checks the targets (fwrepo-local >=
+0.5 x cp, fwrepo-s3 >= 0.8 x boto3, server peak RSS < 200 MB) and rewrites the
+"Upload" section of docs/benchmarks.md. The local methods run first, before
+Ceph starts; then boto3 and fwrepo-s3 on one fresh cluster. fwrepo serves plain
+HTTP (FWREPO_TLS=false) unless --tls.
 
     .venv/bin/python bench/upload.py [--size-mib 1024] [--repeat 3]
 
@@ -276,19 +278,44 @@ def sha256_speed() -> float:
     return rounds * len(block) / (time.perf_counter() - start) / MB
 
 
+def cpu_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all CPUs; /proc/stat)."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:9]]
+    # user nice system idle iowait irq softirq steal: busy is all but idle, iowait, steal.
+    return (sum(values) - values[3] - values[4] - values[7]) / CLK_TCK
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of every child it has reaped (curl, cp, servers, Ceph)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def busy_fraction(seconds: float = 1.0) -> float:
-    """Share of all CPUs busy over a short interval (from /proc/stat): other load skews the numbers."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return sum(values), idle
-
-    total0, idle0 = sample()
+    """Share of all CPUs busy over a short interval: other load skews the numbers."""
+    before = cpu_busy_seconds()
     time.sleep(seconds)
-    total1, idle1 = sample()
-    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+    return (cpu_busy_seconds() - before) / (seconds * (os.cpu_count() or 1))
+
+
+class OtherLoad:
+    """How much of the machine processes other than ours used during the run.
+
+    Measured once everything we started has been stopped and reaped, so that
+    their CPU time is in our children's; loopback softirq work done outside
+    our processes counts as "other", so this errs on the high side.
+    """
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.busy = cpu_busy_seconds()
+        self.own = own_cpu_seconds()
+
+    def share(self) -> float:
+        elapsed = time.monotonic() - self.start
+        other = (cpu_busy_seconds() - self.busy) - (own_cpu_seconds() - self.own)
+        return max(other, 0.0) / (elapsed * (os.cpu_count() or 1))
 
 
 def mem_available() -> int:
@@ -450,6 +477,15 @@ class FwrepoServer:
                 tail = self.log.read_text(errors="replace").splitlines()[-15:]
                 raise RuntimeError(f"fwrepo serve ({self.name}) did not become healthy:\n" + "\n".join(tail))
 
+    def describe_exit(self) -> str:
+        """Why the server is gone, if it is: exit status and the end of its log."""
+        if self.proc is None or self.proc.poll() is None:
+            return ""
+        code = self.proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        tail = self.log.read_text(errors="replace").splitlines()[-15:] if self.log.exists() else []
+        return f"\n{self.name} server (pid {self.proc.pid}) {how}; end of its log:\n" + "\n".join(tail)
+
     @property
     def cacert(self) -> Path:
         return self.data_dir / "tls" / "ca.pem"
@@ -608,6 +644,7 @@ class Bench:
         self.version_counter += 1
         version = f"1.0.{self.version_counter}"
         reply = self.work / "reply.json"
+        reply.unlink(missing_ok=True)
         command = [
             "curl", "-sS", "-o", str(reply), "-w", "%{http_code}",
             "-H", f"Authorization: Bearer {server.key}",
@@ -632,7 +669,10 @@ class Bench:
         status = done.stdout.strip()
         body = reply.read_text(errors="replace") if reply.exists() else ""
         if done.returncode != 0 or status != "201":
-            raise RuntimeError(f"{name} upload failed: curl exit {done.returncode}, HTTP {status}: {done.stderr.strip()} {body[:500]}")
+            raise RuntimeError(
+                f"{name} upload failed: curl exit {done.returncode}, HTTP {status}: {done.stderr.strip()} {body[:500]}"
+                + server.describe_exit()
+            )
         record = json.loads(body)
         if record.get("size") != self.size or record.get("sha256") != self.sha256:
             raise RuntimeError(f"{name} stored other bytes: {record.get('size')} bytes, SHA-256 {record.get('sha256')}")
@@ -971,6 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
             if free < needed:
                 raise RuntimeError(f"{work} has {free / GiB:.1f} GiB free; this run needs about {needed / GiB:.1f} GiB")
             bench = Bench(args, work, stack)
+            other_load = OtherLoad()
             busy = busy_fraction()
             if busy > 0.25:
                 warning = (
@@ -992,6 +1033,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cleanup(stack)
 
+    other = other_load.share()
+    facts["CPU used by other processes during the run"] = f"about {other:.0%} of the machine"
+    say(f"other processes used about {other:.0%} of the CPUs during the run")
+    if other > 0.10:
+        warning = (
+            f"Other processes used about {other:.0%} of the CPUs during the run: the numbers are lower "
+            "(and noisier) than on a quiet machine."
+        )
+        bench.notes.append(warning)
     table = render_tables(bench.results, bench.size)
     say("")
     for note in bench.notes:

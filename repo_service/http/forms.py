@@ -86,8 +86,10 @@ class StreamingForm:
             if chunk:
                 self._parser.write(chunk)
             while len(self._pending) >= BLOCK:
-                await self._send.send(bytes(self._pending[:BLOCK]))
+                with memoryview(self._pending) as pending:
+                    block = bytes(pending[:BLOCK])  # one copy, not a slice and then a copy
                 del self._pending[:BLOCK]
+                await self._send.send(block)
         if not self._ended:
             raise UploadInterrupted("body", "the multipart body ended before its closing boundary")
         if self._pending:
@@ -146,7 +148,7 @@ class StreamingForm:
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part_is_file:
-            self._pending.extend(data[start:end])
+            self._pending += memoryview(data)[start:end]
             return
         self._fields_bytes += end - start
         if len(self._part_value) + end - start > MAX_FIELD_BYTES:

@@ -41,8 +41,11 @@ class S3Storage:
     ) -> None:
         self.bucket = bucket
         self.part_size = part_size
+        over_tls = endpoint_url is None or endpoint_url.startswith("https://")
         config = Config(
-            s3={"addressing_style": addressing_style},
+            # SigV4 hashes every part body once more (SHA-256) to sign it; over TLS the
+            # body's integrity is already protected, so that second hash is only cost.
+            s3={"addressing_style": addressing_style, "payload_signing_enabled": not over_tls},
             retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -81,39 +84,36 @@ class S3Storage:
     def write(self, key: str, chunks: Iterable[bytes], check: Check | None = None) -> StoredObject:
         check_key(key)
         digest = Digest()
-        buffer = bytearray()
+        parts = _Parts(self.part_size)
         stream = digest.observe(chunks)
         try:
             for chunk in stream:
-                buffer += chunk
-                if len(buffer) >= self.part_size:
-                    return self._write_multipart(key, buffer, stream, digest, check)
+                for first_part in parts.add(chunk):
+                    return self._write_multipart(key, first_part, parts, stream, digest, check)
             stored = digest.result(key)
             if check is not None:
                 check(stored)
             # Small images are held in memory (below one part) and written in
             # one PUT only after the check passed: nothing to clean up on failure.
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(buffer), **self._encryption)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=parts.take(), **self._encryption)
             return stored
         except (BotoCoreError, ClientError) as error:
             raise StorageUnavailable(f"S3 write failed: {error}") from error
 
     def _write_multipart(
-        self, key: str, buffer: bytearray, stream: Iterator[bytes], digest: Digest, check: Check | None
+        self, key: str, first_part: bytes, parts: _Parts, stream: Iterator[bytes], digest: Digest, check: Check | None
     ) -> StoredObject:
         upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self._encryption)["UploadId"]
-        parts: list[Future[dict[str, Any]]] = []
+        sent: list[Future[dict[str, Any]]] = []
         with ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="s3-part") as pool:
             try:
+                self._send_part(pool, sent, key, upload_id, first_part)
                 for chunk in stream:
-                    buffer += chunk
-                    while len(buffer) >= self.part_size:
-                        self._send_part(pool, parts, key, upload_id, bytes(buffer[: self.part_size]))
-                        del buffer[: self.part_size]
-                if buffer:
-                    self._send_part(pool, parts, key, upload_id, bytes(buffer))
-                    buffer.clear()
-                completed = [part.result() for part in parts]
+                    for part in parts.add(chunk):
+                        self._send_part(pool, sent, key, upload_id, part)
+                if parts.length:
+                    self._send_part(pool, sent, key, upload_id, parts.take())
+                completed = [part.result() for part in sent]
                 stored = digest.result(key)
                 if check is not None:
                     check(stored)
@@ -130,15 +130,15 @@ class S3Storage:
                 raise
 
     def _send_part(
-        self, pool: ThreadPoolExecutor, parts: list[Future[dict[str, Any]]], key: str, upload_id: str, body: bytes
+        self, pool: ThreadPoolExecutor, sent: list[Future[dict[str, Any]]], key: str, upload_id: str, body: bytes
     ) -> None:
         # Backpressure: wait for the oldest part before queueing more than
         # PARTS_IN_FLIGHT, so memory stays bounded whatever the image size.
-        in_flight = [part for part in parts if not part.done()]
+        in_flight = [part for part in sent if not part.done()]
         if len(in_flight) >= PARTS_IN_FLIGHT:
             in_flight[0].result()
-        number = len(parts) + 1
-        parts.append(pool.submit(self._upload_part, key, upload_id, number, body))
+        number = len(sent) + 1
+        sent.append(pool.submit(self._upload_part, key, upload_id, number, body))
 
     def _upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
         reply = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
@@ -200,6 +200,31 @@ class S3Storage:
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
         except (BotoCoreError, ClientError) as error:
             raise StorageUnavailable(f"S3 delete failed: {error}") from error
+
+
+class _Parts:
+    """Incoming blocks gathered into parts of one size, each byte copied once (by the join)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.length = 0
+        self._pieces: list[memoryview] = []
+
+    def add(self, chunk: bytes) -> Iterator[bytes]:
+        """Take a block; yield every part it completes."""
+        view = memoryview(chunk)
+        while view:
+            piece = view[: self.size - self.length]
+            self._pieces.append(piece)
+            self.length += len(piece)
+            view = view[len(piece) :]
+            if self.length == self.size:
+                yield self.take()
+
+    def take(self) -> bytes:
+        part = b"".join(self._pieces)
+        self._pieces, self.length = [], 0
+        return part
 
 
 def _stream_body(body) -> Iterator[bytes]:
