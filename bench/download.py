@@ -1,0 +1,1108 @@
+"""Download throughput and memory of fwrepo, next to nginx and a direct GET from Ceph RGW.
+
+One run measures, over HTTPS with curl as the client (median of --repeat runs):
+
+  a. one large download (default 1 GiB) through a grant URL of `fwrepo serve`
+     with FWREPO_STORAGE=local, vs the same file from nginx over TLS
+     (sendfile on, its own config and self-signed certificate); then through
+     fwrepo with FWREPO_STORAGE=s3 on a throwaway Ceph RGW, vs a direct GET of
+     the same object from RGW (curl on a presigned URL);
+  b. 100 parallel downloads (default 20 MiB each, each on its own grant) through
+     fwrepo vs nginx with `worker_processes 2` (`xargs -P 100 curl`);
+  c. peak RSS of `fwrepo serve` while 2,000 slow TLS clients each read about
+     64 KB/s for about 20 s (an asyncio client in a child process).
+
+Targets: (a) fwrepo-local >= 0.9 x nginx; fwrepo-s3 >= 0.7 x the direct RGW
+GET; (b) >= 0.7 x nginx; (c) server RSS < 300 MB. Where one is missed, an
+extra (unmeasured) run of that workload is profiled with py-spy and the
+section says what bounds it. Rewrites the `download` section of
+docs/benchmarks.md.
+
+    .venv/bin/python bench/download.py [--size-mib 1024] [--repeat 3] [--no-doc]
+
+Waits before every measured run until no other benchmark (`bench/...`) and no
+pytest is running. Everything it starts (fwrepo servers, nginx, Ceph, py-spy,
+the client) and every file it writes are stopped/removed at the end, also on
+errors and Ctrl-C. Exit status: 0 all targets met, 1 a target missed, 2 the
+benchmark itself failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: upload.py's helpers
+import grants
+import upload
+from upload import MB, FwrepoServer, GiB, MiB, say
+
+DOC = upload.DOC
+SECTION = "download"
+
+TARGET_LOCAL = 0.9  # fwrepo-local one stream >= 0.9 x nginx
+TARGET_PARALLEL = 0.7  # fwrepo 100 parallel >= 0.7 x nginx (2 workers)
+TARGET_S3 = 0.7  # fwrepo-s3 >= 0.7 x direct RGW GET
+TARGET_RSS_MB = 300  # server peak RSS with 2,000 slow clients
+BUCKET = "bench-download"
+
+SINGLE = ("nginx", "fwrepo-local", "rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect")
+PARALLEL = ("nginx-100", "fwrepo-100")
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Sample:
+    mb_s: float  # curl's speed_download (single) or 100 x size / wall time (parallel), in MB/s
+    seconds: float  # wall time of the curl (or of all 100)
+    server_cpu: float | None = None  # CPU s of the server (nginx: master + workers; fwrepo: its process)
+    client_cpu: float | None = None  # CPU s of curl(s)
+    ceph_cpu: float | None = None  # CPU s of mon + osd + rgw
+    rss_max_kib: int | None = None  # fwrepo: max VmRSS sampled during the run
+
+
+@dataclass
+class Series:
+    name: str
+    samples: list[Sample] = field(default_factory=list)
+    skipped: str | None = None
+
+    def median(self, attribute: str = "mb_s") -> float | None:
+        values = [getattr(s, attribute) for s in self.samples if getattr(s, attribute) is not None]
+        return statistics.median(values) if values else None
+
+
+@dataclass
+class SlowResult:
+    clients: int = 0
+    rate: int = 0
+    seconds: float = 0
+    connected: int = 0
+    ok: int = 0  # status 200 and read for the whole time (or to the end)
+    errors: dict[str, int] = field(default_factory=dict)
+    bytes_total: int = 0
+    per_client_kb_s_median: float = 0
+    per_client_kb_s_p5: float = 0
+    wall: float = 0
+    idle_rss_kib: int | None = None
+    hwm_kib: int | None = None
+    max_rss_kib: int | None = None
+    max_fds: int = 0
+    server_cpu: float = 0
+    client_cpu: float = 0
+    skipped: str | None = None
+
+    @property
+    def peak_mb(self) -> float | None:
+        values = [v for v in (self.hwm_kib, self.max_rss_kib) if v is not None]
+        return max(values) * 1024 / MB if values else None
+
+
+# --------------------------------------------------------------------------- nginx
+
+
+NGINX_CONF = """\
+# Written by bench/download.py: nginx over TLS serving {files}, for comparison with fwrepo.
+user root;
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 5;
+    types {{ }}
+    default_type application/octet-stream;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name 127.0.0.1;
+        ssl_certificate {dir}/cert.pem;
+        ssl_certificate_key {dir}/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        root {files};
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx in the foreground (`daemon off`) with its own config, certificate and port under dir."""
+
+    def __init__(self, directory: Path, files: Path, workers: int = 2) -> None:
+        self.dir, self.files, self.workers = directory, files, workers
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    @property
+    def cacert(self) -> Path:
+        return self.dir / "cert.pem"
+
+    def start(self) -> None:
+        (self.dir / "tmp").mkdir(parents=True)
+        made = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(self.dir / "key.pem"), "-out", str(self.cacert), "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if made.returncode != 0:
+            raise RuntimeError(f"openssl req failed: {made.stderr.strip()}")
+        for attempt in range(3):
+            port = upload.free_port()
+            conf = self.dir / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(dir=self.dir, files=self.files, workers=self.workers, port=port))
+            with (self.dir / "stderr.log").open("ab") as log:
+                self.proc = subprocess.Popen(
+                    ["nginx", "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(conf)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+            self.url = f"https://127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            context = ssl.create_default_context(cafile=str(self.cacert))
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    import urllib.request
+
+                    with urllib.request.urlopen(self.url + "/", timeout=1, context=context):
+                        pass
+                    return
+                except OSError as error:
+                    if getattr(error, "code", None) in (403, 404):  # up: the root has no index
+                        return
+                time.sleep(0.05)
+            self.stop()
+        log = (self.dir / "error.log").read_text(errors="replace") if (self.dir / "error.log").exists() else ""
+        raise RuntimeError(f"nginx did not start: {log[-500:]}")
+
+    def pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        return sorted(grants.descendants(grants.proc_table(), self.proc.pid))
+
+    def cpu(self) -> float:
+        return sum(upload.proc_cpu_seconds(pid) for pid in self.pids())
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGQUIT)  # graceful: workers finish, then the master exits
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: master and workers, nothing else
+            proc.wait()
+
+
+# --------------------------------------------------------------------------- curl
+
+
+def curl_once(url: str, cacert: Path | None, expected: int, follow: bool = False) -> tuple[float, float, float]:
+    """One download to /dev/null: (curl's speed_download in B/s, wall seconds, curl's CPU seconds)."""
+    command = ["curl", "-s", "-S", "-o", "/dev/null", "-w", "%{speed_download} %{size_download} %{http_code}"]
+    if follow:
+        command.append("-L")
+    if cacert is not None:
+        command += ["--cacert", str(cacert)]
+    before = upload.children_cpu()
+    start = time.perf_counter()
+    done = subprocess.run([*command, url], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    cpu = upload.children_cpu() - before
+    parts = done.stdout.split()
+    if done.returncode != 0 or len(parts) != 3 or parts[2] != "200" or int(parts[1]) != expected:
+        raise RuntimeError(f"curl {url}: exit {done.returncode}, {done.stdout.strip()!r} {done.stderr.strip()[:300]}")
+    return float(parts[0]), wall, cpu
+
+
+def curl_parallel(urls: list[str], cacert: Path, expected: int, work: Path) -> tuple[float, float, list[float]]:
+    """`xargs -P N -n 1 curl` over the URLs: (wall seconds, CPU of all curls, each transfer's speed in B/s)."""
+    listing = work / "urls.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    before = upload.children_cpu()
+    start = time.perf_counter()
+    with listing.open() as urls_in:
+        done = subprocess.run(
+            ["xargs", "-P", str(len(urls)), "-n", "1", "curl", "-s", "-S", "-o", "/dev/null", "--cacert", str(cacert),
+             "-w", "%{http_code} %{size_download} %{speed_download}\\n"],
+            stdin=urls_in, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    wall = time.perf_counter() - start
+    cpu = upload.children_cpu() - before
+    lines = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    good = [line for line in lines if len(line) == 3 and line[0] == "200" and int(line[1]) == expected]
+    if done.returncode != 0 or len(good) != len(urls):
+        raise RuntimeError(f"parallel curl: exit {done.returncode}, {len(good)}/{len(urls)} complete; "
+                           f"{done.stderr.strip()[:300]} {done.stdout[:300]}")
+    return wall, cpu, [float(line[2]) for line in good]
+
+
+# --------------------------------------------------------------------------- the slow clients
+
+
+async def _slow_client(url: str, context: ssl.SSLContext, delay: float, rate: int, seconds: float,
+                       result: dict) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 443
+    await asyncio.sleep(delay)
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=host, limit=64 * 1024), timeout=60)
+        result["connected"] = True
+        writer.write(f"GET {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
+        status = head.split(b" ", 2)[1]
+        if status != b"200":
+            result["error"] = f"HTTP {status.decode(errors='replace')}"
+            return
+        began, got = time.monotonic(), 0
+        while True:
+            elapsed = time.monotonic() - began
+            if elapsed >= seconds:
+                break
+            chunk = await asyncio.wait_for(reader.read(16 * 1024), timeout=60)
+            if not chunk:
+                break  # the whole image came, sooner than planned
+            got += len(chunk)
+            ahead = got / rate - (time.monotonic() - began)
+            if ahead > 0:
+                await asyncio.sleep(min(ahead, seconds - (time.monotonic() - began)) if ahead else 0)
+        result["bytes"] = got
+        result["seconds"] = time.monotonic() - began
+        result["ok"] = True
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, ssl.SSLError) as error:
+        result["error"] = type(error).__name__
+    finally:
+        if writer is not None:
+            writer.transport.abort()  # hang up mid-download, as a charger that lost its link
+
+
+async def _slow_clients(urls: list[str], cacert: str, rate: int, seconds: float, ramp: float) -> list[dict]:
+    context = ssl.create_default_context(cafile=cacert)
+    results: list[dict] = [{} for _ in urls]
+    await asyncio.gather(*(
+        _slow_client(url, context, ramp * index / len(urls), rate, seconds, results[index])
+        for index, url in enumerate(urls)
+    ))
+    return results
+
+
+def slow_client_main(arguments: list[str]) -> int:
+    """`download.py --slow-client URLS CACERT RATE SECONDS RAMP`: the client of part c, in its own process."""
+    urls_file, cacert, rate, seconds, ramp = arguments
+    urls = Path(urls_file).read_text().split()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, len(urls) + 1024)), hard))
+    try:
+        import uvloop  # the client's own efficiency only; the server is measured
+
+        uvloop.install()
+    except ImportError:
+        pass
+    start = time.monotonic()
+    results = asyncio.run(_slow_clients(urls, cacert, int(rate), float(seconds), float(ramp)))
+    print(json.dumps({"wall": time.monotonic() - start, "results": results}))
+    return 0
+
+
+# --------------------------------------------------------------------------- profile categories
+
+
+DOWNLOAD_CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
+    ("TLS handshakes", re.compile(r"do_handshake|_do_handshake|load_verify|wrap_bio")),
+    ("TLS encryption (ssl.SSLObject.write, in the event loop)", re.compile(r"ssl\.py")),
+    ("reading the file (LocalStorage, file.read)", re.compile(r"storage/local\.py")),
+    ("reading from S3 (botocore / urllib3 body)", re.compile(r"storage/s3\.py|botocore/|urllib3/|http/client\.py|socket\.py")),
+    ("authorizing the download (token, grant state, database)", re.compile(r"domain/grants\.py|domain/tokens\.py|sqlalchemy/|domain/catalog\.py")),
+    ("worker-thread hand-off (anyio to_thread, iterate_in_threadpool)", re.compile(r"anyio/|starlette/concurrency\.py|concurrent/futures|threading\.py|queue\.py")),
+    ("HTTP plumbing (Starlette StreamingResponse, uvicorn)", re.compile(r"starlette/|uvicorn/|http/streaming\.py|http/downloads\.py")),
+    ("event loop: uvloop C code, socket writes and polling (idle included)", re.compile(r"asyncio/|uvloop")),
+]
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path, stack: ExitStack) -> None:
+        self.args = args
+        self.work = work
+        self.stack = stack
+        self.size = args.size_mib * MiB
+        self.small = args.parallel_mib * MiB
+        self.files = work / "files"
+        self.big = self.files / "big.bin"
+        self.small_file = self.files / "small.bin"
+        self.notes: list[str] = []
+        self.turns = grants.Turns(self.notes)
+        self.single = {name: Series(name) for name in SINGLE}
+        self.parallel = {name: Series(name) for name in PARALLEL}
+        self.slow = SlowResult()
+        self.profiles: dict[str, grants.ProfileSummary] = {}
+        self.findings: dict[str, list[str]] = {}
+        self.server_rss: dict[str, tuple[int | None, int | None]] = {}  # name -> (idle VmRSS, VmHWM at stop) KiB
+        self.nginx: Nginx | None = None
+        self.local: FwrepoServer | None = None
+        self.s3_server: FwrepoServer | None = None
+        self.redirect_server: FwrepoServer | None = None
+        self.s3 = None
+        self.ceph_pids: list[int] = []
+        self.urls: dict[str, str] = {}
+        self.parallel_urls: list[str] = []
+        self.counter = 0
+
+    # -- set-up
+
+    def setup(self) -> None:
+        self.files.mkdir()
+        say(f"work directory {self.work} ({upload.disk_description(self.work)})")
+        say(f"writing {self.size / MiB:.0f} MiB and {self.small / MiB:.0f} MiB of random bytes")
+        upload.make_random_file(self.big, self.size)
+        upload.make_random_file(self.small_file, self.small)
+
+    def fwrepo(self, name: str, settings: dict[str, str]) -> FwrepoServer:
+        server = grants.start_tls_server(self.stack, name, self.work / name, settings)
+        say(f"{name}: fwrepo serve pid {server.pid} at {server.url}")
+        return server
+
+    def publish(self, server: FwrepoServer, path: Path) -> str:
+        self.counter += 1
+        return grants.upload_firmware(server, path, f"2.0.{self.counter}", self.work)["id"]
+
+    def grant_urls(self, server: FwrepoServer, firmware_id: str, count: int, prefix: str) -> list[str]:
+        issued = grants.issue_grants(server, firmware_id, [f"{prefix}-{n:05d}" for n in range(count)])
+        return [grant["location"] for grant in issued]
+
+    def stop_fwrepo(self, server: FwrepoServer | None, idle: int | None) -> None:
+        if server is None or server.proc is None:
+            return
+        self.server_rss[server.name] = (idle, upload.proc_status_kib(server.pid, "VmHWM"))
+        server.stop()
+
+    # -- measurements
+
+    def run_single(self, name: str) -> Sample:
+        if name == "nginx":
+            assert self.nginx is not None
+            url, cacert, pid, cpu = self.nginx.url + "/big.bin", self.nginx.cacert, None, self.nginx.cpu
+        elif name == "rgw-direct":
+            url, cacert, pid, cpu = self.urls["rgw-direct"], None, None, None
+        else:
+            server = {"fwrepo-local": self.local, "fwrepo-s3": self.s3_server,
+                      "fwrepo-s3-redirect": self.redirect_server}[name]
+            assert server is not None
+            url, cacert, pid = self.urls[name], server.cacert, server.pid
+            cpu = lambda: upload.proc_cpu_seconds(server.pid)
+
+        def once() -> Sample:
+            server_before = cpu() if cpu else None
+            ceph_before = self.ceph_cpu()
+            with upload.RssSampler(pid) if pid else _Nothing() as rss:
+                speed, wall, client_cpu = curl_once(url, cacert, self.size, follow=name == "fwrepo-s3-redirect")
+            sample = Sample(speed / MB, wall, client_cpu=client_cpu)
+            if cpu:
+                sample.server_cpu = cpu() - server_before
+            if ceph_before is not None and name in ("rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect"):
+                sample.ceph_cpu = self.ceph_cpu() - ceph_before
+            if pid:
+                sample.rss_max_kib = rss.max_kib
+            return sample
+
+        return grants.measured(self.turns, name, once)  # type: ignore[return-value]
+
+    def run_parallel(self, name: str) -> Sample:
+        if name == "nginx-100":
+            assert self.nginx is not None
+            urls, cacert, cpu, pid = [self.nginx.url + "/small.bin"] * self.args.parallel, self.nginx.cacert, self.nginx.cpu, None
+        else:
+            assert self.local is not None
+            server = self.local
+            urls, cacert, pid = self.parallel_urls, server.cacert, server.pid
+            cpu = lambda: upload.proc_cpu_seconds(server.pid)
+
+        def once() -> Sample:
+            before = cpu()
+            with upload.RssSampler(pid) if pid else _Nothing() as rss:
+                wall, client_cpu, _speeds = curl_parallel(urls, cacert, self.small, self.work)
+            return Sample(len(urls) * self.small / wall / MB, wall, server_cpu=cpu() - before, client_cpu=client_cpu,
+                          rss_max_kib=rss.max_kib if pid else None)
+
+        return grants.measured(self.turns, name, once)  # type: ignore[return-value]
+
+    def ceph_cpu(self) -> float | None:
+        return sum(upload.proc_cpu_seconds(pid) for pid in self.ceph_pids) if self.ceph_pids else None
+
+    def rounds(self, names: list[str], measure: Callable[[str], Sample], series: dict[str, Series], size: int,
+               what: str) -> None:
+        for round_number in range(1, self.args.repeat + 1):
+            for name in names if round_number % 2 else names[::-1]:
+                sample = measure(name)
+                series[name].samples.append(sample)
+                extra = "" if sample.server_cpu is None else f", server CPU {sample.server_cpu:.1f} s"
+                if sample.ceph_cpu is not None:
+                    extra += f", Ceph CPU {sample.ceph_cpu:.1f} s"
+                if sample.rss_max_kib:
+                    extra += f", RSS max {sample.rss_max_kib * 1024 / MB:.0f} MB"
+                say(f"{what} round {round_number}/{self.args.repeat} {name:13} {sample.mb_s:8.1f} MB/s "
+                    f"({sample.seconds:.2f} s){extra}, client CPU {sample.client_cpu:.1f} s")
+
+    def phase_local(self) -> None:
+        say("-- local phase: nginx and fwrepo-local (Ceph not running)")
+        self.nginx = Nginx(self.work / "nginx", self.files, workers=2)
+        self.stack.callback(self.nginx.stop)
+        self.nginx.start()
+        say(f"nginx (2 workers) pids {self.nginx.pids()} at {self.nginx.url}")
+        self.local = self.fwrepo("fwrepo-local", {"FWREPO_STORAGE": "local"})
+        say(f"uploading {self.size / MiB:.0f} MiB and {self.small / MiB:.0f} MiB to fwrepo-local (untimed)")
+        big_id = self.publish(self.local, self.big)
+        small_id = self.publish(self.local, self.small_file)
+        self.urls["fwrepo-local"] = self.grant_urls(self.local, big_id, 1, "BIG")[0]
+        self.parallel_urls = self.grant_urls(self.local, small_id, self.args.parallel, "PAR")
+        idle = upload.proc_status_kib(self.local.pid, "VmRSS")
+        upload.sync_all()
+        # Warm-up, untimed: both copies in the page cache, TLS and code paths touched.
+        curl_once(self.nginx.url + "/big.bin", self.nginx.cacert, self.size)
+        curl_once(self.urls["fwrepo-local"], self.local.cacert, self.size)
+        self.rounds(["nginx", "fwrepo-local"], self.run_single, self.single, self.size, "one stream")
+        self.rounds(list(PARALLEL), self.run_parallel, self.parallel, self.small, f"{self.args.parallel} parallel")
+        if self.wants_profile("fwrepo-local"):
+            self.profile("fwrepo-local", lambda: curl_once(self.urls["fwrepo-local"], self.local.cacert, self.size),
+                         self.local)
+        if self.wants_profile("fwrepo-100"):
+            self.profile("fwrepo-100", lambda: curl_parallel(self.parallel_urls, self.local.cacert, self.small, self.work),
+                         self.local)
+        self.stop_fwrepo(self.local, idle)
+        self.nginx.stop()
+
+    def phase_slow(self) -> None:
+        say(f"-- {self.args.slow_clients} slow clients")
+        result = self.slow
+        result.clients, result.rate, result.seconds = self.args.slow_clients, self.args.slow_rate, self.args.slow_seconds
+        server = self.fwrepo("fwrepo-slow", {"FWREPO_STORAGE": "local"})
+        firmware_id = self.publish(server, self.small_file)
+        urls = self.grant_urls(server, firmware_id, result.clients, "SLOW")
+        listing = self.work / "slow-urls.txt"
+        listing.write_text("\n".join(urls) + "\n")
+        upload.sync_all()
+        time.sleep(1.0)
+        result.idle_rss_kib = upload.proc_status_kib(server.pid, "VmRSS")
+        command = [sys.executable, str(Path(__file__).resolve()), "--slow-client", str(listing), str(server.cacert),
+                   str(result.rate), str(result.seconds), str(self.args.slow_ramp)]
+        profile_out = self.work / "profile-slow.raw"
+
+        def once() -> dict:
+            server_before, client_before = upload.proc_cpu_seconds(server.pid), upload.children_cpu()
+            fds = [0]
+            stop = threading.Event()
+
+            def count_fds() -> None:
+                while not stop.wait(1.0):
+                    try:
+                        fds[0] = max(fds[0], len(os.listdir(f"/proc/{server.pid}/fd")))
+                    except OSError:
+                        pass
+
+            counter = threading.Thread(target=count_fds, daemon=True)
+            counter.start()
+            profiling = self.args.profile == "always"
+            duration = int(self.args.slow_seconds + self.args.slow_ramp + 20)
+            with upload.RssSampler(server.pid) as rss, \
+                    (grants.Profile(server.pid, profile_out, duration) if profiling else _Nothing()) as profile:
+                start = time.monotonic()
+                done = subprocess.run(command, capture_output=True, text=True, check=False,
+                                      timeout=self.args.slow_seconds + self.args.slow_ramp + 240)
+                wall = time.monotonic() - start
+            stop.set()
+            counter.join()
+            if done.returncode != 0:
+                raise RuntimeError(f"slow clients failed: {done.stderr.strip()[-800:]}" + server.describe_exit())
+            report = json.loads(done.stdout)
+            report.update(server_cpu=upload.proc_cpu_seconds(server.pid) - server_before,
+                          client_cpu=upload.children_cpu() - client_before, max_rss=rss.max_kib, fds=fds[0], wall2=wall)
+            report["profile"] = profile if profiling else None
+            return report
+
+        report = grants.measured(self.turns, "slow clients", once, retries=1)
+        results = report["results"]
+        result.wall = report["wall"]
+        result.connected = sum(1 for r in results if r.get("connected"))
+        result.ok = sum(1 for r in results if r.get("ok"))
+        for r in results:
+            if "error" in r:
+                result.errors[r["error"]] = result.errors.get(r["error"], 0) + 1
+        result.bytes_total = sum(r.get("bytes", 0) for r in results)
+        speeds = sorted(r["bytes"] / r["seconds"] / 1000 for r in results if r.get("ok") and r.get("seconds"))
+        if speeds:
+            result.per_client_kb_s_median = statistics.median(speeds)
+            result.per_client_kb_s_p5 = speeds[len(speeds) // 20]
+        result.server_cpu, result.client_cpu = report["server_cpu"], report["client_cpu"]
+        result.max_rss_kib, result.max_fds = report["max_rss"], report["fds"]
+        result.hwm_kib = upload.proc_status_kib(server.pid, "VmHWM")
+        say(f"slow clients: {result.ok}/{result.clients} ok, errors {result.errors or 'none'}, per client median "
+            f"{result.per_client_kb_s_median:.0f} KB/s (5th percentile {result.per_client_kb_s_p5:.0f}), server RSS "
+            f"idle {upload.kib_to_mb(result.idle_rss_kib):.0f} MB, max sampled {upload.kib_to_mb(result.max_rss_kib):.0f} MB, "
+            f"VmHWM {upload.kib_to_mb(result.hwm_kib):.0f} MB, {result.max_fds} fds, server CPU {result.server_cpu:.1f} s")
+        if report.get("profile") is not None:
+            self.keep_profile("slow clients", report["profile"], profile_out, 0.0)
+        elif self.wants_profile("slow"):
+            self.turns.wait("profiling the slow clients")
+            duration = int(self.args.slow_seconds + self.args.slow_ramp + 20)
+            with grants.Profile(server.pid, profile_out, duration) as profile:
+                start = time.monotonic()
+                subprocess.run(command, capture_output=True, text=True, check=False,
+                               timeout=self.args.slow_seconds + self.args.slow_ramp + 240)
+            self.keep_profile("slow clients", profile, profile_out, time.monotonic() - start)
+        self.stop_fwrepo(server, result.idle_rss_kib)
+
+    def phase_s3(self) -> None:
+        say("-- S3 phase: Ceph RGW, direct and through fwrepo-s3")
+        from tests.support.s3servers import (
+            DEFAULT_MEMSTORE_BYTES,
+            ceph_unavailable_reason,
+            running_ceph_rgw,
+        )
+
+        reason = ceph_unavailable_reason()
+        if reason is None:
+            memstore = max(DEFAULT_MEMSTORE_BYTES, 2 * self.size + GiB)
+            say(f"starting Ceph RGW (memstore capped at {memstore / GiB:.1f} GiB)")
+            try:
+                self.s3 = self.stack.enter_context(running_ceph_rgw(self.work / "ceph", memstore_bytes=memstore))
+            except RuntimeError as error:
+                reason = f"Ceph RGW did not start: {str(error).splitlines()[0]}"
+        if self.s3 is None:
+            for name in ("rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect"):
+                self.single[name].skipped = reason
+            self.notes.append(f"S3 part not run: {reason}.")
+            say(f"S3 part skipped: {reason}")
+            return
+        self.ceph_pids = upload.pids_mentioning(str(self.work / "ceph"))
+        client = self.s3.client()
+        client.create_bucket(Bucket=BUCKET)
+        s3_settings = {
+            "FWREPO_STORAGE": "s3", "FWREPO_S3_ENDPOINT_URL": self.s3.endpoint_url, "FWREPO_S3_BUCKET": BUCKET,
+            "FWREPO_S3_REGION": self.s3.region, "FWREPO_S3_ACCESS_KEY_ID": self.s3.access_key_id,
+            "FWREPO_S3_SECRET_ACCESS_KEY": self.s3.secret_access_key,
+        }
+        self.s3_server = self.fwrepo("fwrepo-s3", s3_settings)
+        say(f"uploading {self.size / MiB:.0f} MiB to fwrepo-s3 (untimed)")
+        firmware_id = self.publish(self.s3_server, self.big)
+        self.urls["fwrepo-s3"] = self.grant_urls(self.s3_server, firmware_id, 1, "S3")[0]
+        keys = [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+                if item["Size"] == self.size]
+        if len(keys) != 1:
+            raise RuntimeError(f"expected one {self.size}-byte object in {BUCKET}, found {keys}")
+        self.urls["rgw-direct"] = client.generate_presigned_url(
+            "get_object", Params={"Bucket": BUCKET, "Key": keys[0]}, ExpiresIn=3600)
+        # The same image behind FWREPO_DOWNLOAD_MODE=redirect (its own server and copy): 302 to a presigned URL.
+        self.redirect_server = self.fwrepo("fwrepo-s3-redirect", {**s3_settings, "FWREPO_DOWNLOAD_MODE": "redirect"})
+        say(f"uploading {self.size / MiB:.0f} MiB to fwrepo-s3-redirect (untimed)")
+        redirect_id = self.publish(self.redirect_server, self.big)
+        self.urls["fwrepo-s3-redirect"] = self.grant_urls(self.redirect_server, redirect_id, 1, "S3R")[0]
+        idle = upload.proc_status_kib(self.s3_server.pid, "VmRSS")
+        curl_once(self.urls["rgw-direct"], None, self.size)  # warm-up, untimed
+        curl_once(self.urls["fwrepo-s3"], self.s3_server.cacert, self.size)
+        self.rounds(["rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect"], self.run_single, self.single, self.size,
+                    "S3 one stream")
+        if self.wants_profile("fwrepo-s3"):
+            self.profile("fwrepo-s3", lambda: curl_once(self.urls["fwrepo-s3"], self.s3_server.cacert, self.size),
+                         self.s3_server)
+        self.stop_fwrepo(self.s3_server, idle)
+        self.stop_fwrepo(self.redirect_server, None)
+
+    # -- profiles
+
+    def wants_profile(self, name: str) -> bool:
+        if self.args.profile == "never":
+            return False
+        if self.args.profile == "always":
+            return True
+        return any(v.key == name and (v.outcome == "FAIL" or v.narrow) for v in self.verdicts())
+
+    def profile(self, name: str, work: Callable[[], object], server: FwrepoServer) -> None:
+        say(f"profiling {name} with py-spy (an extra run, not counted)")
+        out = self.work / f"profile-{name}.raw"
+        self.turns.wait(f"profiling {name}")
+        with grants.Profile(server.pid, out, seconds=300, rate=200) as profile:
+            start = time.monotonic()
+            work()
+            seconds = time.monotonic() - start
+        self.keep_profile(name, profile, out, seconds)
+
+    def keep_profile(self, name: str, profile: grants.Profile, out: Path, seconds: float) -> None:
+        summary = grants.ProfileSummary(0, profile.rate, [], [], profile.error)
+        if not profile.error:
+            summary = grants.summarize_profile(out, profile.rate, DOWNLOAD_CATEGORIES)
+            if self.args.keep_profiles:
+                self.args.keep_profiles.mkdir(parents=True, exist_ok=True)
+                shutil.copy(out, self.args.keep_profiles / out.name)
+        summary.run_seconds = seconds  # type: ignore[attr-defined]
+        self.profiles[name] = summary
+        say(f"  {name}: " + ", ".join(f"{n} {c / max(summary.samples, 1):.0%}" for n, c in summary.categories[:5]))
+
+    # -- verdicts and report
+
+    def verdicts(self) -> list[Verdict]:
+        out: list[Verdict] = []
+
+        def ratio(key: str, what: str, top: Series, bottom: Series, target: float) -> None:
+            a, b = top.median(), bottom.median()
+            if a is None or b is None:
+                out.append(Verdict(key, what, "-", f">= {target}", "not run"))
+            else:
+                out.append(Verdict(key, what, f"{a / b:.2f}", f">= {target}", "PASS" if a / b >= target else "FAIL",
+                                   a / b / target))
+
+        ratio("fwrepo-local", "one stream: fwrepo-local / nginx", self.single["fwrepo-local"], self.single["nginx"], TARGET_LOCAL)
+        ratio("fwrepo-100", f"{self.args.parallel} parallel: fwrepo / nginx (2 workers)", self.parallel["fwrepo-100"],
+              self.parallel["nginx-100"], TARGET_PARALLEL)
+        ratio("fwrepo-s3", "one stream: fwrepo-s3 / direct RGW GET", self.single["fwrepo-s3"], self.single["rgw-direct"],
+              TARGET_S3)
+        a, b = self.single["fwrepo-s3-redirect"].median(), self.single["rgw-direct"].median()
+        if a is not None and b is not None:
+            out.append(Verdict("redirect", "info: fwrepo-s3 in redirect mode / direct RGW GET", f"{a / b:.2f}", "-", "info"))
+        peak = self.slow.peak_mb
+        what = f"{self.args.slow_clients} slow clients: server peak RSS"
+        if peak is None:
+            out.append(Verdict("slow", what, "-", f"< {TARGET_RSS_MB} MB", "not run"))
+        else:
+            out.append(Verdict("slow", what, f"{peak:.0f} MB", f"< {TARGET_RSS_MB} MB",
+                               "PASS" if peak < TARGET_RSS_MB else "FAIL", TARGET_RSS_MB / peak))
+        return out
+
+    def tables(self) -> str:
+        fmt, to_mb = upload.fmt, upload.kib_to_mb
+        lines = [
+            f"One stream of {self.size / MiB:.0f} MiB (curl, median of {self.args.repeat}):",
+            "",
+            ("| method | MB/s (median) | runs (MB/s) | wall s (median) | server CPU s | curl CPU s | Ceph CPU s "
+             "| server max RSS MB |"),
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        labels = {"nginx": "nginx, TLS", "fwrepo-local": "fwrepo-local, grant URL, TLS",
+                  "rgw-direct": "Ceph RGW direct, presigned URL, plain HTTP", "fwrepo-s3": "fwrepo-s3, grant URL, TLS",
+                  "fwrepo-s3-redirect": "info: fwrepo-s3 with FWREPO_DOWNLOAD_MODE=redirect (curl -L: TLS 302, then RGW)"}
+        for name in SINGLE:
+            series = self.single[name]
+            if series.skipped:
+                lines.append(f"| {labels[name]} | not run | | | | | | |")
+                continue
+            lines.append(
+                f"| {labels[name]} | {fmt(series.median())} | {', '.join(f'{s.mb_s:.0f}' for s in series.samples)} "
+                f"| {fmt(series.median('seconds'), '{:.2f}')} | {fmt(series.median('server_cpu'))} "
+                f"| {fmt(series.median('client_cpu'))} | {fmt(series.median('ceph_cpu'))} "
+                f"| {fmt(to_mb(series.median('rss_max_kib')), '{:.0f}')} |"
+            )
+        lines += [
+            "",
+            (f"{self.args.parallel} parallel downloads of {self.small / MiB:.0f} MiB (`xargs -P {self.args.parallel} curl`, "
+            f"median of {self.args.repeat}):"),
+            "",
+            "| method | aggregate MB/s (median) | runs (MB/s) | wall s (median) | server CPU s | curl CPU s | server max RSS MB |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        ]
+        labels = {"nginx-100": "nginx, TLS, worker_processes 2", "fwrepo-100": "fwrepo-local, one grant URL each, TLS"}
+        for name in PARALLEL:
+            series = self.parallel[name]
+            lines.append(
+                f"| {labels[name]} | {fmt(series.median())} | {', '.join(f'{s.mb_s:.0f}' for s in series.samples)} "
+                f"| {fmt(series.median('seconds'), '{:.2f}')} | {fmt(series.median('server_cpu'))} "
+                f"| {fmt(series.median('client_cpu'))} | {fmt(to_mb(series.median('rss_max_kib')), '{:.0f}')} |"
+            )
+        slow = self.slow
+        lines += ["", f"{slow.clients} slow clients on fwrepo-local (one run):", ""]
+        if slow.skipped or not slow.clients:
+            lines.append(f"not run{': ' + slow.skipped if slow.skipped else ''}")
+        else:
+            errors = ", ".join(f"{k} {v}" for k, v in sorted(slow.errors.items())) or "none"
+            lines += [
+                "| clients ok | errors | per client KB/s (median / 5th pct) | server fds (max) | server RSS MB: idle / max sampled / VmHWM | server CPU s | client CPU s |",
+                "| ---: | --- | --- | ---: | --- | ---: | ---: |",
+                (f"| {slow.ok} / {slow.clients} | {errors} | {slow.per_client_kb_s_median:.0f} / {slow.per_client_kb_s_p5:.0f} "
+                f"| {slow.max_fds} | {fmt(to_mb(slow.idle_rss_kib), '{:.0f}')} / {fmt(to_mb(slow.max_rss_kib), '{:.0f}')} / "
+                f"{fmt(to_mb(slow.hwm_kib), '{:.0f}')} | {slow.server_cpu:.1f} | {slow.client_cpu:.1f} |"),
+            ]
+        if self.server_rss:
+            lines += ["", "Server RSS over each fwrepo server's life (MB, idle after set-up / VmHWM at the end): "
+                      + "; ".join(f"{name} {fmt(to_mb(idle), '{:.0f}')} / {fmt(to_mb(hwm), '{:.0f}')}"
+                                  for name, (idle, hwm) in self.server_rss.items()) + "."]
+        lines += ["", "| check | value | target | result |", "| --- | ---: | --- | --- |"]
+        for verdict in self.verdicts():
+            lines.append(f"| {verdict.what} | {verdict.value} | {verdict.target} | {verdict.outcome} |")
+        return "\n".join(lines)
+
+    def run(self) -> None:
+        self.phase_local()
+        self.phase_slow()
+        self.phase_s3()
+
+
+@dataclass
+class Verdict:
+    key: str
+    what: str
+    value: str
+    target: str
+    outcome: str
+    margin: float | None = None  # how far past the target: value / target (RSS: target / value); < 1 missed
+
+    @property
+    def narrow(self) -> bool:
+        """Passed, but by less than 10%: within what run-to-run noise can flip."""
+        return self.outcome == "PASS" and self.margin is not None and self.margin < 1.1
+
+
+class _Nothing:
+    max_kib = 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------- the doc
+
+
+def machine_lines(work: Path) -> list[str]:
+    facts = upload.machine_facts(work)
+    facts["nginx"] = (subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr.strip()
+                      .replace("nginx version: ", "") or "?")
+    facts["OpenSSL (curl, nginx, Python ssl)"] = ssl.OPENSSL_VERSION
+    facts["kernel TLS"] = "available" if Path("/proc/net/tls_stat").exists() else "not available (no /proc/net/tls_stat)"
+    try:
+        import uvloop
+
+        facts["uvicorn loop"] = f"uvloop {uvloop.__version__} (installed, so uvicorn uses it), httptools"
+    except ImportError:
+        facts["uvicorn loop"] = "asyncio"
+    return [f"- {name}: {value}" for name, value in facts.items()]
+
+
+def render_section(bench: Bench, machine: list[str], when: dt.datetime, elapsed: float) -> str:
+    args = bench.args
+    flags = f"--size-mib {args.size_mib} --repeat {args.repeat}"
+    if args.profile != "auto":
+        flags += f" --profile {args.profile}"
+    lines = [
+        f"<!-- bench:{SECTION}:start -->",
+        "## Download",
+        "",
+        (f"Written by `bench/download.py {flags}` on {when:%Y-%m-%d %H:%M} UTC (the run took {elapsed / 60:.1f} min, "
+        f"of which {bench.turns.waited / 60:.1f} min waiting for other benchmarks)."),
+        "",
+        "Method:",
+        "",
+        (f"- **Files**: {args.size_mib} MiB and {args.parallel_mib} MiB of random bytes, uploaded (untimed) to each fwrepo "
+         "server and published; grants issued through the API. Every file is in the page cache: an untimed warm-up "
+         "download of each precedes the runs. The runs interleave the methods of a part (even rounds in reverse), "
+         "each after a wait until no other benchmark or pytest runs; a run during which another benchmark used CPU "
+         "is repeated."),
+        ("- **Client**: curl (`curl -s -o /dev/null --cacert ... -w '%{speed_download}'`); MB/s is 10^6 bytes/s. "
+         "One stream: curl's speed_download of each run, median. Parallel: `xargs -P N -n 1 curl` with N URLs "
+         "(each fwrepo download on its own grant, nginx the same file), aggregate = N x size / wall time of all N, "
+         "every transfer's status and size checked."),
+        ("- **fwrepo**: `fwrepo serve` (one uvicorn process) over HTTPS with its development certificate "
+         "(ECDSA P-256), FWREPO_LOG_LEVEL=warning; FWREPO_STORAGE=local (data directory on the disk below) or "
+         "s3 (default FWREPO_DOWNLOAD_MODE=stream: fwrepo fetches from RGW and re-sends over TLS)."),
+        ("- **nginx**: Debian's package, its own minimal config in the temporary directory (`daemon off`, "
+         "`worker_processes 2`, `sendfile on`, `tcp_nopush on`, access log off) serving the same files over TLS "
+         "with a self-signed ECDSA P-256 certificate made by openssl. This kernel has no kernel TLS, so with TLS "
+         "nginx cannot use sendfile: it reads the file into buffers and encrypts with OpenSSL in user space, as "
+         "fwrepo does."),
+        ("- **Ceph RGW**: the throwaway single-node cluster of `tests/support/s3servers.py` (memstore OSD, i.e. RAM; "
+         "plain HTTP on 127.0.0.1); the direct GET is curl on a presigned URL of the very object fwrepo-s3 "
+         "serves. Ceph runs only in its phase; the local measurements run before it starts."),
+        (f"- **Slow clients**: a fresh fwrepo-local server, a {args.parallel_mib} MiB image and one grant per client. "
+         f"A child process (asyncio on uvloop, `ssl`) opens {args.slow_clients} TLS connections, spread over "
+         f"{args.slow_ramp:.0f} s, sends GET on each client's grant URL and reads 16 KiB at a time with pauses so as "
+         f"not to exceed {args.slow_rate / 1000:.0f} KB/s, for {args.slow_seconds:.0f} s, then hangs up. The "
+         "server's VmRSS is sampled every 20 ms; VmHWM is read at the end (its whole life: start-up, the upload "
+         "and the grants included). RLIMIT_NOFILE of client and server is raised to the hard limit."),
+        "- **CPU**: user+system seconds during one run (median) of the server (nginx: master and workers), of curl, of Ceph.",
+        "",
+        "Machine:",
+        "",
+        *machine,
+        "",
+        (f"Client, server (and Ceph) share the machine's {os.cpu_count()} CPUs: every CPU second the client spends on "
+         "TLS is taken from the server, for nginx as for fwrepo."),
+        "",
+    ]
+    for note in bench.notes + spread_notes(bench):
+        lines += [f"**Note:** {note}", ""]
+    lines += [bench.tables(), ""]
+    for name, summary in bench.profiles.items():
+        lines += grants.render_profile(summary, f"py-spy profile of fwrepo during an extra {name} run")
+    lines += findings(bench)
+    lines.append(f"<!-- bench:{SECTION}:end -->")
+    return "\n".join(lines) + "\n"
+
+
+def spread_notes(bench: Bench) -> list[str]:
+    """Series whose runs differ by more than 30%: a ratio against them says less than its digits suggest."""
+    notes = []
+    for series in [*bench.single.values(), *bench.parallel.values()]:
+        speeds = [s.mb_s for s in series.samples]
+        if len(speeds) >= 2 and max(speeds) > 1.3 * min(speeds):
+            notes.append(f"{series.name} varied from {min(speeds):.0f} to {max(speeds):.0f} MB/s between runs "
+                         "(the median counts); ratios against it move with it.")
+    return notes
+
+
+def findings(bench: Bench) -> list[str]:
+    """What bounds fwrepo where a target was missed: from this run's numbers and profiles."""
+    failed = [v for v in bench.verdicts() if v.outcome == "FAIL" or v.narrow]
+    if not failed:
+        return []
+    lines = [("What bounds fwrepo where a target was missed or only narrowly met (from this run's numbers and the "
+             "profiles above; the suggested changes are not made by the benchmark):"), ""]
+    for verdict in failed:
+        how = "missed" if verdict.outcome == "FAIL" else "met by less than 10%, within run-to-run noise"
+        lines.append(f"- **{verdict.what}** ({verdict.value}, target {verdict.target}, {how}): "
+                     f"{what_bounds(bench, verdict.key)}")
+    lines += ["", WHAT_IF, ""]
+    return lines
+
+
+def _share(bench: Bench, profile: str, *names: str) -> str:
+    summary = bench.profiles.get(profile)
+    if summary is None or not summary.samples:
+        return ""
+    parts = [f"{name} {count / summary.samples:.0%}" for name, count in summary.categories
+             if any(n in name for n in names)]
+    return f" Profile: {', '.join(parts)}." if parts else ""
+
+
+def what_bounds(bench: Bench, key: str) -> str:
+    cpus = os.cpu_count() or 1
+    if key == "fwrepo-local":
+        fw, ng = bench.single["fwrepo-local"], bench.single["nginx"]
+        return (
+            f"per GiB fwrepo used {fw.median('server_cpu'):.1f} CPU s and nginx {ng.median('server_cpu'):.1f} s, the "
+            f"curl client {fw.median('client_cpu'):.1f} s against nginx's {ng.median('client_cpu'):.1f} s; at about "
+            f"{fw.median('seconds'):.2f} s per GiB neither side fills the {cpus} CPUs, so the stream is bound by "
+            "the serial path of one connection: per 1 MiB block a hand-off to a worker thread (`iterate_in_threadpool` "
+            "in `_counted`, `repo_service/http/streaming.py`), then TLS encryption and the socket write in the event "
+            "loop, one after the other, where nginx reads and encrypts in one loop in C."
+            + _share(bench, "fwrepo-local", "TLS encryption", "HTTP plumbing", "hand-off", "event loop")
+            + " Suggested: read local files in the event loop where that cannot block (`os.preadv(fd, [buffer], "
+            "offset, os.RWF_NOWAIT)`, a worker thread only on EAGAIN); a what-if with that (and 64 KiB blocks) "
+            "reached 1.15 x nginx."
+        )
+    if key == "fwrepo-100":
+        fw, ng = bench.parallel["fwrepo-100"], bench.parallel["nginx-100"]
+        wall, server, client = fw.median("seconds"), fw.median("server_cpu"), fw.median("client_cpu")
+        nginx_cpu = ng.median("server_cpu")
+        return (
+            f"CPU. In {wall:.2f} s the {cpus} CPUs give {cpus * wall:.1f} CPU s; fwrepo used {server:.1f} s and the "
+            f"{bench.args.parallel} curls {client:.1f} s, while nginx sent the same bytes with {nginx_cpu:.1f} s: "
+            f"fwrepo spends {server / nginx_cpu:.1f}x nginx's CPU per byte on cores the clients need too. "
+            "Its one event-loop thread is not the limit (a what-if with two fwrepo processes on one port, "
+            "SO_REUSEPORT, gave the same ratio). Per 1 MiB block, `_counted` in `repo_service/http/streaming.py` "
+            "hands `next()` to a worker thread (`iterate_in_threadpool`): a thread wake-up, a GIL hand-over and an "
+            "event-loop callback per block, which py-spy shows partly as uvicorn `send` time (the event loop waiting "
+            "for the GIL)." + _share(bench, "fwrepo-100", "TLS encryption", "HTTP plumbing", "hand-off", "reading the file")
+            + " Suggested: read local files in the event loop where that cannot block: `os.preadv(fd, [buffer], "
+            "offset, os.RWF_NOWAIT)` returns EAGAIN instead of waiting for the disk, and only then go to a worker "
+            "thread (a `LocalStorage.read` variant in `repo_service/storage/local.py` that yields from the loop, "
+            "used by `firmware_response`/`_counted`)."
+        )
+    if key == "fwrepo-s3":
+        fw, direct = bench.single["fwrepo-s3"], bench.single["rgw-direct"]
+        wall = fw.median("seconds")
+        total = sum(v or 0 for v in (fw.median("server_cpu"), fw.median("client_cpu"), fw.median("ceph_cpu")))
+        direct_total = sum(v or 0 for v in (direct.median("client_cpu"), direct.median("ceph_cpu")))
+        redirect = bench.single["fwrepo-s3-redirect"].median()
+        return (
+            f"CPU of the shared machine. Per GiB through fwrepo: fwrepo {fw.median('server_cpu'):.1f} s, curl "
+            f"{fw.median('client_cpu'):.1f} s (TLS; {direct.median('client_cpu'):.1f} s for the plain-HTTP direct GET), "
+            f"Ceph {fw.median('ceph_cpu'):.1f} s: {total:.1f} CPU s in {wall:.2f} s, {total / (cpus * wall):.0%} of "
+            f"the {cpus} CPUs; the direct GET needs {direct_total:.1f} CPU s. fwrepo adds a second socket hop and TLS "
+            "at both ends on the cores Ceph needs." + _share(bench, "fwrepo-s3", "TLS encryption", "event loop",
+                                                              "HTTP plumbing", "S3")
+            + " Reading ahead does not fix it: a what-if that fetched block N+1 from RGW while block N was being "
+            "sent (and one with 4 MiB blocks) gained about 6%. Suggested: where chargers follow redirects, "
+            "FWREPO_DOWNLOAD_MODE=redirect (the info row: "
+            + (f"{redirect:.0f} MB/s" if redirect else "not measured")
+            + ", the bytes go from RGW to the charger); otherwise fwrepo needs its own cores (RGW on other "
+            "machines) or less CPU per byte on its path."
+        )
+    if key == "slow":
+        slow = bench.slow
+        per = ((max(filter(None, (slow.hwm_kib, slow.max_rss_kib))) - (slow.idle_rss_kib or 0)) * 1024
+               / max(slow.clients, 1))
+        return (
+            f"memory per connection: ({slow.peak_mb:.0f} MB peak - {upload.kib_to_mb(slow.idle_rss_kib):.0f} MB idle) / "
+            f"{slow.clients} = {per / 1e6:.1f} MB, about three 1 MiB blocks (`READ_BLOCK` in "
+            "`repo_service/storage/base.py`). For a slow client uvicorn waits for the transport to drain only before "
+            "the next write, so Starlette's `StreamingResponse` already holds block N+1 while block N sits in the "
+            "TLS transport: the asyncio/uvloop SSL transport's default write high-water mark is 512 KiB "
+            "(`FLOW_CONTROL_HIGH_WATER_SSL_WRITE`), so a whole 1 MiB block is encrypted into user-space buffers at "
+            "once and only what the kernel's socket buffers take leaves the process. The CPU is not the problem: "
+            f"every client got its {slow.rate / 1000:.0f} KB/s (median {slow.per_client_kb_s_median:.0f} KB/s)."
+            + _share(bench, "slow clients", "TLS", "authorizing", "reading the file")
+            + " Suggested, together: (1) download blocks of 32-64 KiB (a download block size passed from "
+            "`firmware_response` in `repo_service/http/streaming.py` to `Storage.read`; uploads and S3 parts keep "
+            "1 MiB); (2) a 64 KiB write high-water mark on each connection, `transport.set_write_buffer_limits("
+            "high=65536)`: uvicorn has no setting for it, so `_serve` in `repo_service/cli.py` would pass "
+            "`http=` a subclass of uvicorn's `HttpToolsProtocol` whose `connection_made` sets it; (3) reads of local "
+            "files in the event loop where they cannot block (`os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)`, a "
+            "worker thread only on EAGAIN) instead of `iterate_in_threadpool` in `_counted`, without which small "
+            "blocks cost throughput (a thread hand-off per 64 KiB: one stream fell to 0.37 x nginx in a what-if). Even then each TLS connection in CPython costs 100-180 KB (SSL "
+            "object and BIOs, uvicorn's protocol, the request and its task), so 2,000 of them plus the idle "
+            "process stay above 300 MB unless TLS ends outside Python (a proxy, kernel TLS) or the idle RSS "
+            f"({upload.kib_to_mb(slow.idle_rss_kib):.0f} MB) shrinks."
+        )
+    return "see the profile above."
+
+
+# Measured once, not by this script: fwrepo patched at start-up by a launcher outside the repository
+# (repo_service unchanged), on this machine, 1 GiB one stream / 100 x 20 MiB / 2,000 slow clients as above.
+WHAT_IF = """\
+What-if measurements (2026-11-25, once, not repeated by this script; fwrepo patched at start-up by a launcher
+outside the repository, repo_service itself unchanged; same machine and workloads, ratios against nginx in
+the same session):
+
+| change | one stream / nginx | 100 parallel / nginx | 2,000 slow clients: peak RSS |
+| --- | ---: | ---: | ---: |
+| none (as shipped; all runs of that day) | 0.93-1.04 | 0.69-0.77 | 6.4-6.7 GB |
+| READ_BLOCK 64 KiB | 0.37 | 0.48 | 1.4 GB |
+| READ_BLOCK 256 KiB | 0.92 | 0.79 | 3.5 GB |
+| READ_BLOCK 64 KiB, SSL write high-water 64 KiB | - | - | 0.92 GB |
+| READ_BLOCK 64 KiB, high-water 64 KiB, reads in the event loop | 1.15 | 0.89 | 0.75 GB |
+| READ_BLOCK 32 KiB, high-water 32 KiB, reads in the event loop | 1.11 | 0.85 | 0.62 GB |
+| READ_BLOCK 16 KiB, high-water 16 KiB, reads in the event loop | 0.78 | 0.79 | 0.49 GB |
+| two fwrepo processes on one port (SO_REUSEPORT) | - | 0.77 (same session: 0.76 without) | - |
+| fwrepo-s3: block N+1 fetched while N is sent | 0.59 x direct RGW (820 vs 770 MB/s without) | - | - |
+| MALLOC_ARENA_MAX=2 | - | - | 6.2 GB (no effect) |"""
+
+
+# --------------------------------------------------------------------------- main
+
+
+def raise_open_files() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(hard, 65536) if os.geteuid() == 0 else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=1024, help="the large download, MiB (default 1024)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per method; the median counts (default 3)")
+    parser.add_argument("--parallel", type=int, default=100, help="parallel downloads (default 100)")
+    parser.add_argument("--parallel-mib", type=int, default=20, help="size of each parallel download, MiB (default 20)")
+    parser.add_argument("--slow-clients", type=int, default=2000, help="slow clients (default 2000)")
+    parser.add_argument("--slow-rate", type=int, default=64_000, help="bytes/s each slow client reads (default 64000)")
+    parser.add_argument("--slow-seconds", type=float, default=20, help="seconds each slow client reads (default 20)")
+    parser.add_argument("--slow-ramp", type=float, default=5, help="seconds over which they connect (default 5)")
+    parser.add_argument("--only", default="local,slow,s3", help="comma-separated parts: local,slow,s3 (a partial run writes no doc)")
+    parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
+                        help="py-spy an extra run: of each missed target (auto, default), of all, never")
+    parser.add_argument("--keep-profiles", type=Path, help="copy py-spy's raw profiles into this directory")
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()), help="where the temporary directory goes")
+    parser.add_argument("--doc", type=Path, default=DOC, help="file whose download section is rewritten")
+    parser.add_argument("--no-doc", action="store_true", help="print the results only")
+    args = parser.parse_args(argv)
+    args.only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if args.only - {"local", "slow", "s3"}:
+        parser.error("--only: choose from local, slow, s3")
+    if min(args.size_mib, args.repeat, args.parallel, args.parallel_mib, args.slow_clients) <= 0:
+        parser.error("sizes and counts must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--slow-client"]:
+        return slow_client_main(argv[1:])
+    args = parse_args(argv)
+    for tool in ("curl", "xargs", "openssl", "nginx"):
+        if shutil.which(tool) is None:
+            print(f"bench/download.py needs {tool}" + (" (apt-get install nginx)" if tool == "nginx" else ""),
+                  file=sys.stderr)
+            return 2
+    started, when = time.monotonic(), dt.datetime.now(dt.UTC)
+    stack = ExitStack()
+    try:
+        with upload.signals_as_interrupts():
+            raise_open_files()
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix="fwrepo-download.", dir=args.work_dir))
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
+            needed = 4 * args.size_mib * MiB
+            if shutil.disk_usage(work).free < needed:
+                raise RuntimeError(f"{work} needs about {needed / GiB:.1f} GiB free")
+            bench = Bench(args, work, stack)
+            bench.setup()
+            bench.turns.wait("the machine description")
+            machine = machine_lines(work)
+            if "local" in args.only:
+                bench.phase_local()
+            if "slow" in args.only:
+                bench.phase_slow()
+            if "s3" in args.only:
+                bench.phase_s3()
+    except KeyboardInterrupt:
+        grants.cleanup(stack)
+        print("interrupted: everything started was stopped and removed", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - any failure: clean up, say why, exit 2
+        grants.cleanup(stack)
+        print(f"bench/download.py failed: {error!r}", file=sys.stderr)
+        return 2
+    grants.cleanup(stack)
+    say("")
+    for note in bench.notes + spread_notes(bench):
+        say(f"note: {note}")
+    say(bench.tables())
+    for name, summary in bench.profiles.items():
+        say("\n".join(grants.render_profile(summary, f"profile {name}")))
+    partial = args.only != {"local", "slow", "s3"}
+    if not args.no_doc and not partial:
+        grants.write_section(args.doc, SECTION, render_section(bench, machine, when, time.monotonic() - started))
+        say(f"\nwrote the download section of {args.doc}")
+    return 1 if any(v.outcome == "FAIL" for v in bench.verdicts()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
