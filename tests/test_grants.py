@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -176,3 +176,12 @@ def test_a_location_with_a_40_character_host_stays_within_255_printable_ascii_ch
         assert location.startswith(f"https://{host}/d/")
         assert location.isascii() and location.isprintable() and " " not in location
     assert grants.location(7, far_future, "A" * 300 + ".bin").endswith(".bin")
+
+
+def test_a_retrieve_date_with_another_offset_is_converted_to_utc(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
+    firmware = published(release, vendor)
+    local = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).astimezone(timezone(timedelta(hours=5)))
+    grant = csms.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": "CP-1",
+                                              "retrieve_date": local.isoformat()}).json()
+    assert grant["ocpp"]["update_firmware"]["retrieveDate"] == iso(local.astimezone(UTC))
+    assert csms.get(f"/api/v1/grants/{grant['id']}").json()["ocpp"] == grant["ocpp"]

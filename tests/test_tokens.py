@@ -47,3 +47,12 @@ def test_a_token_from_another_secret_is_refused() -> None:
 def test_a_token_is_short_enough_for_a_charger_url() -> None:
     token = TokenSigner(b"s" * 32).issue(2**31 - 1, datetime(2099, 12, 31, tzinfo=UTC))
     assert len(token) <= 40 and token.isascii()
+
+
+def test_stray_characters_do_not_make_another_valid_spelling() -> None:
+    signer = TokenSigner(b"s" * 32)
+    token = signer.issue(42, datetime.now(UTC) + timedelta(days=1))
+    grant, expiry, mac = token.split(".")
+    for respelt in (f"{grant}.{expiry}.{mac[:5]}!{mac[5:]}", f"{grant}.{expiry}.{mac.replace('-', '+').replace('_', '/')}x"):
+        with pytest.raises(InvalidToken):
+            signer.verify(respelt)

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
@@ -135,7 +135,11 @@ def _moment(document: Mapping[str, Any], name: str) -> datetime | None:
         raise InvalidInput(name, f"{value!r} is not an ISO 8601 date-time such as 2026-12-01T02:00:00Z") from None
     if moment.tzinfo is None:
         raise InvalidInput(name, "needs a time zone (end it with Z for UTC)")
-    return moment
+    try:
+        # OCPP payloads are written in UTC with a Z: convert, never relabel.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(name, f"{value!r} is out of range") from None
 
 
 def _charger_id(value: object, field: str) -> str:
@@ -367,6 +371,8 @@ class Grants:
         grant, firmware = state
         if grant.revoked_at is not None:
             raise DownloadRefused(Refusal.REVOKED, claims.grant_id, grant.charger_id)
+        if grant.expires_at <= self.clock():
+            raise DownloadRefused(Refusal.EXPIRED, claims.grant_id, grant.charger_id)
         if grant.max_downloads is not None and grant.downloads_completed >= grant.max_downloads:
             raise DownloadRefused(Refusal.USED_UP, claims.grant_id, grant.charger_id)
         if firmware.status == Status.YANKED:
@@ -404,6 +410,16 @@ class Grants:
             attempts, self._pending = self._pending, []
         if not attempts:
             return 0
+        try:
+            self._write(attempts)
+        except Exception:
+            # Keep them for the next round rather than lose records and counts.
+            with self._pending_lock:
+                self._pending[:0] = attempts
+            raise
+        return len(attempts)
+
+    def _write(self, attempts: list[DownloadAttempt]) -> None:
         completed: dict[int, int] = {}
         for attempt in attempts:
             if attempt.completed and attempt.grant_id is not None:
@@ -429,4 +445,3 @@ class Grants:
                 )
         for grant_id in completed:
             self._status_cache.pop(grant_id, None)
-        return len(attempts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from itsdangerous import BadSignature, Signer
 from itsdangerous.signer import HMACAlgorithm
 
 SALT = "fwrepo-download-token"
+_TOKEN_SHAPE = re.compile(r"[0-9a-z]{1,14}\.[0-9a-z]{1,14}\.[A-Za-z0-9_-]{20}")
 MAC_BYTES = 15
 
 
@@ -53,7 +55,8 @@ class TokenSigner:
         return self._signer.sign(payload).decode()
 
     def verify(self, token: str) -> TokenClaims:
-        if len(token) > 100 or not token.isascii():
+        # itsdangerous' base64 decoding skips stray characters; insist on the one spelling we issue.
+        if not _TOKEN_SHAPE.fullmatch(token):
             raise InvalidToken()
         try:
             payload = self._signer.unsign(token).decode()
