@@ -124,7 +124,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("s3_addressing_style", _choice("path", "virtual", "auto"), "S3 addressing style (default path)"),
     Setting("s3_sse", _choice("none", "AES256", "aws:kms"), "S3 server-side encryption (default none)"),
     Setting("s3_sse_kms_key_id", _optional(_text), "KMS key id with FWREPO_S3_SSE=aws:kms"),
-    Setting("s3_part_size", _positive_int, "bytes per S3 multipart part; smaller writes are one PUT (default 8 MiB)"),
+    Setting("s3_part_size", _positive_int, "bytes per S3 multipart part; smaller writes are one PUT (default 5 MiB, the S3 minimum: least memory)"),
     Setting("max_upload_bytes", _positive_int, "largest firmware image accepted (default 4 GiB)"),
     Setting("log_level", _choice("debug", "info", "warning", "error"), "log level (default info)"),
     Setting("env", _choice("development", "production"), "development (default) or production: production refuses development keys"),
@@ -160,7 +160,7 @@ class Settings:
     s3_addressing_style: str = "path"
     s3_sse: str = "none"
     s3_sse_kms_key_id: str | None = None
-    s3_part_size: int = 8 * MiB
+    s3_part_size: int = 5 * MiB
     max_upload_bytes: int = 4 * 1024 * MiB
     log_level: str = "info"
     env: str = "development"
