@@ -15,6 +15,8 @@ test: $(VENV)/.installed-test system-packages
 
 bench: $(VENV)/.installed-test system-packages
 	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/grants.py
+	$(BIN)/python bench/download.py
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fwrepo needs Python 3.11 or newer"'
