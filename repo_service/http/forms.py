@@ -26,6 +26,7 @@ MAX_PARTS = 1000
 # of this size; the channel holds a few, so at most a few MiB are in flight.
 BLOCK = 1024 * 1024
 BLOCKS_IN_FLIGHT = 4
+IDLE_SECONDS = 10
 
 
 class UploadInterrupted(InvalidInput):
@@ -82,7 +83,17 @@ class StreamingForm:
                 await self._fail(error)
 
     async def _read_body(self) -> None:
-        async for chunk in self.request.stream():
+        body = self.request.stream().__aiter__()
+        while True:
+            try:
+                # A client that sends nothing for this long has gone, whether or not
+                # its connection says so: abort rather than hold a storage thread.
+                with anyio.fail_after(IDLE_SECONDS):
+                    chunk = await body.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UploadInterrupted("body", f"no data for {IDLE_SECONDS} s: upload abandoned") from None
             if chunk:
                 self._parser.write(chunk)
             while len(self._pending) >= BLOCK:
