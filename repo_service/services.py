@@ -12,7 +12,7 @@ from repo_service.domain.clients import Clients
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.grants import Grants
 from repo_service.domain.keys import SigningKeys, open_signing_keys
-from repo_service.domain.local_secrets import read_or_create_secret
+from repo_service.domain.owner_files import read_or_create_secret
 from repo_service.domain.signers import Signers
 from repo_service.domain.tokens import TokenSigner
 from repo_service.domain.uploads import Uploads

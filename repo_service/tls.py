@@ -7,7 +7,7 @@ from pathlib import Path
 
 from repo_service.domain import pki
 from repo_service.domain.clock import utc_now
-from repo_service.domain.local_secrets import write_private
+from repo_service.domain.owner_files import write_private
 from repo_service.settings import Settings
 
 DEVELOPMENT_HOSTS = ("localhost", "127.0.0.1", "::1")

@@ -31,7 +31,7 @@ from repo_service.db.models import Firmware, FirmwareSignature, SigningKey
 from repo_service.db.session import Database
 from repo_service.domain import pki
 from repo_service.domain.clock import Clock, utc_now
-from repo_service.domain.local_secrets import read_or_create_secret, write_private
+from repo_service.domain.owner_files import read_or_create_secret, write_private
 from repo_service.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
