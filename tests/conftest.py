@@ -160,7 +160,7 @@ class Fwrepo:
             **os.environ,
             "FWREPO_DATA_DIR": str(self.data_dir),
             "FWREPO_PORT": str(self.port),
-            "FWREPO_LOG_LEVEL": "warning",
+            "FWREPO_LOG_LEVEL": "info",
             "FWREPO_MAX_UPLOAD_BYTES": str(TEST_MAX_UPLOAD),
             **self.environment,
         }

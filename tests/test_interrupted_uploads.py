@@ -116,13 +116,18 @@ def test_client_that_disconnects_mid_upload_leaves_nothing(fwrepo: Fwrepo, when_
     def disconnect() -> None:
         raise Disconnect()
 
+    log = fwrepo.data_dir / "serve.log"
+    abandoned_before = log.read_text().count("abandoned, nothing stored")
     with pytest.raises(Disconnect):
         post_form(fwrepo, form_body("Vgone", 20 * MiB, when_sent, disconnect))
-    # The server sees the disconnect on its own time, at the latest after its 10 s idle limit.
-    for _ in range(400):
-        if not [path for path in stored_files(storage) if path.name.endswith(".partial")]:
+    # The server sees the disconnect on its own time, at the latest after its 10 s idle limit;
+    # until it has, a .partial may not even exist yet, so wait for its word rather than the files.
+    for _ in range(300):
+        if log.read_text().count("abandoned, nothing stored") > abandoned_before:
             break
         threading.Event().wait(0.05)
+    else:
+        raise AssertionError("the server did not abandon the upload within 15 s")
     assert [path for path in stored_files(storage) if path.name.endswith(".partial")] == []
     with fwrepo.client("release") as client:
         assert client.get("/api/v1/firmware", params={"vendor": "Vgone"}).json()["total"] == 0

@@ -197,8 +197,10 @@ class Uploads:
         except _SameBytes as same:
             self._forget_pending(key)
             return UploadOutcome(same.record, created=False)
-        except BaseException:
+        except BaseException as error:
             self._forget_pending(key)
+            # Operators see why an upload left nothing behind; tests wait for this line.
+            log.info("upload %s abandoned, nothing stored: %s", firmware_id, error)
             raise
         request, filename, signed_by = described[0]
         try:
