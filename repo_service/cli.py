@@ -164,9 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(arguments: argparse.Namespace) -> None:
-    import uvicorn
-
     from repo_service.http.app import create_app
+    from repo_service.http.server import serve
     from repo_service.services import build_services
     from repo_service.tls import tls_files
 
@@ -198,14 +197,7 @@ def _serve(arguments: argparse.Namespace) -> None:
                "ssl_keyfile_password": files.key_password}
     if not services.clients.list():
         print("  no API clients yet: create one with `fwrepo clients create --name NAME --role admin`", flush=True)
-    uvicorn.run(
-        create_app(services),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        server_header=False,
-        **tls,
-    )
+    serve(create_app(services), settings, tls)
 
 
 def _db(arguments: argparse.Namespace) -> None:

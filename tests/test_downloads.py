@@ -117,6 +117,16 @@ def test_ranges_resume_and_refuse_like_http_says(fwrepo: Fwrepo) -> None:
         assert outside.status_code == 416 and outside.headers["content-range"] == "bytes */1000000"
 
 
+def test_access_logs_never_show_a_download_token(fwrepo: Fwrepo) -> None:
+    _, grant = grant_for(fwrepo, image(1000))
+    token = grant["location"].rsplit("/", 2)[1]
+    assert status_of(fwrepo, grant["location"]) == 200
+    assert status_of(fwrepo, grant["location"].replace(token, token[:-1] + "x")) == 404
+    log = (fwrepo.data_dir / "serve.log").read_text()
+    assert token not in log and token[:-1] not in log
+    assert "/d/[token]/" in log
+
+
 def test_a_forged_or_malformed_token_is_404(fwrepo: Fwrepo) -> None:
     _, grant = grant_for(fwrepo, image(1000))
     prefix, token, filename = grant["location"].rsplit("/", 2)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from repo_service.errors import InvalidInput, NotFound
-from repo_service.storage import Storage
+from repo_service.errors import InvalidInput, NotFound, StorageUnavailable
+from repo_service.storage import ReadsWithoutBlocking, Storage
 from repo_service.storage.local import LocalStorage
 from repo_service.storage.s3 import S3Storage
 from tests.conftest import image
@@ -72,6 +73,29 @@ def test_byte_ranges_read_exactly_those_bytes(backend: tuple[Storage, Leftovers]
     assert b"".join(storage.read("firmware/ranges", 1024 * 1024 - 1, 2 * 1024 * 1024)) == content[
         1024 * 1024 - 1 : 3 * 1024 * 1024 - 1
     ]
+
+
+def test_a_local_file_that_shrinks_mid_read_ends_the_stream_with_an_error(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write("firmware/shrinks", blocks(image(1024 * 1024)))
+    stream = storage.read("firmware/shrinks")
+    first = next(stream)
+    os.truncate(tmp_path / "firmware" / "shrinks", len(first) + 10)
+    with pytest.raises(StorageUnavailable, match="shorter than expected"):
+        b"".join(stream)
+
+
+def test_local_reads_from_the_page_cache_never_block_the_event_loop(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    content = image(300 * 1024)
+    storage.write("firmware/cached", blocks(content))
+    stream = storage.read("firmware/cached", 10)
+    assert isinstance(stream, ReadsWithoutBlocking)
+    pieces = []
+    # Just written, so in the page cache: every block comes without a thread.
+    while (block := stream.read_nowait()) not in (None, b""):
+        pieces.append(block)
+    assert block == b"" and b"".join(pieces) == content[10:]
 
 
 def test_missing_objects_have_no_size_and_cannot_be_read(backend: tuple[Storage, Leftovers]) -> None:

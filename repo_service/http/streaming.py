@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import format_datetime
 
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from repo_service.domain.catalog import FirmwareRecord
 from repo_service.http.problems import problem
 from repo_service.http.ranges import UnsatisfiableRange, parse_range
-from repo_service.storage import Storage
+from repo_service.storage import ReadsWithoutBlocking, Storage
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,35 @@ async def firmware_response(
 async def _counted(
     blocks: Iterator[bytes], start: int, length: int, size: int, on_end: Callable[[Delivery], None] | None
 ) -> AsyncIterator[bytes]:
-    # Storage is read block by block in a worker thread and each block is sent
-    # before the next is read: a slow client holds one block, not the image.
+    # Each block is sent before the next is read: a slow client holds one block, not the image.
     began, sent = time.monotonic(), 0
     try:
-        async for block in iterate_in_threadpool(blocks):
+        async for block in _pulled(blocks):
             yield block
             sent += len(block)
     finally:
+        _close(blocks)
         if on_end is not None:
             on_end(Delivery(start, length, sent, size, time.monotonic() - began))
+
+
+async def _pulled(blocks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Blocks read in the event loop when that cannot block (page cache), else in a worker thread."""
+    read_nowait = blocks.read_nowait if isinstance(blocks, ReadsWithoutBlocking) else None
+    while True:
+        block = read_nowait() if read_nowait is not None else None
+        if block is None:
+            block = await run_in_threadpool(next, blocks, b"")
+        if not block:
+            return
+        yield block
+
+
+def _close(blocks: Iterator[bytes]) -> None:
+    close = getattr(blocks, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except ValueError:
+        pass  # a generator still running in its worker thread (client gone mid-read) is closed when collected

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from repo_service.settings import Settings
-from repo_service.storage.base import Storage, StoredObject
+from repo_service.storage.base import ReadsWithoutBlocking, Storage, StoredObject
 from repo_service.storage.local import LocalStorage
 
-__all__ = ["Storage", "StoredObject", "open_storage"]
+__all__ = ["ReadsWithoutBlocking", "Storage", "StoredObject", "open_storage"]
 
 
 def open_storage(settings: Settings) -> Storage:

@@ -17,8 +17,6 @@ from typing import Protocol, runtime_checkable
 # could climb out of its root or need escaping in an S3 URL.
 _KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_.-]*)*$")
 
-READ_BLOCK = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -42,6 +40,14 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object under key and any unfinished write to it; no error when there is none."""
+
+
+@runtime_checkable
+class ReadsWithoutBlocking(Protocol):
+    """A stream from Storage.read whose next block can be tried without blocking (a file in the page cache)."""
+
+    def read_nowait(self) -> bytes | None:
+        """The next block (b"" at the end), or None when getting it would block: then call next() in a thread."""
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from repo_service.errors import NotFound, StorageUnavailable
-from repo_service.storage.base import READ_BLOCK, Check, Digest, StoredObject, check_key
+from repo_service.storage.base import Check, Digest, StoredObject, check_key
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +227,14 @@ class _Parts:
         return part
 
 
+# Each S3 block crosses a worker thread, so it is larger than a local one: that
+# hand-off, not memory, bounds S3 downloads (bench/download.py).
+S3_READ_BLOCK = 256 * 1024
+
+
 def _stream_body(body) -> Iterator[bytes]:
     try:
-        yield from body.iter_chunks(READ_BLOCK)
+        yield from body.iter_chunks(S3_READ_BLOCK)
     except (BotoCoreError, ClientError, OSError) as error:
         raise StorageUnavailable(f"S3 read failed mid-stream: {error}") from error
     finally:
