@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import insert, update
@@ -21,6 +22,10 @@ from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.tokens import InvalidToken, TokenSigner
 from repo_service.errors import Conflict, FwrepoError, InvalidInput, NotFound
 
+log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
+
 MAX_BATCH = 10_000
 MAX_LOCATION = 255
 # After the charger's last retry it may still be mid-download; one hour covers a slow cellular link.
@@ -30,7 +35,35 @@ DEFAULT_RETRIES = 3
 DEFAULT_RETRY_INTERVAL = 600
 # How long one node trusts what it read about a grant: the bound on how late a revocation bites.
 STATUS_CACHE_SECONDS = 2.0
+# Forged-token refusals recorded one by one per flush (about a second); the rest are counted in the log.
+MAX_FORGED_RECORDS_PER_FLUSH = 100
 PROTOCOLS = ("https",)
+
+
+class _Recent(Generic[K, V]):
+    """What was read from the database, trusted for a few seconds; bounded so that it cannot grow without end."""
+
+    def __init__(self, seconds: float, limit: int = 100_000) -> None:
+        self.seconds = seconds
+        self.limit = limit
+        self._items: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        if item is None or time.monotonic() - item[0] >= self.seconds:
+            return None
+        return item[1]
+
+    def put(self, key: K, value: V) -> None:
+        if len(self._items) >= self.limit:
+            now = time.monotonic()
+            self._items = {k: item for k, item in self._items.items() if now - item[0] < self.seconds}
+            if len(self._items) >= self.limit:
+                self._items.clear()
+        self._items[key] = (time.monotonic(), value)
+
+    def forget(self, key: K) -> None:
+        self._items.pop(key, None)
 
 
 class Refusal(StrEnum):
@@ -184,7 +217,10 @@ def parse_grant_request(
     retries = _integer(document, "retries", DEFAULT_RETRIES, 0, 100)
     retry_interval = _integer(document, "retry_interval", DEFAULT_RETRY_INTERVAL, 0, 7 * 86400)
     assert retries is not None and retry_interval is not None
-    plan_end = retrieve_date + timedelta(seconds=retries * retry_interval) + RETRY_PLAN_MARGIN
+    try:
+        plan_end = retrieve_date + timedelta(seconds=retries * retry_interval) + RETRY_PLAN_MARGIN
+    except OverflowError:
+        raise InvalidInput("retrieve_date", f"{iso(retrieve_date)} is too far in the future") from None
     expires_in = _integer(document, "expires_in", None, 60, int(max_lifetime.total_seconds()))
     if expires_in is None:
         expires_at = max(now + DEFAULT_LIFETIME, plan_end)
@@ -240,7 +276,10 @@ class Grants:
         self.public_url = public_url.rstrip("/")
         self.max_lifetime = max_lifetime
         self.clock = clock
-        self._status_cache: dict[int, tuple[float, tuple[Grant, FirmwareRecord]]] = {}
+        self._grant_cache: _Recent[int, Grant] = _Recent(STATUS_CACHE_SECONDS)
+        self._firmware_cache: _Recent[str, FirmwareRecord] = _Recent(STATUS_CACHE_SECONDS)
+        self._forged_dropped = 0
+        self._forged_pending = 0
         self._pending: list[DownloadAttempt] = []
         self._pending_lock = threading.Lock()
 
@@ -353,7 +392,7 @@ class Grants:
                 row.revoked_at = self.clock()
                 row.revoke_reason = reason
                 session.add(row)
-        self._status_cache.pop(grant_id, None)
+        self._grant_cache.forget(grant_id)
 
     # -- downloads ---------------------------------------------------------------------------
 
@@ -385,29 +424,38 @@ class Grants:
         """The grant and its firmware as the database has them, at most STATUS_CACHE_SECONDS old.
 
         A charger fetching an image as thousands of small ranges costs one
-        database read per grant every few seconds, not one per request.
+        database read per grant every few seconds, not one per request; a
+        campaign's grants share one cached firmware record.
         """
-        cached = self._status_cache.get(grant_id)
-        if cached is not None and time.monotonic() - cached[0] < STATUS_CACHE_SECONDS:
-            return cached[1]
-        with self.database.session() as session:
-            row = session.get(Grant, grant_id)
+        row = self._grant_cache.get(grant_id)
         if row is None:
-            return None
-        state = (row, self.catalog.get(row.firmware_id))
-        if len(self._status_cache) > 100_000:
-            self._status_cache.clear()
-        self._status_cache[grant_id] = (time.monotonic(), state)
-        return state
+            with self.database.session() as session:
+                row = session.get(Grant, grant_id)
+            if row is None:
+                return None
+            self._grant_cache.put(grant_id, row)
+        firmware = self._firmware_cache.get(row.firmware_id)
+        if firmware is None:
+            firmware = self.catalog.get(row.firmware_id)
+            self._firmware_cache.put(row.firmware_id, firmware)
+        return row, firmware
 
     def record(self, attempt: DownloadAttempt) -> None:
         """Queue an attempt; `flush` writes the queue in one transaction (no write per request)."""
         with self._pending_lock:
+            if attempt.refusal is Refusal.FORGED and self._forged_pending >= MAX_FORGED_RECORDS_PER_FLUSH:
+                # Someone guessing tokens must not turn each guess into a database row.
+                self._forged_dropped += 1
+                return
+            self._forged_pending += attempt.refusal is Refusal.FORGED
             self._pending.append(attempt)
 
     def flush(self) -> int:
         with self._pending_lock:
             attempts, self._pending = self._pending, []
+            dropped, self._forged_dropped, self._forged_pending = self._forged_dropped, 0, 0
+        if dropped:
+            log.warning("%d more forged download tokens were refused and not recorded one by one", dropped)
         if not attempts:
             return 0
         try:
@@ -444,4 +492,4 @@ class Grants:
                     update(Grant).where(col(Grant.id) == grant_id).values(downloads_completed=Grant.downloads_completed + count)
                 )
         for grant_id in completed:
-            self._status_cache.pop(grant_id, None)
+            self._grant_cache.forget(grant_id)
