@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.conftest import image, upload
+from tests.conftest import Fwrepo, image, upload
 
 
 def test_list_filters_by_vendor_model_status_and_channel(release: httpx.Client, vendor: str) -> None:
@@ -73,6 +74,23 @@ def test_yanked_firmware_cannot_be_published_again_409(release: httpx.Client, ve
     firmware = upload(release, vendor, "1.0.0").json()
     release.post(f"/api/v1/firmware/{firmware['id']}/yank", json={"reason": "bad build"})
     assert release.post(f"/api/v1/firmware/{firmware['id']}/publish").status_code == 409
+
+
+def test_publish_and_yank_racing_end_yanked_without_errors(fwrepo: Fwrepo, vendor: str) -> None:
+    with fwrepo.client("release") as release:
+        ids = [upload(release, vendor, f"1.0.{n}").json()["id"] for n in range(12)]
+
+    def act(firmware_id: str, verb: str) -> int:
+        with fwrepo.client("release") as client:
+            body = {"reason": "race"} if verb == "yank" else None
+            return client.post(f"/api/v1/firmware/{firmware_id}/{verb}", json=body).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(act, [i for i in ids for _ in (0, 1)], ["publish", "yank"] * len(ids)))
+    assert set(replies) <= {200, 409}, replies
+    with fwrepo.client("release") as release:
+        for firmware_id in ids:
+            assert release.get(f"/api/v1/firmware/{firmware_id}").json()["status"] == "yanked"
 
 
 def test_content_is_the_uploaded_bytes_with_digest_headers(release: httpx.Client, vendor: str) -> None:

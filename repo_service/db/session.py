@@ -16,9 +16,15 @@ class Database:
         self.engine = _create_engine(url)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session whose work is committed when the block ends, rolled back when it raises."""
-        with Session(self.engine, expire_on_commit=False) as session:
+    def session(self, *, exclusive: bool = False) -> Iterator[Session]:
+        """A session whose work is committed when the block ends, rolled back when it raises.
+
+        exclusive is for read-check-write blocks: on SQLite, where SELECT ... FOR
+        UPDATE does nothing, the transaction takes the write lock when it begins,
+        so two of them cannot both act on the same old state.
+        """
+        bind = self.engine.execution_options(sqlite_begin_immediate=True) if exclusive else self.engine
+        with Session(bind, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()
@@ -56,5 +62,12 @@ def _create_engine(url: str) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        # sqlite3's own transaction handling cannot say BEGIN IMMEDIATE: SQLAlchemy says BEGIN itself.
+        connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        immediate = connection.get_execution_options().get("sqlite_begin_immediate", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine

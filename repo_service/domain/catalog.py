@@ -20,6 +20,8 @@ from repo_service.errors import Conflict, InvalidInput, NotFound
 from repo_service.storage import Storage
 
 MAX_PAGE = 500
+# The largest OFFSET SQLite and PostgreSQL take: a signed 64-bit integer.
+MAX_OFFSET = 2**63 - 1
 
 
 class Status(StrEnum):
@@ -154,8 +156,8 @@ class Catalog:
     def list(self, where: CatalogFilter, limit: int = 50, offset: int = 0) -> Page:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}")
-        if offset < 0:
-            raise InvalidInput("offset", "must not be negative")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise InvalidInput("offset", f"must be between 0 and {MAX_OFFSET}")
         query = select(Firmware)
         if where.vendor is not None:
             query = query.where(Firmware.vendor == where.vendor)
@@ -176,7 +178,7 @@ class Catalog:
 
     def publish(self, firmware_id: str) -> FirmwareRecord:
         """Publish and sign with the active key: a published build always carries a signature."""
-        with self.database.session() as session:
+        with self.database.session(exclusive=True) as session:
             row = self._lock(session, firmware_id)
             if row.status == Status.YANKED:
                 raise Conflict(f"firmware {firmware_id} was yanked and cannot be published again")
@@ -224,7 +226,7 @@ class Catalog:
             raise InvalidInput("reason", "a yank needs a reason, for the people who will ask why")
         if len(reason) > 2000:
             raise InvalidInput("reason", "must be at most 2000 characters")
-        with self.database.session() as session:
+        with self.database.session(exclusive=True) as session:
             row = self._lock(session, firmware_id)
             if row.status != Status.YANKED:
                 row.status = Status.YANKED.value
