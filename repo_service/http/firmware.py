@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -21,6 +22,8 @@ from repo_service.http.streaming import firmware_response
 
 # Room for the form's boundaries, headers and metadata fields around the image.
 FORM_OVERHEAD = 2 * 1024 * 1024
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+_MAX_DIGITS = 19
 
 
 def firmware_json(record: FirmwareRecord) -> dict[str, Any]:
@@ -33,10 +36,13 @@ def query_int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidInput(name, f"must be a whole number, got {raw!r}") from None
+    # ASCII digits only: int() also takes "١٢", "1_0" and " 7 ".
+    if not _WHOLE_NUMBER.fullmatch(raw):
+        raise InvalidInput(name, f"must be a whole number, got {raw[:40]!r}")
+    # More digits than a 64-bit integer has: no database column holds it, and past 4300 int() refuses it.
+    if len(raw.lstrip("-")) > _MAX_DIGITS:
+        raise InvalidInput(name, f"is out of range: more than {_MAX_DIGITS} digits")
+    return int(raw)
 
 
 async def upload(request: Request) -> Response:

@@ -22,6 +22,7 @@ FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024 + 1024
 MAX_FIELDS_TOTAL = 1024 * 1024
 MAX_PARTS = 1000
+MAX_BOUNDARY = 70
 # The file's bytes cross from the event loop to the storage thread in blocks
 # of this size; the channel holds a few, so at most a few MiB are in flight.
 BLOCK = 1024 * 1024
@@ -38,6 +39,9 @@ class StreamingForm:
         content_type, params = parse_options_header(request.headers.get("content-type", ""))
         if content_type != b"multipart/form-data" or not params.get(b"boundary"):
             raise InvalidInput("Content-Type", "must be multipart/form-data with a boundary (as curl -F sends)")
+        if len(params[b"boundary"]) > MAX_BOUNDARY:
+            raise InvalidInput("Content-Type",
+                               f"the boundary must be at most {MAX_BOUNDARY} characters (RFC 2046 §5.1.1)")
         self.request = request
         self.fields: dict[str, list[str]] = {}
         self.filename: str | None = None
@@ -175,6 +179,8 @@ class StreamingForm:
             value = self._part_value.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidInput(self._part_name, "is not valid UTF-8") from None
+        if "\x00" in value:
+            raise InvalidInput(self._part_name, "must not contain NUL characters: PostgreSQL cannot store them")
         self.fields.setdefault(self._part_name, []).append(value)
 
     def _on_end(self) -> None:

@@ -12,12 +12,14 @@ from starlette.routing import Route
 from repo_service.domain.catalog import FirmwareRecord
 from repo_service.domain.clients import Action
 from repo_service.domain.grants import GrantRecord, iso, ocpp_payloads
-from repo_service.errors import InvalidInput
+from repo_service.errors import InvalidInput, NotFound
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
 
 # A batch of 10,000 charger ids is about 400 KB of JSON.
 MAX_GRANT_BODY = 2 * 1024 * 1024
+# Grant ids are OCPP requestIds and a 32-bit integer column.
+MAX_GRANT_ID = 2**31 - 1
 
 
 def grant_json(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
@@ -64,9 +66,14 @@ async def issue_batch(request: Request) -> Response:
 
 def _grant_id(request: Request) -> int:
     raw = request.path_params["grant_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    # ASCII only: str.isdigit() also takes "²", which int() then refuses.
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidInput("grant_id", f"must be a grant number, got {raw[:40]!r}")
-    return int(raw)
+    # Checked before querying: PostgreSQL answers an id past its integer column with an error, not "no row".
+    digits = raw.lstrip("0")
+    if not digits or len(digits) > len(str(MAX_GRANT_ID)) or int(digits) > MAX_GRANT_ID:
+        raise NotFound(f"no grant with id {raw[:40]}")
+    return int(digits)
 
 
 async def _grant_body(request: Request, grant_id: int) -> dict[str, Any]:

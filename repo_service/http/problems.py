@@ -7,6 +7,7 @@ import logging
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match, Route
 
 from repo_service.errors import (
     Conflict,
@@ -60,7 +61,21 @@ async def domain_error(request: Request, error: Exception) -> JSONResponse:
 async def http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     slug = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
-    return problem(error.status_code, slug, str(error.detail), f"{request.method} {request.url.path}: {error.detail}")
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return problem(error.status_code, slug, str(error.detail), f"{request.method} {request.url.path}: {error.detail}",
+                   headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    # RFC 9110 §15.5.6: Allow lists every method of the resource. Starlette names
+    # only the first route on the path, and GET and POST on one path are two routes here.
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
