@@ -1,1 +1,1 @@
-"""The FTPS server for chargers that fetch firmware over FTP (built in the FTPS issue)."""
+"""The FTPS server: one-time grant logins, a read-only one-file view, explicit and implicit TLS (pyftpdlib)."""

@@ -6,17 +6,22 @@ import argparse
 import json
 import logging
 import os
+import signal
 import ssl
 import sys
 import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from repo_service import __version__
 from repo_service.errors import FwrepoError, SettingsError
 from repo_service.settings import SETTINGS, Settings, load_settings
+
+if TYPE_CHECKING:
+    from ftps.server import FtpsServers
+    from repo_service.services import Services
 
 DEFAULT_URL = "https://127.0.0.1:8443"
 # Pending writes younger than this may belong to an upload still running on another node.
@@ -51,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fwrepo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("serve", parents=[settings], help="run the API and download service")
+    commands.add_parser("serve", parents=[settings], help="run the API and download service (and FTPS)")
+    commands.add_parser("ftps", parents=[settings], help="run the FTPS server on its own")
 
     database = commands.add_parser("db", help="database schema")
     database.add_subparsers(dest="db_command", required=True).add_parser(
@@ -163,13 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- local commands -----------------------------------------------------------------
 
 
-def _serve(arguments: argparse.Namespace) -> None:
-    from repo_service.http.app import create_app
-    from repo_service.http.server import serve
+def _started_services(settings: Settings) -> Services:
+    """What serve and ftps share: logging, services, a signing key, leftovers of a crash swept."""
     from repo_service.services import build_services
-    from repo_service.tls import tls_files
 
-    settings = _load_settings(arguments)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     services = build_services(settings)
     if services.signing_keys.active() is None:
@@ -184,6 +187,26 @@ def _serve(arguments: argparse.Namespace) -> None:
     swept = services.uploads.sweep(SWEEP_AGE)
     if swept:
         logging.getLogger("fwrepo").info("removed %d interrupted uploads", len(swept))
+    return services
+
+
+def _started_ftps(settings: Settings, services: Services) -> FtpsServers:
+    from ftps.server import open_servers
+
+    servers = open_servers(settings, services)
+    print(f"  FTPS on {settings.ftps_host}:{settings.ftps_port} (explicit, AUTH TLS) and "
+          f"{settings.ftps_host}:{settings.ftps_implicit_port} (implicit); "
+          f"locations name host {settings.ftps_public_host}", flush=True)
+    return servers
+
+
+def _serve(arguments: argparse.Namespace) -> None:
+    from repo_service.http.app import create_app
+    from repo_service.http.server import serve
+    from repo_service.tls import tls_files
+
+    settings = _load_settings(arguments)
+    services = _started_services(settings)
     storage_place = settings.local_storage_dir if settings.storage == "local" else f"s3://{settings.s3_bucket}"
     scheme = "https" if settings.tls else "http"
     print(f"fwrepo {__version__} listening on {scheme}://{settings.host}:{settings.port} (API and downloads)", flush=True)
@@ -197,7 +220,33 @@ def _serve(arguments: argparse.Namespace) -> None:
                "ssl_keyfile_password": files.key_password}
     if not services.clients.list():
         print("  no API clients yet: create one with `fwrepo clients create --name NAME --role admin`", flush=True)
-    serve(create_app(services), settings, tls)
+    ftps = _started_ftps(settings, services) if settings.ftps else None
+    if ftps is not None:
+        ftps.start()
+    try:
+        serve(create_app(services), settings, tls)
+    finally:
+        if ftps is not None:
+            ftps.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _ftps(arguments: argparse.Namespace) -> None:
+    settings = _load_settings(arguments)
+    services = _started_services(settings)
+    servers = _started_ftps(settings, services)
+    # SIGTERM ends the loop like Ctrl-C does, so the last download records are written.
+    signal.signal(signal.SIGTERM, _interrupt)
+    with services.grants.recording():
+        try:
+            servers.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            servers.stop()
 
 
 def _db(arguments: argparse.Namespace) -> None:
@@ -467,6 +516,7 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
 
 _HANDLERS = {
     "serve": _serve,
+    "ftps": _ftps,
     "db": _db,
     "clients": _clients,
     "storage": _storage,

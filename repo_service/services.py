@@ -10,6 +10,7 @@ from repo_service.db.session import Database
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clients import Clients
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.ftp_logins import FtpsEndpoint
 from repo_service.domain.grants import Grants
 from repo_service.domain.keys import SigningKeys, open_signing_keys
 from repo_service.domain.owner_files import read_or_create_secret
@@ -62,8 +63,16 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         catalog=catalog,
         uploads=Uploads(catalog, signers, settings.max_upload_bytes, settings.require_uploader_signature),
         grants=Grants(database, catalog, TokenSigner(token_secret(settings)), settings.public_url,
-                      timedelta(seconds=settings.grant_max_lifetime), clock),
+                      timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings)),
     )
+
+
+def ftps_endpoint(settings: Settings) -> FtpsEndpoint | None:
+    if not settings.ftps:
+        return None
+    assert settings.ftps_public_host is not None
+    return FtpsEndpoint(settings.ftps_public_host, settings.ftps_port, settings.ftps_implicit_port,
+                        settings.ftps_location)
 
 
 def token_secret(settings: Settings) -> bytes:

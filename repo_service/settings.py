@@ -47,6 +47,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _port_range(value: str) -> tuple[int, int]:
+    low, dash, high = value.partition("-")
+    if not dash:
+        raise ValueError(f"expected a port range LOW-HIGH such as 60000-60099, got {value!r}")
+    first, last = _port(low.strip()), _port(high.strip())
+    if first > last:
+        raise ValueError(f"the range {value!r} ends before it starts")
+    return first, last
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -138,6 +148,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_cert", _optional(lambda value: Path(_text(value))), "PEM certificate chain for HTTPS (default: a development certificate)"),
     Setting("tls_key", _optional(lambda value: Path(_text(value))), "PEM private key for HTTPS"),
     Setting("download_mode", _choice("stream", "redirect"), "stream (default) or redirect to a short-lived S3 presigned URL"),
+    Setting("ftps", _boolean, "run the FTPS server inside fwrepo serve (default true)"),
+    Setting("ftps_host", _text, "address the FTPS server listens on (default: FWREPO_HOST)"),
+    Setting("ftps_port", _port, "explicit FTPS port, AUTH TLS (default 2121; 21 in production)"),
+    Setting("ftps_implicit_port", _port, "implicit FTPS port, TLS from the first byte (default 9990; 990 in production)"),
+    Setting("ftps_tls_cert", _optional(lambda value: Path(_text(value))), "PEM certificate chain for FTPS (default: the HTTPS one)"),
+    Setting("ftps_tls_key", _optional(lambda value: Path(_text(value))), "PEM private key for FTPS"),
+    Setting("ftps_public_host", _optional(_text), "host that goes into FTPS locations (default: FWREPO_PUBLIC_URL's host)"),
+    Setting("ftps_location", _choice("explicit", "implicit"), "FTPS location form: explicit ftp:// with AUTH TLS (default) or implicit ftps://"),
+    Setting("ftps_passive_ports", _optional(_port_range), "passive data ports LOW-HIGH (default: any free port)"),
+    Setting("ftps_masquerade_address", _optional(_text), "address sent in PASV replies, for a server behind NAT"),
+    Setting("ftp_allow_plain", _boolean, "accept FTP without TLS for legacy chargers (default false; logged as a warning)"),
 )
 
 SECRET_FIELDS = frozenset({"s3_secret_access_key", "key_passphrase", "token_secret"})
@@ -174,6 +195,17 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     download_mode: str = "stream"
+    ftps: bool = True
+    ftps_host: str = ""
+    ftps_port: int = 0
+    ftps_implicit_port: int = 0
+    ftps_tls_cert: Path | None = None
+    ftps_tls_key: Path | None = None
+    ftps_public_host: str | None = None
+    ftps_location: str = "explicit"
+    ftps_passive_ports: tuple[int, int] | None = None
+    ftps_masquerade_address: str | None = None
+    ftp_allow_plain: bool = False
 
     @property
     def local_storage_dir(self) -> Path:
@@ -213,6 +245,15 @@ def load_settings(environ: Mapping[str, str] | None = None, flags: Mapping[str, 
         derived["public_url"] = f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
     if not settings.database_url:
         derived["database_url"] = f"sqlite:///{settings.data_dir / 'fwrepo.sqlite3'}"
+    production = settings.env == "production"
+    if not settings.ftps_host:
+        derived["ftps_host"] = settings.host
+    if not settings.ftps_port:
+        derived["ftps_port"] = 21 if production else 2121
+    if not settings.ftps_implicit_port:
+        derived["ftps_implicit_port"] = 990 if production else 9990
+    if not settings.ftps_public_host:
+        derived["ftps_public_host"] = urlsplit(derived.get("public_url", settings.public_url)).hostname
     settings = dataclasses.replace(settings, **derived)
     _check_consistency(settings)
     return settings
@@ -236,5 +277,9 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("FWREPO_DOWNLOAD_MODE", "redirect needs FWREPO_STORAGE=s3 (it redirects to S3 presigned URLs)")
     if len(settings.public_url) > 120:
         raise SettingsError("FWREPO_PUBLIC_URL", "must be at most 120 characters: download locations must stay under 255")
+    if (settings.ftps_tls_cert is None) != (settings.ftps_tls_key is None):
+        raise SettingsError("FWREPO_FTPS_TLS_KEY", "FWREPO_FTPS_TLS_CERT and FWREPO_FTPS_TLS_KEY go together")
+    if settings.ftps and settings.ftps_port == settings.ftps_implicit_port:
+        raise SettingsError("FWREPO_FTPS_IMPLICIT_PORT", "must differ from FWREPO_FTPS_PORT")
     if (settings.s3_access_key_id is None) != (settings.s3_secret_access_key is None):
         raise SettingsError("FWREPO_S3_SECRET_ACCESS_KEY", "FWREPO_S3_ACCESS_KEY_ID and FWREPO_S3_SECRET_ACCESS_KEY go together")

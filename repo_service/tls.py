@@ -32,6 +32,13 @@ def tls_files(settings: Settings, passphrase: bytes) -> TlsFiles:
     return files
 
 
+def ftps_tls_files(settings: Settings, passphrase: bytes) -> TlsFiles:
+    """FTPS uses the HTTPS certificate unless the operator gave it one of its own."""
+    if settings.ftps_tls_cert is not None and settings.ftps_tls_key is not None:
+        return TlsFiles(settings.ftps_tls_cert, settings.ftps_tls_key, None, None)
+    return tls_files(settings, passphrase)
+
+
 def _make_development_certificate(directory: Path, files: TlsFiles, passphrase: bytes) -> None:
     # The CA key signs this one certificate and is then thrown away: nobody can
     # issue another certificate under it, so trusting ca.pem trusts only this server.

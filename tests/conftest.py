@@ -139,6 +139,8 @@ class Fwrepo:
     data_dir: Path
     environment: dict[str, str]
     port: int = field(default_factory=free_port)
+    ftps_port: int = field(default_factory=free_port)
+    ftps_implicit_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     keys: dict[str, str] = field(default_factory=dict)
 
@@ -160,6 +162,8 @@ class Fwrepo:
             **os.environ,
             "FWREPO_DATA_DIR": str(self.data_dir),
             "FWREPO_PORT": str(self.port),
+            "FWREPO_FTPS_PORT": str(self.ftps_port),
+            "FWREPO_FTPS_IMPLICIT_PORT": str(self.ftps_implicit_port),
             "FWREPO_LOG_LEVEL": "info",
             "FWREPO_MAX_UPLOAD_BYTES": str(TEST_MAX_UPLOAD),
             **self.environment,

@@ -144,6 +144,9 @@ class Grant(SQLModel, table=True):
     created_by: str | None = Field(default=None, max_length=32)
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     revoke_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # FTPS grants: SHA-256 of the one-time user name and password, never the values themselves.
+    login_hash: str | None = Field(default=None, sa_column=Column(String(64), nullable=True, unique=True))
+    password_hash: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
 
 
 class DownloadRecord(SQLModel, table=True):

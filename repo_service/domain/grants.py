@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -19,6 +21,7 @@ from repo_service.db.models import DownloadRecord, Grant
 from repo_service.db.session import Database
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.ftp_logins import MODES, FtpLogin, FtpsEndpoint, digest
 from repo_service.domain.tokens import InvalidToken, TokenSigner
 from repo_service.errors import Conflict, FwrepoError, InvalidInput, NotFound
 
@@ -37,7 +40,18 @@ DEFAULT_RETRY_INTERVAL = 600
 STATUS_CACHE_SECONDS = 2.0
 # Forged-token refusals recorded one by one per flush (about a second); the rest are counted in the log.
 MAX_FORGED_RECORDS_PER_FLUSH = 100
-PROTOCOLS = ("https",)
+# Download records reach the database at most this late (and at shutdown).
+FLUSH_SECONDS = 1.0
+PROTOCOLS = ("https", "ftps")
+
+
+def _shortened(name: str, room: int) -> str:
+    """name cut to room characters, keeping its extension; a placeholder when nothing is left."""
+    if len(name) > room:
+        stem, dot, extension = name.rpartition(".")
+        keep = room - len(dot + extension)
+        name = stem[:keep] + dot + extension if stem and keep > 0 else name[:room]
+    return name or "firmware.bin"
 
 
 class _Recent(Generic[K, V]):
@@ -73,6 +87,7 @@ class Refusal(StrEnum):
     YANKED = "yanked"
     USED_UP = "used_up"
     UNSIGNED = "unsigned"
+    BANNED = "banned"  # an FTPS address after repeated failed logins
 
 
 class DownloadRefused(FwrepoError):
@@ -96,6 +111,7 @@ class GrantRequest:
     retry_interval: int
     max_downloads: int | None
     install_date: datetime | None
+    ftps_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,8 +203,8 @@ def parse_grant_request(
     document: Mapping[str, Any], *, batch: bool, now: datetime, max_lifetime: timedelta
 ) -> GrantRequest:
     """Check a grant request; raise InvalidInput naming the first bad field."""
-    known = {"firmware_id", "protocol", "expires_in", "retrieve_date", "install_date", "retries", "retry_interval",
-             "max_downloads", "charger_ids" if batch else "charger_id"}
+    known = {"firmware_id", "protocol", "ftps_mode", "expires_in", "retrieve_date", "install_date", "retries",
+             "retry_interval", "max_downloads", "charger_ids" if batch else "charger_id"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise InvalidInput(unknown[0], f"unknown field; expected some of {', '.join(sorted(known))}")
@@ -210,7 +226,13 @@ def parse_grant_request(
         charger_ids = (_charger_id(document.get("charger_id"), "charger_id"),)
     protocol = document.get("protocol", "https")
     if protocol not in PROTOCOLS:
-        raise InvalidInput("protocol", f"must be one of {', '.join(PROTOCOLS)} (ftps comes with the FTPS server)")
+        raise InvalidInput("protocol", f"must be one of {', '.join(PROTOCOLS)}")
+    ftps_mode = document.get("ftps_mode")
+    if ftps_mode is not None:
+        if protocol != "ftps":
+            raise InvalidInput("ftps_mode", 'applies only to protocol "ftps"')
+        if ftps_mode not in MODES:
+            raise InvalidInput("ftps_mode", f"must be one of {', '.join(MODES)}")
     retrieve_date = _moment(document, "retrieve_date") or now
     if retrieve_date < now - timedelta(hours=1):
         raise InvalidInput("retrieve_date", f"{iso(retrieve_date)} is more than an hour in the past")
@@ -236,6 +258,11 @@ def parse_grant_request(
         raise InvalidInput(
             "retrieve_date", f"the grant would live until {iso(expires_at)}, longer than the {max_lifetime} allowed"
         )
+    install_date = _moment(document, "install_date")
+    if install_date is not None and install_date < retrieve_date:
+        raise InvalidInput("install_date", f"{iso(install_date)} is before retrieve_date {iso(retrieve_date)}")
+    if install_date is not None and install_date - now > max_lifetime:
+        raise InvalidInput("install_date", f"{iso(install_date)} is further ahead than the {max_lifetime} a grant may live")
     return GrantRequest(
         firmware_id=firmware_id,
         charger_ids=charger_ids,
@@ -245,7 +272,8 @@ def parse_grant_request(
         retries=retries,
         retry_interval=retry_interval,
         max_downloads=_integer(document, "max_downloads", None, 1, 1000),
-        install_date=_moment(document, "install_date"),
+        install_date=install_date,
+        ftps_mode=ftps_mode,
     )
 
 
@@ -269,8 +297,9 @@ def ocpp_payloads(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any
 
 class Grants:
     def __init__(self, database: Database, catalog: Catalog, tokens: TokenSigner, public_url: str,
-                 max_lifetime: timedelta, clock: Clock = utc_now) -> None:
+                 max_lifetime: timedelta, clock: Clock = utc_now, ftps: FtpsEndpoint | None = None) -> None:
         self.database = database
+        self.ftps = ftps
         self.catalog = catalog
         self.tokens = tokens
         self.public_url = public_url.rstrip("/")
@@ -286,11 +315,15 @@ class Grants:
     # -- issuing ----------------------------------------------------------------------------
 
     def parse(self, document: Mapping[str, Any], *, batch: bool) -> GrantRequest:
-        return parse_grant_request(document, batch=batch, now=self.clock(), max_lifetime=self.max_lifetime)
+        request = parse_grant_request(document, batch=batch, now=self.clock(), max_lifetime=self.max_lifetime)
+        if request.protocol == "ftps" and self.ftps is None:
+            raise InvalidInput("protocol", "ftps is switched off on this server (FWREPO_FTPS=false)")
+        return request
 
     def issue(self, request: GrantRequest, created_by: str | None) -> tuple[FirmwareRecord, list[GrantRecord]]:
         firmware = self._grantable(request.firmware_id)
         now = self.clock()
+        logins = [FtpLogin.new() for _ in request.charger_ids] if request.protocol == "ftps" else []
         rows = [
             {
                 "firmware_id": firmware.id,
@@ -305,8 +338,10 @@ class Grants:
                 "max_downloads": request.max_downloads,
                 "downloads_completed": 0,
                 "created_by": created_by,
+                "login_hash": logins[index].user_hash if logins else None,
+                "password_hash": logins[index].password_hash if logins else None,
             }
-            for charger_id in request.charger_ids
+            for index, charger_id in enumerate(request.charger_ids)
         ]
         with self.database.session() as session:
             # One statement for the whole batch: SQLAlchemy sends it as multi-row INSERT ... RETURNING.
@@ -319,10 +354,16 @@ class Grants:
             retry_interval=request.retry_interval, max_downloads=request.max_downloads, downloads_completed=0,
             revoked_at=None, revoke_reason=None, install_date=request.install_date,
         )
+        if logins:
+            assert self.ftps is not None
+            mode = request.ftps_mode or self.ftps.default_mode
+            name = self.ftp_filename(firmware.filename)
+            locations = [self.ftps.prefix(mode, login.user, login.password) + name for login in logins]
+        else:
+            locations = [self.location(grant_id, request.expires_at, firmware.filename) for grant_id in ids]
         grants = [
-            replace(template, id=grant_id, charger_id=charger_id,
-                    location=self.location(grant_id, request.expires_at, firmware.filename))
-            for grant_id, charger_id in zip(ids, request.charger_ids, strict=True)
+            replace(template, id=grant_id, charger_id=charger_id, location=location)
+            for grant_id, charger_id, location in zip(ids, request.charger_ids, locations, strict=True)
         ]
         return firmware, grants
 
@@ -340,13 +381,12 @@ class Grants:
     def location(self, grant_id: int, expires_at: datetime, filename: str) -> str:
         """https://HOST/d/TOKEN/FILENAME, at most 255 printable ASCII characters."""
         prefix = f"{self.public_url}/d/{self.tokens.issue(grant_id, expires_at)}/"
-        room = MAX_LOCATION - len(prefix)
-        name = quote(filename, safe="")
-        if len(name) > room:
-            stem, dot, extension = name.rpartition(".")
-            keep = room - len(dot + extension)
-            name = stem[:keep] + dot + extension if stem and keep > 0 else name[:room]
-        return prefix + (name or "firmware.bin")
+        return prefix + _shortened(quote(filename, safe=""), MAX_LOCATION - len(prefix))
+
+    def ftp_filename(self, filename: str) -> str:
+        """The name an FTPS grant's file has in its location and in the server's one-file view."""
+        assert self.ftps is not None
+        return _shortened(quote(filename, safe=""), MAX_LOCATION - self.ftps.longest_prefix)
 
     # -- reading and revoking ---------------------------------------------------------------
 
@@ -376,12 +416,21 @@ class Grants:
         assert row.id is not None
         return GrantRecord(
             id=row.id, firmware_id=row.firmware_id, charger_id=row.charger_id, protocol=row.protocol,
-            location=self.location(row.id, row.expires_at, filename), created_at=row.created_at,
+            location=self._stored_location(row, filename), created_at=row.created_at,
             retrieve_date=row.retrieve_date, expires_at=row.expires_at, retries=row.retries,
             retry_interval=row.retry_interval, max_downloads=row.max_downloads,
             downloads_completed=row.downloads_completed, revoked_at=row.revoked_at, revoke_reason=row.revoke_reason,
             install_date=row.install_date,
         )
+
+    def _stored_location(self, row: Grant, filename: str) -> str:
+        if row.protocol != "ftps":
+            return self.location(row.id or 0, row.expires_at, filename)
+        if self.ftps is None:
+            return ""
+        # Only hashes of the login are kept: the full location is shown once, when the grant is issued.
+        prefix = self.ftps.prefix(self.ftps.default_mode, "USER", "PASSWORD")
+        return prefix + self.ftp_filename(filename)
 
     def revoke(self, grant_id: int, reason: str = "revoked by the CSMS") -> None:
         with self.database.session() as session:
@@ -404,21 +453,34 @@ class Grants:
             raise DownloadRefused(Refusal.FORGED) from None
         if claims.expires_at <= self.clock():
             raise DownloadRefused(Refusal.EXPIRED, claims.grant_id)
-        state = self._state(claims.grant_id)
+        return self.permit(claims.grant_id)
+
+    def login(self, user: str, password: str) -> Permit:
+        """Open an FTPS session: the one-time login of an FTPS grant, then the grant's state."""
+        with self.database.session() as session:
+            row = session.exec(select(Grant).where(col(Grant.login_hash) == digest(user))).first()
+        if row is None or row.password_hash is None or not hmac.compare_digest(row.password_hash, digest(password)):
+            raise DownloadRefused(Refusal.FORGED)
+        assert row.id is not None
+        return self.permit(row.id)
+
+    def permit(self, grant_id: int) -> Permit:
+        """What the grant opens now; DownloadRefused, whose reason only the audit sees, when nothing."""
+        state = self._state(grant_id)
         if state is None:
-            raise DownloadRefused(Refusal.FORGED, claims.grant_id)
+            raise DownloadRefused(Refusal.FORGED, grant_id)
         grant, firmware = state
         if grant.revoked_at is not None:
-            raise DownloadRefused(Refusal.REVOKED, claims.grant_id, grant.charger_id)
+            raise DownloadRefused(Refusal.REVOKED, grant_id, grant.charger_id)
         if grant.expires_at <= self.clock():
-            raise DownloadRefused(Refusal.EXPIRED, claims.grant_id, grant.charger_id)
+            raise DownloadRefused(Refusal.EXPIRED, grant_id, grant.charger_id)
         if grant.max_downloads is not None and grant.downloads_completed >= grant.max_downloads:
-            raise DownloadRefused(Refusal.USED_UP, claims.grant_id, grant.charger_id)
+            raise DownloadRefused(Refusal.USED_UP, grant_id, grant.charger_id)
         if firmware.status == Status.YANKED:
-            raise DownloadRefused(Refusal.YANKED, claims.grant_id, grant.charger_id)
+            raise DownloadRefused(Refusal.YANKED, grant_id, grant.charger_id)
         if firmware.signature is None:
-            raise DownloadRefused(Refusal.UNSIGNED, claims.grant_id, grant.charger_id)
-        return Permit(grant_id=claims.grant_id, charger_id=grant.charger_id, firmware=firmware)
+            raise DownloadRefused(Refusal.UNSIGNED, grant_id, grant.charger_id)
+        return Permit(grant_id=grant_id, charger_id=grant.charger_id, firmware=firmware)
 
     def _state(self, grant_id: int) -> tuple[Grant, FirmwareRecord] | None:
         """The grant and its firmware as the database has them, at most STATUS_CACHE_SECONDS old.
@@ -449,6 +511,27 @@ class Grants:
                 return
             self._forged_pending += attempt.refusal is Refusal.FORGED
             self._pending.append(attempt)
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """While the block runs, queued download records reach the database every FLUSH_SECONDS, and at its end."""
+        stopped = threading.Event()
+
+        def flush_until_stopped() -> None:
+            while not stopped.wait(FLUSH_SECONDS):
+                try:
+                    self.flush()
+                except Exception:  # a database hiccup must not end the recording; the next round retries
+                    log.exception("could not write download records; will retry")
+
+        flusher = threading.Thread(target=flush_until_stopped, name="download-records", daemon=True)
+        flusher.start()
+        try:
+            yield
+        finally:
+            stopped.set()
+            flusher.join()
+            self.flush()
 
     def flush(self) -> int:
         with self._pending_lock:

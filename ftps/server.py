@@ -1,0 +1,249 @@
+"""The FTPS server: explicit (AUTH TLS) and implicit TLS, one-time grant logins, a read-only one-file view.
+
+pyftpdlib does the protocol; this module decides who gets in, what they see,
+and what is recorded. Each connection runs in its own thread
+(ThreadedFTPServer) because logins ask the database and S3 reads block.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from OpenSSL import SSL
+from pyftpdlib.authorizers import AuthenticationFailed
+from pyftpdlib.filesystems import FilesystemError
+from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import ThreadedFTPServer
+
+from ftps.bans import Bans
+from ftps.view import OneFileView, StoredFile
+from repo_service.domain.grants import DownloadAttempt, DownloadRefused, Permit, Refusal
+from repo_service.services import Services
+from repo_service.settings import Settings
+from repo_service.tls import ftps_tls_files
+
+log = logging.getLogger("fwrepo.ftps")
+PERMISSIONS = "elr"  # change directory (to / only), list, retrieve
+CONTROL_IDLE_SECONDS = 120
+DATA_STALL_SECONDS = 60
+# Commands that could change or reveal something beyond the one file are not spoken at all.
+UNSPOKEN = ("SITE", "SITE CHMOD", "SITE HELP", "SITE MFMT")
+
+
+class GrantAuthorizer:
+    """pyftpdlib's authorizer interface over one-time grant logins."""
+
+    def __init__(self, services: Services) -> None:
+        self.grants = services.grants
+
+    def validate_authentication(self, username: str, password: str, handler: GrantSession) -> None:
+        try:
+            handler.permit = self.grants.login(username, password)
+        except DownloadRefused as refusal:
+            handler.refused(refusal)
+            # The same words whatever the reason: a login says nothing about the grant behind it.
+            raise AuthenticationFailed("Login incorrect.") from None
+
+    def get_home_dir(self, username: str) -> str:
+        return "/"
+
+    def has_user(self, username: str) -> bool:
+        return True
+
+    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
+        return perm in PERMISSIONS
+
+    def get_perms(self, username: str) -> str:
+        return PERMISSIONS
+
+    def get_msg_login(self, username: str) -> str:
+        return "Logged in: one firmware file, read-only."
+
+    def get_msg_quit(self, username: str) -> str:
+        return "Goodbye."
+
+    def impersonate_user(self, username: str, password: str) -> None:
+        pass
+
+    def terminate_impersonation(self, username: str) -> None:
+        pass
+
+
+class _DataChannel(TLS_DTPHandler):
+    timeout = DATA_STALL_SECONDS
+
+
+class GrantSession(TLS_FTPHandler):
+    """One charger's control connection. Class attributes are set per server by make_handler."""
+
+    services: Services
+    bans: Bans
+    implicit = False
+    allow_plain = False
+
+    banner = "fwrepo FTPS ready."
+    timeout = CONTROL_IDLE_SECONDS
+    auth_failed_timeout = 1
+    abstracted_fs = OneFileView
+    dtp_handler = _DataChannel
+    use_sendfile = False
+    log_prefix = "%(remote_ip)s:%(remote_port)s"
+    proto_cmds = {name: spec for name, spec in TLS_FTPHandler.proto_cmds.items() if name not in UNSPOKEN}
+
+    def __init__(self, conn, server, ioloop=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(conn, server, ioloop)
+        self.permit: Permit | None = None
+        self._file: StoredFile | None = None
+        self._file_began = (datetime.min, 0.0)
+
+    @property
+    def file_name(self) -> str:
+        assert self.permit is not None
+        return self.services.grants.ftp_filename(self.permit.firmware.filename)
+
+    def handle(self) -> None:
+        if self.bans.banned(self.remote_ip):
+            self._record(None, None, Refusal.BANNED)
+            if self.implicit:
+                self.close()
+            else:
+                self.respond("421 Too many failed logins from your address; try again later.")
+                self.close_when_done()
+            return
+        if self.implicit:
+            # Implicit FTPS: TLS from the first byte; the banner goes out once the handshake is done.
+            self.secure_connection(self.ssl_context)
+            self._pbsz = self._prot = True
+            return
+        super().handle()
+
+    def handle_ssl_established(self) -> None:
+        if self.implicit:
+            super().handle()
+
+    def on_login(self, username: str) -> None:
+        assert self.permit is not None
+        self.bans.succeeded(self.remote_ip)
+        secure = self._ssl_established or self.implicit
+        log.log(logging.INFO if secure else logging.WARNING, "ftps login to grant %d from %s%s",
+                self.permit.grant_id, self.remote_ip, "" if secure else " WITHOUT TLS (FWREPO_FTP_ALLOW_PLAIN)")
+
+    def refused(self, refusal: DownloadRefused) -> None:
+        self._record(refusal.grant_id, refusal.charger_id, refusal.reason)
+        if self.bans.failed(self.remote_ip):
+            log.warning("ftps: banned %s after repeated failed logins", self.remote_ip)
+
+    def open_file(self) -> StoredFile:
+        assert self.permit is not None
+        # The grant is checked again for each transfer: a revocation ends what a session can fetch.
+        try:
+            self.permit = self.services.grants.permit(self.permit.grant_id)
+        except DownloadRefused as refusal:
+            self._record(refusal.grant_id, refusal.charger_id, refusal.reason)
+            raise FilesystemError("this download is no longer available") from None
+        firmware = self.permit.firmware
+        storage = self.services.catalog.storage
+        self._file = StoredFile(
+            "/" + self.file_name, firmware.size,
+            lambda start: iter(storage.read(firmware.storage_key, start, firmware.size - start)),
+        )
+        self._file_began = (self.services.grants.clock(), time.monotonic())
+        return self._file
+
+    def on_file_sent(self, file: str) -> None:
+        self._transfer_ended()
+
+    def on_incomplete_file_sent(self, file: str) -> None:
+        self._transfer_ended()
+
+    def _transfer_ended(self) -> None:
+        stored, self._file = self._file, None
+        if stored is None or self.permit is None:
+            return
+        sent = self.data_channel.get_transmitted_bytes() if self.data_channel is not None else stored.bytes_read
+        started, began = self._file_began
+        self.services.grants.record(DownloadAttempt(
+            grant_id=self.permit.grant_id, charger_id=self.permit.charger_id, client_address=self.remote_ip,
+            protocol="ftps", range_start=stored.start, range_end=stored.start + sent - 1 if sent else None,
+            bytes_sent=sent, completed=stored.start + sent == stored.size, refusal=None,
+            started_at=started, duration_ms=int((time.monotonic() - began) * 1000),
+        ))
+
+    def _record(self, grant_id: int | None, charger_id: str | None, reason: Refusal) -> None:
+        self.services.grants.record(DownloadAttempt(
+            grant_id=grant_id, charger_id=charger_id, client_address=self.remote_ip, protocol="ftps",
+            range_start=None, range_end=None, bytes_sent=0, completed=False, refusal=reason,
+            started_at=self.services.grants.clock(), duration_ms=0,
+        ))
+
+
+def tls_context(settings: Settings, services: Services) -> SSL.Context:
+    files = ftps_tls_files(settings, services.signing_keys.passphrase)
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_options(SSL.OP_NO_COMPRESSION)
+    context.use_certificate_chain_file(str(files.certificate))
+    if files.key_password is not None:
+        password = files.key_password.encode()
+        context.set_passwd_cb(lambda *_: password)
+    context.use_privatekey_file(str(files.key))
+    context.check_privatekey()
+    # Clients that insist the data connection resume the control connection's TLS session find it cached.
+    context.set_session_id(b"fwrepo-ftps")
+    context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    return context
+
+
+def make_handler(settings: Settings, services: Services, bans: Bans, context: SSL.Context,
+                 implicit: bool) -> type[GrantSession]:
+    attributes: dict[str, Any] = {
+        "services": services, "bans": bans, "implicit": implicit, "ssl_context": context,
+        "authorizer": GrantAuthorizer(services),
+        "tls_control_required": not settings.ftp_allow_plain, "tls_data_required": not settings.ftp_allow_plain,
+        "masquerade_address": settings.ftps_masquerade_address,
+    }
+    if settings.ftps_passive_ports is not None:
+        low, high = settings.ftps_passive_ports
+        attributes["passive_ports"] = list(range(low, high + 1))
+    return type("ImplicitGrantSession" if implicit else "ExplicitGrantSession", (GrantSession,), attributes)
+
+
+@dataclass
+class FtpsServers:
+    """The explicit and implicit FTPS listeners, accepting on one loop in one thread."""
+
+    explicit: ThreadedFTPServer
+    implicit: ThreadedFTPServer
+    thread: threading.Thread | None = None
+
+    def serve_forever(self) -> None:
+        self.explicit.serve_forever(handle_exit=False)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.serve_forever, name="ftps", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        for server in (self.implicit, self.explicit):
+            server.close_all()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+
+def open_servers(settings: Settings, services: Services) -> FtpsServers:
+    if settings.ftp_allow_plain:
+        log.warning("FWREPO_FTP_ALLOW_PLAIN=true: chargers may log in and download without TLS")
+    if settings.log_level != "debug":
+        logging.getLogger("pyftpdlib").setLevel(logging.WARNING)  # its command log names users; ours does not
+    context, bans, loop = tls_context(settings, services), Bans(), IOLoop()
+    servers = []
+    for port, implicit in ((settings.ftps_port, False), (settings.ftps_implicit_port, True)):
+        handler = make_handler(settings, services, bans, context, implicit)
+        servers.append(ThreadedFTPServer((settings.ftps_host, port), handler, ioloop=loop))
+    return FtpsServers(*servers)
