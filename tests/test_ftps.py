@@ -362,3 +362,15 @@ def test_ftps_runs_on_its_own_as_fwrepo_ftps(fwrepo: Fwrepo, tmp_path: Path) -> 
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0
+
+
+def test_ftps_streams_from_s3_ranged_from_the_rest_offset(fwrepo_on_s3: Fwrepo) -> None:
+    content = image(7 * MiB + 3)
+    firmware, grant = ftps_grant(fwrepo_on_s3, content)
+    ftp = session(fwrepo_on_s3, grant["location"])
+    try:
+        received = io.BytesIO()
+        ftp.retrbinary(f"RETR {firmware['filename']}", received.write, rest=5 * MiB + 1)
+        assert received.getvalue() == content[5 * MiB + 1 :]
+    finally:
+        ftp.quit()
