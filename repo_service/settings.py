@@ -162,6 +162,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SECRET_FIELDS = frozenset({"s3_secret_access_key", "key_passphrase", "token_secret"})
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+MIN_TOKEN_SECRET = 32
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,15 @@ class Settings:
             field.name: ("***" if field.name in SECRET_FIELDS and getattr(self, field.name) else getattr(self, field.name))
             for field in dataclasses.fields(self)
         }
+        shown["database_url"] = _without_password(self.database_url)
         return f"Settings({shown})"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, flags: Mapping[str, str | None] | None = None) -> Settings:
@@ -242,7 +252,11 @@ def load_settings(environ: Mapping[str, str] | None = None, flags: Mapping[str, 
     settings = Settings(**values)
     derived: dict[str, Any] = {}
     if not settings.public_url:
-        derived["public_url"] = f"{'https' if settings.tls else 'http'}://{settings.host}:{settings.port}"
+        if settings.host in WILDCARD_HOSTS:
+            raise SettingsError("FWREPO_PUBLIC_URL", f"required when FWREPO_HOST={settings.host}: chargers cannot "
+                                "download from a wildcard address; give the name they reach, e.g. https://fw.example.net")
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        derived["public_url"] = f"{'https' if settings.tls else 'http'}://{host}:{settings.port}"
     if not settings.database_url:
         derived["database_url"] = f"sqlite:///{settings.data_dir / 'fwrepo.sqlite3'}"
     production = settings.env == "production"
@@ -269,6 +283,9 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("FWREPO_S3_PART_SIZE", f"must be at least {5 * MiB} (5 MiB), the S3 minimum part size")
     if settings.env == "production" and not settings.key_passphrase:
         raise SettingsError("FWREPO_KEY_PASSPHRASE", "required when FWREPO_ENV=production (it encrypts the signing keys)")
+    if settings.token_secret is not None and len(settings.token_secret) < MIN_TOKEN_SECRET:
+        raise SettingsError("FWREPO_TOKEN_SECRET", f"must be at least {MIN_TOKEN_SECRET} characters "
+                            "(e.g. `openssl rand -base64 32`): it is all that stands between a guesser and a download")
     if settings.env == "production" and not settings.token_secret:
         raise SettingsError("FWREPO_TOKEN_SECRET", "required when FWREPO_ENV=production (the same on every node)")
     if (settings.tls_cert is None) != (settings.tls_key is None):

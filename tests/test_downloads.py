@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -138,6 +139,26 @@ def test_a_forged_or_malformed_token_is_404(fwrepo: Fwrepo) -> None:
             assert reply.status_code == 404, url
             assert reply.json()["detail"] == "no download here"
         assert charger.get(f"{prefix}/..%2F..%2Fetc%2Fpasswd/{filename}").status_code == 404
+
+
+def test_guessing_tokens_cannot_flood_the_database_with_records(fwrepo: Fwrepo) -> None:
+    _, grant = grant_for(fwrepo, image(1000))
+    prefix, token, filename = grant["location"].rsplit("/", 2)
+
+    def guess(start: int) -> list[int]:
+        with fwrepo.client(None) as guesser:
+            return [guesser.get(f"{prefix}/{n:034d}/{filename}").status_code for n in range(start, start + 250)]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert {status for statuses in pool.map(guess, range(0, 1000, 250)) for status in statuses} == {404}
+    # At most 100 forged refusals a second are recorded one by one; the rest are counted in the log.
+    log = fwrepo.data_dir / "serve.log"
+    for _ in range(50):
+        if "forged download tokens were refused and not recorded one by one" in log.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no word of the refusals that were not recorded")
 
 
 def test_an_expired_token_is_410(fwrepo: Fwrepo) -> None:

@@ -46,6 +46,13 @@ def test_libpq_style_postgres_urls_use_psycopg() -> None:
         ({"FWREPO_S3_PART_SIZE": "1024"}, "FWREPO_S3_PART_SIZE"),
         ({"FWREPO_MAX_UPLOAD_BYTES": "-1"}, "FWREPO_MAX_UPLOAD_BYTES"),
         ({"FWREPO_S3_ACCESS_KEY_ID": "AKIA"}, "FWREPO_S3_SECRET_ACCESS_KEY"),
+        ({"FWREPO_HOST": "0.0.0.0"}, "FWREPO_PUBLIC_URL"),
+        ({"FWREPO_TOKEN_SECRET": "short"}, "FWREPO_TOKEN_SECRET"),
+        ({"FWREPO_FTPS_PORT": "2121", "FWREPO_FTPS_IMPLICIT_PORT": "2121"}, "FWREPO_FTPS_IMPLICIT_PORT"),
+        ({"FWREPO_FTPS_PASSIVE_PORTS": "60099-60000"}, "FWREPO_FTPS_PASSIVE_PORTS"),
+        ({"FWREPO_FTPS_PASSIVE_PORTS": "60000"}, "FWREPO_FTPS_PASSIVE_PORTS"),
+        ({"FWREPO_FTPS_LOCATION": "sometimes"}, "FWREPO_FTPS_LOCATION"),
+        ({"FWREPO_FTPS_TLS_CERT": "/etc/fw.pem"}, "FWREPO_FTPS_TLS_KEY"),
     ],
 )
 def test_a_bad_value_names_the_variable(environ: dict[str, str], named: str) -> None:
@@ -54,9 +61,21 @@ def test_a_bad_value_names_the_variable(environ: dict[str, str], named: str) -> 
     assert str(raised.value).startswith(named + ":")
 
 
-def test_the_s3_secret_never_shows_in_the_settings_repr() -> None:
-    settings = load_settings(environ={"FWREPO_S3_ACCESS_KEY_ID": "AKIA", "FWREPO_S3_SECRET_ACCESS_KEY": "s3cr3t"})
-    assert "s3cr3t" not in repr(settings)
+def test_secrets_never_show_in_the_settings_repr() -> None:
+    settings = load_settings(environ={"FWREPO_S3_ACCESS_KEY_ID": "AKIA", "FWREPO_S3_SECRET_ACCESS_KEY": "s3cr3t",
+                                      "FWREPO_DATABASE_URL": "postgresql://fw:dbpa55@db:5432/fwrepo"})
+    assert "s3cr3t" not in repr(settings) and "dbpa55" not in repr(settings)
+    assert "postgresql+psycopg://fw:***@db:5432/fwrepo" in repr(settings)
+
+
+def test_ftps_defaults_follow_the_environment_and_the_public_url() -> None:
+    development = load_settings(environ={"FWREPO_PUBLIC_URL": "https://fw.example.net"})
+    assert (development.ftps_port, development.ftps_implicit_port) == (2121, 9990)
+    assert development.ftps_public_host == "fw.example.net"
+    production = load_settings(environ={"FWREPO_ENV": "production", "FWREPO_KEY_PASSPHRASE": "p" * 20,
+                                        "FWREPO_TOKEN_SECRET": "t" * 32, "FWREPO_PUBLIC_URL": "https://fw.example.net"})
+    assert (production.ftps_port, production.ftps_implicit_port) == (21, 990)
+    assert load_settings(environ={"FWREPO_HOST": "::1"}).public_url == "https://[::1]:8443"
 
 
 def test_every_setting_has_a_serve_flag() -> None:

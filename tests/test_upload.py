@@ -6,6 +6,7 @@ import hashlib
 import socket
 import ssl
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,18 @@ def test_fields_after_the_file_are_read_too(fwrepo: Fwrepo, vendor: str) -> None
         )
     assert reply.status_code == 201, reply.text
     assert reply.json()["version"] == "2.0.0"
+
+
+def test_more_uploads_at_once_than_upload_threads_all_land_while_the_api_answers(fwrepo: Fwrepo, vendor: str) -> None:
+    def one(n: int) -> int:
+        with fwrepo.client("release") as client:
+            return upload(client, vendor, f"2.0.{n}", image(2 * 1024 * 1024)).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = pool.map(one, range(12))
+        with fwrepo.client("release") as client:
+            assert client.get("/api/v1/firmware", params={"vendor": vendor}).status_code == 200
+        assert list(statuses) == [201] * 12
 
 
 def test_same_bytes_again_answer_200_with_the_existing_record(release: httpx.Client, vendor: str) -> None:

@@ -22,6 +22,8 @@ from repo_service.http.streaming import firmware_response
 
 # Room for the form's boundaries, headers and metadata fields around the image.
 FORM_OVERHEAD = 2 * 1024 * 1024
+# More uploads than this wait (their clients slowed by backpressure) until one ends.
+UPLOADS_AT_ONCE = 8
 _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 _MAX_DIGITS = 19
 
@@ -43,6 +45,15 @@ def query_int(request: Request, name: str, default: int) -> int:
     if len(raw.lstrip("-")) > _MAX_DIGITS:
         raise InvalidInput(name, f"is out of range: more than {_MAX_DIGITS} digits")
     return int(raw)
+
+
+def _upload_threads(request: Request) -> anyio.CapacityLimiter:
+    # Each upload holds a worker thread for its whole transfer: uploads get threads
+    # of their own, so a burst of them cannot starve downloads and API calls of the shared pool.
+    state = request.app.state
+    if not hasattr(state, "upload_threads"):
+        state.upload_threads = anyio.CapacityLimiter(UPLOADS_AT_ONCE)
+    return state.upload_threads
 
 
 async def upload(request: Request) -> Response:
@@ -71,7 +82,8 @@ async def upload(request: Request) -> Response:
         group.start_soon(form.feed)
         try:
             outcome = await anyio.to_thread.run_sync(
-                lambda: services.uploads.upload(form.file_blocks(), describe, actor.client_id)
+                lambda: services.uploads.upload(form.file_blocks(), describe, actor.client_id),
+                limiter=_upload_threads(request),
             )
         except Exception as error:
             failure = error

@@ -76,7 +76,10 @@ class S3Storage:
         except ClientError as error:
             if _status(error) != 404:
                 raise StorageUnavailable(f"S3 bucket {self.bucket}: {error}") from error
-            self.client.create_bucket(Bucket=self.bucket)
+            region = self.client.meta.region_name
+            # AWS refuses a LocationConstraint of us-east-1 and needs one everywhere else.
+            location = {} if region in (None, "us-east-1") else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            self.client.create_bucket(Bucket=self.bucket, **location)
             log.info("created S3 bucket %s", self.bucket)
         except BotoCoreError as error:
             raise StorageUnavailable(f"S3 unreachable: {error}") from error
