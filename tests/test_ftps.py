@@ -5,6 +5,7 @@ from __future__ import annotations
 import ftplib
 import hashlib
 import io
+import socket
 import ssl
 import subprocess
 import time
@@ -374,3 +375,45 @@ def test_ftps_streams_from_s3_ranged_from_the_rest_offset(fwrepo_on_s3: Fwrepo) 
         assert received.getvalue() == content[5 * MiB + 1 :]
     finally:
         ftp.quit()
+
+
+def test_operator_settings_shape_locations_and_passive_replies(tmp_path: Path) -> None:
+    low = free_port_range(20)
+    server = start_fwrepo(tmp_path, FWREPO_FTPS_LOCATION="implicit", FWREPO_FTPS_PUBLIC_HOST="localhost",
+                          FWREPO_FTPS_PASSIVE_PORTS=f"{low}-{low + 19}", FWREPO_FTPS_MASQUERADE_ADDRESS="127.0.0.2")
+    try:
+        content = image(50_000)
+        _, grant = ftps_grant(server, content)
+        parts = urlsplit(grant["location"])
+        assert (parts.scheme, parts.hostname, parts.port) == ("ftps", "localhost", server.ftps_implicit_port)
+        result = curl(server, "-o", str(tmp_path / "fw.bin"), grant["location"].replace("localhost", "127.0.0.1"))
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "fw.bin").read_bytes() == content
+        ftp = ftplib.FTP_TLS(context=server.tls(), timeout=30)
+        ftp.connect("127.0.0.1", server.ftps_port)
+        ftp.login(parts.username, parts.password)
+        ftp.prot_p()
+        reply = ftp.sendcmd("PASV")
+        numbers = [int(n) for n in reply[reply.index("(") + 1 : reply.index(")")].split(",")]
+        assert numbers[:4] == [127, 0, 0, 2] and low <= numbers[4] * 256 + numbers[5] < low + 20
+        ftp.close()
+    finally:
+        server.stop()
+
+
+def free_port_range(count: int) -> int:
+    """The first of count consecutive ports that are free now."""
+    for first in range(41000, 60000, count):
+        sockets = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free port range")
