@@ -16,6 +16,7 @@ from repo_service.domain.keys import SigningKeys, open_signing_keys
 from repo_service.domain.owner_files import read_or_create_secret
 from repo_service.domain.signers import Signers
 from repo_service.domain.tokens import TokenSigner
+from repo_service.domain.update_jobs import UpdateJobs
 from repo_service.domain.uploads import Uploads
 from repo_service.settings import Settings
 from repo_service.storage import open_storage
@@ -33,6 +34,7 @@ class Services:
     catalog: Catalog
     uploads: Uploads
     grants: Grants
+    jobs: UpdateJobs
 
 
 def open_database(settings: Settings, migrate: bool = True) -> Database:
@@ -53,6 +55,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     signing_keys, development_passphrase = open_keys(settings, database, clock)
     signers = Signers(database, clock)
     catalog = Catalog(database, open_storage(settings), signing_keys, clock)
+    grants = Grants(database, catalog, TokenSigner(token_secret(settings)), settings.public_url,
+                    timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings))
     return Services(
         settings=settings,
         database=database,
@@ -62,8 +66,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         signers=signers,
         catalog=catalog,
         uploads=Uploads(catalog, signers, settings.max_upload_bytes, settings.require_uploader_signature),
-        grants=Grants(database, catalog, TokenSigner(token_secret(settings)), settings.public_url,
-                      timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings)),
+        grants=grants,
+        jobs=UpdateJobs(database, grants, timedelta(seconds=settings.job_timeout), clock),
     )
 
 

@@ -158,6 +158,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ftps_location", _choice("explicit", "implicit"), "FTPS location form: explicit ftp:// with AUTH TLS (default) or implicit ftps://"),
     Setting("ftps_passive_ports", _optional(_port_range), "passive data ports LOW-HIGH (default: any free port)"),
     Setting("ftps_masquerade_address", _optional(_text), "address sent in PASV replies, for a server behind NAT"),
+    Setting("job_timeout", _positive_int, "seconds after retrieve_date (or the last progress) before an update job is timed_out (default 1 day)"),
     Setting("ftp_allow_plain", _boolean, "accept FTP without TLS for legacy chargers (default false; logged as a warning)"),
 )
 
@@ -208,6 +209,7 @@ class Settings:
     ftps_passive_ports: tuple[int, int] | None = None
     ftps_masquerade_address: str | None = None
     ftp_allow_plain: bool = False
+    job_timeout: int = 86400
 
     @property
     def local_storage_dir(self) -> Path:

@@ -167,3 +167,19 @@ class DownloadRecord(SQLModel, table=True):
     refusal: str | None = Field(default=None, max_length=16)
     started_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     duration_ms: int = Field(default=0)
+
+
+class GrantEvent(SQLModel, table=True):
+    """A status the charger reported for a grant (OCPP FirmwareStatusNotification), or its boot."""
+
+    __tablename__ = "grant_event"
+    # The same report twice (a CSMS retrying its forward) is one event.
+    __table_args__ = (UniqueConstraint("grant_id", "status", "timestamp", name="uq_grant_event"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    grant_id: int = Field(sa_column=Column(ForeignKey("grant.id"), nullable=False, index=True))
+    status: str = Field(max_length=32)
+    timestamp: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    info: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    firmware_version: str | None = Field(default=None, max_length=50)
+    received_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))

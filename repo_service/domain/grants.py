@@ -30,6 +30,8 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 MAX_BATCH = 10_000
+# Grant ids are OCPP requestIds, and a 32-bit integer column.
+MAX_GRANT_ID = 2**31 - 1
 MAX_LOCATION = 255
 # After the charger's last retry it may still be mid-download; one hour covers a slow cellular link.
 RETRY_PLAN_MARGIN = timedelta(hours=1)

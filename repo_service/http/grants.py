@@ -11,15 +11,13 @@ from starlette.routing import Route
 
 from repo_service.domain.catalog import FirmwareRecord
 from repo_service.domain.clients import Action
-from repo_service.domain.grants import GrantRecord, iso, ocpp_payloads
+from repo_service.domain.grants import MAX_GRANT_ID, GrantRecord, iso, ocpp_payloads
 from repo_service.errors import InvalidInput, NotFound
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
 
 # A batch of 10,000 charger ids is about 400 KB of JSON.
 MAX_GRANT_BODY = 2 * 1024 * 1024
-# Grant ids are OCPP requestIds and a 32-bit integer column.
-MAX_GRANT_ID = 2**31 - 1
 
 
 def grant_json(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
@@ -64,7 +62,7 @@ async def issue_batch(request: Request) -> Response:
                          "grants": [grant_json(grant, firmware) for grant in issued]}, status_code=201)
 
 
-def _grant_id(request: Request) -> int:
+def grant_id_from(request: Request) -> int:
     raw = request.path_params["grant_id"]
     # ASCII only: str.isdigit() also takes "²", which int() then refuses.
     if not (raw.isascii() and raw.isdigit()):
@@ -89,12 +87,12 @@ async def _grant_body(request: Request, grant_id: int) -> dict[str, Any]:
 
 async def show(request: Request) -> Response:
     await authorize(request, Action.GRANT)
-    return JSONResponse(await _grant_body(request, _grant_id(request)))
+    return JSONResponse(await _grant_body(request, grant_id_from(request)))
 
 
 async def revoke(request: Request) -> Response:
     await authorize(request, Action.GRANT)
-    grant_id = _grant_id(request)
+    grant_id = grant_id_from(request)
     await run_in_threadpool(request.app.state.services.grants.revoke, grant_id)
     return JSONResponse(await _grant_body(request, grant_id))
 

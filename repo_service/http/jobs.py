@@ -1,0 +1,72 @@
+"""Status events from the CSMS, and the update jobs they add up to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from repo_service.domain.clients import Action
+from repo_service.domain.grants import iso
+from repo_service.domain.update_jobs import MAX_EVENTS, Job
+from repo_service.errors import InvalidInput
+from repo_service.http.auth import authorize
+from repo_service.http.bodies import json_object
+from repo_service.http.grants import grant_id_from
+
+# 10,000 events of about 150 bytes each, with room to spare.
+MAX_EVENTS_BODY = 4 * 1024 * 1024
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "state": job.state.value,
+        "timeline": {
+            "granted": iso(job.granted_at),
+            "first_byte": iso(job.first_byte_at) if job.first_byte_at else None,
+            "last_byte": iso(job.last_byte_at) if job.last_byte_at else None,
+            "boot_confirmed": iso(job.booted_at) if job.booted_at else None,
+        },
+        "download_seconds": job.download_seconds,
+        "completion_seconds": job.completion_seconds,
+        "events": [
+            {"status": event.status, "timestamp": iso(event.timestamp), "info": event.info,
+             "firmware_version": event.firmware_version}
+            for event in job.events
+        ],
+    }
+
+
+async def record_event(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    grant_id = grant_id_from(request)
+    document = await json_object(request)
+    new, job = await run_in_threadpool(request.app.state.services.jobs.record, grant_id, document)
+    return JSONResponse({"grant_id": grant_id, "duplicate": not new, "job": job_json(job)},
+                        status_code=201 if new else 200)
+
+
+async def record_events(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    document = await json_object(request, MAX_EVENTS_BODY)
+    events = document.get("events")
+    if not isinstance(events, list) or not events:
+        raise InvalidInput("events", f"must be a non-empty list of at most {MAX_EVENTS} events")
+    recorded = await run_in_threadpool(request.app.state.services.jobs.record_many, events)
+    return JSONResponse({"accepted": recorded.accepted, "duplicates": recorded.duplicates})
+
+
+async def show_job(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    job = await run_in_threadpool(request.app.state.services.jobs.job, grant_id_from(request))
+    return JSONResponse(job_json(job))
+
+
+ROUTES = [
+    Route("/api/v1/grants/{grant_id}/events", record_event, methods=["POST"]),
+    Route("/api/v1/grants/{grant_id}/job", show_job, methods=["GET"]),
+    Route("/api/v1/events", record_events, methods=["POST"]),
+]
