@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from repo_service.db.migrate import upgrade
 from repo_service.db.session import Database
+from repo_service.domain.campaigns import Campaigns
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clients import Clients
 from repo_service.domain.clock import Clock, utc_now
@@ -35,6 +36,7 @@ class Services:
     uploads: Uploads
     grants: Grants
     jobs: UpdateJobs
+    campaigns: Campaigns
 
 
 def open_database(settings: Settings, migrate: bool = True) -> Database:
@@ -57,6 +59,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     catalog = Catalog(database, open_storage(settings), signing_keys, clock)
     grants = Grants(database, catalog, TokenSigner(token_secret(settings)), settings.public_url,
                     timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings))
+    jobs = UpdateJobs(database, grants, timedelta(seconds=settings.job_timeout), clock)
     return Services(
         settings=settings,
         database=database,
@@ -67,7 +70,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         catalog=catalog,
         uploads=Uploads(catalog, signers, settings.max_upload_bytes, settings.require_uploader_signature),
         grants=grants,
-        jobs=UpdateJobs(database, grants, timedelta(seconds=settings.job_timeout), clock),
+        jobs=jobs,
+        campaigns=Campaigns(database, grants, jobs, clock),
     )
 
 

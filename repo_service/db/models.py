@@ -183,3 +183,47 @@ class GrantEvent(SQLModel, table=True):
     info: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     firmware_version: str | None = Field(default=None, max_length=50)
     received_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+
+
+class Campaign(SQLModel, table=True):
+    """A staged rollout of one firmware to many chargers, wave by wave."""
+
+    __tablename__ = "campaign"
+
+    id: str = Field(sa_column=Column(String(32), primary_key=True))
+    firmware_id: str = Field(sa_column=Column(String(32), ForeignKey("firmware.id"), nullable=False, index=True))
+    protocol: str = Field(max_length=8)
+    ftps_mode: str | None = Field(default=None, max_length=8)
+    retries: int
+    retry_interval: int
+    # Cumulative number of chargers offered the update by the end of each wave, and each wave's failure threshold.
+    wave_ends: list[int] = Field(sa_column=Column(JSON, nullable=False))
+    thresholds: list[float] = Field(sa_column=Column(JSON, nullable=False))
+    window_start: str | None = Field(default=None, max_length=5)
+    window_end: str | None = Field(default=None, max_length=5)
+    # running, paused, halted, cancelled, completed; current_wave counts from 0.
+    status: str = Field(max_length=16)
+    status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    current_wave: int = 0
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    created_by: str | None = Field(default=None, max_length=32)
+
+
+class CampaignCharger(SQLModel, table=True):
+    """One charger of a campaign: its wave and grant, or why it was skipped."""
+
+    __tablename__ = "campaign_charger"
+    __table_args__ = (UniqueConstraint("campaign_id", "charger_id", name="uq_campaign_charger"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: str = Field(sa_column=Column(String(32), ForeignKey("campaign.id"), nullable=False, index=True))
+    position: int
+    charger_id: str = Field(max_length=64)
+    current_version: str = Field(max_length=50)
+    model: str | None = Field(default=None, max_length=50)
+    hardware_revision: str | None = Field(default=None, max_length=50)
+    time_zone: str = Field(max_length=64)
+    wave: int | None = Field(default=None)
+    skip_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    grant_id: int | None = Field(default=None, sa_column=Column(ForeignKey("grant.id"), nullable=True, index=True))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))

@@ -6,7 +6,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -15,12 +15,13 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import insert, update
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from repo_service.db.models import DownloadRecord, Grant
 from repo_service.db.session import Database
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.documents import refuse_unknown, required_string
 from repo_service.domain.ftp_logins import MODES, FtpLogin, FtpsEndpoint, digest
 from repo_service.domain.tokens import InvalidToken, TokenSigner
 from repo_service.errors import Conflict, FwrepoError, InvalidInput, NotFound
@@ -193,7 +194,7 @@ def _moment(document: Mapping[str, Any], name: str) -> datetime | None:
         raise InvalidInput(name, f"{value!r} is out of range") from None
 
 
-def _charger_id(value: object, field: str) -> str:
+def charger_id_field(value: object, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(field, "must be a non-empty string")
     if len(value) > 64 or not (value.isascii() and value.isprintable()) or value != value.strip():
@@ -207,25 +208,21 @@ def parse_grant_request(
     """Check a grant request; raise InvalidInput naming the first bad field."""
     known = {"firmware_id", "protocol", "ftps_mode", "expires_in", "retrieve_date", "install_date", "retries",
              "retry_interval", "max_downloads", "charger_ids" if batch else "charger_id"}
-    unknown = sorted(set(document) - known)
-    if unknown:
-        raise InvalidInput(unknown[0], f"unknown field; expected some of {', '.join(sorted(known))}")
-    firmware_id = document.get("firmware_id")
-    if not isinstance(firmware_id, str) or not firmware_id:
-        raise InvalidInput("firmware_id", "is required")
+    refuse_unknown(document, known)
+    firmware_id = required_string(document, "firmware_id")
     if batch:
         raw = document.get("charger_ids")
         if not isinstance(raw, list) or not raw:
             raise InvalidInput("charger_ids", "must be a non-empty list of charger ids")
         if len(raw) > MAX_BATCH:
             raise InvalidInput("charger_ids", f"at most {MAX_BATCH} per batch, got {len(raw)}")
-        charger_ids = tuple(_charger_id(value, "charger_ids") for value in raw)
+        charger_ids = tuple(charger_id_field(value, "charger_ids") for value in raw)
         if len(set(charger_ids)) != len(charger_ids):
             seen: set[str] = set()
             duplicate = next(value for value in charger_ids if value in seen or seen.add(value))  # type: ignore[func-returns-value]
             raise InvalidInput("charger_ids", f"{duplicate!r} appears more than once")
     else:
-        charger_ids = (_charger_id(document.get("charger_id"), "charger_id"),)
+        charger_ids = (charger_id_field(document.get("charger_id"), "charger_id"),)
     protocol = document.get("protocol", "https")
     if protocol not in PROTOCOLS:
         raise InvalidInput("protocol", f"must be one of {', '.join(PROTOCOLS)}")
@@ -323,53 +320,79 @@ class Grants:
         return request
 
     def issue(self, request: GrantRequest, created_by: str | None) -> tuple[FirmwareRecord, list[GrantRecord]]:
-        firmware = self._grantable(request.firmware_id)
-        now = self.clock()
+        firmware = self.grantable(request.firmware_id)
         logins = [FtpLogin.new() for _ in request.charger_ids] if request.protocol == "ftps" else []
-        rows = [
-            {
-                "firmware_id": firmware.id,
-                "charger_id": charger_id,
-                "protocol": request.protocol,
-                "created_at": now,
-                "retrieve_date": request.retrieve_date,
-                "install_date": request.install_date,
-                "expires_at": request.expires_at,
-                "retries": request.retries,
-                "retry_interval": request.retry_interval,
-                "max_downloads": request.max_downloads,
-                "downloads_completed": 0,
-                "created_by": created_by,
-                "login_hash": logins[index].user_hash if logins else None,
-                "password_hash": logins[index].password_hash if logins else None,
-            }
-            for index, charger_id in enumerate(request.charger_ids)
-        ]
         with self.database.session() as session:
-            # One statement for the whole batch: SQLAlchemy sends it as multi-row INSERT ... RETURNING.
-            ids = session.execute(
-                insert(Grant).returning(Grant.id, sort_by_parameter_order=True), rows
-            ).scalars().all()
-        template = GrantRecord(
-            id=0, firmware_id=firmware.id, charger_id="", protocol=request.protocol, location="", created_at=now,
-            retrieve_date=request.retrieve_date, expires_at=request.expires_at, retries=request.retries,
-            retry_interval=request.retry_interval, max_downloads=request.max_downloads, downloads_completed=0,
-            revoked_at=None, revoke_reason=None, install_date=request.install_date,
-        )
+            ids = self.insert(
+                session, firmware, [(charger_id, request.retrieve_date, request.expires_at)
+                                    for charger_id in request.charger_ids],
+                protocol=request.protocol, retries=request.retries, retry_interval=request.retry_interval,
+                max_downloads=request.max_downloads, install_date=request.install_date, created_by=created_by,
+                logins=logins,
+            )
         if logins:
-            assert self.ftps is not None
-            mode = request.ftps_mode or self.ftps.default_mode
-            name = self.ftp_filename(firmware.filename)
-            locations = [self.ftps.prefix(mode, login.user, login.password) + name for login in logins]
+            locations = self._ftps_locations(logins, firmware, request.ftps_mode)
         else:
             locations = [self.location(grant_id, request.expires_at, firmware.filename) for grant_id in ids]
+        template = GrantRecord(
+            id=0, firmware_id=firmware.id, charger_id="", protocol=request.protocol, location="",
+            created_at=self.clock(), retrieve_date=request.retrieve_date, expires_at=request.expires_at,
+            retries=request.retries, retry_interval=request.retry_interval, max_downloads=request.max_downloads,
+            downloads_completed=0, revoked_at=None, revoke_reason=None, install_date=request.install_date,
+        )
         grants = [
             replace(template, id=grant_id, charger_id=charger_id, location=location)
             for grant_id, charger_id, location in zip(ids, request.charger_ids, locations, strict=True)
         ]
         return firmware, grants
 
-    def _grantable(self, firmware_id: str) -> FirmwareRecord:
+    def insert(
+        self, session: Session, firmware: FirmwareRecord, plan: Sequence[tuple[str, datetime, datetime]], *,
+        protocol: str, retries: int, retry_interval: int, max_downloads: int | None = None,
+        install_date: datetime | None = None, created_by: str | None = None, logins: Sequence[FtpLogin] = (),
+    ) -> list[int]:
+        """Insert one grant per (charger, retrieve_date, expires_at) in the caller's transaction; their ids.
+
+        An FTPS grant inserted without a login cannot be logged into until deliver() gives it one.
+        """
+        now = self.clock()
+        rows = [
+            {
+                "firmware_id": firmware.id, "charger_id": charger_id, "protocol": protocol, "created_at": now,
+                "retrieve_date": retrieve_date, "install_date": install_date, "expires_at": expires_at,
+                "retries": retries, "retry_interval": retry_interval, "max_downloads": max_downloads,
+                "downloads_completed": 0, "created_by": created_by,
+                "login_hash": logins[index].user_hash if logins else None,
+                "password_hash": logins[index].password_hash if logins else None,
+            }
+            for index, (charger_id, retrieve_date, expires_at) in enumerate(plan)
+        ]
+        # One statement for the whole batch: SQLAlchemy sends it as multi-row INSERT ... RETURNING.
+        return list(session.execute(insert(Grant).returning(Grant.id, sort_by_parameter_order=True), rows).scalars())
+
+    def deliver(self, session: Session, rows: Sequence[Grant], firmware: FirmwareRecord,
+                ftps_mode: str | None = None) -> list[GrantRecord]:
+        """Grants made earlier (a campaign's), with their locations; an FTPS grant gets a fresh login now."""
+        records = [self._record(row, firmware.filename) for row in rows]
+        ftps_rows = [index for index, row in enumerate(rows) if row.protocol == "ftps"]
+        if not ftps_rows:
+            return records
+        logins = [FtpLogin.new() for _ in ftps_rows]
+        for index, login in zip(ftps_rows, logins, strict=True):
+            session.execute(update(Grant).where(col(Grant.id) == rows[index].id)
+                            .values(login_hash=login.user_hash, password_hash=login.password_hash))
+        for index, location in zip(ftps_rows, self._ftps_locations(logins, firmware, ftps_mode), strict=True):
+            records[index] = replace(records[index], location=location)
+        return records
+
+    def _ftps_locations(self, logins: Sequence[FtpLogin], firmware: FirmwareRecord, mode: str | None) -> list[str]:
+        if self.ftps is None:
+            raise InvalidInput("protocol", "ftps is switched off on this server (FWREPO_FTPS=false)")
+        name = self.ftp_filename(firmware.filename)
+        return [self.ftps.prefix(mode or self.ftps.default_mode, login.user, login.password) + name
+                for login in logins]
+
+    def grantable(self, firmware_id: str) -> FirmwareRecord:
         try:
             firmware = self.catalog.get(firmware_id)
         except NotFound:

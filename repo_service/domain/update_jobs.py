@@ -33,6 +33,8 @@ STATUSES = {status.lower(): status for status in (*OCPP_STATUSES, BOOTED)}
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_INFO = 255  # OCPP 2.0.1 statusInfo's additionalInfo is at most 512; 1.6 has none
 MAX_EVENTS = 10_000
+# Grant ids per IN (...) list: well under SQLite's limit of bound parameters.
+QUERY_CHUNK = 5_000
 
 
 class JobState(StrEnum):
@@ -91,6 +93,7 @@ class Job:
     last_byte_at: datetime | None
     booted_at: datetime | None
     events: tuple[StatusEvent, ...]
+    bytes_served: int = 0
 
     @property
     def download_seconds(self) -> float | None:
@@ -174,7 +177,8 @@ def derive_job(
         state = new_state
     if state not in FINISHED and now > last_activity + timeout:
         state = JobState.TIMED_OUT
-    return Job(state, granted_at, first_byte, last_byte, booted_at, ordered)
+    return Job(state, granted_at, first_byte, last_byte, booted_at, ordered,
+               sum(transfer.bytes_sent for transfer in transfers))
 
 
 def _same_version(reported: str, target: str) -> bool:
@@ -188,6 +192,7 @@ def _same_version(reported: str, target: str) -> bool:
 class Recorded:
     accepted: int
     duplicates: int
+    grant_ids: list[int]
 
 
 class UpdateJobs:
@@ -225,7 +230,7 @@ class UpdateJobs:
             if grant_id not in known:
                 raise InvalidInput(f"events[{index}].grant_id", f"no grant with id {grant_id}")
         accepted = self._insert(keyed)
-        return Recorded(accepted, len(keyed) - accepted)
+        return Recorded(accepted, len(keyed) - accepted, sorted(wanted))
 
     def _insert(self, keyed: Sequence[tuple[int, StatusEvent]]) -> int:
         if not keyed:
@@ -244,29 +249,42 @@ class UpdateJobs:
             return len(session.execute(statement, rows).all())
 
     def job(self, grant_id: int) -> Job:
+        jobs = self.jobs([grant_id])
+        if grant_id not in jobs:
+            raise NotFound(f"no grant with id {grant_id}")
+        return jobs[grant_id]
+
+    def jobs(self, grant_ids: Sequence[int]) -> dict[int, Job]:
+        """The jobs of these grants (those that exist), read in a few queries however many there are."""
         self.grants.flush()
+        grants: list[Grant] = []
+        events: dict[int, list[StatusEvent]] = {}
+        transfers: dict[int, list[Transfer]] = {}
         with self.database.session() as session:
-            grant = session.get(Grant, grant_id)
-            if grant is None:
-                raise NotFound(f"no grant with id {grant_id}")
-            events = session.exec(select(GrantEvent).where(GrantEvent.grant_id == grant_id)).all()
-            downloads = session.exec(
-                select(DownloadRecord).where(DownloadRecord.grant_id == grant_id, col(DownloadRecord.refusal).is_(None))
-            ).all()
-        firmware = self.grants.catalog.get(grant.firmware_id)
-        return derive_job(
-            target_version=firmware.version,
-            granted_at=grant.created_at,
-            retrieve_date=grant.retrieve_date,
-            events=[StatusEvent(row.status, row.timestamp, row.info, row.firmware_version) for row in events],
-            transfers=[
-                Transfer(row.started_at, row.started_at + timedelta(milliseconds=row.duration_ms), row.bytes_sent,
-                         row.completed)
-                for row in downloads
-            ],
-            now=self.clock(),
-            timeout=self.timeout,
-        )
+            for start in range(0, len(grant_ids), QUERY_CHUNK):
+                chunk = grant_ids[start : start + QUERY_CHUNK]
+                grants += session.exec(select(Grant).where(col(Grant.id).in_(chunk))).all()
+                for row in session.exec(select(GrantEvent).where(col(GrantEvent.grant_id).in_(chunk))).all():
+                    events.setdefault(row.grant_id, []).append(
+                        StatusEvent(row.status, row.timestamp, row.info, row.firmware_version))
+                served = select(DownloadRecord).where(col(DownloadRecord.grant_id).in_(chunk),
+                                                      col(DownloadRecord.refusal).is_(None))
+                for record in session.exec(served).all():
+                    assert record.grant_id is not None
+                    transfers.setdefault(record.grant_id, []).append(Transfer(
+                        record.started_at, record.started_at + timedelta(milliseconds=record.duration_ms),
+                        record.bytes_sent, record.completed))
+        versions = {firmware_id: self.grants.catalog.get(firmware_id).version
+                    for firmware_id in {grant.firmware_id for grant in grants}}
+        now = self.clock()
+        return {
+            grant.id: derive_job(
+                target_version=versions[grant.firmware_id], granted_at=grant.created_at,
+                retrieve_date=grant.retrieve_date, events=events.get(grant.id, ()),
+                transfers=transfers.get(grant.id, ()), now=now, timeout=self.timeout,
+            )
+            for grant in grants if grant.id is not None
+        }
 
 
 def _grant_key(document: Mapping[str, Any], prefix: str) -> int:

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from repo_service import __version__
-from repo_service.http import downloads, firmware, grants, jobs, keys, updates
+from repo_service.http import campaigns, downloads, firmware, grants, jobs, keys, updates
 from repo_service.http.problems import EXCEPTION_HANDLERS
 from repo_service.http.urls import RefuseNul
 from repo_service.services import Services
@@ -30,7 +30,7 @@ def create_app(services: Services) -> Starlette:
 
     app = Starlette(
         routes=[Route("/healthz", healthz), *firmware.ROUTES, *keys.ROUTES, *updates.ROUTES, *grants.ROUTES,
-                *jobs.ROUTES, *downloads.ROUTES],
+                *jobs.ROUTES, *campaigns.ROUTES, *downloads.ROUTES],
         middleware=[Middleware(RefuseNul)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -44,7 +44,10 @@ async def record_event(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     grant_id = grant_id_from(request)
     document = await json_object(request)
-    new, job = await run_in_threadpool(request.app.state.services.jobs.record, grant_id, document)
+    services = request.app.state.services
+    new, job = await run_in_threadpool(services.jobs.record, grant_id, document)
+    if new:
+        await run_in_threadpool(services.campaigns.advance_for, [grant_id])
     return JSONResponse({"grant_id": grant_id, "duplicate": not new, "job": job_json(job)},
                         status_code=201 if new else 200)
 
@@ -55,7 +58,10 @@ async def record_events(request: Request) -> Response:
     events = document.get("events")
     if not isinstance(events, list) or not events:
         raise InvalidInput("events", f"must be a non-empty list of at most {MAX_EVENTS} events")
-    recorded = await run_in_threadpool(request.app.state.services.jobs.record_many, events)
+    services = request.app.state.services
+    recorded = await run_in_threadpool(services.jobs.record_many, events)
+    if recorded.accepted:
+        await run_in_threadpool(services.campaigns.advance_for, recorded.grant_ids)
     return JSONResponse({"accepted": recorded.accepted, "duplicates": recorded.duplicates})
 
 

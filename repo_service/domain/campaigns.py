@@ -1,0 +1,465 @@
+"""Campaigns: one firmware rolled out wave by wave, halting by itself when a wave fails too often."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from repo_service.db.models import Campaign, CampaignCharger, Grant
+from repo_service.db.session import Database
+from repo_service.domain.catalog import FirmwareRecord
+from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.ftp_logins import MODES
+from repo_service.domain.documents import refuse_unknown, required_string
+from repo_service.domain.grants import (
+    DEFAULT_LIFETIME, DEFAULT_RETRIES, DEFAULT_RETRY_INTERVAL, PROTOCOLS, RETRY_PLAN_MARGIN, GrantRecord, Grants,
+    charger_id_field,
+)
+from repo_service.domain.update_jobs import FAILURES, FINISHED, Job, JobState, UpdateJobs
+from repo_service.domain.versions import parse_version
+from repo_service.errors import Conflict, InvalidInput, NotFound
+
+MAX_CHARGERS = 100_000
+MAX_WAVES = 20
+DEFAULT_THRESHOLD = 0.1
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+class CampaignStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    HALTED = "halted"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class ChargerEntry:
+    charger_id: str
+    current_version: str
+    model: str | None
+    hardware_revision: str | None
+    time_zone: str
+
+
+@dataclass(frozen=True)
+class CampaignRequest:
+    firmware_id: str
+    chargers: tuple[ChargerEntry, ...]
+    protocol: str
+    ftps_mode: str | None
+    waves: tuple[str | int, ...]
+    thresholds: tuple[float, ...]
+    window: tuple[str, str] | None
+    retries: int
+    retry_interval: int
+
+
+@dataclass(frozen=True)
+class WaveReport:
+    number: int
+    chargers: int
+    states: dict[str, int]
+    failure_rate: float | None
+    threshold: float
+
+
+@dataclass(frozen=True)
+class CampaignReport:
+    id: str
+    firmware_id: str
+    status: str
+    status_reason: str | None
+    current_wave: int
+    waves: list[WaveReport]
+    chargers: int
+    skipped: dict[str, int]
+    states: dict[str, int]
+    success_rate: float | None
+    download_seconds: dict[str, float | None]
+    completion_seconds: dict[str, float | None]
+    bytes_served: int
+    created_at: datetime
+    jobs: list[tuple[CampaignCharger, Job | None]] = field(repr=False, default_factory=list)
+
+
+# -- reading a request -----------------------------------------------------------------------
+
+
+def parse_campaign_request(document: Mapping[str, Any]) -> CampaignRequest:
+    known = {"firmware_id", "chargers", "protocol", "ftps_mode", "waves", "failure_threshold", "window",
+             "retries", "retry_interval"}
+    refuse_unknown(document, known)
+    firmware_id = required_string(document, "firmware_id")
+    raw_chargers = document.get("chargers")
+    if not isinstance(raw_chargers, list) or not raw_chargers:
+        raise InvalidInput("chargers", "must be a non-empty list of {charger_id, current_version, ...}")
+    if len(raw_chargers) > MAX_CHARGERS:
+        raise InvalidInput("chargers", f"at most {MAX_CHARGERS} per campaign, got {len(raw_chargers)}")
+    chargers = tuple(_charger(entry, f"chargers[{index}].") for index, entry in enumerate(raw_chargers))
+    seen: set[str] = set()
+    for index, charger in enumerate(chargers):
+        if charger.charger_id in seen:
+            raise InvalidInput(f"chargers[{index}].charger_id", f"{charger.charger_id!r} appears more than once")
+        seen.add(charger.charger_id)
+    protocol = document.get("protocol", "https")
+    if protocol not in PROTOCOLS:
+        raise InvalidInput("protocol", f"must be one of {', '.join(PROTOCOLS)}")
+    ftps_mode = document.get("ftps_mode")
+    if ftps_mode is not None and (protocol != "ftps" or ftps_mode not in MODES):
+        raise InvalidInput("ftps_mode", f'applies to protocol "ftps" only and is one of {", ".join(MODES)}')
+    waves = _waves(document.get("waves", ["100%"]))
+    thresholds = _thresholds(document.get("failure_threshold", DEFAULT_THRESHOLD), len(waves))
+    window = _window(document.get("window"))
+    retries = _whole(document, "retries", DEFAULT_RETRIES, 0, 100)
+    retry_interval = _whole(document, "retry_interval", DEFAULT_RETRY_INTERVAL, 0, 86400)
+    return CampaignRequest(firmware_id, chargers, protocol, ftps_mode, waves, thresholds, window, retries,
+                           retry_interval)
+
+
+def _charger(entry: object, prefix: str) -> ChargerEntry:
+    if not isinstance(entry, Mapping):
+        raise InvalidInput(prefix.rstrip("."), "must be an object with charger_id and current_version")
+    refuse_unknown(entry, ("charger_id", "current_version", "model", "hardware_revision", "time_zone"), prefix)
+    charger_id = charger_id_field(entry.get("charger_id"), prefix + "charger_id")
+    version = entry.get("current_version")
+    if not isinstance(version, str) or not 1 <= len(version) <= 50:
+        raise InvalidInput(prefix + "current_version", "is required: the firmwareVersion of its last BootNotification")
+    for name in ("model", "hardware_revision"):
+        value = entry.get(name)
+        if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 50):
+            raise InvalidInput(prefix + name, "must be a string of 1-50 characters")
+    zone = entry.get("time_zone", "UTC")
+    if not isinstance(zone, str) or not 1 <= len(zone) <= 64:
+        raise InvalidInput(prefix + "time_zone", "must be an IANA time zone such as Europe/Berlin")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(prefix + "time_zone", f"{zone!r} is not an IANA time zone such as Europe/Berlin") from None
+    return ChargerEntry(charger_id, version, entry.get("model"), entry.get("hardware_revision"), zone)
+
+
+def _waves(raw: object) -> tuple[str | int, ...]:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_WAVES:
+        raise InvalidInput("waves", f'must be a list of 1-{MAX_WAVES} cumulative sizes such as ["1%", "10%", "100%"]')
+    for wave in raw:
+        valid_share = isinstance(wave, str) and re.fullmatch(r"(100|[1-9][0-9]?)(\.[0-9]+)?%", wave) is not None
+        valid_count = isinstance(wave, int) and not isinstance(wave, bool) and wave >= 1
+        if not (valid_share or valid_count):
+            raise InvalidInput("waves", f"{wave!r} is neither a share such as \"10%\" nor a count of chargers")
+    return tuple(raw)
+
+
+def _thresholds(raw: object, waves: int) -> tuple[float, ...]:
+    values = raw if isinstance(raw, list) else [raw] * waves
+    if len(values) != waves:
+        raise InvalidInput("failure_threshold", f"needs one value per wave ({waves}) or a single value")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise InvalidInput("failure_threshold", f"{value!r} is not a fraction between 0 and 1 (0.05 = 5 %)")
+    return tuple(float(value) for value in values)
+
+
+def _window(raw: object) -> tuple[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) != {"start", "end"}:
+        raise InvalidInput("window", 'must be {"start": "01:00", "end": "05:00"} in each charger\'s local time')
+    start, end = raw["start"], raw["end"]
+    for name, value in (("start", start), ("end", end)):
+        if not isinstance(value, str) or not _CLOCK.fullmatch(value):
+            raise InvalidInput(f"window.{name}", f"{value!r} is not a time of day HH:MM")
+    if start == end:
+        raise InvalidInput("window", "start and end are the same time: the window would be empty")
+    return start, end
+
+
+def _whole(document: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = document.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(name, f"must be a whole number between {low} and {high}")
+    return value
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+def wave_ends(waves: Sequence[str | int], eligible: int) -> list[int]:
+    """Cumulative charger counts at the end of each wave; the last reaches every eligible charger."""
+    ends = []
+    for wave in waves:
+        count = math.ceil(float(wave[:-1]) / 100 * eligible) if isinstance(wave, str) else wave
+        ends.append(min(max(count, ends[-1] if ends else 0, 1), eligible))
+    ends[-1] = eligible
+    return ends
+
+
+def skip_reason(charger: ChargerEntry, firmware: FirmwareRecord) -> str | None:
+    """Why this charger gets nothing from the campaign, or None when it should get the firmware."""
+    target = parse_version(firmware.version)
+    try:
+        current = parse_version(charger.current_version, "current_version")
+    except InvalidInput:
+        current = None
+    if current is not None and current == target:
+        return f"already on {firmware.version}"
+    if charger.model is not None and firmware.models and charger.model not in firmware.models:
+        return f"model {charger.model} is not among the firmware's models ({', '.join(firmware.models)})"
+    if (charger.hardware_revision is not None and firmware.hardware_revisions
+            and charger.hardware_revision not in firmware.hardware_revisions):
+        return f"hardware revision {charger.hardware_revision} is not supported"
+    if firmware.min_version is not None and current is not None and current < parse_version(firmware.min_version):
+        return f"on {charger.current_version}, older than the firmware's min_version {firmware.min_version}"
+    return None
+
+
+def retrieve_date(charger_id: str, time_zone: str, window: tuple[str, str] | None, now: datetime) -> datetime:
+    """When the charger should fetch: now, or a moment in its next maintenance window spread by its id.
+
+    The spread is the same for a charger every time (a hash of its id), so the
+    chargers of one time zone do not all start at the window's first minute.
+    """
+    if window is None:
+        return now
+    spread = int.from_bytes(hashlib.sha256(charger_id.encode()).digest()[:4]) / 2**32
+    zone = ZoneInfo(time_zone)
+    start_clock, end_clock = (time.fromisoformat(value) for value in window)
+    today = now.astimezone(zone).date()
+    for day in (today - timedelta(days=1), today, today + timedelta(days=1)):
+        start, end = _window_on(day, start_clock, end_clock, zone)
+        if end > now:
+            begin = max(start, now)
+            return begin + (end - begin) * spread
+    raise AssertionError("a daily window always has an occurrence within two days")
+
+
+def _window_on(day: date, start: time, end: time, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    # A window such as 23:00-02:00 crosses midnight: it ends on the next day.
+    end_day = day + timedelta(days=1) if end <= start else day
+    return datetime.combine(day, start, zone).astimezone(UTC), datetime.combine(end_day, end, zone).astimezone(UTC)
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "p95": None}
+    ordered = sorted(values)
+    return {"median": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]}
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+class Campaigns:
+    def __init__(self, database: Database, grants: Grants, jobs: UpdateJobs, clock: Clock = utc_now) -> None:
+        self.database = database
+        self.grants = grants
+        self.jobs = jobs
+        self.clock = clock
+
+    def create(self, request: CampaignRequest, created_by: str | None) -> CampaignReport:
+        firmware = self.grants.grantable(request.firmware_id)
+        reasons = [skip_reason(charger, firmware) for charger in request.chargers]
+        eligible = sum(reason is None for reason in reasons)
+        if eligible == 0:
+            raise InvalidInput("chargers", "no charger needs this firmware: every one was skipped "
+                               f"(first: {request.chargers[0].charger_id}: {reasons[0]})")
+        ends = wave_ends(request.waves, eligible)
+        campaign_id = secrets.token_hex(8)
+        with self.database.session() as session:
+            session.add(Campaign(
+                id=campaign_id, firmware_id=firmware.id, protocol=request.protocol, ftps_mode=request.ftps_mode,
+                retries=request.retries, retry_interval=request.retry_interval, wave_ends=ends,
+                thresholds=list(request.thresholds), window_start=request.window[0] if request.window else None,
+                window_end=request.window[1] if request.window else None, status=CampaignStatus.RUNNING.value,
+                current_wave=0, created_at=self.clock(), created_by=created_by,
+            ))
+            session.flush()
+            members, position = [], 0
+            for index, (charger, reason) in enumerate(zip(request.chargers, reasons, strict=True)):
+                wave = None
+                if reason is None:
+                    wave = next(number for number, end in enumerate(ends) if position < end)
+                    position += 1
+                members.append(CampaignCharger(
+                    campaign_id=campaign_id, position=index, charger_id=charger.charger_id,
+                    current_version=charger.current_version, model=charger.model,
+                    hardware_revision=charger.hardware_revision, time_zone=charger.time_zone, wave=wave,
+                    skip_reason=reason,
+                ))
+            session.add_all(members)
+            session.flush()
+            self._start_wave(session, session.get(Campaign, campaign_id), firmware, 0)
+        return self.report(campaign_id)
+
+    def _start_wave(self, session: Session, campaign: Campaign | None, firmware: FirmwareRecord, wave: int) -> None:
+        """Issue one wave's grants, in the transaction that decided the wave starts."""
+        assert campaign is not None
+        members = session.exec(select(CampaignCharger).where(
+            CampaignCharger.campaign_id == campaign.id, CampaignCharger.wave == wave).order_by(
+            col(CampaignCharger.position))).all()
+        now = self.clock()
+        window = (campaign.window_start, campaign.window_end) if campaign.window_start and campaign.window_end else None
+        plan = []
+        for member in members:
+            retrieve = retrieve_date(member.charger_id, member.time_zone, window, now)
+            plan_end = retrieve + timedelta(seconds=campaign.retries * campaign.retry_interval) + RETRY_PLAN_MARGIN
+            plan.append((member.charger_id, retrieve, max(now + DEFAULT_LIFETIME, plan_end)))
+        ids = self.grants.insert(session, firmware, plan, protocol=campaign.protocol, retries=campaign.retries,
+                                 retry_interval=campaign.retry_interval, created_by=campaign.created_by)
+        for member, grant_id in zip(members, ids, strict=True):
+            member.grant_id = grant_id
+            session.add(member)
+
+    def due(self, campaign_id: str) -> list[GrantRecord]:
+        """The grants whose retrieve_date has come and that no CSMS has been handed yet; each is handed out once."""
+        self.advance(campaign_id)
+        now = self.clock()
+        with self.database.session() as session:
+            campaign = self._campaign(session, campaign_id)
+            if campaign.status != CampaignStatus.RUNNING:
+                return []
+            candidates = session.exec(
+                select(CampaignCharger.id, Grant).join(Grant, col(Grant.id) == col(CampaignCharger.grant_id)).where(
+                    CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.delivered_at).is_(None),
+                    col(Grant.retrieve_date) <= now, col(Grant.revoked_at).is_(None),
+                ).order_by(col(Grant.id))
+            ).all()
+            if not candidates:
+                return []
+            # Claimed with a conditional update: two CSMS workers (or nodes) never get the same grant.
+            claimed = set(session.execute(
+                update(CampaignCharger).where(col(CampaignCharger.id).in_([member for member, _ in candidates]),
+                                              col(CampaignCharger.delivered_at).is_(None))
+                .values(delivered_at=now).returning(CampaignCharger.id)
+            ).scalars())
+            rows = [grant for member, grant in candidates if member in claimed]
+            firmware = self.grants.catalog.get(campaign.firmware_id)
+            return self.grants.deliver(session, rows, firmware, campaign.ftps_mode)
+
+    def advance(self, campaign_id: str) -> None:
+        """Halt a failing wave, start the next one of a finished wave, or finish the campaign: at most once."""
+        with self.database.session() as session:
+            campaign = self._campaign(session, campaign_id)
+            if campaign.status != CampaignStatus.RUNNING:
+                return
+            wave = campaign.current_wave
+            grant_ids = [grant_id for grant_id in session.exec(select(CampaignCharger.grant_id).where(
+                CampaignCharger.campaign_id == campaign_id, CampaignCharger.wave == wave)).all()
+                if grant_id is not None]
+        jobs = self.jobs.jobs(grant_ids)
+        states = Counter(job.state for job in jobs.values())
+        size = len(grant_ids)
+        failed = sum(states[state] for state in FAILURES)
+        threshold = campaign.thresholds[wave]
+        with self.database.session(exclusive=True) as session:
+            # Whatever node decides, only the one whose update still finds this wave running acts on it.
+            still = (col(Campaign.id) == campaign_id, col(Campaign.status) == CampaignStatus.RUNNING.value,
+                     col(Campaign.current_wave) == wave)
+            if size and failed / size > threshold:
+                worst = ", ".join(f"{count} {state.value}" for state, count in states.most_common()
+                                  if state in FAILURES)
+                reason = (f"wave {wave + 1}: {failed} of {size} chargers failed ({failed / size:.0%}), more than "
+                          f"its threshold of {threshold:.0%} ({worst})")
+                session.execute(update(Campaign).where(*still).values(status=CampaignStatus.HALTED.value,
+                                                                      status_reason=reason))
+                return
+            if sum(states[state] for state in FINISHED) < size:
+                return
+            if wave + 1 == len(campaign.wave_ends):
+                session.execute(update(Campaign).where(*still).values(
+                    status=CampaignStatus.COMPLETED.value, status_reason="every wave finished"))
+                return
+            moved = session.execute(update(Campaign).where(*still).values(current_wave=wave + 1)).rowcount
+            if moved == 1:
+                firmware = self.grants.catalog.get(campaign.firmware_id)
+                self._start_wave(session, session.get(Campaign, campaign_id), firmware, wave + 1)
+
+    def set_status(self, campaign_id: str, action: str) -> CampaignReport:
+        """pause, resume or cancel; cancel revokes every grant no charger has finished downloading."""
+        transitions = {
+            "pause": ({CampaignStatus.RUNNING}, CampaignStatus.PAUSED),
+            "resume": ({CampaignStatus.PAUSED}, CampaignStatus.RUNNING),
+            "cancel": ({CampaignStatus.RUNNING, CampaignStatus.PAUSED, CampaignStatus.HALTED}, CampaignStatus.CANCELLED),
+        }
+        allowed, target = transitions[action]
+        with self.database.session(exclusive=True) as session:
+            campaign = self._campaign(session, campaign_id)
+            if campaign.status not in allowed:
+                raise Conflict(f"campaign {campaign_id} is {campaign.status}: it cannot {action}")
+            campaign.status = target.value
+            campaign.status_reason = f"{action} by request"
+            session.add(campaign)
+            if action == "cancel":
+                session.execute(update(Grant).where(
+                    col(Grant.id).in_(select(CampaignCharger.grant_id).where(CampaignCharger.campaign_id == campaign_id)),
+                    col(Grant.revoked_at).is_(None), col(Grant.downloads_completed) == 0,
+                ).values(revoked_at=self.clock(), revoke_reason=f"campaign {campaign_id} cancelled"))
+        if action == "resume":
+            self.advance(campaign_id)
+        return self.report(campaign_id)
+
+    def advance_for(self, grant_ids: Sequence[int]) -> None:
+        """Let the campaigns these grants belong to act on what was just reported about them."""
+        with self.database.session() as session:
+            campaign_ids = set(session.exec(select(CampaignCharger.campaign_id).where(
+                col(CampaignCharger.grant_id).in_(list(grant_ids)))).all())
+        for campaign_id in sorted(campaign_ids):
+            self.advance(campaign_id)
+
+    def list(self) -> list[Campaign]:
+        with self.database.session() as session:
+            return list(session.exec(select(Campaign).order_by(col(Campaign.created_at).desc())).all())
+
+    def report(self, campaign_id: str) -> CampaignReport:
+        self.advance(campaign_id)
+        with self.database.session() as session:
+            campaign = self._campaign(session, campaign_id)
+            members = list(session.exec(select(CampaignCharger).where(
+                CampaignCharger.campaign_id == campaign_id).order_by(col(CampaignCharger.position))).all())
+        jobs = self.jobs.jobs([member.grant_id for member in members if member.grant_id is not None])
+        pairs = [(member, jobs.get(member.grant_id) if member.grant_id is not None else None) for member in members]
+        waves = []
+        for number, threshold in enumerate(campaign.thresholds):
+            in_wave = [job for member, job in pairs if member.wave == number]
+            size = sum(1 for member, _ in pairs if member.wave == number)
+            states = Counter(job.state.value for job in in_wave if job is not None)
+            failed = sum(states[state.value] for state in FAILURES)
+            waves.append(WaveReport(number + 1, size, dict(states),
+                                    failed / size if in_wave and size else None, threshold))
+        all_jobs = [job for _, job in pairs if job is not None]
+        states = Counter(job.state.value for job in all_jobs)
+        finished = sum(states[state.value] for state in FINISHED)
+        return CampaignReport(
+            id=campaign.id, firmware_id=campaign.firmware_id, status=campaign.status,
+            status_reason=campaign.status_reason, current_wave=campaign.current_wave + 1, waves=waves,
+            chargers=len(members), skipped=dict(Counter(member.skip_reason.split(" ")[0]
+                                                        for member, _ in pairs if member.skip_reason)),
+            states=dict(states),
+            success_rate=states[JobState.SUCCEEDED.value] / finished if finished else None,
+            download_seconds=percentiles([job.download_seconds for job in all_jobs if job.download_seconds is not None]),
+            completion_seconds=percentiles([job.completion_seconds for job in all_jobs
+                                            if job.completion_seconds is not None]),
+            bytes_served=sum(job.bytes_served for job in all_jobs),
+            created_at=campaign.created_at,
+            jobs=pairs,
+        )
+
+    @staticmethod
+    def _campaign(session: Session, campaign_id: str) -> Campaign:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise NotFound(f"no campaign with id {campaign_id}")
+        return campaign

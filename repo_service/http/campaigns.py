@@ -1,0 +1,132 @@
+"""Campaigns over HTTP: staged rollouts a CSMS starts, pulls due grants from, and watches."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from repo_service.domain.campaigns import CampaignReport, parse_campaign_request
+from repo_service.domain.clients import Action
+from repo_service.domain.grants import iso
+from repo_service.errors import InvalidInput
+from repo_service.http.auth import authorize
+from repo_service.http.bodies import json_object
+from repo_service.http.grants import grant_json
+
+# 100,000 chargers of about 120 bytes each.
+MAX_CAMPAIGN_BODY = 16 * 1024 * 1024
+CSV_COLUMNS = ("charger_id", "wave", "grant_id", "state", "skip_reason", "current_version", "first_byte", "last_byte",
+               "boot_confirmed", "download_seconds", "completion_seconds", "bytes_served")
+
+
+def report_json(report: CampaignReport) -> dict[str, Any]:
+    return {
+        "id": report.id,
+        "firmware_id": report.firmware_id,
+        "status": report.status,
+        "status_reason": report.status_reason,
+        "current_wave": report.current_wave,
+        "created_at": iso(report.created_at),
+        "chargers": report.chargers,
+        "skipped": report.skipped,
+        "states": report.states,
+        "success_rate": report.success_rate,
+        "download_seconds": report.download_seconds,
+        "completion_seconds": report.completion_seconds,
+        "bytes_served": report.bytes_served,
+        "waves": [
+            {"wave": wave.number, "chargers": wave.chargers, "states": wave.states,
+             "failure_rate": wave.failure_rate, "failure_threshold": wave.threshold}
+            for wave in report.waves
+        ],
+    }
+
+
+def _campaign_id(request: Request) -> str:
+    campaign_id = request.path_params["campaign_id"]
+    if len(campaign_id) != 16 or not all(character in "0123456789abcdef" for character in campaign_id):
+        raise InvalidInput("campaign_id", f"{campaign_id[:40]!r} is not a campaign id")
+    return campaign_id
+
+
+async def create(request: Request) -> Response:
+    actor = await authorize(request, Action.GRANT)
+    campaign_request = parse_campaign_request(await json_object(request, MAX_CAMPAIGN_BODY))
+    report = await run_in_threadpool(request.app.state.services.campaigns.create, campaign_request, actor.client_id)
+    return JSONResponse(report_json(report), status_code=201, headers={"Location": f"/api/v1/campaigns/{report.id}"})
+
+
+async def list_campaigns(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    campaigns = await run_in_threadpool(request.app.state.services.campaigns.list)
+    return JSONResponse({"items": [
+        {"id": campaign.id, "firmware_id": campaign.firmware_id, "status": campaign.status,
+         "current_wave": campaign.current_wave + 1, "waves": len(campaign.wave_ends),
+         "created_at": iso(campaign.created_at)}
+        for campaign in campaigns
+    ]})
+
+
+async def show(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    report = await run_in_threadpool(request.app.state.services.campaigns.report, _campaign_id(request))
+    return JSONResponse(report_json(report))
+
+
+async def due_grants(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    if request.query_params.get("due") != "now":
+        raise InvalidInput("due", "only due=now is supported: the grants whose retrieve_date has come")
+    services = request.app.state.services
+    campaign_id = _campaign_id(request)
+    grants = await run_in_threadpool(services.campaigns.due, campaign_id)
+    firmware = await run_in_threadpool(services.catalog.get, grants[0].firmware_id) if grants else None
+    return JSONResponse({"campaign_id": campaign_id,
+                         "grants": [grant_json(grant, firmware) for grant in grants] if firmware else []})
+
+
+async def jobs_csv(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    report = await run_in_threadpool(request.app.state.services.campaigns.report, _campaign_id(request))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for member, job in report.jobs:
+        writer.writerow([
+            member.charger_id, member.wave + 1 if member.wave is not None else "", member.grant_id or "",
+            job.state.value if job else "skipped", member.skip_reason or "", member.current_version,
+            iso(job.first_byte_at) if job and job.first_byte_at else "",
+            iso(job.last_byte_at) if job and job.last_byte_at else "",
+            iso(job.booted_at) if job and job.booted_at else "",
+            job.download_seconds if job and job.download_seconds is not None else "",
+            job.completion_seconds if job and job.completion_seconds is not None else "",
+            job.bytes_served if job else "",
+        ])
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="campaign-{report.id}.csv"'})
+
+
+def _action(action: str):  # type: ignore[no-untyped-def]
+    async def act(request: Request) -> Response:
+        await authorize(request, Action.GRANT)
+        report = await run_in_threadpool(request.app.state.services.campaigns.set_status, _campaign_id(request), action)
+        return JSONResponse(report_json(report))
+
+    return act
+
+
+ROUTES = [
+    Route("/api/v1/campaigns", create, methods=["POST"]),
+    Route("/api/v1/campaigns", list_campaigns, methods=["GET"]),
+    Route("/api/v1/campaigns/{campaign_id}", show, methods=["GET"]),
+    Route("/api/v1/campaigns/{campaign_id}/grants", due_grants, methods=["GET"]),
+    Route("/api/v1/campaigns/{campaign_id}/jobs.csv", jobs_csv, methods=["GET"]),
+    *(Route(f"/api/v1/campaigns/{{campaign_id}}/{action}", _action(action), methods=["POST"])
+      for action in ("pause", "resume", "cancel")),
+]
