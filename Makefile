@@ -17,6 +17,7 @@ bench: $(VENV)/.installed-test system-packages
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/grants.py
 	$(BIN)/python bench/download.py
+	$(BIN)/python bench/ftps.py
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fwrepo needs Python 3.11 or newer"'

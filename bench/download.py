@@ -344,13 +344,82 @@ def slow_client_main(arguments: list[str]) -> int:
 DOWNLOAD_CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
     ("TLS handshakes", re.compile(r"do_handshake|_do_handshake|load_verify|wrap_bio")),
     ("TLS encryption (ssl.SSLObject.write, in the event loop)", re.compile(r"ssl\.py")),
-    ("reading the file (LocalStorage, file.read)", re.compile(r"storage/local\.py")),
+    ("reading the file (LocalStorage, os.preadv)", re.compile(r"storage/local\.py")),
     ("reading from S3 (botocore / urllib3 body)", re.compile(r"storage/s3\.py|botocore/|urllib3/|http/client\.py|socket\.py")),
     ("authorizing the download (token, grant state, database)", re.compile(r"domain/grants\.py|domain/tokens\.py|sqlalchemy/|domain/catalog\.py")),
-    ("worker-thread hand-off (anyio to_thread, iterate_in_threadpool)", re.compile(r"anyio/|starlette/concurrency\.py|concurrent/futures|threading\.py|queue\.py")),
+    ("worker-thread hand-off (anyio to_thread: run_in_threadpool in _pulled)", re.compile(r"anyio/|starlette/concurrency\.py|concurrent/futures|threading\.py|queue\.py")),
     ("HTTP plumbing (Starlette StreamingResponse, uvicorn)", re.compile(r"starlette/|uvicorn/|http/streaming\.py|http/downloads\.py")),
     ("event loop: uvloop C code, socket writes and polling (idle included)", re.compile(r"asyncio/|uvloop")),
 ]
+
+
+# --------------------------------------------------------------------------- tracemalloc of the server
+
+
+# Put on the PYTHONPATH of one extra (unmeasured) `fwrepo serve` when the slow-clients target is missed:
+# repo_service is left as it is; the server traces Python allocations from its start, and on SIGUSR1 writes
+# what is allocated where (and its VmRSS at that moment) to $BENCH_TRACEMALLOC_OUT.N.json.
+TRACEMALLOC_HOOK = """\
+# Written by bench/download.py: tracemalloc in `fwrepo serve`, a snapshot on SIGUSR1.
+import os
+import sys
+
+_out = os.environ.get("BENCH_TRACEMALLOC_OUT")
+if _out and "serve" in sys.argv[1:]:
+    import json
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(1)
+    _count = [0]
+
+    def _snapshot(signum, frame):
+        with open("/proc/self/status") as status:
+            rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        files = [[s.traceback[0].filename, s.size, s.count] for s in snapshot.statistics("filename")]
+        lines = [[f"{s.traceback[0].filename}:{s.traceback[0].lineno}", s.size, s.count]
+                 for s in snapshot.statistics("lineno")[:400]]
+        traced, _peak = tracemalloc.get_traced_memory()
+        path = f"{_out}.{_count[0]}.json"
+        _count[0] += 1
+        with open(path + ".tmp", "w") as f:
+            json.dump({"rss_kib": rss, "traced": traced, "overhead": tracemalloc.get_tracemalloc_memory(),
+                       "files": files, "lines": lines}, f)
+        os.replace(path + ".tmp", path)
+
+    signal.signal(signal.SIGUSR1, _snapshot)
+"""
+
+
+@dataclass
+class TracedMemory:
+    """The slow clients once more, on a server with tracemalloc: Python allocations per connection, by file."""
+
+    connected: int = 0
+    idle_rss_kib: int = 0
+    peak_rss_kib: int = 0
+    idle_traced: int = 0
+    peak_traced: int = 0
+    overhead: int = 0  # growth of tracemalloc's own memory between the two snapshots
+    files: list[tuple[str, int, int]] = field(default_factory=list)  # (file, bytes grown, blocks grown), largest first
+    lines: list[tuple[str, int, int]] = field(default_factory=list)
+    error: str = ""
+
+    @staticmethod
+    def grown(before: list, after: list) -> list[tuple[str, int, int]]:
+        base = {name: (size, count) for name, size, count in before}
+        out = [(name, size - base.get(name, (0, 0))[0], count - base.get(name, (0, 0))[1]) for name, size, count in after]
+        return sorted((row for row in out if row[1] > 0), key=lambda row: -row[1])
+
+
+def short_path(filename: str) -> str:
+    """A traced file name without the venv / interpreter prefix."""
+    for marker in ("site-packages/", "/lib/python3.", "/work/main/"):
+        if marker in filename:
+            tail = filename.split(marker, 1)[1]
+            return tail.split("/", 1)[1] if marker == "/lib/python3." else tail
+    return filename
 
 
 # --------------------------------------------------------------------------- the bench
@@ -372,6 +441,7 @@ class Bench:
         self.parallel = {name: Series(name) for name in PARALLEL}
         self.slow = SlowResult()
         self.profiles: dict[str, grants.ProfileSummary] = {}
+        self.traced: TracedMemory | None = None  # the slow clients under tracemalloc, when that target is missed
         self.findings: dict[str, list[str]] = {}
         self.server_rss: dict[str, tuple[int | None, int | None]] = {}  # name -> (idle VmRSS, VmHWM at stop) KiB
         self.nginx: Nginx | None = None
@@ -394,6 +464,9 @@ class Bench:
         upload.make_random_file(self.small_file, self.small)
 
     def fwrepo(self, name: str, settings: dict[str, str]) -> FwrepoServer:
+        # No FTPS server inside `fwrepo serve`: two servers at once (fwrepo-s3 and its redirect twin) would both
+        # want its fixed port, and only HTTPS downloads are measured here.
+        settings = {"FWREPO_FTPS": "false", **settings}
         server = grants.start_tls_server(self.stack, name, self.work / name, settings)
         say(f"{name}: fwrepo serve pid {server.pid} at {server.url}")
         return server
@@ -586,6 +659,74 @@ class Bench:
                                timeout=self.args.slow_seconds + self.args.slow_ramp + 240)
             self.keep_profile("slow clients", profile, profile_out, time.monotonic() - start)
         self.stop_fwrepo(server, result.idle_rss_kib)
+        if self.wants_profile("slow"):
+            self.trace_slow()
+
+    def trace_slow(self) -> None:
+        """The slow clients once more (not counted) on a fresh server that runs tracemalloc: what grows, per file."""
+        say("tracing the slow clients' memory with tracemalloc (an extra run on a fresh server, not counted)")
+        traced = self.traced = TracedMemory()
+        args = self.args
+        hook = self.work / "tracemalloc-hook"
+        hook.mkdir(exist_ok=True)
+        (hook / "sitecustomize.py").write_text(TRACEMALLOC_HOOK)
+        out = self.work / "tracemalloc"
+        pythonpath = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+        server = self.fwrepo("fwrepo-slow-traced", {"FWREPO_STORAGE": "local", "PYTHONPATH": pythonpath,
+                                                    "BENCH_TRACEMALLOC_OUT": str(out)})
+        client = None
+        try:
+            firmware_id = self.publish(server, self.small_file)
+            urls = self.grant_urls(server, firmware_id, args.slow_clients, "TRACE")
+            listing = self.work / "traced-urls.txt"
+            listing.write_text("\n".join(urls) + "\n")
+            upload.sync_all()
+            self.turns.wait("tracing the slow clients' memory")
+            time.sleep(1.0)
+
+            def snapshot(index: int) -> dict:
+                os.kill(server.pid, signal.SIGUSR1)
+                path = Path(f"{out}.{index}.json")
+                deadline = time.monotonic() + 120
+                while not path.exists():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"no tracemalloc snapshot {path.name} from the server" + server.describe_exit())
+                    try:  # a request wakes an idle event loop, which then runs the signal handler
+                        import urllib.request
+
+                        urllib.request.urlopen(server.url + "/healthz", timeout=5, context=grants.ssl_context(server)).close()
+                    except OSError:
+                        pass
+                    time.sleep(0.5)
+                return json.loads(path.read_text())
+
+            idle = snapshot(0)
+            command = [sys.executable, str(Path(__file__).resolve()), "--slow-client", str(listing), str(server.cacert),
+                       str(args.slow_rate), str(args.slow_seconds), str(args.slow_ramp)]
+            client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(args.slow_ramp + 0.6 * args.slow_seconds)  # all connected, none done yet
+            peak = snapshot(1)
+            stdout, stderr = client.communicate(timeout=args.slow_seconds + args.slow_ramp + 240)
+            if client.returncode != 0:
+                raise RuntimeError(f"slow clients failed: {stderr.strip()[-500:]}")
+            results = json.loads(stdout)["results"]
+            traced.connected = sum(1 for r in results if r.get("connected"))
+            traced.idle_rss_kib, traced.peak_rss_kib = idle["rss_kib"], peak["rss_kib"]
+            traced.idle_traced, traced.peak_traced, traced.overhead = idle["traced"], peak["traced"], peak["overhead"] - idle["overhead"]
+            traced.files = TracedMemory.grown(idle["files"], peak["files"])
+            traced.lines = TracedMemory.grown(idle["lines"], peak["lines"])
+            per = (traced.peak_traced - traced.idle_traced) / max(traced.connected, 1)
+            say(f"  tracemalloc: {traced.connected} connected, Python allocations grew {per / 1000:.0f} KB per connection; "
+                + ", ".join(f"{short_path(name)} {size / max(traced.connected, 1) / 1000:.1f} KB"
+                            for name, size, _count in traced.files[:6]))
+        except (RuntimeError, OSError, ValueError, KeyError, subprocess.TimeoutExpired) as error:
+            traced.error = str(error)[:300]
+            say(f"  tracemalloc run failed: {traced.error}")
+        finally:
+            if client is not None and client.poll() is None:
+                client.kill()
+                client.wait()
+            server.stop()
 
     def phase_s3(self) -> None:
         say("-- S3 phase: Ceph RGW, direct and through fwrepo-s3")
@@ -869,6 +1010,7 @@ def render_section(bench: Bench, machine: list[str], when: dt.datetime, elapsed:
     for name, summary in bench.profiles.items():
         lines += grants.render_profile(summary, f"py-spy profile of fwrepo during an extra {name} run")
     lines += findings(bench)
+    lines += [WHAT_IF, ""]
     lines.append(f"<!-- bench:{SECTION}:end -->")
     return "\n".join(lines) + "\n"
 
@@ -895,7 +1037,34 @@ def findings(bench: Bench) -> list[str]:
         how = "missed" if verdict.outcome == "FAIL" else "met by less than 10%, within run-to-run noise"
         lines.append(f"- **{verdict.what}** ({verdict.value}, target {verdict.target}, {how}): "
                      f"{what_bounds(bench, verdict.key)}")
-    lines += ["", WHAT_IF, ""]
+    lines.append("")
+    if bench.traced is not None:
+        lines += traced_table(bench)
+    return lines
+
+
+def traced_table(bench: Bench) -> list[str]:
+    traced = bench.traced
+    assert traced is not None
+    if traced.error:
+        return [f"tracemalloc run of the slow clients: failed ({traced.error}).", ""]
+    n = max(traced.connected, 1)
+    lines = [
+        (f"tracemalloc of fwrepo during an extra slow-clients run (a fresh server started with tracemalloc, "
+         f"{traced.connected} clients connected; growth between a snapshot before the clients and one "
+         f"{bench.args.slow_ramp + 0.6 * bench.args.slow_seconds:.0f} s after they began; bytes as allocated, "
+         "touched or not; OpenSSL's own allocations are not traced):"),
+        "",
+        "| allocated in (innermost Python frame) | KB per connection | blocks per connection |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, size, count in traced.files[:10]:
+        lines.append(f"| `{short_path(name)}` | {size / n / 1000:.1f} | {count / n:.1f} |")
+    lines.append(f"| all traced | {(traced.peak_traced - traced.idle_traced) / n / 1000:.1f} | |")
+    lines += ["", "| largest lines | KB per connection |", "| --- | ---: |"]
+    for name, size, _count in traced.lines[:8]:
+        lines.append(f"| `{short_path(name)}` | {size / n / 1000:.1f} |")
+    lines.append("")
     return lines
 
 
@@ -908,21 +1077,33 @@ def _share(bench: Bench, profile: str, *names: str) -> str:
     return f" Profile: {', '.join(parts)}." if parts else ""
 
 
+def _code_constants() -> tuple[int, int, int]:
+    """The download block sizes and the TLS write high-water mark, as the code under test has them."""
+    from repo_service.http.server import WRITE_HIGH_WATER
+    from repo_service.storage.local import READ_BLOCK
+    from repo_service.storage.s3 import S3_READ_BLOCK
+
+    return READ_BLOCK, S3_READ_BLOCK, WRITE_HIGH_WATER
+
+
 def what_bounds(bench: Bench, key: str) -> str:
     cpus = os.cpu_count() or 1
+    block, s3_block, high_water = _code_constants()
     if key == "fwrepo-local":
         fw, ng = bench.single["fwrepo-local"], bench.single["nginx"]
+        per_second = fw.median() * MB / block
         return (
             f"per GiB fwrepo used {fw.median('server_cpu'):.1f} CPU s and nginx {ng.median('server_cpu'):.1f} s, the "
             f"curl client {fw.median('client_cpu'):.1f} s against nginx's {ng.median('client_cpu'):.1f} s; at about "
             f"{fw.median('seconds'):.2f} s per GiB neither side fills the {cpus} CPUs, so the stream is bound by "
-            "the serial path of one connection: per 1 MiB block a hand-off to a worker thread (`iterate_in_threadpool` "
-            "in `_counted`, `repo_service/http/streaming.py`), then TLS encryption and the socket write in the event "
-            "loop, one after the other, where nginx reads and encrypts in one loop in C."
-            + _share(bench, "fwrepo-local", "TLS encryption", "HTTP plumbing", "hand-off", "event loop")
-            + " Suggested: read local files in the event loop where that cannot block (`os.preadv(fd, [buffer], "
-            "offset, os.RWF_NOWAIT)`, a worker thread only on EAGAIN); a what-if with that (and 64 KiB blocks) "
-            "reached 1.15 x nginx."
+            f"the serial path of one connection in the event loop: per {block // 1024} KiB block (`READ_BLOCK` in "
+            f"`repo_service/storage/local.py`, {per_second:,.0f} blocks/s here) an `os.preadv(RWF_NOWAIT)` from the "
+            "page cache and a copy into `bytes` (`_FileBlocks._read`), Starlette's `StreamingResponse` and uvicorn's "
+            "`send`, then TLS encryption (`ssl.SSLObject.write`) and the socket write, one after the other, where "
+            "nginx reads and encrypts in one loop in C with larger buffers."
+            + _share(bench, "fwrepo-local", "TLS encryption", "HTTP plumbing", "hand-off", "event loop", "reading the file")
+            + " The Python work per block is fixed, so it weighs more the smaller the block (the what-if table below: "
+            "16 KiB blocks gave 0.78 x nginx, 64 KiB 1.15 x, both measured before 97c0e08)."
         )
     if key == "fwrepo-100":
         fw, ng = bench.parallel["fwrepo-100"], bench.parallel["nginx-100"]
@@ -932,15 +1113,12 @@ def what_bounds(bench: Bench, key: str) -> str:
             f"CPU. In {wall:.2f} s the {cpus} CPUs give {cpus * wall:.1f} CPU s; fwrepo used {server:.1f} s and the "
             f"{bench.args.parallel} curls {client:.1f} s, while nginx sent the same bytes with {nginx_cpu:.1f} s: "
             f"fwrepo spends {server / nginx_cpu:.1f}x nginx's CPU per byte on cores the clients need too. "
-            "Its one event-loop thread is not the limit (a what-if with two fwrepo processes on one port, "
-            "SO_REUSEPORT, gave the same ratio). Per 1 MiB block, `_counted` in `repo_service/http/streaming.py` "
-            "hands `next()` to a worker thread (`iterate_in_threadpool`): a thread wake-up, a GIL hand-over and an "
-            "event-loop callback per block, which py-spy shows partly as uvicorn `send` time (the event loop waiting "
-            "for the GIL)." + _share(bench, "fwrepo-100", "TLS encryption", "HTTP plumbing", "hand-off", "reading the file")
-            + " Suggested: read local files in the event loop where that cannot block: `os.preadv(fd, [buffer], "
-            "offset, os.RWF_NOWAIT)` returns EAGAIN instead of waiting for the disk, and only then go to a worker "
-            "thread (a `LocalStorage.read` variant in `repo_service/storage/local.py` that yields from the loop, "
-            "used by `firmware_response`/`_counted`)."
+            f"Local blocks ({block // 1024} KiB) are read in the event loop (`_pulled` in "
+            "`repo_service/http/streaming.py`; a worker thread only when a block is not in the page cache), so what "
+            "is left per block is Python: Starlette's `StreamingResponse`, uvicorn's `send`, the `ssl.py` wrapper "
+            "around OpenSSL. One event-loop thread was not the limit before 97c0e08 (two fwrepo processes on one "
+            "port, SO_REUSEPORT, gave the same ratio; what-if table below)."
+            + _share(bench, "fwrepo-100", "TLS encryption", "HTTP plumbing", "hand-off", "reading the file", "event loop")
         )
     if key == "fwrepo-s3":
         fw, direct = bench.single["fwrepo-s3"], bench.single["rgw-direct"]
@@ -948,63 +1126,112 @@ def what_bounds(bench: Bench, key: str) -> str:
         total = sum(v or 0 for v in (fw.median("server_cpu"), fw.median("client_cpu"), fw.median("ceph_cpu")))
         direct_total = sum(v or 0 for v in (direct.median("client_cpu"), direct.median("ceph_cpu")))
         redirect = bench.single["fwrepo-s3-redirect"].median()
+        hand_offs = fw.median() * MB / s3_block
         return (
             f"CPU of the shared machine. Per GiB through fwrepo: fwrepo {fw.median('server_cpu'):.1f} s, curl "
             f"{fw.median('client_cpu'):.1f} s (TLS; {direct.median('client_cpu'):.1f} s for the plain-HTTP direct GET), "
             f"Ceph {fw.median('ceph_cpu'):.1f} s: {total:.1f} CPU s in {wall:.2f} s, {total / (cpus * wall):.0%} of "
             f"the {cpus} CPUs; the direct GET needs {direct_total:.1f} CPU s. fwrepo adds a second socket hop and TLS "
-            "at both ends on the cores Ceph needs." + _share(bench, "fwrepo-s3", "TLS encryption", "event loop",
-                                                              "HTTP plumbing", "S3")
-            + " Reading ahead does not fix it: a what-if that fetched block N+1 from RGW while block N was being "
-            "sent (and one with 4 MiB blocks) gained about 6%. Suggested: where chargers follow redirects, "
-            "FWREPO_DOWNLOAD_MODE=redirect (the info row: "
+            f"at both ends on the cores Ceph needs, and each {s3_block // 1024} KiB S3 block (`S3_READ_BLOCK` in "
+            "`repo_service/storage/s3.py`) is fetched in a worker thread (`run_in_threadpool` in `_pulled`, "
+            f"`repo_service/http/streaming.py`): {hand_offs:,.0f} thread hand-offs per second here."
+            + _share(bench, "fwrepo-s3", "TLS encryption", "event loop", "HTTP plumbing", "S3", "hand-off")
+            + " Reading ahead did not fix it before 97c0e08: a what-if that fetched block N+1 from RGW while block N "
+            "was being sent (1 MiB blocks; and one with 4 MiB blocks) gained about 6%. Suggested: where chargers "
+            "follow redirects, FWREPO_DOWNLOAD_MODE=redirect (the info row: "
             + (f"{redirect:.0f} MB/s" if redirect else "not measured")
             + ", the bytes go from RGW to the charger); otherwise fwrepo needs its own cores (RGW on other "
             "machines) or less CPU per byte on its path."
         )
     if key == "slow":
         slow = bench.slow
-        per = ((max(filter(None, (slow.hwm_kib, slow.max_rss_kib))) - (slow.idle_rss_kib or 0)) * 1024
-               / max(slow.clients, 1))
-        return (
-            f"memory per connection: ({slow.peak_mb:.0f} MB peak - {upload.kib_to_mb(slow.idle_rss_kib):.0f} MB idle) / "
-            f"{slow.clients} = {per / 1e6:.1f} MB, about three 1 MiB blocks (`READ_BLOCK` in "
-            "`repo_service/storage/base.py`). For a slow client uvicorn waits for the transport to drain only before "
-            "the next write, so Starlette's `StreamingResponse` already holds block N+1 while block N sits in the "
-            "TLS transport: the asyncio/uvloop SSL transport's default write high-water mark is 512 KiB "
-            "(`FLOW_CONTROL_HIGH_WATER_SSL_WRITE`), so a whole 1 MiB block is encrypted into user-space buffers at "
-            "once and only what the kernel's socket buffers take leaves the process. The CPU is not the problem: "
-            f"every client got its {slow.rate / 1000:.0f} KB/s (median {slow.per_client_kb_s_median:.0f} KB/s)."
-            + _share(bench, "slow clients", "TLS", "authorizing", "reading the file")
-            + " Suggested, together: (1) download blocks of 32-64 KiB (a download block size passed from "
-            "`firmware_response` in `repo_service/http/streaming.py` to `Storage.read`; uploads and S3 parts keep "
-            "1 MiB); (2) a 64 KiB write high-water mark on each connection, `transport.set_write_buffer_limits("
-            "high=65536)`: uvicorn has no setting for it, so `_serve` in `repo_service/cli.py` would pass "
-            "`http=` a subclass of uvicorn's `HttpToolsProtocol` whose `connection_made` sets it; (3) reads of local "
-            "files in the event loop where they cannot block (`os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)`, a "
-            "worker thread only on EAGAIN) instead of `iterate_in_threadpool` in `_counted`, without which small "
-            "blocks cost throughput (a thread hand-off per 64 KiB: one stream fell to 0.37 x nginx in a what-if). Even then each TLS connection in CPython costs 100-180 KB (SSL "
-            "object and BIOs, uvicorn's protocol, the request and its task), so 2,000 of them plus the idle "
-            "process stay above 300 MB unless TLS ends outside Python (a proxy, kernel TLS) or the idle RSS "
-            f"({upload.kib_to_mb(slow.idle_rss_kib):.0f} MB) shrinks."
+        idle_kib = slow.idle_rss_kib or 0
+        peak_kib = max(filter(None, (slow.hwm_kib, slow.max_rss_kib)))
+        per = (peak_kib - idle_kib) * 1024 / max(slow.clients, 1)
+        budget = (TARGET_RSS_MB * MB - idle_kib * 1024) / max(slow.clients, 1)
+        held = block + high_water
+        text = (
+            f"memory per connection: ({peak_kib * 1024 / MB:.0f} MB peak - {idle_kib * 1024 / MB:.0f} MB idle) / "
+            f"{slow.clients} = {per / 1000:.0f} KB; the target leaves {budget / 1000:.0f} KB per connection next to "
+            "the idle process. Since 97c0e08 the image data a connection holds in user space is bounded: a "
+            f"{high_water // 1024} KiB write high-water mark on each TLS transport (`WRITE_HIGH_WATER`, set by "
+            f"`_BoundedWriteBuffers` in `repo_service/http/server.py`), which the last {block // 1024} KiB block "
+            "written may overshoot before uvicorn waits for the drain, the next block read only after that "
+            f"(`READ_BLOCK` in `repo_service/storage/local.py`, `_pulled` in `repo_service/http/streaming.py`); "
+            "below the TLS layer uvloop's TCP transport keeps its own write buffer of encrypted records (its "
+            f"default mark). That is a few {block // 1024} KiB blocks at most, held when the kernel's socket "
+            "buffers are full, as they get with thousands of slow sockets."
         )
+        traced = bench.traced
+        data = None
+        if traced is not None and not traced.error and traced.connected:
+            n = traced.connected
+            python = (traced.peak_traced - traced.idle_traced) / n
+            rss = (traced.peak_rss_kib - traced.idle_rss_kib) * 1024 / n
+            plain = sum(size for name, size, _c in traced.files if short_path(name).startswith("repo_service/storage/")) / n
+            records = sum(size for name, size, _c in traced.files if short_path(name).startswith("uvicorn/protocols/http/")) / n
+            data = plain + records
+            text += (
+                f" tracemalloc (table below, an extra run on a fresh server) puts it at {data / 1000:.0f} KB per "
+                f"connection: {plain / 1000:.0f} KB of plaintext blocks (`bytes` made in `repo_service/storage/`) and "
+                f"{records / 1000:.0f} KB allocated under uvicorn's `send` (`transport.write` in "
+                "`uvicorn/protocols/http/`: the encrypted records uvloop queues for the socket). The other "
+                f"{(per - data) / 1000:.0f} KB per connection of the measured run is the connection itself: OpenSSL's "
+                "SSL state, `MemoryBIO`s and record buffers behind CPython's `ssl.SSLObject` (allocated by OpenSSL, "
+                "not traced), uvloop's SSL protocol and transport, uvicorn's `HttpToolsProtocol` and httptools parser, "
+                "the request's scope, Starlette's `Request` and `StreamingResponse`, the task that runs them, and "
+                f"what malloc keeps. In all, Python's allocators grew by {python / 1000:.0f} KB per connection "
+                f"(counted as allocated, touched or not), RSS by {rss / 1000:.0f} KB per connection in that run "
+                f"(tracemalloc's own {traced.overhead / n / 1000:.0f} KB included)."
+            )
+            if traced.files and short_path(traced.files[0][0]).startswith("asyncio/runners.py"):
+                text += (
+                    " The `asyncio/runners.py` row is memory allocated by C code under the event loop's run call, "
+                    "with no Python frame of its own: chiefly uvloop's SSL protocol, which reserves a 256 KiB read "
+                    "buffer per connection (`SSL_READ_MAX_SIZE`, `PyMem_RawMalloc` in uvloop's `sslproto.pyx`) "
+                    "of which a GET request touches little, so it counts there in full but hardly in RSS."
+                )
+        else:
+            text += (
+                " The rest is the connection itself: OpenSSL's SSL state, `MemoryBIO`s and record buffers behind "
+                "CPython's `ssl.SSLObject`, uvloop's SSL protocol and transport, uvicorn's `HttpToolsProtocol` and "
+                "httptools parser, the request's scope, Starlette's `Request` and `StreamingResponse`, the task that "
+                "runs them, and what malloc keeps."
+            )
+        saved = data if data is not None else held
+        text += (
+            f" The CPU is not the problem: every client got its {slow.rate / 1000:.0f} KB/s (median "
+            f"{slow.per_client_kb_s_median:.0f} KB/s; server CPU {slow.server_cpu:.1f} s)."
+            + _share(bench, "slow clients", "TLS", "authorizing", "reading the file", "HTTP plumbing")
+            + f" Smaller blocks and marks would save part of the {saved / 1000:.0f} KB of image data, not the connection, and cost "
+            "throughput (16 KiB blocks: 0.78 x nginx in the what-if table); under "
+            f"{TARGET_RSS_MB} MB needs cheaper connections: TLS ended outside Python (a TLS-terminating proxy in "
+            "front of fwrepo, or kernel TLS, which this kernel lacks), or fewer connections per process."
+        )
+        return text
     return "see the profile above."
 
 
 # Measured once, not by this script: fwrepo patched at start-up by a launcher outside the repository
 # (repo_service unchanged), on this machine, 1 GiB one stream / 100 x 20 MiB / 2,000 slow clients as above.
+# History: the code they patched is the one before commit 97c0e08 (one READ_BLOCK of 1 MiB for local and S3
+# reads, each read in a worker thread via iterate_in_threadpool, uvloop's default 512 KiB TLS write high-water
+# mark); 97c0e08 shipped the row "64 KiB, high-water 64 KiB, reads in the event loop" (S3: 256 KiB blocks).
 WHAT_IF = """\
-What-if measurements (2026-11-25, once, not repeated by this script; fwrepo patched at start-up by a launcher
-outside the repository, repo_service itself unchanged; same machine and workloads, ratios against nginx in
-the same session):
+History: what-if measurements of 2026-11-25, before commit 97c0e08 (once, not repeated by this script; fwrepo
+patched at start-up by a launcher outside the repository, same machine and workloads, ratios against nginx in
+the same session). The code they started from read local and S3 files in 1 MiB blocks (`READ_BLOCK`), each in a
+worker thread (`iterate_in_threadpool`), with uvloop's default 512 KiB TLS write high-water mark; 97c0e08 shipped
+the row "READ_BLOCK 64 KiB, high-water 64 KiB, reads in the event loop" (and 256 KiB S3 blocks). This run's
+numbers for the shipped code are the tables above.
 
-| change | one stream / nginx | 100 parallel / nginx | 2,000 slow clients: peak RSS |
+| change (to the code before 97c0e08) | one stream / nginx | 100 parallel / nginx | 2,000 slow clients: peak RSS |
 | --- | ---: | ---: | ---: |
-| none (as shipped; all runs of that day) | 0.93-1.04 | 0.69-0.77 | 6.4-6.7 GB |
+| none (1 MiB blocks in a worker thread; all runs of that day) | 0.93-1.04 | 0.69-0.77 | 6.4-6.7 GB |
 | READ_BLOCK 64 KiB | 0.37 | 0.48 | 1.4 GB |
 | READ_BLOCK 256 KiB | 0.92 | 0.79 | 3.5 GB |
 | READ_BLOCK 64 KiB, SSL write high-water 64 KiB | - | - | 0.92 GB |
-| READ_BLOCK 64 KiB, high-water 64 KiB, reads in the event loop | 1.15 | 0.89 | 0.75 GB |
+| READ_BLOCK 64 KiB, high-water 64 KiB, reads in the event loop (shipped in 97c0e08) | 1.15 | 0.89 | 0.75 GB |
 | READ_BLOCK 32 KiB, high-water 32 KiB, reads in the event loop | 1.11 | 0.85 | 0.62 GB |
 | READ_BLOCK 16 KiB, high-water 16 KiB, reads in the event loop | 0.78 | 0.79 | 0.49 GB |
 | two fwrepo processes on one port (SO_REUSEPORT) | - | 0.77 (same session: 0.76 without) | - |

@@ -263,8 +263,8 @@ def upload_firmware(server: FwrepoServer, path: Path, version: str, work: Path) 
     return published.json()
 
 
-def issue_grants(server: FwrepoServer, firmware_id: str, charger_ids: list[str]) -> list[dict]:
-    """Grants for these chargers (batches of up to 10,000): each grant's JSON."""
+def issue_grants(server: FwrepoServer, firmware_id: str, charger_ids: list[str], **options: str) -> list[dict]:
+    """Grants for these chargers (batches of up to 10,000; options such as protocol="ftps" go into each request)."""
     import httpx
 
     grants: list[dict] = []
@@ -273,7 +273,7 @@ def issue_grants(server: FwrepoServer, firmware_id: str, charger_ids: list[str])
             chunk = charger_ids[first:first + BATCH]
             reply = client.post(f"{server.url}/api/v1/grants/batch",
                                 headers={"Authorization": f"Bearer {server.csms}"},  # type: ignore[attr-defined]
-                                json={"firmware_id": firmware_id, "charger_ids": chunk})
+                                json={"firmware_id": firmware_id, "charger_ids": chunk, **options})
             if reply.status_code != 201:
                 raise RuntimeError(f"grants on {server.name}: HTTP {reply.status_code} {reply.text[:300]}")
             grants += reply.json()["grants"]

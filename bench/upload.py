@@ -407,6 +407,18 @@ def fwrepo_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from repo_service.cli import main; sys.exit(main())"]
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class FwrepoServer:
     """`fwrepo serve` in its own session, with its own data directory and an API key."""
 
@@ -497,14 +509,7 @@ class FwrepoServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 # --------------------------------------------------------------------------- the bench
