@@ -32,7 +32,7 @@ class StoredFile:
         self.bytes_read = 0
         self._open_at = open_at
         self._blocks: Iterator[bytes] | None = None
-        self._rest = memoryview(b"")
+        self._rest = b""
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         if self._blocks is not None or whence != os.SEEK_SET or not 0 <= offset <= self.size:
@@ -44,11 +44,12 @@ class StoredFile:
         if self._blocks is None:
             self._blocks = self._open_at(self.start)
         if not self._rest:
-            self._rest = memoryview(next(self._blocks, b""))
+            self._rest = next(self._blocks, b"")
+        # pyftpdlib asks for 64 KiB, a whole block: it is handed on as it came, without a copy.
         if size < 0 or size >= len(self._rest):
-            data, self._rest = bytes(self._rest), memoryview(b"")
+            data, self._rest = self._rest, b""
         else:
-            data, self._rest = bytes(self._rest[:size]), self._rest[size:]
+            data, self._rest = self._rest[:size], self._rest[size:]
         self.bytes_read += len(data)
         return data
 

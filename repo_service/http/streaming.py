@@ -83,7 +83,7 @@ async def firmware_response(
 
 async def _counted(
     blocks: Iterator[bytes], start: int, length: int, size: int, on_end: Callable[[Delivery], None] | None
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[bytes | memoryview]:
     # Each block is sent before the next is read: a slow client holds one block, not the image.
     began, sent = time.monotonic(), 0
     try:
@@ -96,7 +96,7 @@ async def _counted(
             on_end(Delivery(start, length, sent, size, time.monotonic() - began))
 
 
-async def _pulled(blocks: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def _pulled(blocks: Iterator[bytes]) -> AsyncIterator[bytes | memoryview]:
     """Blocks read in the event loop when that cannot block (page cache), else in a worker thread."""
     read_nowait = blocks.read_nowait if isinstance(blocks, ReadsWithoutBlocking) else None
     while True:

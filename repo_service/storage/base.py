@@ -46,7 +46,7 @@ class Storage(Protocol):
 class ReadsWithoutBlocking(Protocol):
     """A stream from Storage.read whose next block can be tried without blocking (a file in the page cache)."""
 
-    def read_nowait(self) -> bytes | None:
+    def read_nowait(self) -> bytes | memoryview | None:
         """The next block (b"" at the end), or None when getting it would block: then call next() in a thread."""
 
 
