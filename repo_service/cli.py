@@ -136,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     yank = commands.add_parser("yank", parents=[client], help="withdraw a firmware")
     yank.add_argument("firmware_id")
     yank.add_argument("--reason", required=True)
+
+    campaigns = commands.add_parser("campaigns", help="staged rollouts (remote)")
+    campaign_commands = campaigns.add_subparsers(dest="campaigns_command", required=True)
+    campaign_commands.add_parser("list", parents=[client], help="campaigns, newest first")
+    campaign_show = campaign_commands.add_parser("show", parents=[client], help="a campaign's report")
+    campaign_show.add_argument("campaign_id")
+    campaign_show.add_argument("--follow", action="store_true", help="redraw a progress bar until the campaign ends")
+    campaign_show.add_argument("--json", action="store_true", help="print the JSON reply")
+    for action, text in (("pause", "stop handing out grants"), ("resume", "go on after a pause"),
+                         ("cancel", "stop for good and revoke every unused grant")):
+        campaign_commands.add_parser(action, parents=[client], help=text).add_argument("campaign_id")
     return parser
 
 
@@ -504,6 +515,58 @@ def _yank(arguments: argparse.Namespace) -> None:
     print(f"{record['id']}  {record['vendor']} {record['version']}  {record['status']}: {record['yank_reason']}")
 
 
+CAMPAIGN_ENDED = ("halted", "cancelled", "completed")
+FOLLOW_SECONDS = 2.0
+
+
+def _campaigns(arguments: argparse.Namespace) -> None:
+    command = arguments.campaigns_command
+    if command == "list":
+        items = _request(arguments, "GET", "/api/v1/campaigns")["items"]
+        _print_table(["ID", "FIRMWARE", "STATUS", "WAVE", "CREATED"],
+                     [[item["id"], item["firmware_id"], item["status"], f"{item['current_wave']}/{item['waves']}",
+                       item["created_at"][:19]] for item in items])
+        return
+    path = f"/api/v1/campaigns/{arguments.campaign_id}"
+    if command != "show":
+        _print_campaign(_request(arguments, "POST", f"{path}/{command}"))
+        return
+    report = _request(arguments, "GET", path)
+    if arguments.json:
+        print(json.dumps(report, indent=2))
+        return
+    _print_campaign(report)
+    while arguments.follow and report["status"] not in CAMPAIGN_ENDED:
+        time.sleep(FOLLOW_SECONDS)
+        report = _request(arguments, "GET", path)
+        print(f"\r{_campaign_bar(report)}", end="", file=sys.stderr, flush=True)
+    if arguments.follow:
+        print(file=sys.stderr)
+        _print_campaign(report)
+
+
+def _campaign_bar(report: dict[str, Any], width: int = 40) -> str:
+    jobs, done = sum(wave["chargers"] for wave in report["waves"]), report["finished"]
+    filled = width * done // jobs if jobs else width
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{jobs} finished  wave {report['current_wave']}  {report['status']}"
+
+
+def _print_campaign(report: dict[str, Any]) -> None:
+    print(f"campaign {report['id']}  firmware {report['firmware_id']}  {report['status']}"
+          + (f": {report['status_reason']}" if report["status_reason"] else ""))
+    print(_campaign_bar(report))
+    rows = [[str(wave["wave"]), str(wave["chargers"]),
+             ", ".join(f"{count} {state}" for state, count in sorted(wave["states"].items())) or "-",
+             "-" if wave["failure_rate"] is None else f"{wave['failure_rate']:.0%}", f"{wave['failure_threshold']:.0%}"]
+            for wave in report["waves"]]
+    _print_table(["WAVE", "CHARGERS", "STATES", "FAILED", "THRESHOLD"], rows)
+    rate = report["success_rate"]
+    print(f"success {'-' if rate is None else f'{rate:.1%}'}; download s median/p95 "
+          f"{report['download_seconds']['median']}/{report['download_seconds']['p95']}; completion s median/p95 "
+          f"{report['completion_seconds']['median']}/{report['completion_seconds']['p95']}; "
+          f"{report['bytes_served']} bytes served; skipped {report['skipped'] or 0}")
+
+
 def _when(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -528,4 +591,5 @@ _HANDLERS = {
     "show": _show,
     "publish": _publish,
     "yank": _yank,
+    "campaigns": _campaigns,
 }

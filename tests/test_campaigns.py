@@ -249,3 +249,20 @@ def test_a_campaign_nobody_needs_is_refused(fwrepo: Fwrepo, csms: httpx.Client) 
 def test_release_engineers_cannot_run_campaigns(fwrepo: Fwrepo) -> None:
     with fwrepo.client("release") as release:
         assert release.get("/api/v1/campaigns").status_code == 403
+
+
+def test_the_cli_lists_shows_follows_and_steers_campaigns(fwrepo: Fwrepo, csms: httpx.Client) -> None:
+    firmware = published(fwrepo)
+    campaign = start(csms, firmware, 3, waves=[1, "100%"])
+    remote = ("--url", fwrepo.url, "--key", fwrepo.key("csms"))
+    assert campaign["id"] in fwrepo.cli("campaigns", "list", *remote).stdout
+    shown = fwrepo.cli("campaigns", "show", campaign["id"], *remote).stdout
+    assert "running" in shown and "0/3 finished" in shown and "THRESHOLD" in shown
+    assert "paused" in fwrepo.cli("campaigns", "pause", campaign["id"], *remote).stdout
+    assert "running" in fwrepo.cli("campaigns", "resume", campaign["id"], *remote).stdout
+    finish(csms, due(csms, campaign), "1.4.0")
+    finish(csms, due(csms, campaign), "1.4.0")
+    followed = fwrepo.cli("campaigns", "show", campaign["id"], "--follow", *remote)
+    assert "completed" in followed.stdout and "3/3 finished" in followed.stdout
+    refused = fwrepo.cli("campaigns", "pause", campaign["id"], *remote, check=False)
+    assert refused.returncode == 1 and "cannot pause" in refused.stderr

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from repo_service.domain.campaigns import CampaignReport, parse_campaign_request
 from repo_service.domain.clients import Action
 from repo_service.domain.grants import iso
+from repo_service.domain.update_jobs import FINISHED
 from repo_service.errors import InvalidInput
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object
@@ -36,6 +37,7 @@ def report_json(report: CampaignReport) -> dict[str, Any]:
         "chargers": report.chargers,
         "skipped": report.skipped,
         "states": report.states,
+        "finished": sum(count for state, count in report.states.items() if state in FINISHED),
         "success_rate": report.success_rate,
         "download_seconds": report.download_seconds,
         "completion_seconds": report.completion_seconds,
