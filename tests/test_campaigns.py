@@ -159,6 +159,8 @@ def test_a_three_wave_campaign_runs_to_the_end(fwrepo: Fwrepo, csms: httpx.Clien
     assert final["completion_seconds"]["median"] is not None
     rows = list(csv.DictReader(io.StringIO(csms.get(f"/api/v1/campaigns/{campaign['id']}/jobs.csv").text)))
     assert len(rows) == 20 and {row["state"] for row in rows} == {"succeeded", "installation_failed"}
+    stats = csms.get(f"/api/v1/firmware/{firmware['id']}/stats").json()
+    assert (stats["campaigns"], stats["jobs"], stats["states"]) == (1, 20, final["states"])
 
 
 def test_failures_above_the_threshold_halt_the_campaign_before_the_next_wave(fwrepo: Fwrepo, csms: httpx.Client) -> None:

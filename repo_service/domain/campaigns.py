@@ -78,6 +78,32 @@ class WaveReport:
 
 
 @dataclass(frozen=True)
+class JobSummary:
+    """What many update jobs add up to."""
+
+    jobs: int
+    states: dict[str, int]
+    finished: int
+    success_rate: float | None
+    download_seconds: dict[str, float | None]
+    completion_seconds: dict[str, float | None]
+    bytes_served: int
+
+    @classmethod
+    def of(cls, jobs: Sequence[Job]) -> JobSummary:
+        states = Counter(job.state.value for job in jobs)
+        finished = sum(states[state.value] for state in FINISHED)
+        return cls(
+            jobs=len(jobs), states=dict(states), finished=finished,
+            success_rate=states[JobState.SUCCEEDED.value] / finished if finished else None,
+            download_seconds=percentiles([job.download_seconds for job in jobs if job.download_seconds is not None]),
+            completion_seconds=percentiles([job.completion_seconds for job in jobs
+                                            if job.completion_seconds is not None]),
+            bytes_served=sum(job.bytes_served for job in jobs),
+        )
+
+
+@dataclass(frozen=True)
 class CampaignReport:
     id: str
     firmware_id: str
@@ -87,11 +113,7 @@ class CampaignReport:
     waves: list[WaveReport]
     chargers: int
     skipped: dict[str, int]
-    states: dict[str, int]
-    success_rate: float | None
-    download_seconds: dict[str, float | None]
-    completion_seconds: dict[str, float | None]
-    bytes_served: int
+    summary: JobSummary
     created_at: datetime
     jobs: list[tuple[CampaignCharger, Job | None]] = field(repr=False, default_factory=list)
 
@@ -439,23 +461,24 @@ class Campaigns:
             failed = sum(states[state.value] for state in FAILURES)
             waves.append(WaveReport(number + 1, size, dict(states),
                                     failed / size if in_wave and size else None, threshold))
-        all_jobs = [job for _, job in pairs if job is not None]
-        states = Counter(job.state.value for job in all_jobs)
-        finished = sum(states[state.value] for state in FINISHED)
         return CampaignReport(
             id=campaign.id, firmware_id=campaign.firmware_id, status=campaign.status,
             status_reason=campaign.status_reason, current_wave=campaign.current_wave + 1, waves=waves,
             chargers=len(members), skipped=dict(Counter(member.skip_reason.split(" ")[0]
                                                         for member, _ in pairs if member.skip_reason)),
-            states=dict(states),
-            success_rate=states[JobState.SUCCEEDED.value] / finished if finished else None,
-            download_seconds=percentiles([job.download_seconds for job in all_jobs if job.download_seconds is not None]),
-            completion_seconds=percentiles([job.completion_seconds for job in all_jobs
-                                            if job.completion_seconds is not None]),
-            bytes_served=sum(job.bytes_served for job in all_jobs),
+            summary=JobSummary.of([job for _, job in pairs if job is not None]),
             created_at=campaign.created_at,
             jobs=pairs,
         )
+
+    def firmware_stats(self, firmware_id: str) -> tuple[JobSummary, int]:
+        """Every grant of a firmware as one job summary, and how many campaigns it was rolled out in."""
+        firmware = self.grants.catalog.get(firmware_id)
+        with self.database.session() as session:
+            grant_ids = list(session.exec(select(Grant.id).where(Grant.firmware_id == firmware.id)).all())
+            campaigns = len(session.exec(select(Campaign.id).where(Campaign.firmware_id == firmware.id)).all())
+        jobs = self.jobs.jobs([grant_id for grant_id in grant_ids if grant_id is not None])
+        return JobSummary.of(list(jobs.values())), campaigns
 
     @staticmethod
     def _campaign(session: Session, campaign_id: str) -> Campaign:

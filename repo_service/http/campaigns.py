@@ -11,10 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from repo_service.domain.campaigns import CampaignReport, parse_campaign_request
+from repo_service.domain.campaigns import CampaignReport, JobSummary, parse_campaign_request
 from repo_service.domain.clients import Action
 from repo_service.domain.grants import iso
-from repo_service.domain.update_jobs import FINISHED
 from repo_service.errors import InvalidInput
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object
@@ -24,6 +23,18 @@ from repo_service.http.grants import grant_json
 MAX_CAMPAIGN_BODY = 16 * 1024 * 1024
 CSV_COLUMNS = ("charger_id", "wave", "grant_id", "state", "skip_reason", "current_version", "first_byte", "last_byte",
                "boot_confirmed", "download_seconds", "completion_seconds", "bytes_served")
+
+
+def summary_json(summary: JobSummary) -> dict[str, Any]:
+    return {
+        "jobs": summary.jobs,
+        "states": summary.states,
+        "finished": summary.finished,
+        "success_rate": summary.success_rate,
+        "download_seconds": summary.download_seconds,
+        "completion_seconds": summary.completion_seconds,
+        "bytes_served": summary.bytes_served,
+    }
 
 
 def report_json(report: CampaignReport) -> dict[str, Any]:
@@ -36,12 +47,7 @@ def report_json(report: CampaignReport) -> dict[str, Any]:
         "created_at": iso(report.created_at),
         "chargers": report.chargers,
         "skipped": report.skipped,
-        "states": report.states,
-        "finished": sum(count for state, count in report.states.items() if state in FINISHED),
-        "success_rate": report.success_rate,
-        "download_seconds": report.download_seconds,
-        "completion_seconds": report.completion_seconds,
-        "bytes_served": report.bytes_served,
+        **summary_json(report.summary),
         "waves": [
             {"wave": wave.number, "chargers": wave.chargers, "states": wave.states,
              "failure_rate": wave.failure_rate, "failure_threshold": wave.threshold}
@@ -114,6 +120,13 @@ async def jobs_csv(request: Request) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="campaign-{report.id}.csv"'})
 
 
+async def firmware_stats(request: Request) -> Response:
+    await authorize(request, Action.GRANT)
+    firmware_id = request.path_params["firmware_id"]
+    summary, campaigns = await run_in_threadpool(request.app.state.services.campaigns.firmware_stats, firmware_id)
+    return JSONResponse({"firmware_id": firmware_id, "campaigns": campaigns, **summary_json(summary)})
+
+
 def _action(action: str):  # type: ignore[no-untyped-def]
     async def act(request: Request) -> Response:
         await authorize(request, Action.GRANT)
@@ -129,6 +142,7 @@ ROUTES = [
     Route("/api/v1/campaigns/{campaign_id}", show, methods=["GET"]),
     Route("/api/v1/campaigns/{campaign_id}/grants", due_grants, methods=["GET"]),
     Route("/api/v1/campaigns/{campaign_id}/jobs.csv", jobs_csv, methods=["GET"]),
+    Route("/api/v1/firmware/{firmware_id}/stats", firmware_stats, methods=["GET"]),
     *(Route(f"/api/v1/campaigns/{{campaign_id}}/{action}", _action(action), methods=["POST"])
       for action in ("pause", "resume", "cancel")),
 ]
