@@ -268,3 +268,15 @@ def test_the_cli_lists_shows_follows_and_steers_campaigns(fwrepo: Fwrepo, csms: 
     assert "completed" in followed.stdout and "3/3 finished" in followed.stdout
     refused = fwrepo.cli("campaigns", "pause", campaign["id"], *remote, check=False)
     assert refused.returncode == 1 and "cannot pause" in refused.stderr
+
+
+def test_due_grants_come_in_pages_each_handed_out_once(fwrepo: Fwrepo, csms: httpx.Client) -> None:
+    firmware = published(fwrepo)
+    campaign = start(csms, firmware, 25)
+    pages = []
+    while page := csms.get(f"/api/v1/campaigns/{campaign['id']}/grants", params={"due": "now", "limit": 10}).json()[
+            "grants"]:
+        pages.append(len(page))
+    assert pages == [10, 10, 5]
+    reply = csms.get(f"/api/v1/campaigns/{campaign['id']}/grants", params={"due": "now", "limit": 10_001})
+    assert reply.status_code == 422 and reply.json()["field"] == "limit"

@@ -35,6 +35,9 @@ from repo_service.errors import Conflict, InvalidInput, NotFound
 MAX_CHARGERS = 100_000
 MAX_WAVES = 20
 DEFAULT_THRESHOLD = 0.1
+# Due grants per reply: each carries its OCPP payloads, certificate included (a few KB).
+DUE_PAGE = 1_000
+MAX_DUE_PAGE = 10_000
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
@@ -345,29 +348,29 @@ class Campaigns:
             member.grant_id = grant_id
             session.add(member)
 
-    def due(self, campaign_id: str) -> list[GrantRecord]:
-        """The grants whose retrieve_date has come and that no CSMS has been handed yet; each is handed out once."""
+    def due(self, campaign_id: str, limit: int = DUE_PAGE) -> list[GrantRecord]:
+        """Up to limit grants whose retrieve_date has come and that no CSMS was handed yet; each is handed out once."""
+        if not 1 <= limit <= MAX_DUE_PAGE:
+            raise InvalidInput("limit", f"must be between 1 and {MAX_DUE_PAGE}")
         self.advance(campaign_id)
         now = self.clock()
         with self.database.session() as session:
             campaign = self._campaign(session, campaign_id)
             if campaign.status != CampaignStatus.RUNNING:
                 return []
-            candidates = session.exec(
-                select(CampaignCharger.id, Grant).join(Grant, col(Grant.id) == col(CampaignCharger.grant_id)).where(
-                    CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.delivered_at).is_(None),
-                    col(Grant.retrieve_date) <= now, col(Grant.revoked_at).is_(None),
-                ).order_by(col(Grant.id))
-            ).all()
-            if not candidates:
-                return []
+            due_now = (select(CampaignCharger.id).join(Grant, col(Grant.id) == col(CampaignCharger.grant_id)).where(
+                CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.delivered_at).is_(None),
+                col(Grant.retrieve_date) <= now, col(Grant.revoked_at).is_(None),
+            ).order_by(col(CampaignCharger.grant_id)).limit(limit))
             # Claimed with a conditional update: two CSMS workers (or nodes) never get the same grant.
-            claimed = set(session.execute(
-                update(CampaignCharger).where(col(CampaignCharger.id).in_([member for member, _ in candidates]),
+            claimed = sorted(grant_id for grant_id in session.execute(
+                update(CampaignCharger).where(col(CampaignCharger.id).in_(due_now),
                                               col(CampaignCharger.delivered_at).is_(None))
-                .values(delivered_at=now).returning(CampaignCharger.id)
-            ).scalars())
-            rows = [grant for member, grant in candidates if member in claimed]
+                .values(delivered_at=now).returning(CampaignCharger.grant_id)
+            ).scalars() if grant_id is not None)
+            if not claimed:
+                return []
+            rows = list(session.exec(select(Grant).where(col(Grant.id).in_(claimed)).order_by(col(Grant.id))).all())
             firmware = self.grants.catalog.get(campaign.firmware_id)
             return self.grants.deliver(session, rows, firmware, campaign.ftps_mode)
 

@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from repo_service.domain.campaigns import CampaignReport, JobSummary, parse_campaign_request
+from repo_service.domain.campaigns import DUE_PAGE, CampaignReport, JobSummary, parse_campaign_request
 from repo_service.domain.clients import Action
 from repo_service.domain.grants import iso
 from repo_service.errors import InvalidInput
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object
+from repo_service.http.firmware import query_int
 from repo_service.http.grants import grant_json
 
 # 100,000 chargers of about 120 bytes each.
@@ -93,7 +94,7 @@ async def due_grants(request: Request) -> Response:
         raise InvalidInput("due", "only due=now is supported: the grants whose retrieve_date has come")
     services = request.app.state.services
     campaign_id = _campaign_id(request)
-    grants = await run_in_threadpool(services.campaigns.due, campaign_id)
+    grants = await run_in_threadpool(services.campaigns.due, campaign_id, query_int(request, "limit", DUE_PAGE))
     firmware = await run_in_threadpool(services.catalog.get, grants[0].firmware_id) if grants else None
     return JSONResponse({"campaign_id": campaign_id,
                          "grants": [grant_json(grant, firmware) for grant in grants] if firmware else []})
