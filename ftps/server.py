@@ -24,6 +24,7 @@ from pyftpdlib.servers import ThreadedFTPServer
 from ftps.bans import Bans
 from ftps.view import OneFileView, StoredFile
 from repo_service.domain.grants import DownloadAttempt, DownloadRefused, Permit, Refusal
+from repo_service.errors import SettingsError
 from repo_service.services import Services
 from repo_service.settings import Settings
 from repo_service.tls import ftps_tls_files
@@ -243,7 +244,14 @@ def open_servers(settings: Settings, services: Services) -> FtpsServers:
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)  # its command log names users; ours does not
     context, bans, loop = tls_context(settings, services), Bans(), IOLoop()
     servers = []
-    for port, implicit in ((settings.ftps_port, False), (settings.ftps_implicit_port, True)):
+    for port, implicit, name in ((settings.ftps_port, False, "FWREPO_FTPS_PORT"),
+                                 (settings.ftps_implicit_port, True, "FWREPO_FTPS_IMPLICIT_PORT")):
         handler = make_handler(settings, services, bans, context, implicit)
-        servers.append(ThreadedFTPServer((settings.ftps_host, port), handler, ioloop=loop))
+        try:
+            servers.append(ThreadedFTPServer((settings.ftps_host, port), handler, ioloop=loop))
+        except OSError as error:
+            for server in servers:
+                server.close_all()
+            raise SettingsError(name, f"cannot listen on {settings.ftps_host}:{port}: {error.strerror or error} "
+                                "(another fwrepo? set another port, or FWREPO_FTPS=false)") from None
     return FtpsServers(*servers)

@@ -417,3 +417,13 @@ def free_port_range(count: int) -> int:
             for sock in sockets:
                 sock.close()
     raise RuntimeError("no free port range")
+
+
+def test_a_taken_ftps_port_stops_serve_with_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = Fwrepo(data_dir=tmp_path, environment={"FWREPO_FTPS_PORT": str(taken.getsockname()[1])})
+        result = subprocess.run([FWREPO, "serve"], env=server.env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith("fwrepo: bad setting FWREPO_FTPS_PORT: cannot listen on 127.0.0.1:")
