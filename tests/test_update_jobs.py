@@ -60,6 +60,18 @@ def test_failures_are_named_and_a_retry_after_one_moves_on() -> None:
     assert job_of(StatusEvent("InstallationFailed", at(3))) == JobState.INSTALLATION_FAILED
 
 
+def test_a_failed_download_is_final_only_when_the_charger_has_no_retries_left() -> None:
+    def job(*events: StatusEvent, now: datetime = at(60)):  # type: ignore[no-untyped-def]
+        return derive_job(target_version="1.4.0", granted_at=T0, retrieve_date=T0, events=events, transfers=(),
+                          now=now, timeout=timedelta(hours=6), retries=2)
+
+    failures = [StatusEvent("DownloadFailed", at(minute)) for minute in (1, 11, 21)]
+    assert (job(*failures[:1]).state, job(*failures[:1]).final) == (JobState.DOWNLOAD_FAILED, False)
+    assert (job(*failures).state, job(*failures).final) == (JobState.DOWNLOAD_FAILED, True)
+    # a charger that gave up early is timed out in the end
+    assert job(*failures[:1], now=at(8 * 60)).state == JobState.TIMED_OUT
+
+
 def test_only_a_boot_into_the_target_version_succeeds_and_another_after_installing_is_a_rollback() -> None:
     installed = StatusEvent("Installed", at(3))
     assert job_of(installed, StatusEvent(BOOTED, at(4), firmware_version="1.3.9")) == JobState.ROLLED_BACK

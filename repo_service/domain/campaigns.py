@@ -28,7 +28,7 @@ from repo_service.domain.grants import (
     DEFAULT_LIFETIME, DEFAULT_RETRIES, DEFAULT_RETRY_INTERVAL, PROTOCOLS, RETRY_PLAN_MARGIN, GrantRecord, Grants,
     charger_id_field,
 )
-from repo_service.domain.update_jobs import FAILURES, FINISHED, Job, JobState, UpdateJobs
+from repo_service.domain.update_jobs import FAILURES, Job, JobState, UpdateJobs
 from repo_service.domain.versions import parse_version
 from repo_service.errors import Conflict, InvalidInput, NotFound
 
@@ -95,7 +95,7 @@ class JobSummary:
     @classmethod
     def of(cls, jobs: Sequence[Job]) -> JobSummary:
         states = Counter(job.state.value for job in jobs)
-        finished = sum(states[state.value] for state in FINISHED)
+        finished = sum(job.final for job in jobs)
         return cls(
             jobs=len(jobs), states=dict(states), finished=finished,
             success_rate=states[JobState.SUCCEEDED.value] / finished if finished else None,
@@ -354,7 +354,8 @@ class Campaigns:
             raise InvalidInput("limit", f"must be between 1 and {MAX_DUE_PAGE}")
         self.advance(campaign_id)
         now = self.clock()
-        with self.database.session() as session:
+        # It reads, then claims: on SQLite that needs the write lock from the start (see Database.session).
+        with self.database.session(exclusive=True) as session:
             campaign = self._campaign(session, campaign_id)
             if campaign.status != CampaignStatus.RUNNING:
                 return []
@@ -385,23 +386,21 @@ class Campaigns:
                 CampaignCharger.campaign_id == campaign_id, CampaignCharger.wave == wave)).all()
                 if grant_id is not None]
         jobs = self.jobs.jobs(grant_ids)
-        states = Counter(job.state for job in jobs.values())
-        size = len(grant_ids)
-        failed = sum(states[state] for state in FAILURES)
+        failures = Counter(job.state for job in jobs.values() if job.final and job.state in FAILURES)
+        size, failed = len(grant_ids), sum(failures.values())
         threshold = campaign.thresholds[wave]
         with self.database.session(exclusive=True) as session:
             # Whatever node decides, only the one whose update still finds this wave running acts on it.
             still = (col(Campaign.id) == campaign_id, col(Campaign.status) == CampaignStatus.RUNNING.value,
                      col(Campaign.current_wave) == wave)
             if size and failed / size > threshold:
-                worst = ", ".join(f"{count} {state.value}" for state, count in states.most_common()
-                                  if state in FAILURES)
+                worst = ", ".join(f"{count} {state.value}" for state, count in failures.most_common())
                 reason = (f"wave {wave + 1}: {failed} of {size} chargers failed ({failed / size:.0%}), more than "
                           f"its threshold of {threshold:.0%} ({worst})")
                 session.execute(update(Campaign).where(*still).values(status=CampaignStatus.HALTED.value,
                                                                       status_reason=reason))
                 return
-            if sum(states[state] for state in FINISHED) < size:
+            if sum(job.final for job in jobs.values()) < size:
                 return
             if wave + 1 == len(campaign.wave_ends):
                 session.execute(update(Campaign).where(*still).values(
@@ -461,7 +460,7 @@ class Campaigns:
             in_wave = [job for member, job in pairs if member.wave == number]
             size = sum(1 for member, _ in pairs if member.wave == number)
             states = Counter(job.state.value for job in in_wave if job is not None)
-            failed = sum(states[state.value] for state in FAILURES)
+            failed = sum(1 for job in in_wave if job is not None and job.final and job.state in FAILURES)
             waves.append(WaveReport(number + 1, size, dict(states),
                                     failed / size if in_wave and size else None, threshold))
         return CampaignReport(

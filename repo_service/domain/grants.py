@@ -458,7 +458,7 @@ class Grants:
         return prefix + self.ftp_filename(filename)
 
     def revoke(self, grant_id: int, reason: str = "revoked by the CSMS") -> None:
-        with self.database.session() as session:
+        with self.database.session(exclusive=True) as session:
             row = session.get(Grant, grant_id)
             if row is None:
                 raise NotFound(f"no grant with id {grant_id}")

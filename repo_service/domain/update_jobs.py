@@ -94,6 +94,8 @@ class Job:
     booted_at: datetime | None
     events: tuple[StatusEvent, ...]
     bytes_served: int = 0
+    # Nothing the charger may still do changes the outcome (a failed download with retries left is not final).
+    final: bool = False
 
     @property
     def download_seconds(self) -> float | None:
@@ -141,9 +143,13 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
 
 def derive_job(
     *, target_version: str, granted_at: datetime, retrieve_date: datetime, events: Iterable[StatusEvent],
-    transfers: Sequence[Transfer], now: datetime, timeout: timedelta,
+    transfers: Sequence[Transfer], now: datetime, timeout: timedelta, retries: int = 0,
 ) -> Job:
-    """The job's state: status events and transfers replayed in time order, the last word counting."""
+    """The job's state: status events and transfers replayed in time order, the last word counting.
+
+    A failed download is final only once the charger has used up its retries
+    (1 + retries attempts); until then it is a failure the charger may still mend.
+    """
     ordered = tuple(sorted(events, key=lambda event: event.timestamp))
     served = [transfer for transfer in transfers if transfer.bytes_sent > 0]
     first_byte = min((transfer.started_at for transfer in served), default=None)
@@ -175,10 +181,12 @@ def derive_job(
             continue
         installing_seen = installing_seen or new_state == JobState.INSTALLING
         state = new_state
-    if state not in FINISHED and now > last_activity + timeout:
-        state = JobState.TIMED_OUT
+    failed_downloads = sum(event.status == "DownloadFailed" for event in ordered)
+    final = state in FINISHED and not (state == JobState.DOWNLOAD_FAILED and failed_downloads <= retries)
+    if not final and now > last_activity + timeout:
+        state, final = JobState.TIMED_OUT, True
     return Job(state, granted_at, first_byte, last_byte, booted_at, ordered,
-               sum(transfer.bytes_sent for transfer in transfers))
+               sum(transfer.bytes_sent for transfer in transfers), final)
 
 
 def _same_version(reported: str, target: str) -> bool:
@@ -281,7 +289,7 @@ class UpdateJobs:
             grant.id: derive_job(
                 target_version=versions[grant.firmware_id], granted_at=grant.created_at,
                 retrieve_date=grant.retrieve_date, events=events.get(grant.id, ()),
-                transfers=transfers.get(grant.id, ()), now=now, timeout=self.timeout,
+                transfers=transfers.get(grant.id, ()), now=now, timeout=self.timeout, retries=grant.retries,
             )
             for grant in grants if grant.id is not None
         }

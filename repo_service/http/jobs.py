@@ -24,6 +24,7 @@ MAX_EVENTS_BODY = 4 * 1024 * 1024
 def job_json(job: Job) -> dict[str, Any]:
     return {
         "state": job.state.value,
+        "final": job.final,
         "timeline": {
             "granted": iso(job.granted_at),
             "first_byte": iso(job.first_byte_at) if job.first_byte_at else None,

@@ -1,0 +1,212 @@
+"""End to end over real OCPP: fwrepo, the example CSMS (examples/ocpp) and simulated chargers in one event loop.
+
+The chargers speak OCPP 1.6 (plain and with the security extension) and 2.0.1,
+fetch over HTTPS and FTPS (explicit and implicit) and misbehave on purpose; the
+campaign report and every job must tell what the chargers actually did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import importlib.util
+import io
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Fwrepo, upload
+
+
+def _example(name: str) -> ModuleType:
+    # The examples are scripts, not a package: loaded from their files under a name of their own.
+    module_name = f"fwrepo_example_ocpp_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "examples" / "ocpp" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+csms_example = _example("csms")
+charger_example = _example("charger")
+
+SIZE = 64 * 1024
+OLD, NEW = "1.3.0", "1.4.0"
+DROP_AT = 20_000
+FLAVOURS = ("1.6", "1.6-signed", "2.0.1")
+
+
+@dataclass
+class Simulated:
+    charger: Any  # charger_example.Charger
+    flavour: str
+    expected: str  # the job's final state
+
+
+def published_firmware(fwrepo: Fwrepo, vendor: str) -> dict[str, Any]:
+    with fwrepo.client("release") as release:
+        reply = upload(release, vendor, NEW, charger_example.make_image(NEW, SIZE))
+        assert reply.status_code == 201, reply.text
+        return release.post(f"/api/v1/firmware/{reply.json()['id']}/publish").json()
+
+
+def fleet(prefix: str, count: int, fwrepo: Fwrepo, vendor: str, faults: dict[int, tuple[Any, str]]) -> list[Simulated]:
+    """`count` chargers of every flavour in turn; every fourth loses its link mid-download and resumes."""
+    chargers = []
+    for n in range(count):
+        flavour = FLAVOURS[n % 3]
+        fault, expected = faults.get(n, (charger_example.Faults(), "succeeded"))
+        if n % 4 == 3:
+            fault.drop_link_at = DROP_AT
+        # The CSMS's address is known once it listens: with_csms_and_chargers fills it in.
+        chargers.append(Simulated(charger_example.Charger(
+            f"{prefix}-{n:02d}", "ws://unset", version=OLD, vendor=vendor, model="AC22",
+            ocpp_version="2.0.1" if flavour == "2.0.1" else "1.6", ca_file=fwrepo.ca,
+            firmware_root=str(fwrepo.data_dir / "keys" / "root-ca.pem"), faults=fault), flavour, expected))
+    return chargers
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.2)
+
+
+async def with_csms_and_chargers(fwrepo: Fwrepo, groups: list[list[Simulated]],
+                                 scenario: Callable[[Any], Awaitable[None]]) -> None:
+    """Run the CSMS, connect and boot every charger, run the scenario, then shut it all down."""
+    everyone = [simulated for group in groups for simulated in group]
+    client = csms_example.FwrepoClient(fwrepo.url, fwrepo.key("csms"), fwrepo.ca)
+    csms = csms_example.Csms(client, poll_seconds=0.2, signed_firmware={
+        simulated.charger.charger_id for simulated in everyone if simulated.flavour == "1.6-signed"})
+    port = await csms.start()
+    for simulated in everyone:
+        simulated.charger.csms_url = f"ws://127.0.0.1:{port}"
+    runs = [asyncio.create_task(simulated.charger.run()) for simulated in everyone]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(simulated.charger.booted.wait() for simulated in everyone)), 20)
+        await scenario(csms)
+    finally:
+        await asyncio.gather(*(simulated.charger.stop() for simulated in everyone))
+        await asyncio.gather(*runs, return_exceptions=True)
+        await csms.stop()
+        await client.close()
+
+
+async def settle(csms: Any, chargers: list[Simulated], campaign_id: str, bytes_expected: int) -> dict[str, Any]:
+    """The report once every charger is idle, every event is in and the download records (batched) are too."""
+    await asyncio.wait_for(asyncio.gather(*(simulated.charger.settled() for simulated in chargers)), 30)
+    await csms.events.drain()
+
+    async def counted() -> bool:
+        return (await csms.fwrepo.report(campaign_id))["bytes_served"] >= bytes_expected
+
+    await eventually(counted)
+    return await csms.fwrepo.report(campaign_id)
+
+
+async def job_states(client: Any, campaign_id: str) -> dict[str, str]:
+    """Each charger's job state, read job by job (grant ids from the campaign's CSV export)."""
+    reply: httpx.Response = await client.http.get(f"/api/v1/campaigns/{campaign_id}/jobs.csv")
+    assert reply.status_code == 200, reply.text
+    states = {}
+    for row in csv.DictReader(io.StringIO(reply.text)):
+        job = await client.http.get(f"/api/v1/grants/{row['grant_id']}/job")
+        states[row["charger_id"]] = job.json()["state"]
+    return states
+
+
+def check_campaign(report: dict[str, Any], group: list[Simulated], jobs: dict[str, str]) -> None:
+    """Report and jobs against what the chargers did."""
+    expected = Counter(simulated.expected for simulated in group)
+    assert report["status"] == "completed", report
+    assert report["states"] == dict(expected)
+    assert report["finished"] == len(group)
+    assert report["success_rate"] == pytest.approx(expected["succeeded"] / len(group))
+    assert sum(sum(wave["states"].values()) for wave in report["waves"]) == len(group)
+    assert report["download_seconds"]["median"] is not None and report["completion_seconds"]["p95"] is not None
+    assert jobs == {simulated.charger.charger_id: simulated.expected for simulated in group}
+    for simulated in group:
+        charger = simulated.charger
+        assert len(charger.observed.updates) == 1, charger.charger_id
+        assert (charger.observed.updates[0].signature is not None) == (simulated.flavour != "1.6"), charger.charger_id
+        assert charger.version == (NEW if simulated.expected == "succeeded" else OLD), charger.charger_id
+        assert (charger.observed.link_drops > 0) == (charger.faults.drop_link_at is not None), charger.charger_id
+    downloads = sum(simulated.charger.observed.downloads_completed for simulated in group)
+    drops = sum(simulated.charger.observed.link_drops for simulated in group)
+    assert sum(simulated.charger.observed.bytes_received for simulated in group) == downloads * SIZE
+    # A dropped link may have had the rest of the image in flight already: served, never received.
+    assert downloads * SIZE <= report["bytes_served"] <= (downloads + drops) * SIZE
+
+
+def test_three_wave_campaigns_over_https_and_ftps_run_to_the_end(fwrepo: Fwrepo, vendor: str) -> None:
+    firmware = published_firmware(fwrepo, vendor)
+    faults = charger_example.Faults
+    https = fleet("CP-H", 20, fwrepo, vendor, {
+        # Over HTTPS the Repr-Digest catches a corrupted image before any signature check, twice (retries=1).
+        4: (faults(corrupt_image=True), "download_failed"),  # wave 2, 1.6 signed
+        12: (faults(corrupt_image=True), "download_failed"),  # wave 3, plain 1.6
+        15: (faults(fail_install=True), "installation_failed"),  # wave 3: 2 of 10 is not above 20 %
+    })
+    explicit = fleet("CP-E", 15, fwrepo, vendor, {
+        5: (faults(fail_install=True), "installation_failed"),  # wave 2
+        10: (faults(corrupt_image=True), "invalid_signature"),  # wave 3, 1.6 signed: FTPS has no digest to check
+    })
+    implicit = fleet("CP-I", 15, fwrepo, vendor, {10: (faults(boot_old_version=True), "rolled_back")})
+    groups = [https, explicit, implicit]
+
+    async def scenario(csms: Any) -> None:
+        options = {"waves": ["10%", "50%", "100%"], "failure_threshold": 0.2, "retries": 1, "retry_interval": 1}
+        campaigns = [
+            await csms.start_campaign(firmware["id"], [s.charger.charger_id for s in group], protocol=protocol,
+                                      **extra, **options)
+            for group, protocol, extra in ((https, "https", {}), (explicit, "ftps", {}),
+                                           (implicit, "ftps", {"ftps_mode": "implicit"}))
+        ]
+        assert [[wave["chargers"] for wave in campaign["waves"]] for campaign in campaigns] == [
+            [2, 8, 10], [2, 6, 7], [2, 6, 7]]
+        finals = await asyncio.gather(*(csms.run_campaign(campaign["id"]) for campaign in campaigns))
+        assert [final["status"] for final in finals] == ["completed"] * 3, finals
+        for campaign, group in zip(campaigns, groups, strict=True):
+            downloads = sum(simulated.charger.observed.downloads_completed for simulated in group)
+            report = await settle(csms, group, campaign["id"], downloads * SIZE)
+            check_campaign(report, group, await job_states(csms.fwrepo, campaign["id"]))
+        schemes = {simulated.charger.observed.updates[0].location.split(":")[0] for group in groups for simulated in group}
+        assert schemes == {"https", "ftp", "ftps"}
+
+    asyncio.run(with_csms_and_chargers(fwrepo, groups, scenario))
+
+
+def test_failed_installs_in_the_first_wave_halt_the_campaign_before_wave_two(fwrepo: Fwrepo, vendor: str) -> None:
+    firmware = published_firmware(fwrepo, vendor)
+    failing = charger_example.Faults
+    group = fleet("CP-X", 20, fwrepo, vendor, {
+        1: (failing(fail_install=True), "installation_failed"),
+        3: (failing(fail_install=True), "installation_failed"),
+    })
+
+    async def scenario(csms: Any) -> None:
+        campaign = await csms.start_campaign(firmware["id"], [s.charger.charger_id for s in group], protocol="https",
+                                             waves=["25%", "50%", "100%"], failure_threshold=0.2)
+        halted = await csms.run_campaign(campaign["id"])
+        assert halted["status"] == "halted", halted
+        assert "wave 1: 2 of 5 chargers failed (40%)" in halted["status_reason"]
+        report = await settle(csms, group[:5], campaign["id"], 5 * SIZE)
+        assert report["status"] == "halted" and report["current_wave"] == 1
+        assert report["waves"][0]["states"] == {"succeeded": 3, "installation_failed": 2}
+        assert report["waves"][1]["states"] == {} and report["waves"][2]["states"] == {}
+        assert await csms.fwrepo.due_grants(campaign["id"]) == []
+        assert all(simulated.charger.observed.updates == [] for simulated in group[5:])
+        assert [simulated.charger.version for simulated in group[:5]] == [NEW, OLD, NEW, OLD, NEW]
+
+    asyncio.run(with_csms_and_chargers(fwrepo, [group], scenario))
