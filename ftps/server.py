@@ -8,6 +8,7 @@ and what is recorded. Each connection runs in its own thread
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ftps.bans import Bans
 from ftps.view import OneFileView, StoredFile
 from repo_service.domain.grants import DownloadAttempt, DownloadRefused, Permit, Refusal
 from repo_service.errors import SettingsError
+from repo_service.metrics import Metrics
 from repo_service.services import Services
 from repo_service.settings import Settings
 from repo_service.tls import ftps_tls_files
@@ -35,6 +37,25 @@ CONTROL_IDLE_SECONDS = 120
 DATA_STALL_SECONDS = 60
 # Commands that could change or reveal something beyond the one file are not spoken at all.
 UNSPOKEN = ("SITE", "SITE CHMOD", "SITE HELP", "SITE MFMT")
+
+
+class Sessions:
+    """Open control connections of both listeners, for the shutdown grace period and the metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def opened(self) -> None:
+        with self._lock:
+            self.open += 1
+        self.metrics.ftps_sessions.inc()
+
+    def closed(self) -> None:
+        with self._lock:
+            self.open -= 1
+        self.metrics.ftps_sessions.dec()
 
 
 class GrantAuthorizer:
@@ -85,6 +106,7 @@ class GrantSession(TLS_FTPHandler):
 
     services: Services
     bans: Bans
+    sessions: Sessions
     implicit = False
     allow_plain = False
 
@@ -102,6 +124,9 @@ class GrantSession(TLS_FTPHandler):
         self.permit: Permit | None = None
         self._file: StoredFile | None = None
         self._file_began = (datetime.min, 0.0)
+        # The session's id on its log lines, as an HTTP request's id is on its lines.
+        self.log_extra = {"request_id": f"ftps-{secrets.token_hex(6)}"}
+        self._counted = False
 
     @property
     def file_name(self) -> str:
@@ -109,6 +134,8 @@ class GrantSession(TLS_FTPHandler):
         return self.services.grants.ftp_filename(self.permit.firmware.filename)
 
     def handle(self) -> None:
+        self.sessions.opened()
+        self._counted = True
         if self.bans.banned(self.remote_ip):
             self._record(None, None, Refusal.BANNED)
             if self.implicit:
@@ -128,17 +155,23 @@ class GrantSession(TLS_FTPHandler):
         if self.implicit:
             super().handle()
 
+    def on_disconnect(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.sessions.closed()
+
     def on_login(self, username: str) -> None:
         assert self.permit is not None
         self.bans.succeeded(self.remote_ip)
         secure = self._ssl_established or self.implicit
         log.log(logging.INFO if secure else logging.WARNING, "ftps login to grant %d from %s%s",
-                self.permit.grant_id, self.remote_ip, "" if secure else " WITHOUT TLS (FWREPO_FTP_ALLOW_PLAIN)")
+                self.permit.grant_id, self.remote_ip, "" if secure else " WITHOUT TLS (FWREPO_FTP_ALLOW_PLAIN)",
+                extra=self.log_extra)
 
     def refused(self, refusal: DownloadRefused) -> None:
         self._record(refusal.grant_id, refusal.charger_id, refusal.reason)
         if self.bans.failed(self.remote_ip):
-            log.warning("ftps: banned %s after repeated failed logins", self.remote_ip)
+            log.warning("ftps: banned %s after repeated failed logins", self.remote_ip, extra=self.log_extra)
 
     def open_file(self) -> StoredFile:
         assert self.permit is not None
@@ -155,6 +188,7 @@ class GrantSession(TLS_FTPHandler):
             lambda start: iter(storage.read(firmware.storage_key, start, firmware.size - start)),
         )
         self._file_began = (self.services.grants.clock(), time.monotonic())
+        self.services.metrics.active_downloads.labels("ftps").inc()
         return self._file
 
     def on_file_sent(self, file: str) -> None:
@@ -167,6 +201,7 @@ class GrantSession(TLS_FTPHandler):
         stored, self._file = self._file, None
         if stored is None or self.permit is None:
             return
+        self.services.metrics.active_downloads.labels("ftps").dec()
         sent = self.data_channel.get_transmitted_bytes() if self.data_channel is not None else stored.bytes_read
         started, began = self._file_began
         self.services.grants.record(DownloadAttempt(
@@ -201,10 +236,10 @@ def tls_context(settings: Settings, services: Services) -> SSL.Context:
     return context
 
 
-def make_handler(settings: Settings, services: Services, bans: Bans, context: SSL.Context,
+def make_handler(settings: Settings, services: Services, bans: Bans, sessions: Sessions, context: SSL.Context,
                  implicit: bool) -> type[GrantSession]:
     attributes: dict[str, Any] = {
-        "services": services, "bans": bans, "implicit": implicit, "ssl_context": context,
+        "services": services, "bans": bans, "sessions": sessions, "implicit": implicit, "ssl_context": context,
         "authorizer": GrantAuthorizer(services),
         "tls_control_required": not settings.ftp_allow_plain, "tls_data_required": not settings.ftp_allow_plain,
         "masquerade_address": settings.ftps_masquerade_address,
@@ -221,6 +256,7 @@ class FtpsServers:
 
     explicit: ThreadedFTPServer
     implicit: ThreadedFTPServer
+    sessions: Sessions
     thread: threading.Thread | None = None
 
     def serve_forever(self) -> None:
@@ -230,7 +266,10 @@ class FtpsServers:
         self.thread = threading.Thread(target=self.serve_forever, name="ftps", daemon=True)
         self.thread.start()
 
-    def stop(self) -> None:
+    def stop(self, until: float = 0.0) -> None:
+        """Close both listeners and every session; sessions still transferring get until `until` (monotonic)."""
+        while self.sessions.open and time.monotonic() < until:
+            time.sleep(0.2)
         for server in (self.implicit, self.explicit):
             server.close_all()
         if self.thread is not None:
@@ -242,11 +281,11 @@ def open_servers(settings: Settings, services: Services) -> FtpsServers:
         log.warning("FWREPO_FTP_ALLOW_PLAIN=true: chargers may log in and download without TLS")
     if settings.log_level != "debug":
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)  # its command log names users; ours does not
-    context, bans, loop = tls_context(settings, services), Bans(), IOLoop()
+    context, bans, loop, sessions = tls_context(settings, services), Bans(), IOLoop(), Sessions(services.metrics)
     servers = []
     for port, implicit, name in ((settings.ftps_port, False, "FWREPO_FTPS_PORT"),
                                  (settings.ftps_implicit_port, True, "FWREPO_FTPS_IMPLICIT_PORT")):
-        handler = make_handler(settings, services, bans, context, implicit)
+        handler = make_handler(settings, services, bans, sessions, context, implicit)
         try:
             servers.append(ThreadedFTPServer((settings.ftps_host, port), handler, ioloop=loop))
         except OSError as error:
@@ -254,4 +293,4 @@ def open_servers(settings: Settings, services: Services) -> FtpsServers:
                 server.close_all()
             raise SettingsError(name, f"cannot listen on {settings.ftps_host}:{port}: {error.strerror or error} "
                                 "(another fwrepo? set another port, or FWREPO_FTPS=false)") from None
-    return FtpsServers(*servers)
+    return FtpsServers(*servers, sessions=sessions)

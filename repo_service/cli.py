@@ -180,21 +180,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- local commands -----------------------------------------------------------------
 
 
+def _announce(settings: Settings, text: str, level: int = logging.INFO) -> None:
+    """Start-up news: printed for a person at a terminal, a log line when logs are JSON for machines."""
+    if settings.log_format == "json":
+        logging.getLogger("fwrepo").log(level, text.strip())
+    else:
+        print(text, flush=True)
+
+
 def _started_services(settings: Settings) -> Services:
     """What serve and ftps share: logging, services, a signing key, leftovers of a crash swept."""
+    from repo_service.logs import configure_logging
     from repo_service.services import build_services
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     services = build_services(settings)
     if services.signing_keys.active() is None:
         if settings.env == "production":
             raise FwrepoError("no active signing key: bring one in with `fwrepo keys import` before serving")
         key = services.signing_keys.init_development()
-        print(f"  made development signing key {key.id} under {settings.signing_keys_dir}", flush=True)
+        _announce(settings, f"  made development signing key {key.id} under {settings.signing_keys_dir}")
     if services.development_passphrase:
-        print(f"  WARNING: signing keys are encrypted with a generated development passphrase "
-              f"({settings.signing_keys_dir}/dev-passphrase): for development only; set FWREPO_KEY_PASSPHRASE",
-              flush=True)
+        _announce(settings, f"  WARNING: signing keys are encrypted with a generated development passphrase "
+                  f"({settings.signing_keys_dir}/dev-passphrase): for development only; set FWREPO_KEY_PASSPHRASE",
+                  logging.WARNING)
     swept = services.uploads.sweep(SWEEP_AGE)
     if swept:
         logging.getLogger("fwrepo").info("removed %d interrupted uploads", len(swept))
@@ -205,9 +214,9 @@ def _started_ftps(settings: Settings, services: Services) -> FtpsServers:
     from ftps.server import open_servers
 
     servers = open_servers(settings, services)
-    print(f"  FTPS on {settings.ftps_host}:{settings.ftps_port} (explicit, AUTH TLS) and "
-          f"{settings.ftps_host}:{settings.ftps_implicit_port} (implicit); "
-          f"locations name host {settings.ftps_public_host}", flush=True)
+    _announce(settings, f"  FTPS on {settings.ftps_host}:{settings.ftps_port} (explicit, AUTH TLS) and "
+              f"{settings.ftps_host}:{settings.ftps_implicit_port} (implicit); "
+              f"locations name host {settings.ftps_public_host}")
     return servers
 
 
@@ -220,25 +229,32 @@ def _serve(arguments: argparse.Namespace) -> None:
     services = _started_services(settings)
     storage_place = settings.local_storage_dir if settings.storage == "local" else f"s3://{settings.s3_bucket}"
     scheme = "https" if settings.tls else "http"
-    print(f"fwrepo {__version__} listening on {scheme}://{settings.host}:{settings.port} (API and downloads)", flush=True)
-    print(f"  public URL {settings.public_url}; data {settings.data_dir}; storage {storage_place}", flush=True)
+    _announce(settings, f"fwrepo {__version__} listening on {scheme}://{settings.host}:{settings.port} "
+              "(API and downloads)")
+    _announce(settings, f"  public URL {settings.public_url}; data {settings.data_dir}; storage {storage_place}")
     tls: dict[str, Any] = {}
     if settings.tls:
         files = tls_files(settings, services.signing_keys.passphrase)
         if files.development_ca is not None:
-            print(f"  development TLS certificate; verify it with: curl --cacert {files.development_ca}", flush=True)
+            _announce(settings, f"  development TLS certificate; verify it with: curl --cacert {files.development_ca}")
         tls = {"ssl_certfile": str(files.certificate), "ssl_keyfile": str(files.key),
                "ssl_keyfile_password": files.key_password}
     if not services.clients.list():
-        print("  no API clients yet: create one with `fwrepo clients create --name NAME --role admin`", flush=True)
+        _announce(settings, "  no API clients yet: create one with `fwrepo clients create --name NAME --role admin`")
     ftps = _started_ftps(settings, services) if settings.ftps else None
     if ftps is not None:
         ftps.start()
+    # The grace period runs from the first SIGTERM, for HTTPS and FTPS alike.
+    deadline = [0.0]
+
+    def stopping() -> None:
+        deadline[0] = deadline[0] or time.monotonic() + settings.shutdown_grace
+
     try:
-        serve(create_app(services), settings, tls)
+        serve(create_app(services), settings, tls, on_exit=stopping)
     finally:
         if ftps is not None:
-            ftps.stop()
+            ftps.stop(until=deadline[0])
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -257,7 +273,7 @@ def _ftps(arguments: argparse.Namespace) -> None:
         except KeyboardInterrupt:
             pass
         finally:
-            servers.stop()
+            servers.stop(until=time.monotonic() + settings.shutdown_grace)
 
 
 def _db(arguments: argparse.Namespace) -> None:

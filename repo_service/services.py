@@ -19,6 +19,7 @@ from repo_service.domain.signers import Signers
 from repo_service.domain.tokens import TokenSigner
 from repo_service.domain.update_jobs import UpdateJobs
 from repo_service.domain.uploads import Uploads
+from repo_service.metrics import Metrics
 from repo_service.settings import Settings
 from repo_service.storage import open_storage
 
@@ -37,6 +38,7 @@ class Services:
     grants: Grants
     jobs: UpdateJobs
     campaigns: Campaigns
+    metrics: Metrics
 
 
 def open_database(settings: Settings, migrate: bool = True) -> Database:
@@ -60,6 +62,10 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     grants = Grants(database, catalog, TokenSigner(token_secret(settings)), settings.public_url,
                     timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings))
     jobs = UpdateJobs(database, grants, timedelta(seconds=settings.job_timeout), clock)
+    campaigns = Campaigns(database, grants, jobs, clock)
+    metrics = Metrics()
+    grants.observers.append(metrics)
+    campaigns.observers.append(metrics)
     return Services(
         settings=settings,
         database=database,
@@ -71,7 +77,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         uploads=Uploads(catalog, signers, settings.max_upload_bytes, settings.require_uploader_signature),
         grants=grants,
         jobs=jobs,
-        campaigns=Campaigns(database, grants, jobs, clock),
+        campaigns=campaigns,
+        metrics=metrics,
     )
 
 
@@ -81,6 +88,19 @@ def ftps_endpoint(settings: Settings) -> FtpsEndpoint | None:
     assert settings.ftps_public_host is not None
     return FtpsEndpoint(settings.ftps_public_host, settings.ftps_port, settings.ftps_implicit_port,
                         settings.ftps_location)
+
+
+def readiness(services: Services) -> dict[str, str]:
+    """Each thing a node needs to serve, "ok" or what is wrong with it."""
+    checks = {}
+    for name, check in (("database", services.database.ping), ("storage", services.catalog.storage.check),
+                        ("signing_key", services.signing_keys.check_ready)):
+        try:
+            check()
+            checks[name] = "ok"
+        except Exception as error:  # whatever it is, the node is not ready, and the reply says why
+            checks[name] = f"{type(error).__name__}: {error}"[:300]
+    return checks
 
 
 def token_secret(settings: Settings) -> bytes:

@@ -158,6 +158,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ftps_location", _choice("explicit", "implicit"), "FTPS location form: explicit ftp:// with AUTH TLS (default) or implicit ftps://"),
     Setting("ftps_passive_ports", _optional(_port_range), "passive data ports LOW-HIGH (default: any free port)"),
     Setting("ftps_masquerade_address", _optional(_text), "address sent in PASV replies, for a server behind NAT"),
+    Setting("shutdown_grace", _positive_int, "seconds running downloads get to finish after SIGTERM (default 30)"),
+    Setting("log_format", _choice("text", "json"), "text, or json (one object per line with a request id; default in production)"),
     Setting("job_timeout", _positive_int, "seconds after retrieve_date (or the last progress) before an update job is timed_out (default 1 day)"),
     Setting("ftp_allow_plain", _boolean, "accept FTP without TLS for legacy chargers (default false; logged as a warning)"),
 )
@@ -210,6 +212,8 @@ class Settings:
     ftps_masquerade_address: str | None = None
     ftp_allow_plain: bool = False
     job_timeout: int = 86400
+    shutdown_grace: int = 30
+    log_format: str = ""
 
     @property
     def local_storage_dir(self) -> Path:
@@ -262,6 +266,8 @@ def load_settings(environ: Mapping[str, str] | None = None, flags: Mapping[str, 
     if not settings.database_url:
         derived["database_url"] = f"sqlite:///{settings.data_dir / 'fwrepo.sqlite3'}"
     production = settings.env == "production"
+    if not settings.log_format:
+        derived["log_format"] = "json" if production else "text"
     if not settings.ftps_host:
         derived["ftps_host"] = settings.host
     if not settings.ftps_port:

@@ -32,6 +32,10 @@ class Database:
                 session.rollback()
                 raise
 
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
     @property
     def sqlite_path(self) -> Path | None:
         """The database file, for SQLite on disk; None otherwise."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import update
@@ -287,12 +287,19 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
 # -- the service ------------------------------------------------------------------------------
 
 
+class CampaignObserver(Protocol):
+    """Told a campaign's job states whenever its report is computed (metrics)."""
+
+    def campaign_states(self, campaign_id: str, states: Mapping[str, int]) -> None: ...
+
+
 class Campaigns:
     def __init__(self, database: Database, grants: Grants, jobs: UpdateJobs, clock: Clock = utc_now) -> None:
         self.database = database
         self.grants = grants
         self.jobs = jobs
         self.clock = clock
+        self.observers: list[CampaignObserver] = []
 
     def create(self, request: CampaignRequest, created_by: str | None) -> CampaignReport:
         firmware = self.grants.grantable(request.firmware_id)
@@ -463,12 +470,15 @@ class Campaigns:
             failed = sum(1 for job in in_wave if job is not None and job.final and job.state in FAILURES)
             waves.append(WaveReport(number + 1, size, dict(states),
                                     failed / size if in_wave and size else None, threshold))
+        summary = JobSummary.of([job for _, job in pairs if job is not None])
+        for observer in self.observers:
+            observer.campaign_states(campaign.id, summary.states)
         return CampaignReport(
             id=campaign.id, firmware_id=campaign.firmware_id, status=campaign.status,
             status_reason=campaign.status_reason, current_wave=campaign.current_wave + 1, waves=waves,
             chargers=len(members), skipped=dict(Counter(member.skip_reason.split(" ")[0]
                                                         for member, _ in pairs if member.skip_reason)),
-            summary=JobSummary.of([job for _, job in pairs if job is not None]),
+            summary=summary,
             created_at=campaign.created_at,
             jobs=pairs,
         )

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import insert, update
@@ -294,6 +294,14 @@ def ocpp_payloads(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any
     }
 
 
+class GrantObserver(Protocol):
+    """Told of grants made and transfers recorded (metrics); must be quick and must not raise."""
+
+    def issued(self, protocol: str, count: int) -> None: ...
+
+    def recorded(self, attempt: DownloadAttempt) -> None: ...
+
+
 class Grants:
     def __init__(self, database: Database, catalog: Catalog, tokens: TokenSigner, public_url: str,
                  max_lifetime: timedelta, clock: Clock = utc_now, ftps: FtpsEndpoint | None = None) -> None:
@@ -310,6 +318,7 @@ class Grants:
         self._forged_pending = 0
         self._pending: list[DownloadAttempt] = []
         self._pending_lock = threading.Lock()
+        self.observers: list[GrantObserver] = []
 
     # -- issuing ----------------------------------------------------------------------------
 
@@ -368,7 +377,10 @@ class Grants:
             for index, (charger_id, retrieve_date, expires_at) in enumerate(plan)
         ]
         # One statement for the whole batch: SQLAlchemy sends it as multi-row INSERT ... RETURNING.
-        return list(session.execute(insert(Grant).returning(Grant.id, sort_by_parameter_order=True), rows).scalars())
+        ids = list(session.execute(insert(Grant).returning(Grant.id, sort_by_parameter_order=True), rows).scalars())
+        for observer in self.observers:
+            observer.issued(protocol, len(ids))
+        return ids
 
     def deliver(self, session: Session, rows: Sequence[Grant], firmware: FirmwareRecord,
                 ftps_mode: str | None = None) -> list[GrantRecord]:
@@ -529,6 +541,8 @@ class Grants:
 
     def record(self, attempt: DownloadAttempt) -> None:
         """Queue an attempt; `flush` writes the queue in one transaction (no write per request)."""
+        for observer in self.observers:
+            observer.recorded(attempt)
         with self._pending_lock:
             if attempt.refusal is Refusal.FORGED and self._forged_pending >= MAX_FORGED_RECORDS_PER_FLUSH:
                 # Someone guessing tokens must not turn each guess into a database row.

@@ -221,6 +221,13 @@ class SigningKeys:
                 raise NotFound(f"no signing key with id {key_id}")
             return _record(row)
 
+    def check_ready(self) -> None:
+        """NoSigningKey unless this node can sign with the active key now (readiness)."""
+        active = self.active()
+        if active is None:
+            raise NoSigningKey("no active signing key")
+        self._private_key(active.id)
+
     # -- signing --------------------------------------------------------------------------
 
     def _private_key(self, key_id: str) -> pki.PrivateKey:

@@ -52,12 +52,15 @@ async def download(request: Request) -> Response:
         _record(grants, permit.grant_id, permit.charger_id, request, now, None)
         return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
 
+    active = services.metrics.active_downloads.labels("https")
+
     def on_end(delivery: Delivery) -> None:
+        active.dec()
         _record(grants, permit.grant_id, permit.charger_id, request, now, delivery)
 
-    return await firmware_response(
-        request, firmware, storage, {"Cache-Control": "no-store"}, on_end if request.method == "GET" else None
-    )
+    if request.method == "HEAD":
+        return await firmware_response(request, firmware, storage, {"Cache-Control": "no-store"})
+    return await firmware_response(request, firmware, storage, {"Cache-Control": "no-store"}, on_end, active.inc)
 
 
 def _record(grants, grant_id: int, charger_id: str, request: Request, started, delivery: Delivery | None) -> None:

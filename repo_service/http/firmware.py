@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import anyio
@@ -78,6 +79,7 @@ async def upload(request: Request) -> Response:
 
     form.on_file_start = validate_early
     outcome = failure = None
+    began = time.monotonic()
     async with anyio.create_task_group() as group:
         group.start_soon(form.feed)
         try:
@@ -89,6 +91,7 @@ async def upload(request: Request) -> Response:
             failure = error
         finally:
             form.stop()
+    services.metrics.upload_seconds.observe(time.monotonic() - began)
     if failure is not None:
         raise failure
     status = 201 if outcome.created else 200

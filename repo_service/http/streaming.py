@@ -56,6 +56,7 @@ async def firmware_response(
     storage: Storage,
     headers: dict[str, str],
     on_end: Callable[[Delivery], None] | None = None,
+    on_begin: Callable[[], None] | None = None,
 ) -> Response:
     headers = {**representation_headers(record), **headers}
     try:
@@ -76,16 +77,20 @@ async def firmware_response(
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
     blocks = await run_in_threadpool(storage.read, record.storage_key, start, length)
     return StreamingResponse(
-        _counted(blocks, start, length, record.size, on_end),
+        _counted(blocks, start, length, record.size, on_end, on_begin),
         status_code=status, headers=headers, media_type="application/octet-stream",
     )
 
 
 async def _counted(
-    blocks: Iterator[bytes], start: int, length: int, size: int, on_end: Callable[[Delivery], None] | None
+    blocks: Iterator[bytes], start: int, length: int, size: int, on_end: Callable[[Delivery], None] | None,
+    on_begin: Callable[[], None] | None,
 ) -> AsyncIterator[bytes | memoryview]:
     # Each block is sent before the next is read: a slow client holds one block, not the image.
+    # on_begin runs here, not before the response: only a body that starts also ends (and calls on_end).
     began, sent = time.monotonic(), 0
+    if on_begin is not None:
+        on_begin()
     try:
         async for block in _pulled(blocks):
             yield block

@@ -41,6 +41,9 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object under key and any unfinished write to it; no error when there is none."""
 
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the backend can be written to now (readiness)."""
+
 
 @runtime_checkable
 class ReadsWithoutBlocking(Protocol):

@@ -80,6 +80,10 @@ class LocalStorage:
         except FileNotFoundError:
             return None
 
+    def check(self) -> None:
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"local storage {self.root} is not a writable directory")
+
     def delete(self, key: str) -> None:
         final = self._path(key)
         final.unlink(missing_ok=True)

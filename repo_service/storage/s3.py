@@ -69,6 +69,12 @@ class S3Storage:
             if kms_key_id:
                 self._encryption["SSEKMSKeyId"] = kms_key_id
 
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as error:
+            raise StorageUnavailable(f"S3 bucket {self.bucket}: {error}") from error
+
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist yet (development and tests)."""
         try:

@@ -1,0 +1,47 @@
+"""Every request gets an id (echoed as X-Request-Id, on each of its log lines) and is counted and timed."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from repo_service.logs import REQUEST_ID
+from repo_service.metrics import Metrics
+
+# A caller's own id (a load balancer's, a CSMS's) is kept when it is safe to log.
+_CALLER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class Observe:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = Headers(scope=scope).get("x-request-id", "")
+        request_id = offered if _CALLER_ID.fullmatch(offered) else secrets.token_hex(8)
+        token = REQUEST_ID.set(request_id)
+        began, status = time.monotonic(), 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            # The route's template, never the path: a download path holds its token.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.request_seconds.labels(route).observe(time.monotonic() - began)
+            REQUEST_ID.reset(token)
