@@ -18,6 +18,7 @@ bench: $(VENV)/.installed-test system-packages
 	$(BIN)/python bench/grants.py
 	$(BIN)/python bench/download.py
 	$(BIN)/python bench/ftps.py
+	$(BIN)/python bench/campaign.py
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fwrepo needs Python 3.11 or newer"'
