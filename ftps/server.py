@@ -7,10 +7,13 @@ and what is recorded. Each connection runs in its own thread
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +37,9 @@ from repo_service.tls import ftps_tls_files
 log = logging.getLogger("fwrepo.ftps")
 PERMISSIONS = "elr"  # change directory (to / only), list, retrieve
 CONTROL_IDLE_SECONDS = 120
+LOGIN_SECONDS = 30
+# Chargers behind one carrier NAT share an address; one address must still not take every slot.
+SESSIONS_PER_ADDRESS = 16
 DATA_STALL_SECONDS = 60
 # Commands that could change or reveal something beyond the one file are not spoken at all.
 UNSPOKEN = ("SITE", "SITE CHMOD", "SITE HELP", "SITE MFMT")
@@ -97,6 +103,23 @@ class GrantAuthorizer:
         pass
 
 
+class _Listener(ThreadedFTPServer):
+    """A listening port that turns banned addresses away before a session (and its thread) exists."""
+
+    bans: Bans
+    implicit = False
+    max_cons_per_ip = SESSIONS_PER_ADDRESS
+
+    def handle_accepted(self, sock: socket.socket, addr: tuple[str, int]) -> GrantSession | None:
+        if self.bans.banned(addr[0]):
+            with contextlib.suppress(OSError):
+                if not self.implicit:
+                    sock.send(b"421 Too many failed logins from your address; try again later.\r\n")
+            sock.close()
+            return None
+        return super().handle_accepted(sock, addr)
+
+
 class _DataChannel(TLS_DTPHandler):
     timeout = DATA_STALL_SECONDS
 
@@ -136,14 +159,7 @@ class GrantSession(TLS_FTPHandler):
     def handle(self) -> None:
         self.sessions.opened()
         self._counted = True
-        if self.bans.banned(self.remote_ip):
-            self._record(None, None, Refusal.BANNED)
-            if self.implicit:
-                self.close()
-            else:
-                self.respond("421 Too many failed logins from your address; try again later.")
-                self.close_when_done()
-            return
+        self._connected_at = time.monotonic()
         if self.implicit:
             # Implicit FTPS: TLS from the first byte; the banner goes out once the handshake is done.
             self.secure_connection(self.ssl_context)
@@ -154,6 +170,35 @@ class GrantSession(TLS_FTPHandler):
     def handle_ssl_established(self) -> None:
         if self.implicit:
             super().handle()
+
+    def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+        # NOOP and friends keep an idle session alive; a session that has not logged in
+        # soon is someone holding a connection (and a thread) open for nothing.
+        if not self.authenticated and time.monotonic() - self._connected_at > LOGIN_SECONDS:
+            self.respond(f"421 Log in within {LOGIN_SECONDS} seconds of connecting.")
+            self.close_when_done()
+            return
+        super().process_command(cmd, *args, **kwargs)
+
+    def ftp_PROT(self, line: str) -> None:
+        # pyftpdlib checks PROT only at PASV/PORT: PROT C after PASV would send the file in the clear.
+        if self.tls_data_required and line.strip().upper() == "C":
+            self.respond("534 Clear data connections are refused here: use PROT P.")
+            return
+        super().ftp_PROT(line)
+
+    def handle_max_cons(self) -> None:
+        self._refuse_crowd(super().handle_max_cons)
+
+    def handle_max_cons_per_ip(self) -> None:
+        self._refuse_crowd(super().handle_max_cons_per_ip)
+
+    def _refuse_crowd(self, plain_refusal: Callable[[], None]) -> None:
+        # On the implicit port the client expects TLS: a plain-text 421 would only confuse it.
+        if self.implicit:
+            self.close()
+        else:
+            plain_refusal()
 
     def on_disconnect(self) -> None:
         if self._counted:
@@ -170,7 +215,10 @@ class GrantSession(TLS_FTPHandler):
 
     def refused(self, refusal: DownloadRefused) -> None:
         self._record(refusal.grant_id, refusal.charger_id, refusal.reason)
-        if self.bans.failed(self.remote_ip):
+        # Only wrong logins count towards a ban: chargers behind one carrier NAT retrying a
+        # grant that died (as OCPP tells them to) must not lock out every charger there.
+        if refusal.reason is Refusal.FORGED and self.bans.failed(self.remote_ip):
+            self._record(None, None, Refusal.BANNED)
             log.warning("ftps: banned %s after repeated failed logins", self.remote_ip, extra=self.log_extra)
 
     def open_file(self) -> StoredFile:
@@ -207,7 +255,7 @@ class GrantSession(TLS_FTPHandler):
         self.services.grants.record(DownloadAttempt(
             grant_id=self.permit.grant_id, charger_id=self.permit.charger_id, client_address=self.remote_ip,
             protocol="ftps", range_start=stored.start, range_end=stored.start + sent - 1 if sent else None,
-            bytes_sent=sent, completed=stored.start + sent == stored.size, refusal=None,
+            bytes_sent=sent, completed=sent > 0 and stored.start + sent == stored.size, refusal=None,
             started_at=started, duration_ms=int((time.monotonic() - began) * 1000),
         ))
 
@@ -254,8 +302,8 @@ def make_handler(settings: Settings, services: Services, bans: Bans, sessions: S
 class FtpsServers:
     """The explicit and implicit FTPS listeners, accepting on one loop in one thread."""
 
-    explicit: ThreadedFTPServer
-    implicit: ThreadedFTPServer
+    explicit: _Listener
+    implicit: _Listener
     sessions: Sessions
     thread: threading.Thread | None = None
 
@@ -287,10 +335,12 @@ def open_servers(settings: Settings, services: Services) -> FtpsServers:
                                  (settings.ftps_implicit_port, True, "FWREPO_FTPS_IMPLICIT_PORT")):
         handler = make_handler(settings, services, bans, sessions, context, implicit)
         try:
-            servers.append(ThreadedFTPServer((settings.ftps_host, port), handler, ioloop=loop))
+            listener = _Listener((settings.ftps_host, port), handler, ioloop=loop)
         except OSError as error:
             for server in servers:
                 server.close_all()
             raise SettingsError(name, f"cannot listen on {settings.ftps_host}:{port}: {error.strerror or error} "
                                 "(another fwrepo? set another port, or FWREPO_FTPS=false)") from None
+        listener.bans, listener.implicit = bans, implicit
+        servers.append(listener)
     return FtpsServers(*servers, sessions=sessions)

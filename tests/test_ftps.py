@@ -261,6 +261,33 @@ def test_plain_ftp_is_refused_and_a_wrong_password_learns_nothing(fwrepo: Fwrepo
         ftp.quit()
 
 
+def test_clear_data_is_refused_even_after_pasv(fwrepo: Fwrepo) -> None:
+    firmware, grant = ftps_grant(fwrepo, image(1000))
+    ftp = session(fwrepo, grant["location"])
+    try:
+        ftp.sendcmd("PASV")
+        with pytest.raises(ftplib.error_perm, match="^534"):
+            ftp.sendcmd("PROT C")
+    finally:
+        ftp.close()
+
+
+def test_one_address_cannot_take_every_session(tmp_path: Path) -> None:
+    server = start_fwrepo(tmp_path)
+    held = []
+    try:
+        for _ in range(16):
+            ftp = ftplib.FTP(timeout=30)
+            ftp.connect("127.0.0.1", server.ftps_port)
+            held.append(ftp)
+        with pytest.raises(ftplib.error_temp, match="^421 Too many connections from the same IP"):
+            ftplib.FTP(timeout=30).connect("127.0.0.1", server.ftps_port)
+    finally:
+        for ftp in held:
+            ftp.close()
+        server.stop()
+
+
 def test_tls_older_than_1_2_is_refused(fwrepo: Fwrepo) -> None:
     result = subprocess.run(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{fwrepo.ftps_implicit_port}", "-tls1_1", "-CAfile", fwrepo.ca],
@@ -321,6 +348,13 @@ def test_repeated_failed_logins_ban_the_address(tmp_path: Path) -> None:
     try:
         _, grant = ftps_grant(server, image(1000))
         parts = urlsplit(grant["location"])
+        # Chargers retrying a grant that died (behind one NAT, as OCPP has them) are refused, not banned.
+        _, dead = ftps_grant(server, image(1000))
+        with server.client("csms") as csms:
+            csms.delete(f"/api/v1/grants/{dead['id']}")
+        for _ in range(7):
+            assert eventually(lambda: login_reply(server, dead["location"]).startswith("530"))
+        assert login_reply(server, grant["location"]) == "230 logged in"
         wrong = grant["location"].replace(parts.password, "x" * 24)
         for _ in range(5):
             assert login_reply(server, wrong).startswith("530")
