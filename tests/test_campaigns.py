@@ -186,7 +186,7 @@ def test_chargers_already_on_the_target_or_of_other_models_are_skipped(fwrepo: F
     ]})
     assert reply.status_code == 201, reply.text
     body = reply.json()
-    assert body["skipped"] == {"already": 1, "model": 1} and body["waves"][0]["chargers"] == 1
+    assert body["skipped"] == {"already_on_target": 1, "model": 1} and body["waves"][0]["chargers"] == 1
     rows = list(csv.DictReader(io.StringIO(csms.get(f"/api/v1/campaigns/{body['id']}/jobs.csv").text)))
     assert {row["charger_id"]: row["skip_reason"] for row in rows}["CP-B"] == "already on 1.4.0"
 
@@ -280,3 +280,18 @@ def test_due_grants_come_in_pages_each_handed_out_once(fwrepo: Fwrepo, csms: htt
     assert pages == [10, 10, 5]
     reply = csms.get(f"/api/v1/campaigns/{campaign['id']}/grants", params={"due": "now", "limit": 10_001})
     assert reply.status_code == 422 and reply.json()["field"] == "limit"
+
+
+def test_a_wave_that_adds_nobody_is_passed_over(fwrepo: Fwrepo, csms: httpx.Client) -> None:
+    firmware = published(fwrepo)
+    campaign = start(csms, firmware, 3, waves=["1%", "2%", "100%"])  # ends 1, 1, 3: wave 2 is empty
+    finish(csms, due(csms, campaign), "1.4.0")
+    assert len(due(csms, campaign)) == 2 and report(csms, campaign)["current_wave"] == 3
+
+
+def test_the_csv_export_keeps_charger_ids_from_becoming_formulas(fwrepo: Fwrepo, csms: httpx.Client) -> None:
+    firmware = published(fwrepo)
+    reply = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "chargers": [
+        {"charger_id": "=HYPERLINK(\"http://evil\")", "current_version": "1.3.0"}]})
+    text = csms.get(f"/api/v1/campaigns/{reply.json()['id']}/jobs.csv").text
+    assert "'=HYPERLINK" in text

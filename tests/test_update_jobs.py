@@ -90,6 +90,16 @@ def test_fwrepos_download_records_move_a_silent_charger_along() -> None:
     assert job_of(StatusEvent("Installing", at(5)), transfers=(whole,)) == JobState.INSTALLING
 
 
+def test_reports_from_before_the_grant_are_about_something_else() -> None:
+    old_boot = StatusEvent(BOOTED, T0 - timedelta(days=300), firmware_version="1.4.0")
+    assert job_of(old_boot) == JobState.GRANTED
+
+
+def test_a_download_served_whole_after_a_failure_moves_the_job_on() -> None:
+    assert job_of(StatusEvent("DownloadFailed", at(1)), transfers=(Transfer(at(5), at(6), 900, True),)) == \
+        JobState.DOWNLOADED
+
+
 def test_no_progress_for_longer_than_the_timeout_is_timed_out() -> None:
     assert job_of(now=at(6 * 60 + 1)) == JobState.TIMED_OUT
     assert job_of(StatusEvent("Downloading", at(5 * 60)), now=at(6 * 60 + 1)) == JobState.DOWNLOADING
@@ -117,6 +127,8 @@ def now_iso(offset: timedelta = timedelta()) -> str:
     ({"status": "Booted", "timestamp": "2026-01-01T00:00:00Z"}, "firmware_version"),
     ({"status": "Downloading", "timestamp": "2026-01-01T00:00:00Z", "firmware_version": "1.0"}, "firmware_version"),
     ({"status": "Downloading", "timestamp": "2026-01-01T00:00:00Z", "info": "x" * 300}, "info"),
+    ({"status": "Downloading", "timestamp": "2026-01-01T00:00:00Z", "info": "\u001b[31mred"}, "info"),
+    ({"status": "Installing", "timestamp": "0001-01-01T00:30:00+01:00"}, "timestamp"),
 ])
 def test_bad_events_are_refused_422_naming_the_field(fwrepo: Fwrepo, event: dict, field: str) -> None:
     _, grant = grant_for(fwrepo, image(1000))

@@ -213,7 +213,8 @@ class CampaignCharger(SQLModel, table=True):
     """One charger of a campaign: its wave and grant, or why it was skipped."""
 
     __tablename__ = "campaign_charger"
-    __table_args__ = (UniqueConstraint("campaign_id", "charger_id", name="uq_campaign_charger"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "charger_id", name="uq_campaign_charger"),
+                      Index("ix_campaign_charger_wave", "campaign_id", "wave", "final"))
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: str = Field(sa_column=Column(String(32), ForeignKey("campaign.id"), nullable=False, index=True))
@@ -227,3 +228,13 @@ class CampaignCharger(SQLModel, table=True):
     skip_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     grant_id: int | None = Field(default=None, sa_column=Column(ForeignKey("grant.id"), nullable=True, index=True))
     delivered_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    # The job as last derived (when the charger last reported, or its deadline passed): waves are
+    # judged and reports made from these, not by replaying every event of 100,000 chargers each time.
+    state: str | None = Field(default=None, max_length=24)
+    final: bool = Field(default=False)
+    progress_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    granted_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    first_byte_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    last_byte_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    booted_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    bytes_served: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from repo_service.db.models import Campaign, CampaignCharger, Grant
@@ -38,6 +38,9 @@ DEFAULT_THRESHOLD = 0.1
 # Due grants per reply: each carries its OCPP payloads, certificate included (a few KB).
 DUE_PAGE = 1_000
 MAX_DUE_PAGE = 10_000
+# How skip reasons are counted in reports: the reason's opening words, and the name they are counted under.
+SKIP_KINDS = (("already on", "already_on_target"), ("model", "model"), ("hardware revision", "hardware_revision"),
+              ("on ", "below_min_version"))
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
@@ -284,6 +287,21 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     return {"median": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]}
 
 
+def _stored_job(member: CampaignCharger) -> Job | None:
+    """The job as refresh() last stored it (None for a skipped charger or a wave not started)."""
+    if member.state is None or member.granted_at is None:
+        return None
+    return Job(JobState(member.state), member.granted_at, member.first_byte_at, member.last_byte_at,
+               member.booted_at, (), member.bytes_served, member.final, member.progress_at)
+
+
+def _skip_kind(reason: str) -> str:
+    for prefix, kind in SKIP_KINDS:
+        if reason.startswith(prefix):
+            return kind
+    return "other"
+
+
 # -- the service ------------------------------------------------------------------------------
 
 
@@ -303,6 +321,13 @@ class Campaigns:
 
     def create(self, request: CampaignRequest, created_by: str | None) -> CampaignReport:
         firmware = self.grants.grantable(request.firmware_id)
+        if request.protocol == "ftps" and self.grants.ftps is None:
+            raise InvalidInput("protocol", "ftps is switched off on this server (FWREPO_FTPS=false)")
+        # The longest a grant may wait for its window (a day) plus the charger's whole retry plan.
+        longest = timedelta(days=1, seconds=request.retries * request.retry_interval) + RETRY_PLAN_MARGIN
+        if longest > self.grants.max_lifetime:
+            raise InvalidInput("retries", f"a day's wait for the window plus retries x retry_interval "
+                               f"({longest}) is longer than the {self.grants.max_lifetime} a grant may live")
         reasons = [skip_reason(charger, firmware) for charger in request.chargers]
         eligible = sum(reason is None for reason in reasons)
         if eligible == 0:
@@ -351,8 +376,9 @@ class Campaigns:
             plan.append((member.charger_id, retrieve, max(now + DEFAULT_LIFETIME, plan_end)))
         ids = self.grants.insert(session, firmware, plan, protocol=campaign.protocol, retries=campaign.retries,
                                  retry_interval=campaign.retry_interval, created_by=campaign.created_by)
-        for member, grant_id in zip(members, ids, strict=True):
-            member.grant_id = grant_id
+        for member, grant_id, (_, retrieve, _) in zip(members, ids, plan, strict=True):
+            member.grant_id, member.state, member.granted_at = grant_id, JobState.GRANTED.value, now
+            member.progress_at = max(now, retrieve)
             session.add(member)
 
     def due(self, campaign_id: str, limit: int = DUE_PAGE) -> list[GrantRecord]:
@@ -366,8 +392,10 @@ class Campaigns:
             campaign = self._campaign(session, campaign_id)
             if campaign.status != CampaignStatus.RUNNING:
                 return []
+            running = select(Campaign.id).where(Campaign.id == campaign_id,
+                                                Campaign.status == CampaignStatus.RUNNING.value)
             due_now = (select(CampaignCharger.id).join(Grant, col(Grant.id) == col(CampaignCharger.grant_id)).where(
-                CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.delivered_at).is_(None),
+                col(CampaignCharger.campaign_id).in_(running), col(CampaignCharger.delivered_at).is_(None),
                 col(Grant.retrieve_date) <= now, col(Grant.revoked_at).is_(None),
             ).order_by(col(CampaignCharger.grant_id)).limit(limit))
             # Claimed with a conditional update: two CSMS workers (or nodes) never get the same grant.
@@ -382,19 +410,46 @@ class Campaigns:
             firmware = self.grants.catalog.get(campaign.firmware_id)
             return self.grants.deliver(session, rows, firmware, campaign.ftps_mode)
 
+    def refresh(self, grant_ids: Sequence[int]) -> set[str]:
+        """Derive the jobs of these campaign grants again and store them; the campaigns they belong to."""
+        jobs = self.jobs.jobs(list(grant_ids))
+        if not jobs:
+            return set()
+        with self.database.session() as session:
+            members = {member.grant_id: member for member in session.exec(select(CampaignCharger).where(
+                col(CampaignCharger.grant_id).in_(list(jobs)))).all()}
+            for grant_id, job in jobs.items():
+                member = members.get(grant_id)
+                if member is None:
+                    continue
+                member.state, member.final, member.progress_at = job.state.value, job.final, job.progress_at
+                member.first_byte_at, member.last_byte_at = job.first_byte_at, job.last_byte_at
+                member.booted_at, member.bytes_served = job.booted_at, job.bytes_served
+                session.add(member)
+            return {member.campaign_id for member in members.values()}
+
     def advance(self, campaign_id: str) -> None:
         """Halt a failing wave, start the next one of a finished wave, or finish the campaign: at most once."""
+        now = self.clock()
         with self.database.session() as session:
             campaign = self._campaign(session, campaign_id)
             if campaign.status != CampaignStatus.RUNNING:
                 return
             wave = campaign.current_wave
-            grant_ids = [grant_id for grant_id in session.exec(select(CampaignCharger.grant_id).where(
-                CampaignCharger.campaign_id == campaign_id, CampaignCharger.wave == wave)).all()
-                if grant_id is not None]
-        jobs = self.jobs.jobs(grant_ids)
-        failures = Counter(job.state for job in jobs.values() if job.final and job.state in FAILURES)
-        size, failed = len(grant_ids), sum(failures.values())
+            in_wave = (CampaignCharger.campaign_id == campaign_id, CampaignCharger.wave == wave)
+            # Jobs nobody has reported on may have run out of time: only those are derived again here.
+            stale = [grant_id for grant_id in session.exec(select(CampaignCharger.grant_id).where(
+                *in_wave, col(CampaignCharger.final).is_(False),
+                col(CampaignCharger.progress_at) < now - self.jobs.timeout)).all() if grant_id is not None]
+        if stale:
+            self.refresh(stale)
+        with self.database.session() as session:
+            counts = session.exec(select(CampaignCharger.state, CampaignCharger.final, func.count()).where(
+                *in_wave).group_by(CampaignCharger.state, CampaignCharger.final)).all()
+        size = sum(count for _, _, count in counts)
+        finished = sum(count for _, final, count in counts if final)
+        failures = Counter({JobState(state): count for state, final, count in counts if final and state in FAILURES})
+        failed = sum(failures.values())
         threshold = campaign.thresholds[wave]
         with self.database.session(exclusive=True) as session:
             # Whatever node decides, only the one whose update still finds this wave running acts on it.
@@ -407,7 +462,7 @@ class Campaigns:
                 session.execute(update(Campaign).where(*still).values(status=CampaignStatus.HALTED.value,
                                                                       status_reason=reason))
                 return
-            if sum(job.final for job in jobs.values()) < size:
+            if finished < size:
                 return
             if wave + 1 == len(campaign.wave_ends):
                 session.execute(update(Campaign).where(*still).values(
@@ -427,7 +482,9 @@ class Campaigns:
         }
         allowed, target = transitions[action]
         with self.database.session(exclusive=True) as session:
-            campaign = self._campaign(session, campaign_id)
+            campaign = session.exec(select(Campaign).where(Campaign.id == campaign_id).with_for_update()).first()
+            if campaign is None:
+                raise NotFound(f"no campaign with id {campaign_id}")
             if campaign.status not in allowed:
                 raise Conflict(f"campaign {campaign_id} is {campaign.status}: it cannot {action}")
             campaign.status = target.value
@@ -443,11 +500,8 @@ class Campaigns:
         return self.report(campaign_id)
 
     def advance_for(self, grant_ids: Sequence[int]) -> None:
-        """Let the campaigns these grants belong to act on what was just reported about them."""
-        with self.database.session() as session:
-            campaign_ids = set(session.exec(select(CampaignCharger.campaign_id).where(
-                col(CampaignCharger.grant_id).in_(list(grant_ids)))).all())
-        for campaign_id in sorted(campaign_ids):
+        """Store what was just reported about these grants' jobs and let their campaigns act on it."""
+        for campaign_id in sorted(self.refresh(grant_ids)):
             self.advance(campaign_id)
 
     def list(self) -> list[Campaign]:
@@ -455,29 +509,32 @@ class Campaigns:
             return list(session.exec(select(Campaign).order_by(col(Campaign.created_at).desc())).all())
 
     def report(self, campaign_id: str) -> CampaignReport:
+        """The campaign from its stored job states: one read of its chargers, no replay of their events."""
         self.advance(campaign_id)
         with self.database.session() as session:
             campaign = self._campaign(session, campaign_id)
             members = list(session.exec(select(CampaignCharger).where(
                 CampaignCharger.campaign_id == campaign_id).order_by(col(CampaignCharger.position))).all())
-        jobs = self.jobs.jobs([member.grant_id for member in members if member.grant_id is not None])
-        pairs = [(member, jobs.get(member.grant_id) if member.grant_id is not None else None) for member in members]
+        pairs = [(member, _stored_job(member)) for member in members]
+        by_wave: dict[int, list[Job]] = {number: [] for number in range(len(campaign.thresholds))}
+        for member, job in pairs:
+            if member.wave is not None and job is not None:
+                by_wave[member.wave].append(job)
         waves = []
         for number, threshold in enumerate(campaign.thresholds):
-            in_wave = [job for member, job in pairs if member.wave == number]
-            size = sum(1 for member, _ in pairs if member.wave == number)
-            states = Counter(job.state.value for job in in_wave if job is not None)
-            failed = sum(1 for job in in_wave if job is not None and job.final and job.state in FAILURES)
-            waves.append(WaveReport(number + 1, size, dict(states),
-                                    failed / size if in_wave and size else None, threshold))
+            jobs = by_wave[number]
+            size = sum(1 for member in members if member.wave == number)
+            failed = sum(1 for job in jobs if job.final and job.state in FAILURES)
+            waves.append(WaveReport(number + 1, size, dict(Counter(job.state.value for job in jobs)),
+                                    failed / size if jobs and size else None, threshold))
         summary = JobSummary.of([job for _, job in pairs if job is not None])
         for observer in self.observers:
             observer.campaign_states(campaign.id, summary.states)
         return CampaignReport(
             id=campaign.id, firmware_id=campaign.firmware_id, status=campaign.status,
             status_reason=campaign.status_reason, current_wave=campaign.current_wave + 1, waves=waves,
-            chargers=len(members), skipped=dict(Counter(member.skip_reason.split(" ")[0]
-                                                        for member, _ in pairs if member.skip_reason)),
+            chargers=len(members), skipped=dict(Counter(_skip_kind(member.skip_reason)
+                                                        for member in members if member.skip_reason)),
             summary=summary,
             created_at=campaign.created_at,
             jobs=pairs,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -96,6 +96,8 @@ class Job:
     bytes_served: int = 0
     # Nothing the charger may still do changes the outcome (a failed download with retries left is not final).
     final: bool = False
+    # When the job last moved (or was due to start): the timeout counts from here.
+    progress_at: datetime | None = None
 
     @property
     def download_seconds(self) -> float | None:
@@ -126,14 +128,18 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
         timestamp = None
     if timestamp is None or timestamp.tzinfo is None:
         raise InvalidInput(f"{field_prefix}timestamp", "must be an ISO 8601 date-time with a zone, as OCPP sends it")
+    try:
+        timestamp = timestamp.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{field_prefix}timestamp", f"{raw_time} is out of range") from None
     if timestamp > now + CLOCK_SKEW:
         raise InvalidInput(f"{field_prefix}timestamp", f"{raw_time} is in the future (more than {CLOCK_SKEW} ahead)")
     info = document.get("info")
-    if info is not None and (not isinstance(info, str) or len(info) > MAX_INFO):
-        raise InvalidInput(f"{field_prefix}info", f"must be a string of at most {MAX_INFO} characters")
+    if info is not None and (not isinstance(info, str) or len(info) > MAX_INFO or not info.isprintable()):
+        raise InvalidInput(f"{field_prefix}info", f"must be printable text of at most {MAX_INFO} characters")
     version = document.get("firmware_version")
     if canonical == BOOTED:
-        if not isinstance(version, str) or not version.strip() or len(version) > 50:
+        if not isinstance(version, str) or not version.strip() or len(version) > 50 or not version.isprintable():
             raise InvalidInput(f"{field_prefix}firmware_version",
                                "a Booted event needs the firmwareVersion the charger's BootNotification reported")
     elif version is not None:
@@ -150,7 +156,9 @@ def derive_job(
     A failed download is final only once the charger has used up its retries
     (1 + retries attempts); until then it is a failure the charger may still mend.
     """
-    ordered = tuple(sorted(events, key=lambda event: event.timestamp))
+    # A report from before the grant existed is about something else (an older update, a wrong clock).
+    ordered = tuple(sorted((event for event in events if event.timestamp >= granted_at - CLOCK_SKEW),
+                           key=lambda event: event.timestamp))
     served = [transfer for transfer in transfers if transfer.bytes_sent > 0]
     first_byte = min((transfer.started_at for transfer in served), default=None)
     last_byte = min((transfer.ended_at for transfer in served if transfer.completed), default=None)
@@ -165,8 +173,10 @@ def derive_job(
     for moment, happening in happenings:
         last_activity = max(last_activity, moment)
         if isinstance(happening, JobState):
-            # fwrepo's own view of the download never undoes what the charger said later in the story.
-            if state in (JobState.GRANTED, JobState.DOWNLOADING):
+            # fwrepo's own view of the download never undoes what the charger said later in the
+            # story; a download it served whole after a failed one does move the job on.
+            if state in (JobState.GRANTED, JobState.DOWNLOADING) or (
+                    state == JobState.DOWNLOAD_FAILED and happening == JobState.DOWNLOADED):
                 state = happening
             continue
         if happening.status == BOOTED:
@@ -186,7 +196,7 @@ def derive_job(
     if not final and now > last_activity + timeout:
         state, final = JobState.TIMED_OUT, True
     return Job(state, granted_at, first_byte, last_byte, booted_at, ordered,
-               sum(transfer.bytes_sent for transfer in transfers), final)
+               sum(transfer.bytes_sent for transfer in transfers), final, last_activity)
 
 
 def _same_version(reported: str, target: str) -> bool:
@@ -272,7 +282,9 @@ class UpdateJobs:
             for start in range(0, len(grant_ids), QUERY_CHUNK):
                 chunk = grant_ids[start : start + QUERY_CHUNK]
                 grants += session.exec(select(Grant).where(col(Grant.id).in_(chunk))).all()
-                for row in session.exec(select(GrantEvent).where(col(GrantEvent.grant_id).in_(chunk))).all():
+                # In arrival order, so that events of the same instant replay the same way every time.
+                for row in session.exec(select(GrantEvent).where(col(GrantEvent.grant_id).in_(chunk))
+                                        .order_by(col(GrantEvent.id))).all():
                     events.setdefault(row.grant_id, []).append(
                         StatusEvent(row.status, row.timestamp, row.info, row.firmware_version))
                 served = select(DownloadRecord).where(col(DownloadRecord.grant_id).in_(chunk),

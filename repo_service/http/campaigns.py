@@ -107,7 +107,7 @@ async def jobs_csv(request: Request) -> Response:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for member, job in report.jobs:
-        writer.writerow([
+        writer.writerow(_cell(value) for value in [
             member.charger_id, member.wave + 1 if member.wave is not None else "", member.grant_id or "",
             job.state.value if job else "skipped", member.skip_reason or "", member.current_version,
             iso(job.first_byte_at) if job and job.first_byte_at else "",
@@ -126,6 +126,13 @@ async def firmware_stats(request: Request) -> Response:
     firmware_id = request.path_params["firmware_id"]
     summary, campaigns = await run_in_threadpool(request.app.state.services.campaigns.firmware_stats, firmware_id)
     return JSONResponse({"firmware_id": firmware_id, "campaigns": campaigns, **summary_json(summary)})
+
+
+def _cell(value: object) -> object:
+    # A charger id such as "=HYPERLINK(...)" must stay text when the export is opened in a spreadsheet.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _action(action: str):  # type: ignore[no-untyped-def]

@@ -49,10 +49,19 @@ def upgrade() -> None:
         sa.Column("skip_reason", sa.Text(), nullable=True),
         sa.Column("grant_id", sa.Integer(), sa.ForeignKey("grant.id"), nullable=True),
         sa.Column("delivered_at", UtcDateTime(), nullable=True),
+        sa.Column("state", sa.String(24), nullable=True),
+        sa.Column("final", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("progress_at", UtcDateTime(), nullable=True),
+        sa.Column("granted_at", UtcDateTime(), nullable=True),
+        sa.Column("first_byte_at", UtcDateTime(), nullable=True),
+        sa.Column("last_byte_at", UtcDateTime(), nullable=True),
+        sa.Column("booted_at", UtcDateTime(), nullable=True),
+        sa.Column("bytes_served", sa.BigInteger(), nullable=False, server_default="0"),
         sa.UniqueConstraint("campaign_id", "charger_id", name="uq_campaign_charger"),
     )
     op.create_index("ix_campaign_charger_campaign_id", "campaign_charger", ["campaign_id"])
     op.create_index("ix_campaign_charger_grant_id", "campaign_charger", ["grant_id"])
+    op.create_index("ix_campaign_charger_wave", "campaign_charger", ["campaign_id", "wave", "final"])
 
 
 def downgrade() -> None:
