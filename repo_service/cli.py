@@ -74,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("client_id")
 
     storage = commands.add_parser("storage", help="storage housekeeping")
-    sweep = storage.add_subparsers(dest="storage_command", required=True).add_parser(
-        "sweep", parents=[settings], help="delete what interrupted uploads left behind"
-    )
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    sweep = storage_commands.add_parser("sweep", parents=[settings], help="delete what interrupted uploads left behind")
+    storage_commands.add_parser("check", parents=[settings],
+                                help="re-read every stored image: missing, corrupted and extra objects; exit 1 if any")
     sweep.add_argument("--older-than", type=float, default=SWEEP_AGE.total_seconds(), metavar="SECONDS",
                        help="only writes started at least this long ago (default 24 h)")
 
@@ -306,10 +307,19 @@ def _clients(arguments: argparse.Namespace) -> None:
     _print_table(["ID", "NAME", "ROLE", "KEY", "CREATED", "REVOKED"], rows)
 
 
-def _storage(arguments: argparse.Namespace) -> None:
+def _storage(arguments: argparse.Namespace) -> int | None:
     from repo_service.services import build_services
 
     services = build_services(_load_settings(arguments))
+    if arguments.storage_command == "check":
+        from repo_service.domain.scrub import scrub
+
+        findings = 0
+        for finding in scrub(services.catalog):
+            findings += 1
+            print(f"{finding.kind}: {finding.key}: {finding.detail}", flush=True)
+        print(f"{findings} problems" if findings else "storage and catalog agree")
+        return 1 if findings else None
     swept = services.uploads.sweep(timedelta(seconds=arguments.older_than))
     print(f"removed {len(swept)} interrupted uploads")
 

@@ -144,6 +144,19 @@ def test_the_check_sees_the_whole_stream_before_anything_is_visible(backend: tup
     assert seen == [(len(content), None)]
 
 
+def test_keys_list_stored_objects_and_not_unfinished_writes(backend: tuple[Storage, Leftovers]) -> None:
+    storage, _ = backend
+    for name in ("b", "a", "c"):
+        storage.write(f"firmware/{name}", blocks(image(1000)))
+    storage.write("other/x", blocks(image(10)))
+
+    during: list[str] = []
+    # The check runs when all bytes are written but before the object is visible: d is not listed yet.
+    storage.write("firmware/d", blocks(image(1000)), check=lambda _: during.extend(storage.keys("firmware/")))
+    assert sorted(during) == ["firmware/a", "firmware/b", "firmware/c"]
+    assert sorted(storage.keys("firmware/")) == ["firmware/a", "firmware/b", "firmware/c", "firmware/d"]
+
+
 def test_delete_removes_the_object(backend: tuple[Storage, Leftovers]) -> None:
     storage, leftovers = backend
     storage.write("firmware/gone", blocks(image(1000)))

@@ -255,3 +255,26 @@ def test_a_large_upload_streams_with_constant_server_memory(tmp_path: Path) -> N
         assert (tmp_path / "server" / "storage").stat()  # stored on disk, not in memory
     finally:
         server.stop()
+
+
+def test_storage_check_finds_missing_corrupted_and_extra_objects(tmp_path: Path) -> None:
+    server = start_fwrepo(tmp_path)
+    try:
+        with server.client("release") as release:
+            ids = [upload(release, "Vscrub", f"1.0.{n}", image(50_000)).json()["id"] for n in range(3)]
+        assert server.cli("storage", "check").stdout.strip() == "storage and catalog agree"
+        stored = tmp_path / "storage" / "firmware"
+        (stored / ids[0]).unlink()
+        corrupted = bytearray((stored / ids[1]).read_bytes())
+        corrupted[1000] ^= 0xFF
+        (stored / ids[1]).write_bytes(bytes(corrupted))
+        (stored / "0000000000000000").write_bytes(b"stray")
+        result = server.cli("storage", "check", check=False)
+        assert result.returncode == 1
+        lines = result.stdout.splitlines()
+        assert any(line.startswith(f"missing: firmware/{ids[0]}") for line in lines)
+        assert any(line.startswith(f"corrupted: firmware/{ids[1]}") for line in lines)
+        assert any(line.startswith("extra: firmware/0000000000000000") for line in lines)
+        assert lines[-1] == "3 problems"
+    finally:
+        server.stop()

@@ -44,6 +44,9 @@ class Storage(Protocol):
     def check(self) -> None:
         """Raise StorageUnavailable unless the backend can be written to now (readiness)."""
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        """The key of every stored object under prefix; unfinished writes are not objects."""
+
 
 @runtime_checkable
 class ReadsWithoutBlocking(Protocol):

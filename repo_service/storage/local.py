@@ -84,6 +84,14 @@ class LocalStorage:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageUnavailable(f"local storage {self.root} is not a writable directory")
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        base = self.root / prefix.rstrip("/")
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):  # .NAME.xxx.partial: a write in flight
+                yield path.relative_to(self.root).as_posix()
+
     def delete(self, key: str) -> None:
         final = self._path(key)
         final.unlink(missing_ok=True)

@@ -75,6 +75,14 @@ class S3Storage:
         except (ClientError, BotoCoreError) as error:
             raise StorageUnavailable(f"S3 bucket {self.bucket}: {error}") from error
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+        except (ClientError, BotoCoreError) as error:
+            raise StorageUnavailable(f"S3 listing of {self.bucket}/{prefix} failed: {error}") from error
+
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist yet (development and tests)."""
         try:
