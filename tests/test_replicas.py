@@ -1,0 +1,113 @@
+"""Two fwrepo nodes on one PostgreSQL database and one Ceph RGW bucket behave as one service."""
+
+from __future__ import annotations
+
+import ftplib
+import hashlib
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import Fwrepo, _scratch_postgres, image, s3_environment, upload
+from tests.support.s3servers import S3Server
+
+
+@pytest.fixture
+def nodes(postgres_server_url: str, ceph: S3Server, tmp_path: Path) -> Iterator[tuple[Fwrepo, Fwrepo]]:
+    shared = {
+        **s3_environment(ceph, f"replicas-{secrets.token_hex(4)}"),
+        "FWREPO_KEYS_DIR": str(tmp_path / "keys"),  # a shared volume in production
+        "FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24),
+        "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32),
+    }
+    for database_url in _scratch_postgres(postgres_server_url):
+        started: list[Fwrepo] = []
+        try:
+            for name in ("a", "b"):
+                (tmp_path / name).mkdir()
+                node = Fwrepo(data_dir=tmp_path / name, environment={**shared, "FWREPO_DATABASE_URL": database_url})
+                started.append(node.start())
+            started[1].keys = started[0].keys  # API keys live in the shared database
+            yield started[0], started[1]
+        finally:
+            for node in started:
+                node.stop()
+
+
+def on(node: Fwrepo, location: str) -> str:
+    """The same download location, sent to another node (as a load balancer would)."""
+    return node.url + urlsplit(location).path
+
+
+def test_a_grant_from_one_node_downloads_from_the_other_and_a_revocation_bites_everywhere(
+    nodes: tuple[Fwrepo, Fwrepo],
+) -> None:
+    a, b = nodes
+    content = image(300_000)
+    with a.client("release") as release, a.client("csms") as csms:
+        record = upload(release, "Vrep", "1.0.0", content).json()
+        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
+        grant = csms.post("/api/v1/grants", json={"firmware_id": record["id"], "charger_id": "CP-1"}).json()
+    with httpx.Client(verify=b.tls(), timeout=30) as charger:
+        reply = charger.get(on(b, grant["location"]))
+    assert reply.status_code == 200 and hashlib.sha256(reply.content).hexdigest() == record["sha256"]
+    with httpx.Client(verify=a.tls(), timeout=30) as charger:
+        assert charger.get(on(a, grant["location"])).status_code == 200  # A has it cached now
+        with b.client("csms") as csms:
+            assert csms.delete(f"/api/v1/grants/{grant['id']}").status_code == 200
+        revoked_at = time.monotonic()
+        while charger.get(on(a, grant["location"])).status_code != 410:
+            assert time.monotonic() - revoked_at < 5, "a revocation on B did not bite on A within 5 s"
+            time.sleep(0.2)
+
+
+def test_an_ftps_login_issued_on_one_node_works_on_the_other(nodes: tuple[Fwrepo, Fwrepo]) -> None:
+    a, b = nodes
+    content = image(100_000)
+    with a.client("release") as release, a.client("csms") as csms:
+        record = upload(release, "Vrepftps", "1.0.0", content).json()
+        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
+        grant = csms.post("/api/v1/grants", json={"firmware_id": record["id"], "charger_id": "CP-1",
+                                                   "protocol": "ftps"}).json()
+    parts = urlsplit(grant["location"])
+    ftp = ftplib.FTP_TLS(context=b.tls(), timeout=30)
+    ftp.connect("127.0.0.1", b.ftps_port)
+    ftp.login(parts.username, parts.password)
+    ftp.prot_p()
+    received = bytearray()
+    ftp.retrbinary(f"RETR {parts.path}", received.extend)
+    ftp.quit()
+    assert bytes(received) == content
+
+
+def test_a_campaign_advances_once_whichever_node_hears_the_deciding_events(nodes: tuple[Fwrepo, Fwrepo]) -> None:
+    a, b = nodes
+    with a.client("release") as release:
+        record = upload(release, "Vrepcamp", "2.0.0", image(20_000)).json()
+        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
+    with a.client("csms") as csms_a, b.client("csms") as csms_b:
+        campaign = csms_a.post("/api/v1/campaigns", json={
+            "firmware_id": record["id"], "waves": [4, "100%"],
+            "chargers": [{"charger_id": f"CP-{n}", "current_version": "1.0.0"} for n in range(12)],
+        }).json()
+        first = csms_a.get(f"/api/v1/campaigns/{campaign['id']}/grants", params={"due": "now"}).json()["grants"]
+        assert len(first) == 4
+        now = datetime.now(UTC).isoformat()
+        for index, grant in enumerate(first):  # the chargers' reports reach either node
+            node = csms_a if index % 2 else csms_b
+            reply = node.post("/api/v1/events", json={"events": [
+                {"request_id": grant["id"], "status": "Booted", "timestamp": now, "firmware_version": "2.0.0"}]})
+            assert reply.status_code == 200
+        handed_out = [grant["id"] for grant in first]
+        for node in (csms_b, csms_a, csms_b):
+            handed_out += [grant["id"] for grant in
+                           node.get(f"/api/v1/campaigns/{campaign['id']}/grants", params={"due": "now"}).json()["grants"]]
+        assert len(handed_out) == len(set(handed_out)) == 12  # the second wave started once, each grant went once
+        report = csms_a.get(f"/api/v1/campaigns/{campaign['id']}").json()
+        assert report["current_wave"] == 2 and [wave["chargers"] for wave in report["waves"]] == [4, 8]
