@@ -5,6 +5,7 @@ from __future__ import annotations
 import ftplib
 import hashlib
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ def nodes(postgres_server_url: str, ceph: S3Server, tmp_path: Path) -> Iterator[
         "FWREPO_KEYS_DIR": str(tmp_path / "keys"),  # a shared volume in production
         "FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24),
         "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32),
+        "FWREPO_SHUTDOWN_GRACE": "1",
     }
     for database_url in _scratch_postgres(postgres_server_url):
         started: list[Fwrepo] = []
@@ -111,3 +113,30 @@ def test_a_campaign_advances_once_whichever_node_hears_the_deciding_events(nodes
         assert len(handed_out) == len(set(handed_out)) == 12  # the second wave started once, each grant went once
         report = csms_a.get(f"/api/v1/campaigns/{campaign['id']}").json()
         assert report["current_wave"] == 2 and [wave["chargers"] for wave in report["waves"]] == [4, 8]
+
+
+def test_a_charger_cut_off_by_a_node_stopping_resumes_on_the_other(nodes: tuple[Fwrepo, Fwrepo]) -> None:
+    a, b = nodes
+    content = image(32 * 1024 * 1024)  # more than socket buffers hold, read slowly: the grace cannot cover it
+    with a.client("release") as release, a.client("csms") as csms:
+        record = upload(release, "Vrepstop", "1.0.0", content).json()
+        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
+        grant = csms.post("/api/v1/grants", json={"firmware_id": record["id"], "charger_id": "CP-1"}).json()
+    received, stopped = bytearray(), False
+    with httpx.Client(verify=a.tls(), timeout=30) as charger:
+        try:
+            with charger.stream("GET", on(a, grant["location"])) as reply:
+                for chunk in reply.iter_bytes(64 * 1024):
+                    received.extend(chunk)
+                    if len(received) >= 1024 * 1024 and not stopped and a.process:
+                        a.process.send_signal(signal.SIGTERM)  # 1 s of grace, then the node goes
+                        stopped = True
+                    time.sleep(0.05)
+        except httpx.TransportError:
+            pass
+    assert 0 < len(received) < len(content)
+    assert a.process is not None and a.process.wait(30) == 0
+    with httpx.Client(verify=b.tls(), timeout=30) as charger:
+        rest = charger.get(on(b, grant["location"]), headers={"Range": f"bytes={len(received)}-"})
+    assert rest.status_code == 206
+    assert bytes(received) + rest.content == content
