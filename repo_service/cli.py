@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import os
+import getpass
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -21,6 +23,7 @@ from repo_service.settings import SETTINGS, Settings, load_settings
 
 if TYPE_CHECKING:
     from ftps.server import FtpsServers
+    from repo_service.db.session import Database
     from repo_service.services import Services
 
 DEFAULT_URL = "https://127.0.0.1:8443"
@@ -137,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     yank = commands.add_parser("yank", parents=[client], help="withdraw a firmware")
     yank.add_argument("firmware_id")
     yank.add_argument("--reason", required=True)
+
+    audit = commands.add_parser("audit", help="the audit trail (local)")
+    audit.add_subparsers(dest="audit_command", required=True).add_parser(
+        "verify", parents=[settings], help="check the hash chain; name the first row edited, removed or reordered")
 
     campaigns = commands.add_parser("campaigns", help="staged rollouts (remote)")
     campaign_commands = campaigns.add_subparsers(dest="campaigns_command", required=True)
@@ -289,14 +296,17 @@ def _clients(arguments: argparse.Namespace) -> None:
     from repo_service.domain.clients import Clients, Role
     from repo_service.services import open_database
 
-    clients = Clients(open_database(_load_settings(arguments)))
+    database = open_database(_load_settings(arguments))
+    clients = Clients(database)
     if arguments.clients_command == "create":
-        _record, key = clients.create(arguments.name, Role(arguments.role))
+        record, key = clients.create(arguments.name, Role(arguments.role))
+        _audit(database, "client_create", f"client {record.id}", name=record.name, role=record.role.value)
         # The key alone on stdout, so that `KEY=$(fwrepo clients create ...)` works.
         print(key)
         return
     if arguments.clients_command == "revoke":
         record = clients.revoke(arguments.client_id)
+        _audit(database, "client_revoke", f"client {record.id}", name=record.name)
         print(f"revoked {record.id} ({record.name})")
         return
     rows = [
@@ -305,6 +315,25 @@ def _clients(arguments: argparse.Namespace) -> None:
         for record in clients.list()
     ]
     _print_table(["ID", "NAME", "ROLE", "KEY", "CREATED", "REVOKED"], rows)
+
+
+def _audit(database: Database, action: str, subject: str, **detail: Any) -> None:
+    """One act of an operator at this machine on the audit trail."""
+    from repo_service.domain.audit import Audit
+
+    Audit(database).record(f"cli {getpass.getuser()}@{socket.gethostname()}", action, subject, **detail)
+
+
+def _audit_command(arguments: argparse.Namespace) -> int:
+    from repo_service.domain.audit import Audit
+    from repo_service.services import open_database
+
+    count, broken = Audit(open_database(_load_settings(arguments))).verify()
+    if broken is None:
+        print(f"audit chain intact: {count} events")
+        return 0
+    print(f"audit chain BROKEN at row {broken.seq}: {broken.reason}", file=sys.stderr)
+    return 1
 
 
 def _storage(arguments: argparse.Namespace) -> int | None:
@@ -328,12 +357,14 @@ def _keys(arguments: argparse.Namespace) -> None:
     from repo_service.services import open_database, open_keys
 
     settings = _load_settings(arguments)
-    keys, development = open_keys(settings, open_database(settings))
+    database = open_database(settings)
+    keys, development = open_keys(settings, database)
     command = arguments.keys_command
     if command == "init":
         if settings.env == "production":
             raise FwrepoError("keys init makes development keys; in production use `fwrepo keys import`")
         key = keys.init_development()
+        _audit(database, "key_init", f"signing key {key.id}", algorithm=key.algorithm)
         print(f"signing key {key.id} ({key.algorithm}) active; root certificate {keys.root_certificate_path}")
     elif command == "import":
         passphrase = None
@@ -347,14 +378,19 @@ def _keys(arguments: argparse.Namespace) -> None:
             key = keys.import_key(_read(arguments.cert), _read(arguments.key_file), passphrase)
         else:
             raise FwrepoError("give --cert CHAIN.pem and --key KEY.pem, or --pkcs12 FILE.p12")
+        _audit(database, "key_import", f"signing key {key.id}", algorithm=key.algorithm, fingerprint=key.fingerprint)
         print(f"signing key {key.id} ({key.algorithm}) imported and active; expires {_when(key.not_after)}")
     elif command == "rotate":
         key = keys.rotate(arguments.algorithm)
+        _audit(database, "key_rotate", f"signing key {key.id}", algorithm=key.algorithm)
         print(f"signing key {key.id} ({key.algorithm}) active; new publications are signed with it")
     elif command == "resign":
-        print(f"re-signed {keys.resign()} published firmware with the active key")
+        count = keys.resign()
+        _audit(database, "key_resign", "published firmware", count=count)
+        print(f"re-signed {count} published firmware with the active key")
     elif command == "revoke":
         key = keys.revoke(arguments.key_id)
+        _audit(database, "key_revoke", f"signing key {key.id}")
         print(f"revoked {key.id}: firmware signed only by it is not offered until `fwrepo keys resign`")
     else:
         rows = [[key.id, key.algorithm, key.status.value, key.origin, _when(key.not_after), str(key.signed),
@@ -369,12 +405,15 @@ def _signers(arguments: argparse.Namespace) -> None:
     from repo_service.domain.signers import Signers
     from repo_service.services import open_database
 
-    signers = Signers(open_database(_load_settings(arguments)))
+    database = open_database(_load_settings(arguments))
+    signers = Signers(database)
     if arguments.signers_command == "add":
         signer = signers.add(arguments.name, _read(arguments.key_file))
+        _audit(database, "signer_add", f"signer {signer.id}", name=signer.name, fingerprint=signer.fingerprint)
         print(f"{signer.id}  {signer.name}  {signer.algorithm}  sha256:{signer.fingerprint}")
     elif arguments.signers_command == "remove":
         signer = signers.remove(arguments.signer)
+        _audit(database, "signer_remove", f"signer {signer.id}")
         print(f"removed {signer.id}")
     else:
         rows = [[signer.id, signer.name, signer.algorithm, signer.fingerprint[:16], _when(signer.created_at)]
@@ -618,4 +657,5 @@ _HANDLERS = {
     "publish": _publish,
     "yank": _yank,
     "campaigns": _campaigns,
+    "audit": _audit_command,
 }

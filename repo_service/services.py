@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from repo_service.db.migrate import upgrade
 from repo_service.db.session import Database
+from repo_service.domain.audit import Audit
 from repo_service.domain.campaigns import Campaigns
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clients import Clients
@@ -39,6 +40,7 @@ class Services:
     jobs: UpdateJobs
     campaigns: Campaigns
     metrics: Metrics
+    audit: Audit
 
 
 def open_database(settings: Settings, migrate: bool = True) -> Database:
@@ -64,6 +66,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     jobs = UpdateJobs(database, grants, timedelta(seconds=settings.job_timeout), clock)
     campaigns = Campaigns(database, grants, jobs, clock)
     metrics = Metrics()
+    audit = Audit(database, clock)
+    grants.audit = audit
     grants.observers.append(metrics)
     campaigns.observers.append(metrics)
     return Services(
@@ -79,6 +83,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         jobs=jobs,
         campaigns=campaigns,
         metrics=metrics,
+        audit=audit,
     )
 
 

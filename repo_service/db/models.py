@@ -238,3 +238,18 @@ class CampaignCharger(SQLModel, table=True):
     last_byte_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     booted_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     bytes_served: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+class AuditEvent(SQLModel, table=True):
+    """One security-relevant act, hash-chained to the one before it: editing, removing or reordering shows."""
+
+    __tablename__ = "audit_event"
+
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    actor: str = Field(max_length=80, index=True)
+    action: str = Field(max_length=32, index=True)
+    subject: str = Field(max_length=128, index=True)
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)

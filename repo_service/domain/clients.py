@@ -36,6 +36,7 @@ class Action(StrEnum):
     QUERY_UPDATES = "ask for updates"
     MANAGE_SIGNERS = "manage uploader signing keys"
     GRANT = "issue and revoke download grants"
+    READ_AUDIT = "read the audit trail"
 
 
 # Release engineers own the builds; a CSMS only reads what it needs to offer

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from repo_service.db.models import DownloadRecord, Grant
 from repo_service.db.session import Database
+from repo_service.domain.audit import Act, Audit
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.documents import refuse_unknown, required_string
@@ -55,6 +56,16 @@ def _shortened(name: str, room: int) -> str:
         keep = room - len(dot + extension)
         name = stem[:keep] + dot + extension if stem and keep > 0 else name[:room]
     return name or "firmware.bin"
+
+
+def _audit_act(attempt: DownloadAttempt) -> Act:
+    who = f"charger {attempt.charger_id}@{attempt.client_address}" if attempt.charger_id else \
+        f"anonymous@{attempt.client_address}"
+    subject = f"grant {attempt.grant_id}" if attempt.grant_id is not None else "no grant"
+    if attempt.refusal is not None:
+        return Act(who, "refusal", subject, {"protocol": attempt.protocol, "reason": attempt.refusal.value})
+    return Act(who, "download", subject, {"protocol": attempt.protocol, "bytes": attempt.bytes_sent,
+                                         "completed": attempt.completed, "range_start": attempt.range_start})
 
 
 class _Recent(Generic[K, V]):
@@ -319,6 +330,8 @@ class Grants:
         self._pending: list[DownloadAttempt] = []
         self._pending_lock = threading.Lock()
         self.observers: list[GrantObserver] = []
+        # Set by the services: download attempts reach the audit trail with the batch they are written in.
+        self.audit: Audit | None = None
 
     # -- issuing ----------------------------------------------------------------------------
 
@@ -615,5 +628,8 @@ class Grants:
                 session.execute(
                     update(Grant).where(col(Grant.id) == grant_id).values(downloads_completed=Grant.downloads_completed + count)
                 )
+            if self.audit is not None:
+                # In the same transaction: a record and its audit event are written together or not at all.
+                self.audit.append([_audit_act(attempt) for attempt in attempts], session)
         for grant_id in completed:
             self._grant_cache.forget(grant_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -17,3 +19,9 @@ async def authorize(request: Request, action: Action) -> Actor:
     actor = await run_in_threadpool(request.app.state.services.clients.authenticate, key.strip() or None)
     actor.require(action)
     return actor
+
+
+async def audit(request: Request, actor: Actor, action: str, subject: str, **detail: Any) -> None:
+    """One act of an API client on the audit trail."""
+    await run_in_threadpool(request.app.state.services.audit.record,
+                            f"client {actor.client_id} ({actor.name})", action, subject, **detail)

@@ -15,7 +15,7 @@ from repo_service.domain.campaigns import DUE_PAGE, CampaignReport, JobSummary, 
 from repo_service.domain.clients import Action
 from repo_service.domain.grants import iso
 from repo_service.errors import InvalidInput
-from repo_service.http.auth import authorize
+from repo_service.http.auth import audit, authorize
 from repo_service.http.bodies import json_object
 from repo_service.http.firmware import query_int
 from repo_service.http.grants import grant_json
@@ -68,6 +68,8 @@ async def create(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
     campaign_request = parse_campaign_request(await json_object(request, MAX_CAMPAIGN_BODY))
     report = await run_in_threadpool(request.app.state.services.campaigns.create, campaign_request, actor.client_id)
+    await audit(request, actor, "campaign", f"campaign {report.id}", firmware=report.firmware_id,
+                chargers=report.chargers)
     return JSONResponse(report_json(report), status_code=201, headers={"Location": f"/api/v1/campaigns/{report.id}"})
 
 
@@ -137,8 +139,9 @@ def _cell(value: object) -> object:
 
 def _action(action: str):  # type: ignore[no-untyped-def]
     async def act(request: Request) -> Response:
-        await authorize(request, Action.GRANT)
+        actor = await authorize(request, Action.GRANT)
         report = await run_in_threadpool(request.app.state.services.campaigns.set_status, _campaign_id(request), action)
+        await audit(request, actor, f"campaign_{action}", f"campaign {report.id}")
         return JSONResponse(report_json(report))
 
     return act

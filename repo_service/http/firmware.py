@@ -16,7 +16,7 @@ from repo_service.domain.catalog import CatalogFilter, FirmwareRecord, parse_sta
 from repo_service.domain.clients import Action
 from repo_service.domain.uploads import REQUIRED_FIELDS, UploadRequest, parse_upload_fields
 from repo_service.errors import InvalidInput, TooLarge
-from repo_service.http.auth import authorize
+from repo_service.http.auth import audit, authorize
 from repo_service.http.bodies import json_object, record_json
 from repo_service.http.forms import StreamingForm
 from repo_service.http.streaming import firmware_response
@@ -95,6 +95,9 @@ async def upload(request: Request) -> Response:
     if failure is not None:
         raise failure
     status = 201 if outcome.created else 200
+    if outcome.created:
+        await audit(request, actor, "upload", f"firmware {outcome.firmware.id}", vendor=outcome.firmware.vendor,
+                    version=outcome.firmware.version, sha256=outcome.firmware.sha256, size=outcome.firmware.size)
     headers = {"Location": f"/api/v1/firmware/{outcome.firmware.id}"}
     return JSONResponse(firmware_json(outcome.firmware), status_code=status, headers=headers)
 
@@ -132,19 +135,21 @@ async def show(request: Request) -> Response:
 
 
 async def publish(request: Request) -> Response:
-    await authorize(request, Action.PUBLISH)
+    actor = await authorize(request, Action.PUBLISH)
     record = await run_in_threadpool(request.app.state.services.catalog.publish, request.path_params["firmware_id"])
+    await audit(request, actor, "publish", f"firmware {record.id}", signing_key=record.signing_key_id)
     return JSONResponse(firmware_json(record))
 
 
 async def yank(request: Request) -> Response:
-    await authorize(request, Action.YANK)
+    actor = await authorize(request, Action.YANK)
     reason = (await json_object(request)).get("reason")
     if not isinstance(reason, str):
         raise InvalidInput("reason", "is required: say why this build must not be installed")
     record = await run_in_threadpool(
         request.app.state.services.catalog.yank, request.path_params["firmware_id"], reason
     )
+    await audit(request, actor, "yank", f"firmware {record.id}", reason=reason)
     return JSONResponse(firmware_json(record))
 
 

@@ -13,7 +13,7 @@ from repo_service.domain.catalog import FirmwareRecord
 from repo_service.domain.clients import Action
 from repo_service.domain.grants import MAX_GRANT_ID, GrantRecord, iso, ocpp_payloads
 from repo_service.errors import InvalidInput, NotFound
-from repo_service.http.auth import authorize
+from repo_service.http.auth import audit, authorize
 from repo_service.http.bodies import json_object, record_json
 
 # A batch of 10,000 charger ids is about 400 KB of JSON.
@@ -49,6 +49,8 @@ async def issue(request: Request) -> Response:
     grants = request.app.state.services.grants
     grant_request = grants.parse(await json_object(request), batch=False)
     firmware, issued = await run_in_threadpool(grants.issue, grant_request, actor.client_id)
+    await audit(request, actor, "grant", f"grant {issued[0].id}", firmware=firmware.id,
+                charger=issued[0].charger_id, protocol=issued[0].protocol)
     return JSONResponse(grant_json(issued[0], firmware), status_code=201,
                         headers={"Location": f"/api/v1/grants/{issued[0].id}"})
 
@@ -58,6 +60,8 @@ async def issue_batch(request: Request) -> Response:
     grants = request.app.state.services.grants
     grant_request = grants.parse(await json_object(request, MAX_GRANT_BODY), batch=True)
     firmware, issued = await run_in_threadpool(grants.issue, grant_request, actor.client_id)
+    await audit(request, actor, "grant", f"grants {issued[0].id}-{issued[-1].id}", firmware=firmware.id,
+                count=len(issued), protocol=grant_request.protocol)
     return JSONResponse({"firmware_id": firmware.id, "count": len(issued),
                          "grants": [grant_json(grant, firmware) for grant in issued]}, status_code=201)
 
@@ -91,9 +95,10 @@ async def show(request: Request) -> Response:
 
 
 async def revoke(request: Request) -> Response:
-    await authorize(request, Action.GRANT)
+    actor = await authorize(request, Action.GRANT)
     grant_id = grant_id_from(request)
     await run_in_threadpool(request.app.state.services.grants.revoke, grant_id)
+    await audit(request, actor, "revoke", f"grant {grant_id}")
     return JSONResponse(await _grant_body(request, grant_id))
 
 

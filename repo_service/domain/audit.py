@@ -1,0 +1,131 @@
+"""The audit trail: every security-relevant act once, each row chained to the one before by SHA-256.
+
+A row's hash covers its sequence number, its content and the previous row's
+hash, so changing a row, removing one or swapping two breaks the chain at
+that point, and `fwrepo audit verify` names it. Appends are serialised (a
+PostgreSQL advisory lock, SQLite's write lock) so concurrent writers on
+several nodes still make one chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, text
+from sqlmodel import Session, col, func, select
+
+from repo_service.db.models import AuditEvent
+from repo_service.db.session import Database
+from repo_service.domain.clock import Clock, utc_now
+from repo_service.errors import InvalidInput
+
+GENESIS = "0" * 64
+# Any fixed number: the advisory lock every fwrepo node takes to append to the chain.
+APPEND_LOCK = 0x66777265706F  # "fwrepo"
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Act:
+    actor: str
+    action: str
+    subject: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Break:
+    seq: int
+    reason: str
+
+
+def row_hash(seq: int, at: datetime, actor: str, action: str, subject: str, detail: str, prev_hash: str) -> str:
+    content = json.dumps([seq, at.isoformat(), actor, action, subject, detail, prev_hash], separators=(",", ":"))
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+class Audit:
+    def __init__(self, database: Database, clock: Clock = utc_now) -> None:
+        self.database = database
+        self.clock = clock
+
+    def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
+        self.append([Act(actor, action, subject, detail)])
+
+    def append(self, acts: Sequence[Act], session: Session | None = None) -> None:
+        """Chain acts on; in the caller's transaction when given one (then it must already hold a write)."""
+        if not acts:
+            return
+        if session is None:
+            with self.database.session(exclusive=True) as own:
+                self._append(own, acts)
+        else:
+            self._append(session, acts)
+
+    def _append(self, session: Session, acts: Sequence[Act]) -> None:
+        self._lock(session)
+        last = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
+        seq, previous = (last.seq, last.hash) if last else (0, GENESIS)
+        at, rows = self.clock(), []
+        for act in acts:
+            seq += 1
+            detail = json.dumps(dict(act.detail), sort_keys=True, default=str)
+            actor, subject = act.actor[:80], act.subject[:128]
+            digest = row_hash(seq, at, actor, act.action, subject, detail, previous)
+            rows.append({"seq": seq, "at": at, "actor": actor, "action": act.action, "subject": subject,
+                         "detail": detail, "prev_hash": previous, "hash": digest})
+            previous = digest
+        session.execute(insert(AuditEvent), rows)
+
+    @staticmethod
+    def _lock(session: Session) -> None:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK})
+
+    def list(self, *, action: str | None = None, actor: str | None = None, subject: str | None = None,
+             since: datetime | None = None, limit: int = 100, offset: int = 0) -> tuple[list[AuditEvent], int]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}")
+        if offset < 0:
+            raise InvalidInput("offset", "must not be negative")
+        query = select(AuditEvent)
+        for column, value in ((AuditEvent.action, action), (AuditEvent.actor, actor), (AuditEvent.subject, subject)):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(col(AuditEvent.at) >= since)
+        with self.database.session() as session:
+            total = session.exec(select(func.count()).select_from(query.subquery())).one()
+            rows = session.exec(query.order_by(col(AuditEvent.seq).desc()).offset(offset).limit(limit)).all()
+        return list(rows), total
+
+    def verify(self) -> tuple[int, Break | None]:
+        """How many rows were checked, and the first broken link (None when the chain holds)."""
+        expected_seq, previous, count = 1, GENESIS, 0
+        for row in self._rows():
+            count += 1
+            if row.seq != expected_seq:
+                return count, Break(expected_seq, f"row {expected_seq} is missing (the next row is {row.seq})")
+            if row.prev_hash != previous:
+                return count, Break(row.seq, f"row {row.seq} does not follow row {row.seq - 1} (rows reordered "
+                                    "or the row before changed)")
+            if row_hash(row.seq, row.at, row.actor, row.action, row.subject, row.detail, row.prev_hash) != row.hash:
+                return count, Break(row.seq, f"row {row.seq} was changed after it was written")
+            expected_seq, previous = row.seq + 1, row.hash
+        return count, None
+
+    def _rows(self) -> Iterator[AuditEvent]:
+        after = 0
+        while True:
+            with self.database.session() as session:
+                page = session.exec(select(AuditEvent).where(col(AuditEvent.seq) > after)
+                                    .order_by(col(AuditEvent.seq)).limit(5000)).all()
+            if not page:
+                return
+            yield from page
+            after = page[-1].seq
