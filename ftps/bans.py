@@ -21,8 +21,12 @@ class Bans:
     """
 
     def __init__(self, failures: int = FAILURES, window: float = WINDOW_SECONDS, duration: float = BAN_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 failed_elsewhere: Callable[[str, float], int] | None = None) -> None:
         self.failures, self.window, self.duration, self.clock = failures, window, duration, clock
+        # Wrong logins every node has recorded from an address in the last N seconds: a scanner
+        # moving from node to node behind a load balancer is banned on all of them.
+        self.failed_elsewhere = failed_elsewhere
         self._failed: dict[str, deque[float]] = {}
         self._banned_until: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -30,12 +34,15 @@ class Bans:
     def banned(self, address: str) -> bool:
         with self._lock:
             until = self._banned_until.get(address)
-            if until is None:
-                return False
-            if self.clock() < until:
+            if until is not None and self.clock() < until:
                 return True
-            del self._banned_until[address]
-            return False
+            if until is not None:
+                del self._banned_until[address]
+        if self.failed_elsewhere is not None and self.failed_elsewhere(address, self.window) >= self.failures:
+            with self._lock:
+                self._banned_until[address] = self.clock() + self.duration
+            return True
+        return False
 
     def failed(self, address: str) -> bool:
         """Count a failed login; True when it bans the address."""

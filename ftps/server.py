@@ -329,7 +329,8 @@ def open_servers(settings: Settings, services: Services) -> FtpsServers:
         log.warning("FWREPO_FTP_ALLOW_PLAIN=true: chargers may log in and download without TLS")
     if settings.log_level != "debug":
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)  # its command log names users; ours does not
-    context, bans, loop, sessions = tls_context(settings, services), Bans(), IOLoop(), Sessions(services.metrics)
+    bans = Bans(failed_elsewhere=services.grants.failed_logins)
+    context, loop, sessions = tls_context(settings, services), IOLoop(), Sessions(services.metrics)
     servers = []
     for port, implicit, name in ((settings.ftps_port, False, "FWREPO_FTPS_PORT"),
                                  (settings.ftps_implicit_port, True, "FWREPO_FTPS_IMPLICIT_PORT")):

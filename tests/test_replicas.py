@@ -140,3 +140,28 @@ def test_a_charger_cut_off_by_a_node_stopping_resumes_on_the_other(nodes: tuple[
         rest = charger.get(on(b, grant["location"]), headers={"Range": f"bytes={len(received)}-"})
     assert rest.status_code == 206
     assert bytes(received) + rest.content == content
+
+
+def test_an_address_banned_on_one_node_is_banned_on_the_other(nodes: tuple[Fwrepo, Fwrepo]) -> None:
+    a, b = nodes
+    with a.client("release") as release, a.client("csms") as csms:
+        record = upload(release, "Vrepban", "1.0.0", image(1000)).json()
+        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
+        grant = csms.post("/api/v1/grants", json={"firmware_id": record["id"], "charger_id": "CP-1",
+                                                   "protocol": "ftps"}).json()
+    user = urlsplit(grant["location"]).username
+    for _ in range(5):
+        ftp = ftplib.FTP_TLS(context=a.tls(), timeout=30)
+        ftp.connect("127.0.0.1", a.ftps_port)
+        with pytest.raises(ftplib.error_perm, match="^530"):
+            ftp.login(user, "w" * 24)
+        ftp.close()
+    deadline = time.monotonic() + 5  # A writes its records within a second; B counts them
+    while True:
+        try:
+            ftplib.FTP(timeout=30).connect("127.0.0.1", b.ftps_port)
+        except ftplib.error_temp as refusal:
+            assert str(refusal).startswith("421 Too many failed logins")
+            return
+        assert time.monotonic() < deadline, "B did not ban an address A had seen guessing"
+        time.sleep(0.3)

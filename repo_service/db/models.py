@@ -153,6 +153,8 @@ class DownloadRecord(SQLModel, table=True):
     """One download attempt or refusal, written in batches (never one write per request)."""
 
     __tablename__ = "download_record"
+    # FTPS bans count an address's recent wrong logins across every node.
+    __table_args__ = (Index("ix_download_record_address", "client_address", "started_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     grant_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True, index=True))

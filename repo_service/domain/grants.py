@@ -15,7 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import insert, update
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from repo_service.db.models import DownloadRecord, Grant
 from repo_service.db.session import Database
@@ -565,6 +565,14 @@ class Grants:
                 return
             self._forged_pending += attempt.refusal is Refusal.FORGED
             self._pending.append(attempt)
+
+    def failed_logins(self, address: str, seconds: float) -> int:
+        """Wrong FTPS logins from an address in the last seconds, as every node has recorded them."""
+        since = self.clock() - timedelta(seconds=seconds)
+        with self.database.session() as session:
+            return session.exec(select(func.count()).select_from(DownloadRecord).where(
+                DownloadRecord.client_address == address[:64], DownloadRecord.protocol == "ftps",
+                DownloadRecord.refusal == Refusal.FORGED.value, col(DownloadRecord.started_at) >= since)).one()
 
     @contextmanager
     def recording(self) -> Iterator[None]:
