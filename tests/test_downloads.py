@@ -313,3 +313,17 @@ def test_a_download_cut_off_by_storage_never_looks_complete(ceph: S3Server, tmp_
             assert target.stat().st_size < len(content)
         finally:
             server.stop()
+
+
+def test_the_grant_status_cache_holds_only_seconds_of_lookups() -> None:
+    from repo_service.domain.grants import _Recent
+
+    recent: _Recent[int, str] = _Recent(0.05, limit=1000)
+    for key in range(500):
+        recent.put(key, "state")
+    time.sleep(0.06)
+    recent.put(999, "fresh")
+    assert recent.get(999) == "fresh" and recent.get(1) is None and len(recent._items) == 1
+    for key in range(2000):
+        recent.put(key, "state")
+    assert len(recent._items) == 1000

@@ -83,12 +83,16 @@ class _Recent(Generic[K, V]):
         return item[1]
 
     def put(self, key: K, value: V) -> None:
-        if len(self._items) >= self.limit:
-            now = time.monotonic()
-            self._items = {k: item for k, item in self._items.items() if now - item[0] < self.seconds}
-            if len(self._items) >= self.limit:
-                self._items.clear()
-        self._items[key] = (time.monotonic(), value)
+        now = time.monotonic()
+        # Kept in the order they were put: what expired is at the front and leaves at once,
+        # so the cache holds a few seconds of lookups, not everything up to the limit.
+        self._items.pop(key, None)
+        self._items[key] = (now, value)
+        while self._items:
+            oldest = next(iter(self._items))
+            if now - self._items[oldest][0] < self.seconds and len(self._items) <= self.limit:
+                break
+            del self._items[oldest]
 
     def forget(self, key: K) -> None:
         self._items.pop(key, None)
