@@ -19,6 +19,7 @@ bench: $(VENV)/.installed-test system-packages
 	$(BIN)/python bench/download.py
 	$(BIN)/python bench/ftps.py
 	$(BIN)/python bench/campaign.py
+	$(BIN)/python bench/soak.py
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fwrepo needs Python 3.11 or newer"'

@@ -57,14 +57,15 @@ DUE_PAGE = 10_000  # due grants per GET .../grants?due=now&limit= (the API's max
 STATUSES = ("Downloading", "Downloaded", "Installing", "Installed", "Booted")
 TARGET_VERSION = "2.0.0"
 CATEGORIES = [
-    ("deriving jobs (update_jobs.derive_job, Job)", r"^(derive_job|<lambda>|_same_version|download_seconds|completion_seconds) \(.*domain/update_jobs|domain/versions\.py|^__init__ \(<string>"),
-    ("reading grants and events (UpdateJobs.jobs: SQLAlchemy ORM + driver)", r"^jobs \(.*domain/update_jobs"),
-    ("checking events (parse_event, record_many)", r"^(parse_event|record_many|_grant_key) \(.*domain/update_jobs"),
-    ("inserting events (_insert: INSERT ... ON CONFLICT DO NOTHING RETURNING)", r"^_insert \(.*domain/update_jobs"),
-    ("CSV writing (jobs_csv)", r"^jobs_csv \(|^writerow|csv\.py"),
-    ("report summing (Campaigns.report, JobSummary.of, percentiles)", r"^(report|of|percentiles) \(.*domain/campaigns"),
-    ("campaign creation (parse_campaign_request, skip_reason, create)", r"^(parse_campaign_request|_charger|skip_reason|create|_start_wave|retrieve_date) \(.*domain/campaigns"),
-    ("grant insert and hand-out (Grants.insert/deliver, due)", r"^(insert|deliver|_record|due) \(.*domain/(grants|campaigns)"),
+    ("deriving jobs (update_jobs.derive_job, Job)", r"^(?:[\w<>]+\.)*(derive_job|<lambda>|_same_version|download_seconds|completion_seconds) \(.*domain/update_jobs|domain/versions\.py|^__init__ \(<string>"),
+    ("reading grants and events (UpdateJobs.jobs: SQLAlchemy ORM + driver)", r"^(?:[\w<>]+\.)*jobs \(.*domain/update_jobs"),
+    ("checking events (parse_event, record_many)", r"^(?:[\w<>]+\.)*(parse_event|record_many|_grant_key) \(.*domain/update_jobs"),
+    ("inserting events (_insert: INSERT ... ON CONFLICT DO NOTHING RETURNING)", r"^(?:[\w<>]+\.)*_insert \(.*domain/update_jobs"),
+    ("CSV writing (jobs_csv)", r"^(?:[\w<>]+\.)*jobs_csv \(|^writerow|csv\.py"),
+    ("report summing (Campaigns.report, _stored_job, JobSummary.of, percentiles)", r"^(?:[\w<>]+\.)*(report(?:\.<locals>\.<\w+>)?|_stored_job|of|percentiles) \(.*domain/campaigns"),
+    ("storing and judging job states (Campaigns.refresh, advance)", r"^(?:[\w<>]+\.)*(refresh|advance|advance_for) \(.*domain/campaigns"),
+    ("campaign creation (parse_campaign_request, skip_reason, create)", r"^(?:[\w<>]+\.)*(parse_campaign_request|_charger|skip_reason|create|_start_wave|retrieve_date) \(.*domain/campaigns"),
+    ("grant insert and hand-out (Grants.insert/deliver, due)", r"^(?:[\w<>]+\.)*(insert|deliver|_record|due) \(.*domain/(grants|campaigns)"),
     ("JSON encoding of replies", r"^render \(.*starlette/responses|json/encoder|^report_json|^grant_json|^ocpp_payloads"),
     ("JSON decoding of requests", r"json/decoder|^loads \(json"),
     ("SQL: SQLAlchemy ORM + driver (which caller: the file:line table)", r"sqlalchemy/|sqlite3|psycopg"),
@@ -125,6 +126,7 @@ class Run:
     wave_grants: list[int] = field(default_factory=list)
     due_pages: int = 0  # GET .../grants calls, the empty last page of each wave included
     batch_seconds: list[float] = field(default_factory=list)  # every events POST, in order
+    wave_batches: list[int] = field(default_factory=list)  # events POSTs per wave
     rss_max_kib: int = 0
     peak_rss_kib: int = 0
     idle_rss_kib: int = 0
@@ -283,6 +285,7 @@ class Bench:
                         return count, len(reply.content)
 
                     self.timed(run, "events", server, post)
+                run.wave_batches.append(len(bodies))
                 self.disturbed(f"{run.backend} wave {wave + 1} (due grants and events)", snapshot,
                                time.monotonic() - began)
                 say(f"  wave {wave + 1}: {len(handed):,} due grants, {len(bodies)} event batches "
@@ -489,37 +492,69 @@ def render_hotspots(bench: Bench) -> list[str]:
 
 
 def what_bounds(bench: Bench) -> list[str]:
-    """What the numbers and profiles say, from this run's figures."""
+    """What the numbers and profiles say, from this run's figures (the code as of commit 818ff7f)."""
     run = bench.runs["sqlite"]
     if not run.phases:
         return []
     events, report = run.phase("events"), run.phase("report")
     n = bench.args.chargers
-    firsts = run.batch_seconds[: max(1, len(run.batch_seconds) // 10)]
-    lasts = run.batch_seconds[-max(1, len(run.batch_seconds) // 10):]
+    # Within the last (largest) wave, whose batches are all full but perhaps its last: does a batch grow as the
+    # wave's events pile up? (Earlier waves have smaller, partly partial batches; the last batch of a wave also
+    # starts the next wave, i.e. inserts its grants.)
+    last_wave = run.batch_seconds[-run.wave_batches[-1]:] if run.wave_batches else run.batch_seconds
+    tenth = max(1, len(last_wave) // 10)
+    firsts, lasts = last_wave[:tenth], last_wave[-tenth:]
+    first, last = sum(firsts) / len(firsts), sum(lasts) / len(lasts)
+    growth = last / first if first else 0.0
+
+    def top(prefix: str) -> str:
+        for hotspot in bench.profiles:
+            if hotspot.title.startswith(prefix) and hotspot.summary.samples and hotspot.summary.categories:
+                name, count = hotspot.summary.categories[0]
+                return f" Its profile above puts the largest share in {name} ({count / hotspot.summary.samples:.0%})."
+        return ""
+
     lines = ["What bounds it (from this run's numbers and the profiles above):", ""]
+    trend = (f"in the last wave ({len(last_wave)} batches) the last tenth of its batches took {last:.2f} s each "
+             f"against {first:.2f} s for its first tenth ({growth:.1f}x)")
+    if growth <= 1.5:
+        shape = ("so a batch costs about what its own events cost, not what the wave or the events already "
+                 "stored cost")
+    else:
+        shape = ("so batches grow within a wave, though not with the wave's size: the statuses arrive in order "
+                 "(every charger's Downloading first, Booted last) and `UpdateJobs.jobs` reads every stored event "
+                 "of the batch's grants, one per grant in a wave's first batches and five in its last; the GROUP BY "
+                 "costs the same for every batch of a wave")
+    ends, total = [], 0
+    for count in run.wave_batches[:-1]:
+        total += count
+        ends.append(total - 1)
+    slowest = run.batch_seconds.index(max(run.batch_seconds)) if run.batch_seconds else -1
+    if slowest in ends:
+        shape += (f"; the slowest batch ({max(run.batch_seconds):.2f} s) was the last of wave "
+                  f"{ends.index(slowest) + 1}, which also starts the next wave inside that request (`_start_wave`: "
+                  "that wave's grants inserted)")
     lines.append(
-        f"- **Events**: each `POST /api/v1/events` stores its events and then calls `Campaigns.advance_for` "
-        "(repo_service/http/jobs.py `record_events`), which for the campaign's current wave reads every grant, "
-        "every event and every download record of that wave and derives every job in Python "
-        "(`Campaigns.advance` -> `UpdateJobs.jobs` -> `derive_job`, repo_service/domain/campaigns.py and "
-        "update_jobs.py) only to decide whether the wave failed or finished. The cost of a batch therefore "
-        f"grows with the wave and with the events already stored: the first tenth of the batches took "
-        f"{sum(firsts) / len(firsts):.2f} s each, the last tenth {sum(lasts) / len(lasts):.2f} s each, and "
-        f"{events.items:,} events took {events.seconds:.0f} s in all. Keeping per-wave counts of finished and "
-        "failed jobs (or deriving only the jobs of the grants in the batch and comparing with their previous "
-        "state) would make a batch cost what its own 10,000 events cost.")
+        f"- **Events**: each `POST /api/v1/events` checks and inserts its events (`record_many`, `_insert`), then "
+        "`Campaigns.advance_for` (repo_service/domain/campaigns.py) derives again only the jobs of the grants the "
+        "batch names (`refresh` -> `UpdateJobs.jobs` on those grants' rows and events) and stores each job's state "
+        "on its `campaign_charger` row; `advance` then re-derives only the wave's unfinished jobs past their "
+        "progress timeout (none in this run) and judges the wave with one `GROUP BY state, final` over its "
+        f"charger rows. {events.items:,} events took {events.seconds:.0f} s (server CPU {events.server_cpu:.0f} s); "
+        f"{trend}, {shape}." + top("the first"))
     due = run.phase("due")
     lines.append(
-        f"- **Due grants**: every page (`Campaigns.due`, repo_service/domain/campaigns.py) first calls "
-        f"`advance`, i.e. derives every job of the current wave as above, before it claims its page; "
-        f"{run.due_pages} pages took {due.seconds:.1f} s in all.")
+        f"- **Due grants**: every page (`Campaigns.due`) first runs `advance` (the GROUP BY above), then claims its "
+        "page with one conditional `UPDATE campaign_charger ... RETURNING grant_id` and hands the grants out "
+        f"(`Grants.deliver`: grant rows, OCPP payloads); {run.due_pages} pages took {due.seconds:.1f} s in all.")
+    per = report.seconds / n * 1e6 if n else 0.0
     lines.append(
-        f"- **Report and CSV**: `Campaigns.report` first runs `advance` (all jobs of the current wave), then "
-        f"loads all {n:,} members and derives all {n:,} jobs again (`UpdateJobs.jobs`: ORM rows of `grant` and "
-        f"`grant_event`, then `derive_job` per grant), and the wave loop scans all pairs once per wave; the "
-        f"report took {report.seconds:.1f} s. The CSV export calls the same `report`. Aggregating states in SQL "
-        "(or caching each job's state when its events arrive) would leave the report a few GROUP BY queries.")
+        f"- **Report and CSV**: `Campaigns.report` runs `advance`, then reads the {n:,} stored `campaign_charger` "
+        "rows as ORM objects in one SELECT (no replay of grants or events), turns each into a `Job` "
+        "(`_stored_job`) and sums states, waves and percentiles in Python (`JobSummary.of`); the report took "
+        f"{report.seconds:.1f} s ({per:.0f} us per charger), i.e. it is bound by loading one ORM row per charger "
+        "and summing in Python, linear in the campaign size. The CSV export calls the same `report` and then "
+        "writes one row per charger." + top("GET"))
     return lines + [""]
 
 
@@ -530,8 +565,7 @@ def render_section(bench: Bench, machine: list[str], when: dt.datetime, elapsed:
         f"<!-- bench:{SECTION}:start -->",
         "## Campaign",
         "",
-        (f"Written by `bench/campaign.py --chargers {n} --waves {args.waves}"
-         f"{' --database-url ' + redact(args.database_url) if args.database_url else ''}` on {when:%Y-%m-%d %H:%M} "
+        (f"Written by `{command_line(args)}` on {when:%Y-%m-%d %H:%M} "
          f"UTC (the run took {elapsed / 60:.1f} min, of which {bench.turns.waited / 60:.1f} min waiting for other "
          "benchmarks and pytest)."),
         "",
@@ -564,6 +598,20 @@ def render_section(bench: Bench, machine: list[str], when: dt.datetime, elapsed:
     return "\n".join(lines) + "\n"
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command as it was given: the PostgreSQL URL from the flag or from the environment, as it came."""
+    command = f"bench/campaign.py --chargers {args.chargers} --waves {args.waves}"
+    if args.profile != "auto":
+        command += f" --profile {args.profile}"
+    elif args.profile_batches != 5:
+        command += f" --profile-batches {args.profile_batches}"
+    if not args.database_url:
+        return command
+    if args.database_url_from_env:
+        return f"FWREPO_BENCH_DATABASE_URL={redact(args.database_url)} {command}"
+    return f"{command} --database-url {redact(args.database_url)}"
+
+
 def redact(url: str) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.split("@")[-1]
@@ -592,6 +640,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--doc", type=Path, default=upload.DOC, help="file whose campaign section is rewritten")
     parser.add_argument("--no-doc", action="store_true", help="print the results only")
     args = parser.parse_args(argv)
+    args.database_url_from_env = bool(args.database_url) and args.database_url == os.environ.get(
+        "FWREPO_BENCH_DATABASE_URL") and "--database-url" not in " ".join(sys.argv[1:] if argv is None else argv)
     if not 1 <= args.chargers <= 100_000:
         parser.error("--chargers must be between 1 and 100000 (fwrepo's limit per campaign)")
     return args

@@ -1098,7 +1098,7 @@ def what_bounds(bench: Bench, key: str) -> str:
             f"{fw.median('seconds'):.2f} s per GiB neither side fills the {cpus} CPUs, so the stream is bound by "
             f"the serial path of one connection in the event loop: per {block // 1024} KiB block (`READ_BLOCK` in "
             f"`repo_service/storage/local.py`, {per_second:,.0f} blocks/s here) an `os.preadv(RWF_NOWAIT)` from the "
-            "page cache and a copy into `bytes` (`_FileBlocks._read`), Starlette's `StreamingResponse` and uvicorn's "
+            "page cache into a fresh buffer handed on as a `memoryview` without a copy (`_FileBlocks._read`), Starlette's `StreamingResponse` and uvicorn's "
             "`send`, then TLS encryption (`ssl.SSLObject.write`) and the socket write, one after the other, where "
             "nginx reads and encrypts in one loop in C with larger buffers."
             + _share(bench, "fwrepo-local", "TLS encryption", "HTTP plumbing", "hand-off", "event loop", "reading the file")
@@ -1173,7 +1173,7 @@ def what_bounds(bench: Bench, key: str) -> str:
             data = plain + records
             text += (
                 f" tracemalloc (table below, an extra run on a fresh server) puts it at {data / 1000:.0f} KB per "
-                f"connection: {plain / 1000:.0f} KB of plaintext blocks (`bytes` made in `repo_service/storage/`) and "
+                f"connection: {plain / 1000:.0f} KB of plaintext blocks (buffers allocated in `repo_service/storage/`) and "
                 f"{records / 1000:.0f} KB allocated under uvicorn's `send` (`transport.write` in "
                 "`uvicorn/protocols/http/`: the encrypted records uvloop queues for the socket). The other "
                 f"{(per - data) / 1000:.0f} KB per connection of the measured run is the connection itself: OpenSSL's "

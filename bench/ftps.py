@@ -281,9 +281,15 @@ class Fetched:
     error: str = ""
 
 
-async def _fetch(url: str, cacert: Path) -> Fetched:
+def source_address(index: int) -> str:
+    """A loopback address of its own per concurrent client, as chargers have: fwrepo's FTPS server takes at most
+    16 sessions per address (ftps/server.py SESSIONS_PER_ADDRESS), so 200 curls from 127.0.0.1 would be refused."""
+    return f"127.0.{1 + index // 250}.{1 + index % 250}"
+
+
+async def _fetch(url: str, cacert: Path, source: str) -> Fetched:
     process = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "--ssl-reqd", "--cacert", str(cacert), "-o", "-", url,
+        "curl", "-sS", "--ssl-reqd", "--cacert", str(cacert), "--interface", source, "-o", "-", url,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         limit=256 * 1024,
     )  # fmt: skip
@@ -300,7 +306,7 @@ async def _fetch(url: str, cacert: Path) -> Fetched:
 
 
 async def _fetch_all(urls: list[str], cacert: Path) -> list[Fetched]:
-    return await asyncio.gather(*(_fetch(url, cacert) for url in urls))
+    return await asyncio.gather(*(_fetch(url, cacert, source_address(i)) for i, url in enumerate(urls)))
 
 
 # --------------------------------------------------------------------------- results
@@ -339,8 +345,8 @@ FTPS_CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
     (UVICORN_IDLE, re.compile(r"asyncio/runners\.py|uvicorn/|uvloop")),
     ("TLS encryption (pyOpenSSL Connection.send: SSL_write)", re.compile(r"OpenSSL/")),
     ("pyftpdlib TLS wrapper (SSLConnection.send, its retry checks)", re.compile(r"pyftpdlib/handlers/ftps/")),
-    ("reading the file: fwrepo LocalStorage (os.preadv into a bytearray, copied to bytes)", re.compile(r"storage/local\.py")),
-    ("fwrepo's one-file view (StoredFile.read: memoryview, bytes copy)", re.compile(r"ftps/view\.py")),
+    ("reading the file: fwrepo LocalStorage (os.pread into bytes)", re.compile(r"storage/local\.py")),
+    ("fwrepo's one-file view (StoredFile.read: whole blocks handed on)", re.compile(r"ftps/view\.py")),
     ("fwrepo's FTPS session and grant checks (ftps/server.py, repo_service)", re.compile(r"ftps/server\.py|repo_service/")),
     ("pyftpdlib file producer (FileProducer.more: file.read in C for bare pyftpdlib)", re.compile(r"producers\.py")),
     ("pyftpdlib data channel and event loop (initiate_send, handle_write, scheduler)", re.compile(r"pyftpdlib/")),
@@ -582,11 +588,11 @@ class Bench:
             f"and {(bare.median('client_cpu') or 0) * per_gib:.2f} s, on a machine of {cpus} CPUs). A transfer runs in "
             "one thread (fwrepo: its connection's ThreadedFTPServer thread; bare: the FTPServer loop), so the speed is "
             f"the inverse of the server's CPU per byte: fwrepo spends {extra:+.2f} CPU s per GiB more. Both send "
-            "through the same pyftpdlib data channel and pyOpenSSL; what only fwrepo does per 64 KiB block is "
-            "`_FileBlocks._read` (repo_service/storage/local.py: a zeroed `bytearray`, `os.preadv`, then "
-            "`bytes(memoryview(buffer)[:count])`, a copy) and `StoredFile.read` (ftps/view.py: `memoryview`, then "
-            "`bytes(...)`, another copy), three passes over each block where bare pyftpdlib's `file.read(65536)` "
-            "makes one."
+            "through the same pyftpdlib data channel and pyOpenSSL, and since b6bbd57 both read each 64 KiB block "
+            "once into `bytes` (fwrepo: `os.pread` in `_FileBlocks._read`, repo_service/storage/local.py, handed on "
+            "whole by `StoredFile.read`, ftps/view.py; bare: `file.read(65536)`); what only fwrepo adds per block "
+            "is the Python around it (its storage iterator, the one-file view, the download counting) and, per "
+            "session, its own thread (ThreadedFTPServer) and the grant checks."
         )
         for name in ("fwrepo", "pyftpdlib"):
             summary = self.profiles.get(name)
@@ -642,7 +648,9 @@ def render_section(bench: Bench, machine: list[str], when: dt.datetime, elapsed:
          "a wait until no other benchmark or pytest runs; a run during which another benchmark used CPU is repeated."),
         ("- **Client**: curl, explicit FTPS (`curl -sS --ssl-reqd --cacert CA ftp://...`: AUTH TLS, PROT P, "
          "passive mode). One stream: `-o /dev/null`, curl's speed_download, median; MB/s is 10^6 bytes/s. "
-         f"Concurrent: {args.parallel} curls started at once (asyncio subprocesses), each writing to a pipe that this "
+         f"Concurrent: {args.parallel} curls started at once (asyncio subprocesses), each from a loopback address of "
+         "its own (`--interface 127.0.x.y`, as chargers have: fwrepo takes at most 16 FTPS sessions per address), "
+         "each writing to a pipe that this "
          "script reads and hashes with SHA-256; aggregate = complete downloads x size / wall time of all; an error is "
          "a curl failure, a short file or a wrong SHA-256."),
         ("- **fwrepo**: `fwrepo serve` (FWREPO_STORAGE=local, data directory on the disk below) with its FTPS server "

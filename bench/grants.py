@@ -900,6 +900,26 @@ def cleanup(stack: ExitStack) -> None:
         stack.close()
 
 
+def run_guarded(script: str, stack: ExitStack, body: Callable[[], object]) -> int | None:
+    """body() with SIGTERM/SIGHUP taken as Ctrl-C, then the clean-up of stack in any case.
+
+    On an interruption or a failure it says so and returns the exit status (130, 2); None when body went through.
+    """
+    try:
+        with upload.signals_as_interrupts():
+            body()
+    except KeyboardInterrupt:
+        cleanup(stack)
+        print("interrupted: everything started was stopped and removed", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - any failure: clean up, say why, exit 2
+        cleanup(stack)
+        print(f"bench/{script} failed: {error!r}", file=sys.stderr)
+        return 2
+    cleanup(stack)
+    return None
+
+
 def raise_open_files() -> None:
     import resource
 
@@ -931,25 +951,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started, when = time.monotonic(), dt.datetime.now(dt.UTC)
     stack = ExitStack()
-    try:
-        with upload.signals_as_interrupts():
-            raise_open_files()
-            work = Path(tempfile.mkdtemp(prefix="fwrepo-grants.", dir=args.work_dir))
-            stack.callback(shutil.rmtree, work, ignore_errors=True)
-            bench = Bench(args, work, stack)
-            bench.setup()
-            bench.turns.wait("the machine description")
-            machine = machine_lines(work, bench)
-            bench.run()
-    except KeyboardInterrupt:
-        cleanup(stack)
-        print("interrupted: everything started was stopped and removed", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - any failure: clean up, say why, exit 2
-        cleanup(stack)
-        print(f"bench/grants.py failed: {error!r}", file=sys.stderr)
-        return 2
-    cleanup(stack)
+    work = Path(tempfile.mkdtemp(prefix="fwrepo-grants.", dir=args.work_dir))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    bench = Bench(args, work, stack)
+    machine: list[str] = []
+
+    def body() -> None:
+        raise_open_files()
+        bench.setup()
+        bench.turns.wait("the machine description")
+        machine.extend(machine_lines(work, bench))
+        bench.run()
+
+    failed = run_guarded("grants.py", stack, body)
+    if failed is not None:
+        return failed
     say("")
     for note in bench.notes:
         say(f"note: {note}")
