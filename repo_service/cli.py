@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from sqlalchemy.exc import OperationalError
+
 from repo_service import __version__
 from repo_service.errors import FwrepoError, SettingsError
 from repo_service.settings import SETTINGS, Settings, load_settings
@@ -180,6 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except RemoteError as error:
         print(f"fwrepo: {error}", file=sys.stderr)
+        return 1
+    except OperationalError as error:
+        # An unreachable or refusing database is the operator's to fix: one line, not a traceback.
+        cause = str(error.orig or error).strip().splitlines()[0]
+        print(f"fwrepo: cannot use the database (FWREPO_DATABASE_URL): {cause}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

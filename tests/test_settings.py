@@ -95,3 +95,12 @@ def test_local_commands_work_while_serve_runs_on_the_same_data_directory(fwrepo)
     # fwrepo (the fixture) is serving; a second writer on the same database must not fail.
     keys = [fwrepo.cli("clients", "create", "--name", f"parallel-{n}", "--role", "csms").stdout.strip() for n in range(3)]
     assert len(set(keys)) == 3
+
+
+def test_an_unreachable_database_stops_a_command_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([FWREPO, "db", "upgrade", "--data-dir", str(tmp_path),
+                             "--database-url", "postgresql://fwrepo@127.0.0.1:1/fwrepo"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("fwrepo: cannot use the database (FWREPO_DATABASE_URL): ")
+    assert len(result.stderr.strip().splitlines()) == 1
