@@ -442,6 +442,9 @@ class FwrepoServer:
             # Plain HTTP unless --tls: as behind a proxy that terminates TLS, so
             # that the numbers are fwrepo's and not Python's TLS record layer.
             FWREPO_TLS="true" if self.tls else "false",
+            # FTPS on free ports: a benchmark must not take 2121/9990 from `make run` or another server.
+            FWREPO_FTPS_PORT=str(free_port()),
+            FWREPO_FTPS_IMPLICIT_PORT=str(free_port()),
             **self.settings,
         )
         return env
