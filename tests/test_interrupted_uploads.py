@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -84,6 +85,11 @@ def test_server_killed_mid_upload_leaves_a_partial_file_that_the_sweep_removes(t
         killed = threading.Event()
 
         def kill() -> None:
+            # The bytes sent may still sit in socket buffers: kill once the server is storing them.
+            deadline = time.monotonic() + 15
+            while not any(path.name.endswith(".partial") for path in stored_files(storage)):
+                assert time.monotonic() < deadline, "the server never started storing the upload"
+                time.sleep(0.02)
             server.process.send_signal(signal.SIGKILL)
             killed.set()
 
