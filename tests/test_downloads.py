@@ -122,7 +122,8 @@ def test_access_logs_never_show_a_download_token(fwrepo: Fwrepo) -> None:
     _, grant = grant_for(fwrepo, image(1000))
     token = grant["location"].rsplit("/", 2)[1]
     assert status_of(fwrepo, grant["location"]) == 200
-    assert status_of(fwrepo, grant["location"].replace(token, token[:-1] + "x")) == 404
+    forged = token[:-1] + ("x" if token[-1] != "x" else "y")
+    assert status_of(fwrepo, grant["location"].replace(token, forged)) == 404
     log = (fwrepo.data_dir / "serve.log").read_text()
     assert token not in log and token[:-1] not in log
     assert "/d/[token]/" in log
