@@ -103,7 +103,7 @@ def test_the_schema_check_catches_a_misplaced_field() -> None:
 
 def test_kustomization_lists_every_manifest_but_the_placeholder_secrets() -> None:
     resources = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())["resources"]
-    expected = {path.name for path in manifest_files()} - {"secret.yaml"}
+    expected = {path.name for path in manifest_files()} - {"placeholders.yaml"}
     assert set(resources) == expected
 
 
