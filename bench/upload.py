@@ -445,8 +445,8 @@ class FwrepoServer:
             # FTPS on free ports: a benchmark must not take 2121/9990 from `make run` or another server.
             FWREPO_FTPS_PORT=str(free_port()),
             FWREPO_FTPS_IMPLICIT_PORT=str(free_port()),
-            **self.settings,
         )
+        env.update(self.settings)  # a benchmark's own settings win, its FTPS ports included
         return env
 
     def start(self) -> None:
