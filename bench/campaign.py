@@ -654,25 +654,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started, when = time.monotonic(), dt.datetime.now(dt.UTC)
     stack = ExitStack()
-    try:
-        with upload.signals_as_interrupts():
-            grants.raise_open_files()
-            work = Path(tempfile.mkdtemp(prefix="fwrepo-campaign.", dir=args.work_dir))
-            stack.callback(shutil.rmtree, work, ignore_errors=True)
-            bench = Bench(args, work, stack)
-            bench.setup()
-            bench.turns.wait("the machine description")
-            machine = grants.machine_lines(work, bench)  # type: ignore[arg-type]  # reads .pg_version only
-            bench.run()
-    except KeyboardInterrupt:
-        grants.cleanup(stack)
-        print("interrupted: everything started was stopped and removed", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - any failure: clean up, say why, exit 2
-        grants.cleanup(stack)
-        print(f"bench/campaign.py failed: {error!r}", file=sys.stderr)
-        return 2
-    grants.cleanup(stack)
+    work = Path(tempfile.mkdtemp(prefix="fwrepo-campaign.", dir=args.work_dir))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    bench = Bench(args, work, stack)
+    machine: list[str] = []
+
+    def body() -> None:
+        grants.raise_open_files()
+        bench.setup()
+        bench.turns.wait("the machine description")
+        machine.extend(grants.machine_lines(work, bench))  # type: ignore[arg-type]  # reads .pg_version only
+        bench.run()
+
+    failed = grants.run_guarded("campaign.py", stack, body)
+    if failed is not None:
+        return failed
     say("")
     for note in bench.notes:
         say(f"note: {note}")

@@ -1290,34 +1290,30 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     started, when = time.monotonic(), dt.datetime.now(dt.UTC)
     stack = ExitStack()
-    try:
-        with upload.signals_as_interrupts():
-            raise_open_files()
-            args.work_dir.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix="fwrepo-download.", dir=args.work_dir))
-            stack.callback(shutil.rmtree, work, ignore_errors=True)
-            needed = 4 * args.size_mib * MiB
-            if shutil.disk_usage(work).free < needed:
-                raise RuntimeError(f"{work} needs about {needed / GiB:.1f} GiB free")
-            bench = Bench(args, work, stack)
-            bench.setup()
-            bench.turns.wait("the machine description")
-            machine = machine_lines(work)
-            if "local" in args.only:
-                bench.phase_local()
-            if "slow" in args.only:
-                bench.phase_slow()
-            if "s3" in args.only:
-                bench.phase_s3()
-    except KeyboardInterrupt:
-        grants.cleanup(stack)
-        print("interrupted: everything started was stopped and removed", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - any failure: clean up, say why, exit 2
-        grants.cleanup(stack)
-        print(f"bench/download.py failed: {error!r}", file=sys.stderr)
-        return 2
-    grants.cleanup(stack)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="fwrepo-download.", dir=args.work_dir))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    bench = Bench(args, work, stack)
+    machine: list[str] = []
+
+    def body() -> None:
+        raise_open_files()
+        needed = 4 * args.size_mib * MiB
+        if shutil.disk_usage(work).free < needed:
+            raise RuntimeError(f"{work} needs about {needed / GiB:.1f} GiB free")
+        bench.setup()
+        bench.turns.wait("the machine description")
+        machine.extend(machine_lines(work))
+        if "local" in args.only:
+            bench.phase_local()
+        if "slow" in args.only:
+            bench.phase_slow()
+        if "s3" in args.only:
+            bench.phase_s3()
+
+    failed = grants.run_guarded("download.py", stack, body)
+    if failed is not None:
+        return failed
     say("")
     for note in bench.notes + spread_notes(bench):
         say(f"note: {note}")

@@ -737,30 +737,26 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     started, when = time.monotonic(), dt.datetime.now(dt.UTC)
     stack = ExitStack()
-    try:
-        with upload.signals_as_interrupts():
-            ensure_vsftpd()
-            download.raise_open_files()
-            args.work_dir.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix="fwrepo-ftps.", dir=args.work_dir))
-            stack.callback(shutil.rmtree, work, ignore_errors=True)
-            needed = 3 * args.size_mib * MiB
-            if shutil.disk_usage(work).free < needed:
-                raise RuntimeError(f"{work} needs about {needed / GiB:.1f} GiB free")
-            bench = Bench(args, work, stack)
-            bench.setup()
-            bench.turns.wait("the machine description")
-            machine = machine_lines(work, bench)
-            bench.run()
-    except KeyboardInterrupt:
-        grants.cleanup(stack)
-        print("interrupted: everything started was stopped and removed", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - any failure: clean up, say why, exit 2
-        grants.cleanup(stack)
-        print(f"bench/ftps.py failed: {error!r}", file=sys.stderr)
-        return 2
-    grants.cleanup(stack)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="fwrepo-ftps.", dir=args.work_dir))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    bench = Bench(args, work, stack)
+    machine: list[str] = []
+
+    def body() -> None:
+        ensure_vsftpd()
+        download.raise_open_files()
+        needed = 3 * args.size_mib * MiB
+        if shutil.disk_usage(work).free < needed:
+            raise RuntimeError(f"{work} needs about {needed / GiB:.1f} GiB free")
+        bench.setup()
+        bench.turns.wait("the machine description")
+        machine.extend(machine_lines(work, bench))
+        bench.run()
+
+    failed = grants.run_guarded("ftps.py", stack, body)
+    if failed is not None:
+        return failed
     if bench.turns.waited > 15 * 60:
         bench.notes.append(f"Waited {bench.turns.waited / 60:.0f} min in total for other benchmarks or pytest "
                            "to finish before the measured runs.")
