@@ -260,16 +260,17 @@ def _serve(arguments: argparse.Namespace) -> None:
     if ftps is not None:
         ftps.start()
     # The grace period runs from the first SIGTERM, for HTTPS and FTPS alike.
-    deadline = [0.0]
+    deadline = 0.0
 
     def stopping() -> None:
-        deadline[0] = deadline[0] or time.monotonic() + settings.shutdown_grace
+        nonlocal deadline
+        deadline = deadline or time.monotonic() + settings.shutdown_grace
 
     try:
         serve(create_app(services), settings, tls, on_exit=stopping)
     finally:
         if ftps is not None:
-            ftps.stop(until=deadline[0])
+            ftps.stop(until=deadline)
 
 
 def _interrupt(signum: int, frame: object) -> None:
