@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from OpenSSL import SSL
@@ -27,7 +26,7 @@ from pyftpdlib.servers import ThreadedFTPServer
 
 from ftps.bans import Bans
 from ftps.view import OneFileView, StoredFile
-from repo_service.domain.grants import DownloadAttempt, DownloadRefused, Permit, Refusal
+from repo_service.domain.downloads import DownloadRefused, Permit, Refusal, Transfer
 from repo_service.errors import SettingsError
 from repo_service.metrics import Metrics
 from repo_service.services import Services
@@ -68,11 +67,11 @@ class GrantAuthorizer:
     """pyftpdlib's authorizer interface over one-time grant logins."""
 
     def __init__(self, services: Services) -> None:
-        self.grants = services.grants
+        self.downloads = services.downloads
 
     def validate_authentication(self, username: str, password: str, handler: GrantSession) -> None:
         try:
-            handler.permit = self.grants.login(username, password)
+            handler.permit = self.downloads.login(username, password)
         except DownloadRefused as refusal:
             handler.refused(refusal)
             # The same words whatever the reason: a login says nothing about the grant behind it.
@@ -146,7 +145,7 @@ class GrantSession(TLS_FTPHandler):
         super().__init__(conn, server, ioloop)
         self.permit: Permit | None = None
         self._file: StoredFile | None = None
-        self._file_began = (datetime.min, 0.0)
+        self._transfer: Transfer | None = None
         # The session's id on its log lines, as an HTTP request's id is on its lines.
         self.log_extra = {"request_id": f"ftps-{secrets.token_hex(6)}"}
         self._counted = False
@@ -201,6 +200,8 @@ class GrantSession(TLS_FTPHandler):
             plain_refusal()
 
     def on_disconnect(self) -> None:
+        # A file opened but never sent (the data connection never came) still ends its transfer.
+        self._transfer_ended()
         if self._counted:
             self._counted = False
             self.sessions.closed()
@@ -214,20 +215,20 @@ class GrantSession(TLS_FTPHandler):
                 extra=self.log_extra)
 
     def refused(self, refusal: DownloadRefused) -> None:
-        self._record(refusal.grant_id, refusal.charger_id, refusal.reason)
+        self.services.downloads.refuse(refusal, "ftps", self.remote_ip)
         # Only wrong logins count towards a ban: chargers behind one carrier NAT retrying a
         # grant that died (as OCPP tells them to) must not lock out every charger there.
         if refusal.reason is Refusal.FORGED and self.bans.failed(self.remote_ip):
-            self._record(None, None, Refusal.BANNED)
+            self.services.downloads.refuse(DownloadRefused(Refusal.BANNED), "ftps", self.remote_ip)
             log.warning("ftps: banned %s after repeated failed logins", self.remote_ip, extra=self.log_extra)
 
     def open_file(self) -> StoredFile:
         assert self.permit is not None
         # The grant is checked again for each transfer: a revocation ends what a session can fetch.
         try:
-            self.permit = self.services.grants.permit(self.permit.grant_id)
+            self.permit = self.services.downloads.permit(self.permit.grant_id)
         except DownloadRefused as refusal:
-            self._record(refusal.grant_id, refusal.charger_id, refusal.reason)
+            self.services.downloads.refuse(refusal, "ftps", self.remote_ip)
             raise FilesystemError("this download is no longer available") from None
         firmware = self.permit.firmware
         storage = self.services.catalog.storage
@@ -235,8 +236,7 @@ class GrantSession(TLS_FTPHandler):
             "/" + self.file_name, firmware.size,
             lambda start: iter(storage.read(firmware.storage_key, start, firmware.size - start)),
         )
-        self._file_began = (self.services.grants.clock(), time.monotonic())
-        self.services.metrics.active_downloads.labels("ftps").inc()
+        self._transfer = self.services.downloads.begin(self.permit, "ftps", self.remote_ip)
         return self._file
 
     def on_file_sent(self, file: str) -> None:
@@ -247,24 +247,11 @@ class GrantSession(TLS_FTPHandler):
 
     def _transfer_ended(self) -> None:
         stored, self._file = self._file, None
-        if stored is None or self.permit is None:
+        transfer, self._transfer = self._transfer, None
+        if stored is None or transfer is None:
             return
-        self.services.metrics.active_downloads.labels("ftps").dec()
         sent = self.data_channel.get_transmitted_bytes() if self.data_channel is not None else stored.bytes_read
-        started, began = self._file_began
-        self.services.grants.record(DownloadAttempt(
-            grant_id=self.permit.grant_id, charger_id=self.permit.charger_id, client_address=self.remote_ip,
-            protocol="ftps", range_start=stored.start, range_end=stored.start + sent - 1 if sent else None,
-            bytes_sent=sent, completed=sent > 0 and stored.start + sent == stored.size, refusal=None,
-            started_at=started, duration_ms=int((time.monotonic() - began) * 1000),
-        ))
-
-    def _record(self, grant_id: int | None, charger_id: str | None, reason: Refusal) -> None:
-        self.services.grants.record(DownloadAttempt(
-            grant_id=grant_id, charger_id=charger_id, client_address=self.remote_ip, protocol="ftps",
-            range_start=None, range_end=None, bytes_sent=0, completed=False, refusal=reason,
-            started_at=self.services.grants.clock(), duration_ms=0,
-        ))
+        transfer.finish(stored.start, sent)
 
 
 def tls_context(settings: Settings, services: Services) -> SSL.Context:
@@ -329,7 +316,7 @@ def open_servers(settings: Settings, services: Services) -> FtpsServers:
         log.warning("FWREPO_FTP_ALLOW_PLAIN=true: chargers may log in and download without TLS")
     if settings.log_level != "debug":
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)  # its command log names users; ours does not
-    bans = Bans(failed_elsewhere=services.grants.failed_logins)
+    bans = Bans(failed_elsewhere=services.downloads.failed_logins)
     context, loop, sessions = tls_context(settings, services), IOLoop(), Sessions(services.metrics)
     servers = []
     for port, implicit, name in ((settings.ftps_port, False, "FWREPO_FTPS_PORT"),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from sqlalchemy.exc import OperationalError
 
 from repo_service import __version__
+from repo_service.domain.audit import Performer
 from repo_service.errors import FwrepoError, SettingsError
 from repo_service.settings import SETTINGS, Settings, load_settings
 
@@ -213,7 +214,7 @@ def _started_services(settings: Settings) -> Services:
     if services.signing_keys.active() is None:
         if settings.env == "production":
             raise FwrepoError("no active signing key: bring one in with `fwrepo keys import` before serving")
-        key = services.signing_keys.init_development()
+        key = services.signing_keys.init_development(Performer("fwrepo serve (first start)"))
         _announce(settings, f"  made development signing key {key.id} under {settings.signing_keys_dir}")
     if services.development_passphrase:
         _announce(settings, f"  WARNING: signing keys are encrypted with a generated development passphrase "
@@ -283,7 +284,7 @@ def _ftps(arguments: argparse.Namespace) -> None:
     servers = _started_ftps(settings, services)
     # SIGTERM ends the loop like Ctrl-C does, so the last download records are written.
     signal.signal(signal.SIGTERM, _interrupt)
-    with services.grants.recording():
+    with services.running():
         try:
             servers.serve_forever()
         except KeyboardInterrupt:
@@ -305,16 +306,16 @@ def _clients(arguments: argparse.Namespace) -> None:
     from repo_service.services import open_database
 
     database = open_database(_load_settings(arguments))
-    clients = Clients(database)
+    from repo_service.domain.audit import Audit
+
+    clients = Clients(database, Audit(database))
     if arguments.clients_command == "create":
-        record, key = clients.create(arguments.name, Role(arguments.role))
-        _audit(database, "client_create", f"client {record.id}", name=record.name, role=record.role.value)
+        record, key = clients.create(arguments.name, Role(arguments.role), _operator())
         # The key alone on stdout, so that `KEY=$(fwrepo clients create ...)` works.
         print(key)
         return
     if arguments.clients_command == "revoke":
-        record = clients.revoke(arguments.client_id)
-        _audit(database, "client_revoke", f"client {record.id}", name=record.name)
+        record = clients.revoke(arguments.client_id, _operator())
         print(f"revoked {record.id} ({record.name})")
         return
     rows = [
@@ -325,11 +326,9 @@ def _clients(arguments: argparse.Namespace) -> None:
     _print_table(["ID", "NAME", "ROLE", "KEY", "CREATED", "REVOKED"], rows)
 
 
-def _audit(database: Database, action: str, subject: str, **detail: Any) -> None:
-    """One act of an operator at this machine on the audit trail."""
-    from repo_service.domain.audit import Audit
-
-    Audit(database).record(f"cli {getpass.getuser()}@{socket.gethostname()}", action, subject, **detail)
+def _operator() -> Performer:
+    """An operator at this machine, as the audit trail names them."""
+    return Performer(f"cli {getpass.getuser()}@{socket.gethostname()}")
 
 
 def _audit_command(arguments: argparse.Namespace) -> int:
@@ -371,8 +370,7 @@ def _keys(arguments: argparse.Namespace) -> None:
     if command == "init":
         if settings.env == "production":
             raise FwrepoError("keys init makes development keys; in production use `fwrepo keys import`")
-        key = keys.init_development()
-        _audit(database, "key_init", f"signing key {key.id}", algorithm=key.algorithm)
+        key = keys.init_development(_operator())
         print(f"signing key {key.id} ({key.algorithm}) active; root certificate {keys.root_certificate_path}")
     elif command == "import":
         passphrase = None
@@ -381,24 +379,20 @@ def _keys(arguments: argparse.Namespace) -> None:
                 raise FwrepoError(f"--passphrase-env: {arguments.passphrase_env} is not set")
             passphrase = os.environ[arguments.passphrase_env].encode()
         if arguments.pkcs12:
-            key = keys.import_pkcs12(_read(arguments.pkcs12), passphrase)
+            key = keys.import_pkcs12(_read(arguments.pkcs12), passphrase, _operator())
         elif arguments.cert and arguments.key_file:
-            key = keys.import_key(_read(arguments.cert), _read(arguments.key_file), passphrase)
+            key = keys.import_key(_read(arguments.cert), _read(arguments.key_file), passphrase, _operator())
         else:
             raise FwrepoError("give --cert CHAIN.pem and --key KEY.pem, or --pkcs12 FILE.p12")
-        _audit(database, "key_import", f"signing key {key.id}", algorithm=key.algorithm, fingerprint=key.fingerprint)
         print(f"signing key {key.id} ({key.algorithm}) imported and active; expires {_when(key.not_after)}")
     elif command == "rotate":
-        key = keys.rotate(arguments.algorithm)
-        _audit(database, "key_rotate", f"signing key {key.id}", algorithm=key.algorithm)
+        key = keys.rotate(_operator(), arguments.algorithm)
         print(f"signing key {key.id} ({key.algorithm}) active; new publications are signed with it")
     elif command == "resign":
-        count = keys.resign()
-        _audit(database, "key_resign", "published firmware", count=count)
+        count = keys.resign(_operator())
         print(f"re-signed {count} published firmware with the active key")
     elif command == "revoke":
-        key = keys.revoke(arguments.key_id)
-        _audit(database, "key_revoke", f"signing key {key.id}")
+        key = keys.revoke(arguments.key_id, _operator())
         print(f"revoked {key.id}: firmware signed only by it is not offered until `fwrepo keys resign`")
     else:
         rows = [[key.id, key.algorithm, key.status.value, key.origin, _when(key.not_after), str(key.signed),
@@ -414,14 +408,14 @@ def _signers(arguments: argparse.Namespace) -> None:
     from repo_service.services import open_database
 
     database = open_database(_load_settings(arguments))
-    signers = Signers(database)
+    from repo_service.domain.audit import Audit
+
+    signers = Signers(database, Audit(database))
     if arguments.signers_command == "add":
-        signer = signers.add(arguments.name, _read(arguments.key_file))
-        _audit(database, "signer_add", f"signer {signer.id}", name=signer.name, fingerprint=signer.fingerprint)
+        signer = signers.add(arguments.name, _read(arguments.key_file), _operator())
         print(f"{signer.id}  {signer.name}  {signer.algorithm}  sha256:{signer.fingerprint}")
     elif arguments.signers_command == "remove":
-        signer = signers.remove(arguments.signer)
-        _audit(database, "signer_remove", f"signer {signer.id}")
+        signer = signers.remove(arguments.signer, _operator())
         print(f"removed {signer.id}")
     else:
         rows = [[signer.id, signer.name, signer.algorithm, signer.fingerprint[:16], _when(signer.created_at)]

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one fwrepo process, fed by the HTTP and FTPS adapters and by the grants' observers."""
+"""Prometheus metrics of one fwrepo process: HTTP requests from the middleware, the rest as observers of the domain."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from repo_service.domain.grants import DownloadAttempt
+from repo_service.domain.downloads import DownloadAttempt
 from repo_service.domain.update_jobs import JobState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -42,10 +42,14 @@ class Metrics:
     def issued(self, protocol: str, count: int) -> None:
         self.grants_issued.labels(protocol).inc(count)
 
+    def transfer_began(self, protocol: str) -> None:
+        self.active_downloads.labels(protocol).inc()
+
     def recorded(self, attempt: DownloadAttempt) -> None:
         if attempt.refusal is not None:
             self.refusals.labels(attempt.protocol, attempt.refusal.value).inc()
             return
+        self.active_downloads.labels(attempt.protocol).dec()
         self.bytes_served.labels(attempt.protocol).inc(attempt.bytes_sent)
         self.download_seconds.labels(attempt.protocol).observe(attempt.duration_ms / 1000)
 

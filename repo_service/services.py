@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -12,11 +14,14 @@ from repo_service.domain.campaigns import Campaigns
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clients import Clients
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.downloads import Downloads
 from repo_service.domain.ftp_logins import FtpsEndpoint
 from repo_service.domain.grants import Grants
 from repo_service.domain.keys import SigningKeys, open_signing_keys
 from repo_service.domain.owner_files import read_or_create_secret
+from repo_service.domain.revocations import Revocations
 from repo_service.domain.signers import Signers
+from repo_service.domain.status_events import StatusEvents
 from repo_service.domain.tokens import TokenSigner
 from repo_service.domain.update_jobs import UpdateJobs
 from repo_service.domain.uploads import Uploads
@@ -29,6 +34,7 @@ from repo_service.storage import open_storage
 class Services:
     settings: Settings
     database: Database
+    audit: Audit
     clients: Clients
     signing_keys: SigningKeys
     # True when the keys are encrypted with the generated development passphrase.
@@ -37,10 +43,17 @@ class Services:
     catalog: Catalog
     uploads: Uploads
     grants: Grants
+    downloads: Downloads
     jobs: UpdateJobs
     campaigns: Campaigns
+    status_events: StatusEvents
     metrics: Metrics
-    audit: Audit
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """What a serving process does in the background: write download records, and tick campaigns."""
+        with self.downloads.recording(), self.campaigns.ticking():
+            yield
 
 
 def open_database(settings: Settings, migrate: bool = True) -> Database:
@@ -52,38 +65,45 @@ def open_database(settings: Settings, migrate: bool = True) -> Database:
 
 def open_keys(settings: Settings, database: Database, clock: Clock = utc_now) -> tuple[SigningKeys, bool]:
     return open_signing_keys(
-        database, settings.signing_keys_dir, settings.key_passphrase, settings.signing_algorithm, clock
+        database, Audit(database, clock), settings.signing_keys_dir, settings.key_passphrase,
+        settings.signing_algorithm, clock,
     )
 
 
 def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     database = open_database(settings)
     signing_keys, development_passphrase = open_keys(settings, database, clock)
-    signers = Signers(database, clock)
-    catalog = Catalog(database, open_storage(settings), signing_keys, clock)
-    grants = Grants(database, catalog, TokenSigner(token_secret(settings)), settings.public_url,
+    audit = signing_keys.audit
+    revocations = Revocations(clock)
+    signers = Signers(database, audit, clock)
+    catalog = Catalog(database, open_storage(settings), signing_keys, revocations, clock)
+    tokens = TokenSigner(token_secret(settings))
+    grants = Grants(database, catalog, tokens, revocations, audit, settings.public_url,
                     timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings))
-    jobs = UpdateJobs(database, grants, timedelta(seconds=settings.job_timeout), clock)
+    downloads = Downloads(database, catalog, tokens, revocations, audit, clock)
+    jobs = UpdateJobs(database, catalog, downloads, timedelta(seconds=settings.job_timeout),
+                      timedelta(seconds=settings.retry_grace), clock)
     campaigns = Campaigns(database, grants, jobs, clock)
     metrics = Metrics()
-    audit = Audit(database, clock)
-    grants.audit = audit
     grants.observers.append(metrics)
+    downloads.observers.append(metrics)
     campaigns.observers.append(metrics)
     return Services(
         settings=settings,
         database=database,
-        clients=Clients(database, clock),
+        audit=audit,
+        clients=Clients(database, audit, clock),
         signing_keys=signing_keys,
         development_passphrase=development_passphrase,
         signers=signers,
         catalog=catalog,
         uploads=Uploads(catalog, signers, settings.max_upload_bytes, settings.require_uploader_signature),
         grants=grants,
+        downloads=downloads,
         jobs=jobs,
         campaigns=campaigns,
+        status_events=StatusEvents(jobs, campaigns),
         metrics=metrics,
-        audit=audit,
     )
 
 

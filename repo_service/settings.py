@@ -161,6 +161,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("shutdown_grace", _positive_int, "seconds running downloads get to finish after SIGTERM (default 30)"),
     Setting("log_format", _choice("text", "json"), "text, or json (one object per line with a request id; default in production)"),
     Setting("job_timeout", _positive_int, "seconds after retrieve_date (or the last progress) before an update job is timed_out (default 1 day)"),
+    Setting("retry_grace", _positive_int, "seconds after a charger's DownloadFailed, beyond the grant's retry interval, before fwrepo calls the download failed for good (default 300)"),
     Setting("ftp_allow_plain", _boolean, "accept FTP without TLS for legacy chargers (default false; logged as a warning)"),
 )
 
@@ -212,6 +213,7 @@ class Settings:
     ftps_masquerade_address: str | None = None
     ftp_allow_plain: bool = False
     job_timeout: int = 86400
+    retry_grace: int = 300
     shutdown_grace: int = 30
     log_format: str = ""
 

@@ -320,9 +320,9 @@ def test_a_download_cut_off_by_storage_never_looks_complete(ceph: S3Server, tmp_
 
 
 def test_the_grant_status_cache_holds_only_seconds_of_lookups() -> None:
-    from repo_service.domain.grants import _Recent
+    from repo_service.domain.recent import Recent
 
-    recent: _Recent[int, str] = _Recent(0.05, limit=1000)
+    recent: Recent[int, str] = Recent(0.05, limit=1000)
     for key in range(500):
         recent.put(key, "state")
     time.sleep(0.06)

@@ -11,7 +11,8 @@ import jsonschema
 import ocpp
 import pytest
 
-from repo_service.domain.grants import Grants, iso
+from repo_service.domain.clock import rfc3339 as iso
+from repo_service.domain.grants import Grants
 from repo_service.domain.tokens import TokenSigner
 from tests.conftest import Fwrepo, upload
 
@@ -173,7 +174,7 @@ def test_unknown_grants_are_404_and_bad_ids_422(csms: httpx.Client) -> None:
 def test_a_location_with_a_40_character_host_stays_within_255_printable_ascii_characters() -> None:
     host = "firmware-downloads.charging-network.eu"  # 38
     host = host + "x" * (40 - len(host))
-    grants = Grants(None, None, TokenSigner(b"k" * 32), f"https://{host}", timedelta(days=30))  # type: ignore[arg-type]
+    grants = Grants(None, None, TokenSigner(b"k" * 32), None, None, f"https://{host}", timedelta(days=30))  # type: ignore[arg-type]
     far_future = datetime(2099, 12, 31, tzinfo=UTC)
     for filename in ("fw.bin", "A" * 100 + ".bin", "x" * 200, "vendor-model_1.2.3-rc1+build.5.tar.gz"):
         location = grants.location(2**31 - 1, far_future, filename)

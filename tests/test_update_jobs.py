@@ -10,8 +10,11 @@ import ocpp.v16.enums
 import ocpp.v201.enums
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from repo_service.domain.update_jobs import (
-    BOOTED, OCPP_STATUSES, JobState, StatusEvent, Transfer, derive_job,
+    BOOTED, OCPP_STATUSES, Job, JobState, StatusEvent, Transfer, derive_job,
 )
 from tests.conftest import Fwrepo, image
 from tests.test_downloads import grant_for
@@ -23,10 +26,19 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
+RETRY_GRACE = timedelta(minutes=5)
+
+
 def job_of(*events: StatusEvent, transfers: tuple[Transfer, ...] = (), now: datetime | None = None,
            target: str = "1.4.0") -> JobState:
+    return derive(*events, transfers=transfers, now=now, target=target).state
+
+
+def derive(*events: StatusEvent, transfers: tuple[Transfer, ...] = (), now: datetime | None = None,
+           target: str = "1.4.0", retries: int = 0, retry_interval: int = 0) -> Job:
     return derive_job(target_version=target, granted_at=T0, retrieve_date=T0, events=events, transfers=transfers,
-                      now=now or at(60), timeout=timedelta(hours=6)).state
+                      now=now or at(60), timeout=timedelta(hours=6), retries=retries, retry_interval=retry_interval,
+                      retry_grace=RETRY_GRACE)
 
 
 def test_the_accepted_statuses_are_exactly_ocpps() -> None:
@@ -60,16 +72,27 @@ def test_failures_are_named_and_a_retry_after_one_moves_on() -> None:
     assert job_of(StatusEvent("InstallationFailed", at(3))) == JobState.INSTALLATION_FAILED
 
 
-def test_a_failed_download_is_final_only_when_the_charger_has_no_retries_left() -> None:
-    def job(*events: StatusEvent, now: datetime = at(60)):  # type: ignore[no-untyped-def]
-        return derive_job(target_version="1.4.0", granted_at=T0, retrieve_date=T0, events=events, transfers=(),
-                          now=now, timeout=timedelta(hours=6), retries=2)
-
+def test_a_failure_reported_after_each_attempt_is_final_after_the_last_one() -> None:
     failures = [StatusEvent("DownloadFailed", at(minute)) for minute in (1, 11, 21)]
-    assert (job(*failures[:1]).state, job(*failures[:1]).final) == (JobState.DOWNLOAD_FAILED, False)
-    assert (job(*failures).state, job(*failures).final) == (JobState.DOWNLOAD_FAILED, True)
-    # a charger that gave up early is timed out in the end
-    assert job(*failures[:1], now=at(8 * 60)).state == JobState.TIMED_OUT
+    first = derive(*failures[:1], now=at(2), retries=2, retry_interval=600)
+    assert (first.state, first.final, first.due_at) == (JobState.DOWNLOAD_FAILED, False, at(1 + 10) + RETRY_GRACE)
+    last = derive(*failures, now=at(22), retries=2, retry_interval=600)
+    assert (last.state, last.final) == (JobState.DOWNLOAD_FAILED, True)
+
+
+def test_a_failure_reported_once_after_the_chargers_own_retries_is_final_after_one_interval_and_the_grace() -> None:
+    """Issue 11: a charger whose TLS handshake failed tried 1 + 3 times, then said DownloadFailed once."""
+    once = (StatusEvent("Downloading", at(1)), StatusEvent("DownloadFailed", at(31)))
+    deadline = at(31 + 10) + RETRY_GRACE
+    waiting = derive(*once, now=deadline - timedelta(seconds=1), retries=3, retry_interval=600)
+    assert (waiting.state, waiting.final) == (JobState.DOWNLOAD_FAILED, False)
+    given_up = derive(*once, now=deadline, retries=3, retry_interval=600)
+    assert (given_up.state, given_up.final) == (JobState.DOWNLOAD_FAILED, True)
+    # never timed_out ("no response") although the charger answered
+    assert derive(*once, now=at(24 * 60), retries=3, retry_interval=600).state == JobState.DOWNLOAD_FAILED
+    # a later attempt reopens the job, whether the charger says so or fwrepo serves it
+    assert job_of(*once, StatusEvent("Downloading", at(45))) == JobState.DOWNLOADING
+    assert job_of(*once, transfers=(Transfer(at(50), at(52), 900, True),)) == JobState.DOWNLOADED
 
 
 def test_only_a_boot_into_the_target_version_succeeds_and_another_after_installing_is_a_rollback() -> None:
@@ -79,6 +102,31 @@ def test_only_a_boot_into_the_target_version_succeeds_and_another_after_installi
     assert job_of(StatusEvent("Downloading", at(1)), StatusEvent(BOOTED, at(2), firmware_version="1.3.9")) == \
         JobState.DOWNLOADING
     assert job_of(installed) == JobState.INSTALLING
+
+
+def test_a_rollback_stays_a_rollback_when_installed_arrives_after_the_reboot() -> None:
+    """Issue 11: SignedUpdateFirmware, reboot into the old version, and only then Installed."""
+    story = [StatusEvent(status, at(minute)) for minute, status in enumerate(
+        ("Downloading", "Downloaded", "SignatureVerified", "Installing", "InstallRebooting"), start=1)]
+    story += [StatusEvent(BOOTED, at(6), firmware_version="1.3.0"), StatusEvent("Installed", at(7)),
+              StatusEvent("Installing", at(8))]
+    job = derive(*story, now=at(3 * 24 * 60))
+    assert (job.state, job.final) == (JobState.ROLLED_BACK, True)
+    assert [event.status for event in job.events][-2:] == ["Installed", "Installing"]  # kept in the timeline
+    # only a new download starts another attempt
+    assert job_of(*story, StatusEvent("Downloading", at(9))) == JobState.DOWNLOADING
+
+
+def test_a_success_stays_a_success_whatever_follows_but_a_later_boot_into_the_old_version() -> None:
+    story = (StatusEvent("Installing", at(1)), StatusEvent(BOOTED, at(2), firmware_version="1.4.0"))
+    assert job_of(*story, StatusEvent("Installed", at(3)), StatusEvent("Downloading", at(4))) == JobState.SUCCEEDED
+    # an A/B charger falling back to its old partition after a trial boot
+    assert job_of(*story, StatusEvent(BOOTED, at(5), firmware_version="1.3.0")) == JobState.ROLLED_BACK
+
+
+def test_a_failure_the_charger_named_is_kept_when_it_then_boots_its_old_version() -> None:
+    assert job_of(StatusEvent("Installing", at(1)), StatusEvent("InstallationFailed", at(2)),
+                  StatusEvent(BOOTED, at(3), firmware_version="1.3.0")) == JobState.INSTALLATION_FAILED
 
 
 def test_fwrepos_download_records_move_a_silent_charger_along() -> None:
@@ -104,6 +152,99 @@ def test_no_progress_for_longer_than_the_timeout_is_timed_out() -> None:
     assert job_of(now=at(6 * 60 + 1)) == JobState.TIMED_OUT
     assert job_of(StatusEvent("Downloading", at(5 * 60)), now=at(6 * 60 + 1)) == JobState.DOWNLOADING
     assert job_of(StatusEvent(BOOTED, at(1), firmware_version="1.4.0"), now=at(48 * 60)) == JobState.SUCCEEDED
+
+
+# -- every order a real charger may send (hypothesis) --------------------------------------
+# A charger's story is drawn first (its flow, its outcome, its retry plan and how it reports a failed
+# download); the statuses that flow sends for that outcome follow, then what the network and the CSMS do
+# to them: retransmitted duplicates, Idle answers to TriggerMessage, statuses sent after the reboot, and
+# any arrival order. The derived state must be the story's outcome, with or without fwrepo's records.
+
+FLOWS = ("1.6", "1.6-security", "2.0.1")
+OUTCOMES = {
+    "succeeded": JobState.SUCCEEDED, "rolled_back": JobState.ROLLED_BACK,
+    "download_failed_each": JobState.DOWNLOAD_FAILED, "download_failed_once": JobState.DOWNLOAD_FAILED,
+    "invalid_signature": JobState.INVALID_SIGNATURE, "installation_failed": JobState.INSTALLATION_FAILED,
+}
+
+
+@st.composite
+def charger_stories(draw: st.DrawFn) -> tuple[list[StatusEvent], list[Transfer], int, int, JobState, datetime]:
+    flow = draw(st.sampled_from(FLOWS))
+    secure = flow != "1.6"  # SignedUpdateFirmware (1.6 security extension) and 2.0.1 share the statuses
+    outcome = draw(st.sampled_from([name for name in OUTCOMES if secure or name != "invalid_signature"]))
+    retries, interval = draw(st.integers(0, 3)), draw(st.sampled_from([0, 60, 600]))
+    served_by_fwrepo = draw(st.booleans())  # False: a handshake that fails, a proxy: fwrepo sees nothing
+    events: list[StatusEvent] = []
+    transfers: list[Transfer] = []
+    clock = [T0 + timedelta(seconds=30)]
+
+    def say(status: str, version: str | None = None) -> None:
+        clock[0] += timedelta(seconds=draw(st.integers(1, 90)))
+        events.append(StatusEvent(status, clock[0], firmware_version=version))
+
+    if secure and draw(st.booleans()):
+        say("DownloadScheduled")
+    failing = outcome.startswith("download_failed")
+    failed_attempts = 1 + retries if failing else draw(st.integers(0, retries))
+    each = outcome == "download_failed_each" or (not failing and draw(st.booleans()))
+    for attempt in range(failed_attempts):
+        say("Downloading")
+        if served_by_fwrepo:
+            transfers.append(Transfer(clock[0] + timedelta(seconds=1), clock[0] + timedelta(seconds=5), 1000, False))
+        if each or attempt == failed_attempts - 1 and outcome == "download_failed_once":
+            say("DownloadFailed")
+        if attempt < failed_attempts - 1 or not failing:
+            clock[0] += timedelta(seconds=interval)
+    if not failing:
+        say("Downloading")
+        if flow == "2.0.1" and draw(st.booleans()):
+            say("DownloadPaused")
+            say("Downloading")
+        if served_by_fwrepo:
+            transfers.append(Transfer(clock[0] + timedelta(seconds=1), clock[0] + timedelta(seconds=20), 5000, True))
+            clock[0] += timedelta(seconds=20)
+        say("Downloaded")
+        if secure:
+            say("InvalidSignature" if outcome == "invalid_signature" else "SignatureVerified")
+    if outcome not in ("invalid_signature",) and not failing:
+        if secure and draw(st.booleans()):
+            say("InstallScheduled")
+        say("Installing")
+        if outcome == "installation_failed":
+            say("InstallationFailed")
+            if draw(st.booleans()):
+                say(BOOTED, "1.3.0")
+        else:
+            installed_after_reboot = secure and draw(st.booleans())
+            if not installed_after_reboot:
+                say("Installed")
+            if secure:
+                say("InstallRebooting")
+            say(BOOTED, "1.4.0" if outcome == "succeeded" else "1.3.0")
+            if installed_after_reboot:
+                say("Installed")
+            for late in draw(st.lists(st.sampled_from(["Installed", "Installing", "InstallRebooting"]), max_size=2)):
+                say(late)
+    for _ in range(draw(st.integers(0, 2))):
+        events.insert(draw(st.integers(0, len(events))), StatusEvent("Idle", draw(st.sampled_from(events)).timestamp))
+    events += draw(st.lists(st.sampled_from(events), max_size=3))  # retransmissions: same status, same time
+    arrival = draw(st.permutations(events))
+    # Late enough for both DownloadFailed conventions to be final, well within the timeout.
+    now = clock[0] + timedelta(seconds=interval) + RETRY_GRACE + timedelta(seconds=1)
+    return list(arrival), transfers, retries, interval, OUTCOMES[outcome], now
+
+
+@settings(max_examples=400, deadline=None)
+@given(charger_stories())
+def test_every_order_a_charger_may_send_ends_in_the_state_its_story_implies(
+        story: tuple[list[StatusEvent], list[Transfer], int, int, JobState, datetime]) -> None:
+    events, transfers, retries, interval, expected, now = story
+    job = derive_job(target_version="1.4.0", granted_at=T0, retrieve_date=T0, events=events,
+                     transfers=transfers, now=now, timeout=timedelta(days=1), retries=retries,
+                     retry_interval=interval, retry_grace=RETRY_GRACE)
+    assert (job.state, job.final) == (expected, True), [(event.status, event.timestamp.time()) for event in
+                                                        sorted(events, key=lambda event: event.timestamp)]
 
 
 # -- over the API ---------------------------------------------------------------------------

@@ -216,7 +216,8 @@ class CampaignCharger(SQLModel, table=True):
 
     __tablename__ = "campaign_charger"
     __table_args__ = (UniqueConstraint("campaign_id", "charger_id", name="uq_campaign_charger"),
-                      Index("ix_campaign_charger_wave", "campaign_id", "wave", "final"))
+                      Index("ix_campaign_charger_wave", "campaign_id", "wave", "final"),
+                      Index("ix_campaign_charger_due", "final", "due_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: str = Field(sa_column=Column(String(32), ForeignKey("campaign.id"), nullable=False, index=True))
@@ -234,12 +235,23 @@ class CampaignCharger(SQLModel, table=True):
     # judged and reports made from these, not by replaying every event of 100,000 chargers each time.
     state: str | None = Field(default=None, max_length=24)
     final: bool = Field(default=False)
-    progress_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    # When the clock alone changes the job if nothing more is heard (see Job.due_at): the tick looks here.
+    due_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     granted_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     first_byte_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     last_byte_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     booted_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     bytes_served: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+class Lease(SQLModel, table=True):
+    """Periodic work that exactly one node does per round: whoever moves `until` forward holds it."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=32)
+    holder: str = Field(max_length=64)
+    until: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
 
 
 class AuditEvent(SQLModel, table=True):

@@ -31,6 +31,19 @@ MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
+class Performer:
+    """Who performs an act, as the trail names them: an API client, or an operator at the machine."""
+
+    label: str
+    # The API client, kept with what it made (grants, campaigns); None for the command line.
+    client_id: str | None = None
+
+    @classmethod
+    def client(cls, client_id: str, name: str) -> Performer:
+        return cls(f"client {client_id} ({name})", client_id)
+
+
+@dataclass(frozen=True)
 class Act:
     actor: str
     action: str
@@ -54,8 +67,9 @@ class Audit:
         self.database = database
         self.clock = clock
 
-    def record(self, actor: str, action: str, subject: str, **detail: Any) -> None:
-        self.append([Act(actor, action, subject, detail)])
+    def record(self, by: Performer, action: str, subject: str, session: Session | None = None, **detail: Any) -> None:
+        """One act on the trail: in the transaction that performs it (after its writes), or in one of its own."""
+        self.append([Act(by.label, action, subject, detail)], session)
 
     def append(self, acts: Sequence[Act], session: Session | None = None) -> None:
         """Chain acts on; in the caller's transaction when given one (then it must already hold a write)."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import secrets
 import statistics
+import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -20,19 +23,22 @@ from sqlmodel import Session, col, select
 
 from repo_service.db.models import Campaign, CampaignCharger, Grant
 from repo_service.db.session import Database
+from repo_service.domain import leases
+from repo_service.domain.audit import Performer
 from repo_service.domain.catalog import FirmwareRecord
 from repo_service.domain.clock import Clock, utc_now
-from repo_service.domain.ftp_logins import MODES
-from repo_service.domain.documents import refuse_unknown, required_string
-from repo_service.domain.grants import (
-    DEFAULT_LIFETIME, DEFAULT_RETRIES, DEFAULT_RETRY_INTERVAL, PROTOCOLS, RETRY_PLAN_MARGIN, GrantRecord, Grants,
-    charger_id_field,
-)
+from repo_service.domain.documents import charger_id, protocol_and_mode, refuse_unknown, required_string, retry_plan
+from repo_service.domain.grants import DEFAULT_LIFETIME, RETRY_PLAN_MARGIN, GrantRecord, Grants, retry_plan_end
 from repo_service.domain.update_jobs import FAILURES, Job, JobState, UpdateJobs
 from repo_service.domain.versions import parse_version
 from repo_service.errors import Conflict, InvalidInput, NotFound
 
+log = logging.getLogger(__name__)
 MAX_CHARGERS = 100_000
+# How often deadlines are looked at: a timed-out job or a failed download made final shows this late at most.
+TICK_SECONDS = 5.0
+# Jobs derived again per tick; more wait for the next round.
+TICK_BATCH = 20_000
 MAX_WAVES = 20
 DEFAULT_THRESHOLD = 0.1
 # Due grants per reply: each carries its OCPP payloads, certificate included (a few KB).
@@ -119,6 +125,8 @@ class CampaignReport:
     waves: list[WaveReport]
     chargers: int
     skipped: dict[str, int]
+    # Chargers of waves not started yet: no grant, no job.
+    pending: int
     summary: JobSummary
     created_at: datetime
     jobs: list[tuple[CampaignCharger, Job | None]] = field(repr=False, default_factory=list)
@@ -143,17 +151,11 @@ def parse_campaign_request(document: Mapping[str, Any]) -> CampaignRequest:
         if charger.charger_id in seen:
             raise InvalidInput(f"chargers[{index}].charger_id", f"{charger.charger_id!r} appears more than once")
         seen.add(charger.charger_id)
-    protocol = document.get("protocol", "https")
-    if protocol not in PROTOCOLS:
-        raise InvalidInput("protocol", f"must be one of {', '.join(PROTOCOLS)}")
-    ftps_mode = document.get("ftps_mode")
-    if ftps_mode is not None and (protocol != "ftps" or ftps_mode not in MODES):
-        raise InvalidInput("ftps_mode", f'applies to protocol "ftps" only and is one of {", ".join(MODES)}')
+    protocol, ftps_mode = protocol_and_mode(document)
     waves = _waves(document.get("waves", ["100%"]))
     thresholds = _thresholds(document.get("failure_threshold", DEFAULT_THRESHOLD), len(waves))
-    window = _window(document.get("window"))
-    retries = _whole(document, "retries", DEFAULT_RETRIES, 0, 100)
-    retry_interval = _whole(document, "retry_interval", DEFAULT_RETRY_INTERVAL, 0, 86400)
+    window = _window(document["window"]) if "window" in document else None
+    retries, retry_interval = retry_plan(document)
     return CampaignRequest(firmware_id, chargers, protocol, ftps_mode, waves, thresholds, window, retries,
                            retry_interval)
 
@@ -162,13 +164,13 @@ def _charger(entry: object, prefix: str) -> ChargerEntry:
     if not isinstance(entry, Mapping):
         raise InvalidInput(prefix.rstrip("."), "must be an object with charger_id and current_version")
     refuse_unknown(entry, ("charger_id", "current_version", "model", "hardware_revision", "time_zone"), prefix)
-    charger_id = charger_id_field(entry.get("charger_id"), prefix + "charger_id")
+    identity = charger_id(entry.get("charger_id"), prefix + "charger_id")
     version = entry.get("current_version")
     if not isinstance(version, str) or not 1 <= len(version) <= 50:
         raise InvalidInput(prefix + "current_version", "is required: the firmwareVersion of its last BootNotification")
     for name in ("model", "hardware_revision"):
-        value = entry.get(name)
-        if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 50):
+        value = entry.get(name, "")
+        if name in entry and (not isinstance(value, str) or not 1 <= len(value) <= 50):
             raise InvalidInput(prefix + name, "must be a string of 1-50 characters")
     zone = entry.get("time_zone", "UTC")
     if not isinstance(zone, str) or not 1 <= len(zone) <= 64:
@@ -177,7 +179,7 @@ def _charger(entry: object, prefix: str) -> ChargerEntry:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(prefix + "time_zone", f"{zone!r} is not an IANA time zone such as Europe/Berlin") from None
-    return ChargerEntry(charger_id, version, entry.get("model"), entry.get("hardware_revision"), zone)
+    return ChargerEntry(identity, version, entry.get("model"), entry.get("hardware_revision"), zone)
 
 
 def _waves(raw: object) -> tuple[str | int, ...]:
@@ -201,9 +203,7 @@ def _thresholds(raw: object, waves: int) -> tuple[float, ...]:
     return tuple(float(value) for value in values)
 
 
-def _window(raw: object) -> tuple[str, str] | None:
-    if raw is None:
-        return None
+def _window(raw: object) -> tuple[str, str]:
     if not isinstance(raw, Mapping) or set(raw) != {"start", "end"}:
         raise InvalidInput("window", 'must be {"start": "01:00", "end": "05:00"} in each charger\'s local time')
     start, end = raw["start"], raw["end"]
@@ -213,13 +213,6 @@ def _window(raw: object) -> tuple[str, str] | None:
     if start == end:
         raise InvalidInput("window", "start and end are the same time: the window would be empty")
     return start, end
-
-
-def _whole(document: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = document.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInput(name, f"must be a whole number between {low} and {high}")
-    return value
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -288,11 +281,11 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def _stored_job(member: CampaignCharger) -> Job | None:
-    """The job as refresh() last stored it (None for a skipped charger or a wave not started)."""
+    """The job as _store() last stored it (None for a skipped charger or a wave not started)."""
     if member.state is None or member.granted_at is None:
         return None
     return Job(JobState(member.state), member.granted_at, member.first_byte_at, member.last_byte_at,
-               member.booted_at, (), member.bytes_served, member.final, member.progress_at)
+               member.booted_at, (), member.bytes_served, member.final, member.due_at)
 
 
 def _skip_kind(reason: str) -> str:
@@ -316,13 +309,13 @@ class Campaigns:
         self.database = database
         self.grants = grants
         self.jobs = jobs
+        self.audit = grants.audit
         self.clock = clock
         self.observers: list[CampaignObserver] = []
 
-    def create(self, request: CampaignRequest, created_by: str | None) -> CampaignReport:
+    def create(self, request: CampaignRequest, by: Performer) -> CampaignReport:
         firmware = self.grants.grantable(request.firmware_id)
-        if request.protocol == "ftps" and self.grants.ftps is None:
-            raise InvalidInput("protocol", "ftps is switched off on this server (FWREPO_FTPS=false)")
+        self.grants.require_protocol(request.protocol)
         # The longest a grant may wait for its window (a day) plus the charger's whole retry plan.
         longest = timedelta(days=1, seconds=request.retries * request.retry_interval) + RETRY_PLAN_MARGIN
         if longest > self.grants.max_lifetime:
@@ -341,7 +334,7 @@ class Campaigns:
                 retries=request.retries, retry_interval=request.retry_interval, wave_ends=ends,
                 thresholds=list(request.thresholds), window_start=request.window[0] if request.window else None,
                 window_end=request.window[1] if request.window else None, status=CampaignStatus.RUNNING.value,
-                current_wave=0, created_at=self.clock(), created_by=created_by,
+                current_wave=0, created_at=self.clock(), created_by=by.client_id,
             ))
             session.flush()
             members, position = [], 0
@@ -359,6 +352,8 @@ class Campaigns:
             session.add_all(members)
             session.flush()
             self._start_wave(session, session.get(Campaign, campaign_id), firmware, 0)
+            self.audit.record(by, "campaign", f"campaign {campaign_id}", session, firmware=firmware.id,
+                              chargers=len(request.chargers))
         return self.report(campaign_id)
 
     def _start_wave(self, session: Session, campaign: Campaign | None, firmware: FirmwareRecord, wave: int) -> None:
@@ -372,20 +367,22 @@ class Campaigns:
         plan = []
         for member in members:
             retrieve = retrieve_date(member.charger_id, member.time_zone, window, now)
-            plan_end = retrieve + timedelta(seconds=campaign.retries * campaign.retry_interval) + RETRY_PLAN_MARGIN
+            plan_end = retry_plan_end(retrieve, campaign.retries, campaign.retry_interval)
             plan.append((member.charger_id, retrieve, max(now + DEFAULT_LIFETIME, plan_end)))
         ids = self.grants.insert(session, firmware, plan, protocol=campaign.protocol, retries=campaign.retries,
                                  retry_interval=campaign.retry_interval, created_by=campaign.created_by)
         for member, grant_id, (_, retrieve, _) in zip(members, ids, plan, strict=True):
             member.grant_id, member.state, member.granted_at = grant_id, JobState.GRANTED.value, now
-            member.progress_at = max(now, retrieve)
+            member.due_at = max(now, retrieve) + self.jobs.timeout
             session.add(member)
 
     def due(self, campaign_id: str, limit: int = DUE_PAGE) -> list[GrantRecord]:
-        """Up to limit grants whose retrieve_date has come and that no CSMS was handed yet; each is handed out once."""
+        """Up to limit grants whose retrieve_date has come and that no CSMS was handed yet; each is handed out once.
+
+        Handing out is the only thing this changes: waves move on events, steering and the tick, never here.
+        """
         if not 1 <= limit <= MAX_DUE_PAGE:
             raise InvalidInput("limit", f"must be between 1 and {MAX_DUE_PAGE}")
-        self.advance(campaign_id)
         now = self.clock()
         # It reads, then claims: on SQLite that needs the write lock from the start (see Database.session).
         with self.database.session(exclusive=True) as session:
@@ -410,9 +407,53 @@ class Campaigns:
             firmware = self.grants.catalog.get(campaign.firmware_id)
             return self.grants.deliver(session, rows, firmware, campaign.ftps_mode)
 
-    def refresh(self, grant_ids: Sequence[int]) -> set[str]:
-        """Derive the jobs of these campaign grants again and store them; the campaigns they belong to."""
+    def settle(self, grant_ids: Sequence[int]) -> dict[int, Job]:
+        """What was just reported about these grants: their jobs derived once, stored, and their waves decided."""
         jobs = self.jobs.jobs(list(grant_ids))
+        for campaign_id in sorted(self._store(jobs)):
+            self.advance(campaign_id)
+        return jobs
+
+    def tick(self) -> int:
+        """Deadlines: jobs that the clock alone has changed (timed out, a failed download now final) are derived
+        again and their waves decided. Every node calls this; a lease makes one of them act per round.
+        Returns how many jobs were derived again (0 when another node holds the round)."""
+        now = self.clock()
+        if not leases.take(self.database, "campaign-tick", TICK_SECONDS, now):
+            return 0
+        with self.database.session() as session:
+            running = select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING.value)
+            due = [grant_id for grant_id in session.exec(select(CampaignCharger.grant_id).where(
+                col(CampaignCharger.campaign_id).in_(running), col(CampaignCharger.final).is_(False),
+                col(CampaignCharger.due_at) <= now).limit(TICK_BATCH)).all() if grant_id is not None]
+            campaigns = list(session.exec(running).all())
+        self._store(self.jobs.jobs(due))
+        for campaign_id in campaigns:
+            self.advance(campaign_id)
+        return len(due)
+
+    @contextmanager
+    def ticking(self) -> Iterator[None]:
+        """While the block runs, tick() every TICK_SECONDS in a thread of its own."""
+        stopped = threading.Event()
+
+        def tick_until_stopped() -> None:
+            while not stopped.wait(TICK_SECONDS):
+                try:
+                    self.tick()
+                except Exception:  # a database hiccup must not end the ticking; the next round retries
+                    log.exception("campaign tick failed; will retry")
+
+        ticker = threading.Thread(target=tick_until_stopped, name="campaign-tick", daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            stopped.set()
+            ticker.join()
+
+    def _store(self, jobs: Mapping[int, Job]) -> set[str]:
+        """Store these campaign jobs as derived; the campaigns they belong to."""
         if not jobs:
             return set()
         with self.database.session() as session:
@@ -422,30 +463,25 @@ class Campaigns:
                 member = members.get(grant_id)
                 if member is None:
                     continue
-                member.state, member.final, member.progress_at = job.state.value, job.final, job.progress_at
+                member.state, member.final, member.due_at = job.state.value, job.final, job.due_at
                 member.first_byte_at, member.last_byte_at = job.first_byte_at, job.last_byte_at
                 member.booted_at, member.bytes_served = job.booted_at, job.bytes_served
                 session.add(member)
             return {member.campaign_id for member in members.values()}
 
     def advance(self, campaign_id: str) -> None:
-        """Halt a failing wave, start the next one of a finished wave, or finish the campaign: at most once."""
-        now = self.clock()
+        """Halt a failing wave, start the next one of a finished wave, or finish the campaign: at most once.
+
+        It judges the jobs as stored; the callers (events, the tick, resume) have stored them first.
+        """
         with self.database.session() as session:
             campaign = self._campaign(session, campaign_id)
             if campaign.status != CampaignStatus.RUNNING:
                 return
             wave = campaign.current_wave
-            in_wave = (CampaignCharger.campaign_id == campaign_id, CampaignCharger.wave == wave)
-            # Jobs nobody has reported on may have run out of time: only those are derived again here.
-            stale = [grant_id for grant_id in session.exec(select(CampaignCharger.grant_id).where(
-                *in_wave, col(CampaignCharger.final).is_(False),
-                col(CampaignCharger.progress_at) < now - self.jobs.timeout)).all() if grant_id is not None]
-        if stale:
-            self.refresh(stale)
-        with self.database.session() as session:
             counts = session.exec(select(CampaignCharger.state, CampaignCharger.final, func.count()).where(
-                *in_wave).group_by(CampaignCharger.state, CampaignCharger.final)).all()
+                CampaignCharger.campaign_id == campaign_id, CampaignCharger.wave == wave,
+            ).group_by(CampaignCharger.state, CampaignCharger.final)).all()
         size = sum(count for _, _, count in counts)
         finished = sum(count for _, final, count in counts if final)
         failures = Counter({JobState(state): count for state, final, count in counts if final and state in FAILURES})
@@ -473,8 +509,11 @@ class Campaigns:
                 firmware = self.grants.catalog.get(campaign.firmware_id)
                 self._start_wave(session, session.get(Campaign, campaign_id), firmware, wave + 1)
 
-    def set_status(self, campaign_id: str, action: str) -> CampaignReport:
-        """pause, resume or cancel; cancel revokes every grant no charger has finished downloading."""
+    def set_status(self, campaign_id: str, action: str, by: Performer) -> CampaignReport:
+        """pause, resume or cancel; cancel revokes every grant no charger has finished downloading.
+
+        A halted campaign cannot be resumed (its failures are real): cancel it and start a new one.
+        """
         transitions = {
             "pause": ({CampaignStatus.RUNNING}, CampaignStatus.PAUSED),
             "resume": ({CampaignStatus.PAUSED}, CampaignStatus.RUNNING),
@@ -490,19 +529,17 @@ class Campaigns:
             campaign.status = target.value
             campaign.status_reason = f"{action} by request"
             session.add(campaign)
+            session.flush()
             if action == "cancel":
-                session.execute(update(Grant).where(
-                    col(Grant.id).in_(select(CampaignCharger.grant_id).where(CampaignCharger.campaign_id == campaign_id)),
-                    col(Grant.revoked_at).is_(None), col(Grant.downloads_completed) == 0,
-                ).values(revoked_at=self.clock(), revoke_reason=f"campaign {campaign_id} cancelled"))
+                members = select(CampaignCharger.grant_id).where(CampaignCharger.campaign_id == campaign_id)
+                self.grants.revocations.revoke(
+                    session, col(Grant.id).in_(members) & (col(Grant.downloads_completed) == 0),
+                    f"campaign {campaign_id} cancelled")
+            self.audit.record(by, f"campaign_{action}", f"campaign {campaign_id}", session)
         if action == "resume":
+            # While paused, events were stored but decided nothing: decide now.
             self.advance(campaign_id)
         return self.report(campaign_id)
-
-    def advance_for(self, grant_ids: Sequence[int]) -> None:
-        """Store what was just reported about these grants' jobs and let their campaigns act on it."""
-        for campaign_id in sorted(self.refresh(grant_ids)):
-            self.advance(campaign_id)
 
     def list(self) -> list[Campaign]:
         with self.database.session() as session:
@@ -510,7 +547,6 @@ class Campaigns:
 
     def report(self, campaign_id: str) -> CampaignReport:
         """The campaign from its stored job states: one read of its chargers, no replay of their events."""
-        self.advance(campaign_id)
         with self.database.session() as session:
             campaign = self._campaign(session, campaign_id)
             members = list(session.exec(select(CampaignCharger).where(
@@ -535,6 +571,7 @@ class Campaigns:
             status_reason=campaign.status_reason, current_wave=campaign.current_wave + 1, waves=waves,
             chargers=len(members), skipped=dict(Counter(_skip_kind(member.skip_reason)
                                                         for member in members if member.skip_reason)),
+            pending=sum(1 for member, job in pairs if member.wave is not None and job is None),
             summary=summary,
             created_at=campaign.created_at,
             jobs=pairs,

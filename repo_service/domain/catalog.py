@@ -8,14 +8,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, func, update
+from sqlalchemy import Select, func
 from sqlmodel import Session, col, select
 
 from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature, Grant, SigningKey
 from repo_service.db.session import Database
-from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.audit import Performer
+from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.domain.keys import NoSigningKey, SigningKeys
 from repo_service.domain.pki import canonical_json
+from repo_service.domain.revocations import Revocations
 from repo_service.errors import Conflict, InvalidInput, NotFound
 from repo_service.storage import Storage
 
@@ -140,10 +142,13 @@ def load_records(session: Session, rows: list[Firmware]) -> list[FirmwareRecord]
 
 
 class Catalog:
-    def __init__(self, database: Database, storage: Storage, signing_keys: SigningKeys, clock: Clock = utc_now) -> None:
+    def __init__(self, database: Database, storage: Storage, signing_keys: SigningKeys, revocations: Revocations,
+                 clock: Clock = utc_now) -> None:
         self.database = database
         self.storage = storage
         self.signing_keys = signing_keys
+        self.revocations = revocations
+        self.audit = signing_keys.audit
         self.clock = clock
 
     def get(self, firmware_id: str) -> FirmwareRecord:
@@ -176,7 +181,7 @@ class Catalog:
             ).all()
             return Page(items=load_records(session, list(rows)), total=total, limit=limit, offset=offset)
 
-    def publish(self, firmware_id: str) -> FirmwareRecord:
+    def publish(self, firmware_id: str, by: Performer) -> FirmwareRecord:
         """Publish and sign with the active key: a published build always carries a signature."""
         with self.database.session(exclusive=True) as session:
             row = self._lock(session, firmware_id)
@@ -191,6 +196,7 @@ class Catalog:
                     FirmwareSignature(firmware_id=row.id, key_id=key.id, signature=signature, created_at=self.clock())
                 )
                 session.flush()
+                self.audit.record(by, "publish", f"firmware {row.id}", session, signing_key=key.id)
             return load_records(session, [row])[0]
 
     def manifest(self, firmware_id: str) -> dict[str, Any]:
@@ -210,7 +216,7 @@ class Catalog:
             "size": record.size,
             "sha256": record.sha256,
             "min_version": record.min_version,
-            "created": record.created_at.isoformat().replace("+00:00", "Z"),
+            "created": rfc3339(record.created_at),
             "signing_key_id": record.signing_key_id,
         }
         return {
@@ -220,7 +226,7 @@ class Catalog:
             "image_signature": record.signature,
         }
 
-    def yank(self, firmware_id: str, reason: str) -> FirmwareRecord:
+    def yank(self, firmware_id: str, reason: str, by: Performer) -> FirmwareRecord:
         reason = reason.strip() if isinstance(reason, str) else ""
         if not reason:
             raise InvalidInput("reason", "a yank needs a reason, for the people who will ask why")
@@ -233,12 +239,11 @@ class Catalog:
                 row.yanked_at = self.clock()
                 row.yank_reason = reason
                 session.add(row)
+                session.flush()
                 # A yanked build's grants die with it.
-                session.execute(
-                    update(Grant)
-                    .where(col(Grant.firmware_id) == firmware_id, col(Grant.revoked_at).is_(None))
-                    .values(revoked_at=row.yanked_at, revoke_reason=f"firmware yanked: {reason}")
-                )
+                self.revocations.revoke(session, col(Grant.firmware_id) == firmware_id, f"firmware yanked: {reason}",
+                                        firmware_id)
+                self.audit.record(by, "yank", f"firmware {row.id}", session, reason=reason)
             return load_records(session, [row])[0]
 
     def open_content(self, firmware_id: str, start: int = 0, length: int | None = None) -> tuple[FirmwareRecord, Iterator[bytes]]:

@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from repo_service.db.models import ApiClient
 from repo_service.db.session import Database
+from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 
@@ -58,6 +59,10 @@ class Actor:
     name: str
     role: Role
 
+    @property
+    def performer(self) -> Performer:
+        return Performer.client(self.client_id, self.name)
+
     def require(self, action: Action) -> None:
         if action not in PERMISSIONS[self.role]:
             raise Forbidden(f"role {self.role} may not {action}")
@@ -89,11 +94,12 @@ def parse_role(text: str) -> Role:
 
 
 class Clients:
-    def __init__(self, database: Database, clock: Clock = utc_now) -> None:
+    def __init__(self, database: Database, audit: Audit, clock: Clock = utc_now) -> None:
         self.database = database
+        self.audit = audit
         self.clock = clock
 
-    def create(self, name: str, role: Role) -> tuple[ClientRecord, str]:
+    def create(self, name: str, role: Role, by: Performer) -> tuple[ClientRecord, str]:
         """Make a client and return it with its key, which is not stored anywhere."""
         name = name.strip()
         if not name or len(name) > 100 or not name.isprintable():
@@ -109,6 +115,8 @@ class Clients:
         )
         with self.database.session() as session:
             session.add(row)
+            session.flush()
+            self.audit.record(by, "client_create", f"client {row.id}", session, name=row.name, role=row.role)
         return _record(row), key
 
     def list(self) -> list[ClientRecord]:
@@ -116,7 +124,7 @@ class Clients:
             rows = session.exec(select(ApiClient).order_by(ApiClient.created_at, ApiClient.id)).all()
             return [_record(row) for row in rows]
 
-    def revoke(self, client_id: str) -> ClientRecord:
+    def revoke(self, client_id: str, by: Performer) -> ClientRecord:
         with self.database.session() as session:
             row = session.get(ApiClient, client_id)
             if row is None:
@@ -124,6 +132,8 @@ class Clients:
             if row.revoked_at is None:
                 row.revoked_at = self.clock()
                 session.add(row)
+                session.flush()
+                self.audit.record(by, "client_revoke", f"client {row.id}", session, name=row.name)
             return _record(row)
 
     def authenticate(self, key: str | None) -> Actor:

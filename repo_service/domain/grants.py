@@ -1,52 +1,40 @@
-"""Grants: one charger's right to fetch one firmware, what the CSMS puts into OCPP ``location``."""
+"""Grants: one charger's right to fetch one firmware, what the CSMS puts into OCPP ``location``.
+
+Issuing, listing and revoking live here; using a grant (tokens, FTPS logins, transfers) is downloads.py.
+"""
 
 from __future__ import annotations
 
-import hmac
-import logging
-import threading
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from sqlalchemy import insert, update
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col
 
-from repo_service.db.models import DownloadRecord, Grant
+from repo_service.db.models import Grant
 from repo_service.db.session import Database
-from repo_service.domain.audit import Act, Audit
+from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status
-from repo_service.domain.clock import Clock, utc_now
-from repo_service.domain.documents import refuse_unknown, required_string
-from repo_service.domain.ftp_logins import MODES, FtpLogin, FtpsEndpoint, digest
-from repo_service.domain.tokens import InvalidToken, TokenSigner
-from repo_service.errors import Conflict, FwrepoError, InvalidInput, NotFound
-
-log = logging.getLogger(__name__)
-K = TypeVar("K")
-V = TypeVar("V")
+from repo_service.domain.clock import Clock, rfc3339, utc_now
+from repo_service.domain.documents import (
+    charger_id, moment, protocol_and_mode, refuse_unknown, required_string, retry_plan, whole_number,
+)
+from repo_service.domain.ftp_logins import FtpLogin, FtpsEndpoint
+from repo_service.domain.revocations import Revocations
+from repo_service.domain.tokens import TokenSigner
+from repo_service.errors import Conflict, InvalidInput, NotFound
 
 MAX_BATCH = 10_000
 # Grant ids are OCPP requestIds, and a 32-bit integer column.
 MAX_GRANT_ID = 2**31 - 1
 MAX_LOCATION = 255
+MAX_DOWNLOADS = (1, 1000)
 # After the charger's last retry it may still be mid-download; one hour covers a slow cellular link.
 RETRY_PLAN_MARGIN = timedelta(hours=1)
 DEFAULT_LIFETIME = timedelta(hours=24)
-DEFAULT_RETRIES = 3
-DEFAULT_RETRY_INTERVAL = 600
-# How long one node trusts what it read about a grant: the bound on how late a revocation bites.
-STATUS_CACHE_SECONDS = 2.0
-# Forged-token refusals recorded one by one per flush (about a second); the rest are counted in the log.
-MAX_FORGED_RECORDS_PER_FLUSH = 100
-# Download records reach the database at most this late (and at shutdown).
-FLUSH_SECONDS = 1.0
-PROTOCOLS = ("https", "ftps")
 
 
 def _shortened(name: str, room: int) -> str:
@@ -56,66 +44,6 @@ def _shortened(name: str, room: int) -> str:
         keep = room - len(dot + extension)
         name = stem[:keep] + dot + extension if stem and keep > 0 else name[:room]
     return name or "firmware.bin"
-
-
-def _audit_act(attempt: DownloadAttempt) -> Act:
-    who = f"charger {attempt.charger_id}@{attempt.client_address}" if attempt.charger_id else \
-        f"anonymous@{attempt.client_address}"
-    subject = f"grant {attempt.grant_id}" if attempt.grant_id is not None else "no grant"
-    if attempt.refusal is not None:
-        return Act(who, "refusal", subject, {"protocol": attempt.protocol, "reason": attempt.refusal.value})
-    return Act(who, "download", subject, {"protocol": attempt.protocol, "bytes": attempt.bytes_sent,
-                                         "completed": attempt.completed, "range_start": attempt.range_start})
-
-
-class _Recent(Generic[K, V]):
-    """What was read from the database, trusted for a few seconds; bounded so that it cannot grow without end."""
-
-    def __init__(self, seconds: float, limit: int = 100_000) -> None:
-        self.seconds = seconds
-        self.limit = limit
-        self._items: dict[K, tuple[float, V]] = {}
-
-    def get(self, key: K) -> V | None:
-        item = self._items.get(key)
-        if item is None or time.monotonic() - item[0] >= self.seconds:
-            return None
-        return item[1]
-
-    def put(self, key: K, value: V) -> None:
-        now = time.monotonic()
-        # Kept in the order they were put: what expired is at the front and leaves at once,
-        # so the cache holds a few seconds of lookups, not everything up to the limit.
-        self._items.pop(key, None)
-        self._items[key] = (now, value)
-        while self._items:
-            oldest = next(iter(self._items))
-            if now - self._items[oldest][0] < self.seconds and len(self._items) <= self.limit:
-                break
-            del self._items[oldest]
-
-    def forget(self, key: K) -> None:
-        self._items.pop(key, None)
-
-
-class Refusal(StrEnum):
-    FORGED = "forged"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-    YANKED = "yanked"
-    USED_UP = "used_up"
-    UNSIGNED = "unsigned"
-    BANNED = "banned"  # an FTPS address after repeated failed logins
-
-
-class DownloadRefused(FwrepoError):
-    """A token that does not open the download. The reason is for the audit, never for the client."""
-
-    def __init__(self, reason: Refusal, grant_id: int | None = None, charger_id: str | None = None) -> None:
-        super().__init__(reason.value)
-        self.reason = reason
-        self.grant_id = grant_id
-        self.charger_id = charger_id
 
 
 @dataclass(frozen=True)
@@ -151,70 +79,9 @@ class GrantRecord:
     install_date: datetime | None = None
 
 
-@dataclass(frozen=True)
-class DownloadAttempt:
-    grant_id: int | None
-    charger_id: str | None
-    client_address: str
-    protocol: str
-    range_start: int | None
-    range_end: int | None
-    bytes_sent: int
-    completed: bool
-    refusal: Refusal | None
-    started_at: datetime
-    duration_ms: int
-
-
-@dataclass(frozen=True)
-class Permit:
-    """What a valid token opens: this grant's firmware, now."""
-
-    grant_id: int
-    charger_id: str
-    firmware: FirmwareRecord
-
-
-def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _integer(document: Mapping[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
-    value = document.get(name, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(name, f"must be a whole number, got {value!r}")
-    if not low <= value <= high:
-        raise InvalidInput(name, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def _moment(document: Mapping[str, Any], name: str) -> datetime | None:
-    value = document.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(name, "must be an ISO 8601 date-time such as 2026-12-01T02:00:00Z")
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(name, f"{value!r} is not an ISO 8601 date-time such as 2026-12-01T02:00:00Z") from None
-    if moment.tzinfo is None:
-        raise InvalidInput(name, "needs a time zone (end it with Z for UTC)")
-    try:
-        # OCPP payloads are written in UTC with a Z: convert, never relabel.
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise InvalidInput(name, f"{value!r} is out of range") from None
-
-
-def charger_id_field(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(field, "must be a non-empty string")
-    if len(value) > 64 or not (value.isascii() and value.isprintable()) or value != value.strip():
-        raise InvalidInput(field, f"{value[:80]!r} must be 1-64 printable ASCII characters without surrounding spaces")
-    return value
+def retry_plan_end(retrieve_date: datetime, retries: int, retry_interval: int) -> datetime:
+    """When a charger that starts at retrieve_date and uses every retry may still be downloading."""
+    return retrieve_date + timedelta(seconds=retries * retry_interval) + RETRY_PLAN_MARGIN
 
 
 def parse_grant_request(
@@ -231,33 +98,23 @@ def parse_grant_request(
             raise InvalidInput("charger_ids", "must be a non-empty list of charger ids")
         if len(raw) > MAX_BATCH:
             raise InvalidInput("charger_ids", f"at most {MAX_BATCH} per batch, got {len(raw)}")
-        charger_ids = tuple(charger_id_field(value, "charger_ids") for value in raw)
+        charger_ids = tuple(charger_id(value, "charger_ids") for value in raw)
         if len(set(charger_ids)) != len(charger_ids):
             seen: set[str] = set()
             duplicate = next(value for value in charger_ids if value in seen or seen.add(value))  # type: ignore[func-returns-value]
             raise InvalidInput("charger_ids", f"{duplicate!r} appears more than once")
     else:
-        charger_ids = (charger_id_field(document.get("charger_id"), "charger_id"),)
-    protocol = document.get("protocol", "https")
-    if protocol not in PROTOCOLS:
-        raise InvalidInput("protocol", f"must be one of {', '.join(PROTOCOLS)}")
-    ftps_mode = document.get("ftps_mode")
-    if ftps_mode is not None:
-        if protocol != "ftps":
-            raise InvalidInput("ftps_mode", 'applies only to protocol "ftps"')
-        if ftps_mode not in MODES:
-            raise InvalidInput("ftps_mode", f"must be one of {', '.join(MODES)}")
-    retrieve_date = _moment(document, "retrieve_date") or now
+        charger_ids = (charger_id(document.get("charger_id"), "charger_id"),)
+    protocol, ftps_mode = protocol_and_mode(document)
+    retrieve_date = moment(document, "retrieve_date") or now
     if retrieve_date < now - timedelta(hours=1):
-        raise InvalidInput("retrieve_date", f"{iso(retrieve_date)} is more than an hour in the past")
-    retries = _integer(document, "retries", DEFAULT_RETRIES, 0, 100)
-    retry_interval = _integer(document, "retry_interval", DEFAULT_RETRY_INTERVAL, 0, 7 * 86400)
-    assert retries is not None and retry_interval is not None
+        raise InvalidInput("retrieve_date", f"{rfc3339(retrieve_date)} is more than an hour in the past")
+    retries, retry_interval = retry_plan(document)
     try:
-        plan_end = retrieve_date + timedelta(seconds=retries * retry_interval) + RETRY_PLAN_MARGIN
+        plan_end = retry_plan_end(retrieve_date, retries, retry_interval)
     except OverflowError:
-        raise InvalidInput("retrieve_date", f"{iso(retrieve_date)} is too far in the future") from None
-    expires_in = _integer(document, "expires_in", None, 60, int(max_lifetime.total_seconds()))
+        raise InvalidInput("retrieve_date", f"{rfc3339(retrieve_date)} is too far in the future") from None
+    expires_in = whole_number(document, "expires_in", None, (60, int(max_lifetime.total_seconds())))
     if expires_in is None:
         expires_at = max(now + DEFAULT_LIFETIME, plan_end)
     else:
@@ -265,18 +122,20 @@ def parse_grant_request(
         if expires_at < plan_end:
             raise InvalidInput(
                 "expires_in",
-                f"the grant would expire at {iso(expires_at)}, before the charger's retry plan ends at {iso(plan_end)} "
-                f"(retrieve_date + retries × retry_interval + {int(RETRY_PLAN_MARGIN.total_seconds())} s margin)",
+                f"the grant would expire at {rfc3339(expires_at)}, before the charger's retry plan ends at "
+                f"{rfc3339(plan_end)} (retrieve_date + retries × retry_interval + "
+                f"{int(RETRY_PLAN_MARGIN.total_seconds())} s margin)",
             )
     if expires_at - now > max_lifetime:
         raise InvalidInput(
-            "retrieve_date", f"the grant would live until {iso(expires_at)}, longer than the {max_lifetime} allowed"
+            "retrieve_date", f"the grant would live until {rfc3339(expires_at)}, longer than the {max_lifetime} allowed"
         )
-    install_date = _moment(document, "install_date")
+    install_date = moment(document, "install_date")
     if install_date is not None and install_date < retrieve_date:
-        raise InvalidInput("install_date", f"{iso(install_date)} is before retrieve_date {iso(retrieve_date)}")
+        raise InvalidInput("install_date", f"{rfc3339(install_date)} is before retrieve_date {rfc3339(retrieve_date)}")
     if install_date is not None and install_date - now > max_lifetime:
-        raise InvalidInput("install_date", f"{iso(install_date)} is further ahead than the {max_lifetime} a grant may live")
+        raise InvalidInput("install_date",
+                           f"{rfc3339(install_date)} is further ahead than the {max_lifetime} a grant may live")
     return GrantRequest(
         firmware_id=firmware_id,
         charger_ids=charger_ids,
@@ -285,67 +144,46 @@ def parse_grant_request(
         expires_at=expires_at,
         retries=retries,
         retry_interval=retry_interval,
-        max_downloads=_integer(document, "max_downloads", None, 1, 1000),
+        max_downloads=whole_number(document, "max_downloads", None, MAX_DOWNLOADS),
         install_date=install_date,
         ftps_mode=ftps_mode,
     )
 
 
-def ocpp_payloads(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
-    """The three requests a CSMS sends, ready as JSON (OCPP 1.6, 1.6 security extension, 2.0.1)."""
-    signed_firmware: dict[str, Any] = {
-        "location": grant.location,
-        "retrieveDateTime": iso(grant.retrieve_date),
-        "signingCertificate": firmware.signing_certificate,
-        "signature": firmware.signature,
-    }
-    if grant.install_date is not None:
-        signed_firmware["installDateTime"] = iso(grant.install_date)
-    retry_plan = {"retries": grant.retries, "retryInterval": grant.retry_interval}
-    return {
-        "update_firmware": {"location": grant.location, "retrieveDate": iso(grant.retrieve_date), **retry_plan},
-        "signed_update_firmware": {"requestId": grant.id, **retry_plan, "firmware": signed_firmware},
-        "update_firmware_v201": {"requestId": grant.id, **retry_plan, "firmware": dict(signed_firmware)},
-    }
-
-
 class GrantObserver(Protocol):
-    """Told of grants made and transfers recorded (metrics); must be quick and must not raise."""
+    """Told of grants made (metrics); must be quick and must not raise."""
 
     def issued(self, protocol: str, count: int) -> None: ...
 
-    def recorded(self, attempt: DownloadAttempt) -> None: ...
-
 
 class Grants:
-    def __init__(self, database: Database, catalog: Catalog, tokens: TokenSigner, public_url: str,
-                 max_lifetime: timedelta, clock: Clock = utc_now, ftps: FtpsEndpoint | None = None) -> None:
+    def __init__(self, database: Database, catalog: Catalog, tokens: TokenSigner, revocations: Revocations,
+                 audit: Audit, public_url: str, max_lifetime: timedelta, clock: Clock = utc_now,
+                 ftps: FtpsEndpoint | None = None) -> None:
         self.database = database
         self.ftps = ftps
         self.catalog = catalog
         self.tokens = tokens
+        self.revocations = revocations
+        self.audit = audit
         self.public_url = public_url.rstrip("/")
         self.max_lifetime = max_lifetime
         self.clock = clock
-        self._grant_cache: _Recent[int, Grant] = _Recent(STATUS_CACHE_SECONDS)
-        self._firmware_cache: _Recent[str, FirmwareRecord] = _Recent(STATUS_CACHE_SECONDS)
-        self._forged_dropped = 0
-        self._forged_pending = 0
-        self._pending: list[DownloadAttempt] = []
-        self._pending_lock = threading.Lock()
         self.observers: list[GrantObserver] = []
-        # Set by the services: download attempts reach the audit trail with the batch they are written in.
-        self.audit: Audit | None = None
 
     # -- issuing ----------------------------------------------------------------------------
 
     def parse(self, document: Mapping[str, Any], *, batch: bool) -> GrantRequest:
         request = parse_grant_request(document, batch=batch, now=self.clock(), max_lifetime=self.max_lifetime)
-        if request.protocol == "ftps" and self.ftps is None:
-            raise InvalidInput("protocol", "ftps is switched off on this server (FWREPO_FTPS=false)")
+        self.require_protocol(request.protocol)
         return request
 
-    def issue(self, request: GrantRequest, created_by: str | None) -> tuple[FirmwareRecord, list[GrantRecord]]:
+    def require_protocol(self, protocol: str) -> None:
+        if protocol == "ftps" and self.ftps is None:
+            raise InvalidInput("protocol", "ftps is switched off on this server (FWREPO_FTPS=false)")
+
+    def issue(self, request: GrantRequest, by: Performer) -> tuple[FirmwareRecord, list[GrantRecord]]:
+        """Make one grant per charger of the request, audited as one act."""
         firmware = self.grantable(request.firmware_id)
         logins = [FtpLogin.new() for _ in request.charger_ids] if request.protocol == "ftps" else []
         with self.database.session() as session:
@@ -353,9 +191,13 @@ class Grants:
                 session, firmware, [(charger_id, request.retrieve_date, request.expires_at)
                                     for charger_id in request.charger_ids],
                 protocol=request.protocol, retries=request.retries, retry_interval=request.retry_interval,
-                max_downloads=request.max_downloads, install_date=request.install_date, created_by=created_by,
+                max_downloads=request.max_downloads, install_date=request.install_date, created_by=by.client_id,
                 logins=logins,
             )
+            subject = f"grant {ids[0]}" if len(ids) == 1 else f"grants {ids[0]}-{ids[-1]}"
+            detail: dict[str, Any] = {"firmware": firmware.id, "protocol": request.protocol}
+            detail |= {"charger": request.charger_ids[0]} if len(ids) == 1 else {"count": len(ids)}
+            self.audit.record(by, "grant", subject, session, **detail)
         if logins:
             locations = self._ftps_locations(logins, firmware, request.ftps_mode)
         else:
@@ -446,27 +288,12 @@ class Grants:
 
     # -- reading and revoking ---------------------------------------------------------------
 
-    def get(self, grant_id: int) -> tuple[GrantRecord, list[DownloadAttempt]]:
-        self.flush()
+    def get(self, grant_id: int) -> GrantRecord:
         with self.database.session() as session:
             row = session.get(Grant, grant_id)
             if row is None:
                 raise NotFound(f"no grant with id {grant_id}")
-            downloads = session.exec(
-                select(DownloadRecord).where(DownloadRecord.grant_id == grant_id).order_by(col(DownloadRecord.id))
-            ).all()
-        firmware = self.catalog.get(row.firmware_id)
-        attempts = [
-            DownloadAttempt(
-                grant_id=download.grant_id, charger_id=download.charger_id, client_address=download.client_address,
-                protocol=download.protocol, range_start=download.range_start, range_end=download.range_end,
-                bytes_sent=download.bytes_sent, completed=download.completed,
-                refusal=Refusal(download.refusal) if download.refusal else None,
-                started_at=download.started_at, duration_ms=download.duration_ms,
-            )
-            for download in downloads
-        ]
-        return self._record(row, firmware.filename), attempts
+        return self._record(row, self.catalog.get(row.firmware_id).filename)
 
     def _record(self, row: Grant, filename: str) -> GrantRecord:
         assert row.id is not None
@@ -488,160 +315,11 @@ class Grants:
         prefix = self.ftps.prefix(self.ftps.default_mode, "USER", "PASSWORD")
         return prefix + self.ftp_filename(filename)
 
-    def revoke(self, grant_id: int, reason: str = "revoked by the CSMS") -> None:
+    def revoke(self, grant_id: int, by: Performer, reason: str = "revoked by the CSMS") -> GrantRecord:
+        """Revoke one grant (again is no change); the grant as it now is."""
         with self.database.session(exclusive=True) as session:
-            row = session.get(Grant, grant_id)
-            if row is None:
+            if session.get(Grant, grant_id) is None:
                 raise NotFound(f"no grant with id {grant_id}")
-            if row.revoked_at is None:
-                row.revoked_at = self.clock()
-                row.revoke_reason = reason
-                session.add(row)
-        self._grant_cache.forget(grant_id)
-
-    # -- downloads ---------------------------------------------------------------------------
-
-    def authorize(self, token: str) -> Permit:
-        """Open a download: the token first (no database), then the grant's state (cached briefly)."""
-        try:
-            claims = self.tokens.verify(token)
-        except InvalidToken:
-            raise DownloadRefused(Refusal.FORGED) from None
-        if claims.expires_at <= self.clock():
-            raise DownloadRefused(Refusal.EXPIRED, claims.grant_id)
-        return self.permit(claims.grant_id)
-
-    def login(self, user: str, password: str) -> Permit:
-        """Open an FTPS session: the one-time login of an FTPS grant, then the grant's state."""
-        with self.database.session() as session:
-            row = session.exec(select(Grant).where(col(Grant.login_hash) == digest(user))).first()
-        if row is None or row.password_hash is None or not hmac.compare_digest(row.password_hash, digest(password)):
-            raise DownloadRefused(Refusal.FORGED)
-        assert row.id is not None
-        return self.permit(row.id)
-
-    def permit(self, grant_id: int) -> Permit:
-        """What the grant opens now; DownloadRefused, whose reason only the audit sees, when nothing."""
-        state = self._state(grant_id)
-        if state is None:
-            raise DownloadRefused(Refusal.FORGED, grant_id)
-        grant, firmware = state
-        if grant.revoked_at is not None:
-            raise DownloadRefused(Refusal.REVOKED, grant_id, grant.charger_id)
-        if grant.expires_at <= self.clock():
-            raise DownloadRefused(Refusal.EXPIRED, grant_id, grant.charger_id)
-        if grant.max_downloads is not None and grant.downloads_completed >= grant.max_downloads:
-            raise DownloadRefused(Refusal.USED_UP, grant_id, grant.charger_id)
-        if firmware.status == Status.YANKED:
-            raise DownloadRefused(Refusal.YANKED, grant_id, grant.charger_id)
-        if firmware.signature is None:
-            raise DownloadRefused(Refusal.UNSIGNED, grant_id, grant.charger_id)
-        return Permit(grant_id=grant_id, charger_id=grant.charger_id, firmware=firmware)
-
-    def _state(self, grant_id: int) -> tuple[Grant, FirmwareRecord] | None:
-        """The grant and its firmware as the database has them, at most STATUS_CACHE_SECONDS old.
-
-        A charger fetching an image as thousands of small ranges costs one
-        database read per grant every few seconds, not one per request; a
-        campaign's grants share one cached firmware record.
-        """
-        row = self._grant_cache.get(grant_id)
-        if row is None:
-            with self.database.session() as session:
-                row = session.get(Grant, grant_id)
-            if row is None:
-                return None
-            self._grant_cache.put(grant_id, row)
-        firmware = self._firmware_cache.get(row.firmware_id)
-        if firmware is None:
-            firmware = self.catalog.get(row.firmware_id)
-            self._firmware_cache.put(row.firmware_id, firmware)
-        return row, firmware
-
-    def record(self, attempt: DownloadAttempt) -> None:
-        """Queue an attempt; `flush` writes the queue in one transaction (no write per request)."""
-        for observer in self.observers:
-            observer.recorded(attempt)
-        with self._pending_lock:
-            if attempt.refusal is Refusal.FORGED and self._forged_pending >= MAX_FORGED_RECORDS_PER_FLUSH:
-                # Someone guessing tokens must not turn each guess into a database row.
-                self._forged_dropped += 1
-                return
-            self._forged_pending += attempt.refusal is Refusal.FORGED
-            self._pending.append(attempt)
-
-    def failed_logins(self, address: str, seconds: float) -> int:
-        """Wrong FTPS logins from an address in the last seconds, as every node has recorded them."""
-        since = self.clock() - timedelta(seconds=seconds)
-        with self.database.session() as session:
-            return session.exec(select(func.count()).select_from(DownloadRecord).where(
-                DownloadRecord.client_address == address[:64], DownloadRecord.protocol == "ftps",
-                DownloadRecord.refusal == Refusal.FORGED.value, col(DownloadRecord.started_at) >= since)).one()
-
-    @contextmanager
-    def recording(self) -> Iterator[None]:
-        """While the block runs, queued download records reach the database every FLUSH_SECONDS, and at its end."""
-        stopped = threading.Event()
-
-        def flush_until_stopped() -> None:
-            while not stopped.wait(FLUSH_SECONDS):
-                try:
-                    self.flush()
-                except Exception:  # a database hiccup must not end the recording; the next round retries
-                    log.exception("could not write download records; will retry")
-
-        flusher = threading.Thread(target=flush_until_stopped, name="download-records", daemon=True)
-        flusher.start()
-        try:
-            yield
-        finally:
-            stopped.set()
-            flusher.join()
-            self.flush()
-
-    def flush(self) -> int:
-        with self._pending_lock:
-            attempts, self._pending = self._pending, []
-            dropped, self._forged_dropped, self._forged_pending = self._forged_dropped, 0, 0
-        if dropped:
-            log.warning("%d more forged download tokens were refused and not recorded one by one", dropped)
-        if not attempts:
-            return 0
-        try:
-            self._write(attempts)
-        except Exception:
-            # Keep them for the next round rather than lose records and counts.
-            with self._pending_lock:
-                self._pending[:0] = attempts
-            raise
-        return len(attempts)
-
-    def _write(self, attempts: list[DownloadAttempt]) -> None:
-        completed: dict[int, int] = {}
-        for attempt in attempts:
-            if attempt.completed and attempt.grant_id is not None:
-                completed[attempt.grant_id] = completed.get(attempt.grant_id, 0) + 1
-        with self.database.session() as session:
-            session.execute(
-                insert(DownloadRecord),
-                [
-                    {
-                        "grant_id": attempt.grant_id, "charger_id": attempt.charger_id,
-                        "client_address": attempt.client_address[:64], "protocol": attempt.protocol,
-                        "range_start": attempt.range_start, "range_end": attempt.range_end,
-                        "bytes_sent": attempt.bytes_sent, "completed": attempt.completed,
-                        "refusal": attempt.refusal.value if attempt.refusal else None,
-                        "started_at": attempt.started_at, "duration_ms": attempt.duration_ms,
-                    }
-                    for attempt in attempts
-                ],
-            )
-            for grant_id, count in completed.items():
-                session.execute(
-                    update(Grant).where(col(Grant.id) == grant_id).values(downloads_completed=Grant.downloads_completed + count)
-                )
-            if self.audit is not None:
-                # In the same transaction: a record and its audit event are written together or not at all.
-                self.audit.append([_audit_act(attempt) for attempt in attempts], session)
-        for grant_id in completed:
-            self._grant_cache.forget(grant_id)
+            if self.revocations.revoke(session, col(Grant.id) == grant_id, reason):
+                self.audit.record(by, "revoke", f"grant {grant_id}", session)
+        return self.get(grant_id)

@@ -30,6 +30,7 @@ from sqlmodel import col, select
 from repo_service.db.models import Firmware, FirmwareSignature, SigningKey
 from repo_service.db.session import Database
 from repo_service.domain import pki
+from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.owner_files import read_or_create_secret, write_private
 from repo_service.errors import Conflict, NotFound
@@ -96,9 +97,10 @@ def _write_public(path: Path, data: bytes) -> None:
 
 
 class SigningKeys:
-    def __init__(self, database: Database, keys_dir: Path, passphrase: bytes, algorithm: str = "ecdsa-p256",
-                 clock: Clock = utc_now) -> None:
+    def __init__(self, database: Database, audit: Audit, keys_dir: Path, passphrase: bytes,
+                 algorithm: str = "ecdsa-p256", clock: Clock = utc_now) -> None:
         self.database = database
+        self.audit = audit
         self.keys_dir = keys_dir
         self.passphrase = passphrase
         self.algorithm = algorithm
@@ -111,7 +113,7 @@ class SigningKeys:
     def root_certificate_path(self) -> Path:
         return self.keys_dir / "root-ca.pem"
 
-    def init_development(self) -> KeyRecord:
+    def init_development(self, by: Performer) -> KeyRecord:
         """Create the development root CA and a first signing key; a no-op when a key is active."""
         active = self.active()
         if active is not None:
@@ -123,10 +125,13 @@ class SigningKeys:
             root = pki.make_root(root_key, "fwrepo development firmware-signing root", now, ROOT_DAYS)
             write_private(self.keys_dir / "root-ca.key", pki.encrypt_private_key(root_key, self.passphrase))
             _write_public(self.root_certificate_path, pki.pem(root).encode())
-        return self.rotate()
+        return self._register_generated(by, "key_init")
 
-    def rotate(self, algorithm: str | None = None) -> KeyRecord:
+    def rotate(self, by: Performer, algorithm: str | None = None) -> KeyRecord:
         """A new signing key under the development root; the active one retires (its signatures stay valid)."""
+        return self._register_generated(by, "key_rotate", algorithm)
+
+    def _register_generated(self, by: Performer, action: str, algorithm: str | None = None) -> KeyRecord:
         root_key_path = self.keys_dir / "root-ca.key"
         if not root_key_path.exists():
             raise Conflict(
@@ -141,14 +146,15 @@ class SigningKeys:
             key, root_key, root, f"fwrepo firmware signing {key_id}", self.clock(), SIGNING_DAYS
         )
         chain = pki.CheckedChain(leaf=certificate, intermediates=(), root=root)
-        return self._register(key_id, key, chain, origin="generated")
+        return self._register(key_id, key, chain, "generated", by, action)
 
-    def import_key(self, certificates_pem: bytes, key_pem: bytes, key_passphrase: bytes | None) -> KeyRecord:
+    def import_key(self, certificates_pem: bytes, key_pem: bytes, key_passphrase: bytes | None,
+                   by: Performer) -> KeyRecord:
         key = pki.load_private_key(key_pem, key_passphrase, "key")
         chain = pki.check_signing_chain(key, pki.load_certificates(certificates_pem, "cert"), self.clock())
-        return self._register(secrets.token_hex(6), key, chain, origin="imported")
+        return self._register(secrets.token_hex(6), key, chain, "imported", by, "key_import")
 
-    def import_pkcs12(self, data: bytes, password: bytes | None) -> KeyRecord:
+    def import_pkcs12(self, data: bytes, password: bytes | None, by: Performer) -> KeyRecord:
         try:
             key, certificate, additional = pkcs12.load_key_and_certificates(data, password)
         except ValueError:
@@ -157,9 +163,10 @@ class SigningKeys:
             raise pki.KeyMaterialError("pkcs12", "must hold a private key and its certificate")
         pki.algorithm_of(key)  # type: ignore[arg-type]
         chain = pki.check_signing_chain(key, [certificate, *additional], self.clock(), "pkcs12")  # type: ignore[arg-type]
-        return self._register(secrets.token_hex(6), key, chain, origin="imported")  # type: ignore[arg-type]
+        return self._register(secrets.token_hex(6), key, chain, "imported", by, "key_import")  # type: ignore[arg-type]
 
-    def _register(self, key_id: str, key: pki.PrivateKey, chain: pki.CheckedChain, origin: str) -> KeyRecord:
+    def _register(self, key_id: str, key: pki.PrivateKey, chain: pki.CheckedChain, origin: str, by: Performer,
+                  action: str) -> KeyRecord:
         self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(self.keys_dir / f"signing-{key_id}.key", pki.encrypt_private_key(key, self.passphrase))
         chain_pem = "".join(pki.pem(cert) for cert in (*chain.intermediates, chain.root))
@@ -181,6 +188,9 @@ class SigningKeys:
                 active.status = KeyStatus.RETIRED.value
                 session.add(active)
             session.add(row)
+            session.flush()
+            detail = {"algorithm": row.algorithm} | ({"fingerprint": row.fingerprint} if origin == "imported" else {})
+            self.audit.record(by, action, f"signing key {key_id}", session, **detail)
         self._private_keys[key_id] = key
         return _record(row)
 
@@ -201,7 +211,7 @@ class SigningKeys:
             rows = session.exec(select(SigningKey).order_by(col(SigningKey.created_at))).all()
             return [_record(row, counts.get(row.id, 0)) for row in rows]
 
-    def revoke(self, key_id: str) -> KeyRecord:
+    def revoke(self, key_id: str, by: Performer) -> KeyRecord:
         """Stop a key: it signs nothing more, and its signatures no longer count."""
         with self.database.session() as session:
             row = session.get(SigningKey, key_id)
@@ -211,6 +221,8 @@ class SigningKeys:
                 row.status = KeyStatus.REVOKED.value
                 row.revoked_at = self.clock()
                 session.add(row)
+                session.flush()
+                self.audit.record(by, "key_revoke", f"signing key {key_id}", session)
         self._private_keys.pop(key_id, None)
         return self.get(key_id)
 
@@ -251,7 +263,7 @@ class SigningKeys:
             raise NoSigningKey(f"signing key {key_id} is revoked")
         return pki.sign_bytes(self._private_key(key_id), document)
 
-    def resign(self) -> int:
+    def resign(self, by: Performer) -> int:
         """Sign every published firmware not yet signed by the active key with it; returns how many."""
         with self.database.session() as session:
             active = session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)).first()
@@ -269,12 +281,14 @@ class SigningKeys:
                         firmware_id=row.id, key_id=active.id, signature=pki.sign_digest(key, row.sha256), created_at=now
                     )
                 )
+            session.flush()
+            self.audit.record(by, "key_resign", "published firmware", session, count=len(rows))
             return len(rows)
 
 
-def open_signing_keys(database: Database, keys_dir: Path, passphrase: str | None, algorithm: str,
+def open_signing_keys(database: Database, audit: Audit, keys_dir: Path, passphrase: str | None, algorithm: str,
                       clock: Clock = utc_now) -> tuple[SigningKeys, bool]:
     """The signing keys with their passphrase; True when it is the generated development one."""
     if passphrase:
-        return SigningKeys(database, keys_dir, passphrase.encode(), algorithm, clock), False
-    return SigningKeys(database, keys_dir, development_passphrase(keys_dir), algorithm, clock), True
+        return SigningKeys(database, audit, keys_dir, passphrase.encode(), algorithm, clock), False
+    return SigningKeys(database, audit, keys_dir, development_passphrase(keys_dir), algorithm, clock), True

@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from repo_service.db.models import Signer
 from repo_service.db.session import Database
 from repo_service.domain import pki
+from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.errors import Conflict, InvalidInput, NotFound
 
@@ -34,11 +35,12 @@ def _record(row: Signer) -> SignerRecord:
 
 
 class Signers:
-    def __init__(self, database: Database, clock: Clock = utc_now) -> None:
+    def __init__(self, database: Database, audit: Audit, clock: Clock = utc_now) -> None:
         self.database = database
+        self.audit = audit
         self.clock = clock
 
-    def add(self, name: str, key_pem: bytes) -> SignerRecord:
+    def add(self, name: str, key_pem: bytes, by: Performer) -> SignerRecord:
         name = name.strip()
         if not name or len(name) > 100 or not name.isprintable():
             raise InvalidInput("name", "must be 1-100 printable characters")
@@ -58,6 +60,9 @@ class Signers:
         try:
             with self.database.session() as session:
                 session.add(row)
+                session.flush()
+                self.audit.record(by, "signer_add", f"signer {row.id}", session, name=name,
+                                  fingerprint=row.fingerprint)
         except IntegrityError:
             raise Conflict(f"a signer named {name!r} exists already") from None
         return _record(row)
@@ -67,7 +72,7 @@ class Signers:
             rows = session.exec(select(Signer).where(col(Signer.removed_at).is_(None)).order_by(col(Signer.name))).all()
             return [_record(row) for row in rows]
 
-    def remove(self, signer_id_or_name: str) -> SignerRecord:
+    def remove(self, signer_id_or_name: str, by: Performer) -> SignerRecord:
         """Stop trusting a key for new uploads (what it signed before stays recorded)."""
         with self.database.session() as session:
             row = session.exec(
@@ -81,6 +86,8 @@ class Signers:
             # The name is free again for a new key of the same engineer.
             row.name = f"{row.name[:70]} (removed {row.id})"
             session.add(row)
+            session.flush()
+            self.audit.record(by, "signer_remove", f"signer {row.id}", session)
             return _record(row)
 
     def identify(self, sha256_hex: str, signature: bytes) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -14,8 +14,10 @@ from sqlmodel import col, select
 
 from repo_service.db.models import DownloadRecord, Grant, GrantEvent
 from repo_service.db.session import Database
-from repo_service.domain.clock import Clock, utc_now
-from repo_service.domain.grants import MAX_GRANT_ID, Grants
+from repo_service.domain.catalog import Catalog
+from repo_service.domain.clock import Clock, parse_moment, utc_now
+from repo_service.domain.downloads import Downloads
+from repo_service.domain.grants import MAX_GRANT_ID
 from repo_service.domain.versions import parse_version
 from repo_service.errors import InvalidInput, NotFound
 
@@ -96,8 +98,9 @@ class Job:
     bytes_served: int = 0
     # Nothing the charger may still do changes the outcome (a failed download with retries left is not final).
     final: bool = False
-    # When the job last moved (or was due to start): the timeout counts from here.
-    progress_at: datetime | None = None
+    # When the clock alone would change the job (it times out, or a failed download becomes final), if nothing
+    # more is heard: a campaign derives the job again then. None once the job is final.
+    due_at: datetime | None = None
 
     @property
     def download_seconds(self) -> float | None:
@@ -122,16 +125,9 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
         raise InvalidInput(f"{field_prefix}status", f"{status!r} is not an OCPP firmware status nor Booted; "
                            f"expected one of {', '.join((*OCPP_STATUSES, BOOTED))}")
     raw_time = document.get("timestamp")
-    try:
-        timestamp = datetime.fromisoformat(raw_time.replace("Z", "+00:00")) if isinstance(raw_time, str) else None
-    except ValueError:
-        timestamp = None
-    if timestamp is None or timestamp.tzinfo is None:
+    if raw_time is None:
         raise InvalidInput(f"{field_prefix}timestamp", "must be an ISO 8601 date-time with a zone, as OCPP sends it")
-    try:
-        timestamp = timestamp.astimezone(UTC)
-    except OverflowError:
-        raise InvalidInput(f"{field_prefix}timestamp", f"{raw_time} is out of range") from None
+    timestamp = parse_moment(raw_time, f"{field_prefix}timestamp")
     if timestamp > now + CLOCK_SKEW:
         raise InvalidInput(f"{field_prefix}timestamp", f"{raw_time} is in the future (more than {CLOCK_SKEW} ahead)")
     info = document.get("info")
@@ -147,56 +143,97 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
     return StatusEvent(canonical, timestamp, info, version)
 
 
+# The rules derive_job applies, in the order of a charger's story. tests/test_update_jobs.py generates
+# status sequences as the OCPP 1.6, 1.6 security-extension and 2.0.1 flows allow them and checks each rule.
+#
+# 1. Order. Events are replayed by their timestamps (arrival order breaks ties); an event dated more than
+#    CLOCK_SKEW before the grant is about something else and is left out. fwrepo's download records join the
+#    story: a download that started moves a job still granted or downloading to downloading, one that served
+#    the last byte moves it to downloaded (also after a failed download: the charger's retry got through).
+#    They never undo what the charger itself said later.
+# 2. Last word. Before a boot has decided, each status sets the state it names (_STATE_OF): a later
+#    report supersedes an earlier one, so a charger that retries after a failure moves on.
+# 3. The boot decides. A Booted event into the target version is success; into any other version after the
+#    charger began installing (Installing, InstallRebooting, Installed, ...), a rollback; a reboot before
+#    that says nothing about the update, and one after the charger itself named its failure
+#    (InvalidSignature, InstallationFailed) keeps that failure. Once a boot has decided, statuses change
+#    nothing (an Installed sent after the reboot, duplicates): only a later boot decides again, and after a
+#    rollback only a new download (Downloading or DownloadScheduled) starts a new attempt. A charger that
+#    booted the target stays succeeded whatever it reports, unless it boots another version afterwards
+#    (an A/B system falling back).
+# 4. DownloadFailed, in both conventions. Some chargers report it after every attempt, others once after
+#    their own 1 + retries attempts. The job is download_failed at once, and final when the charger has
+#    reported 1 + retries of them, or when retry_interval + retry_grace has passed since the last one with
+#    nothing since (the next attempt of a charger that reports each one would have shown by then).
+# 5. Silence. A job that is not final and has heard nothing for the timeout (counted from its last event,
+#    download or retrieve date) is timed_out; anything heard later replays the story again.
+_REOPENS_AFTER_ROLLBACK = frozenset({"Downloading", "DownloadScheduled"})
+_NAMED_FAILURES = frozenset({JobState.INVALID_SIGNATURE, JobState.INSTALLATION_FAILED})
+
+
+class _Download(StrEnum):
+    """fwrepo's own view of a transfer, placed in the story beside the charger's reports."""
+
+    STARTED = "started"
+    SERVED_WHOLE = "served_whole"
+
+
 def derive_job(
     *, target_version: str, granted_at: datetime, retrieve_date: datetime, events: Iterable[StatusEvent],
-    transfers: Sequence[Transfer], now: datetime, timeout: timedelta, retries: int = 0,
+    transfers: Sequence[Transfer], now: datetime, timeout: timedelta, retries: int = 0, retry_interval: int = 0,
+    retry_grace: timedelta = timedelta(0),
 ) -> Job:
-    """The job's state: status events and transfers replayed in time order, the last word counting.
-
-    A failed download is final only once the charger has used up its retries
-    (1 + retries attempts); until then it is a failure the charger may still mend.
-    """
-    # A report from before the grant existed is about something else (an older update, a wrong clock).
+    """The job's state from the charger's status events and fwrepo's transfers (the rules above)."""
     ordered = tuple(sorted((event for event in events if event.timestamp >= granted_at - CLOCK_SKEW),
                            key=lambda event: event.timestamp))
     served = [transfer for transfer in transfers if transfer.bytes_sent > 0]
     first_byte = min((transfer.started_at for transfer in served), default=None)
     last_byte = min((transfer.ended_at for transfer in served if transfer.completed), default=None)
-    happenings: list[tuple[datetime, JobState | StatusEvent]] = [(event.timestamp, event) for event in ordered]
-    if first_byte is not None:
-        happenings.append((first_byte, JobState.DOWNLOADING))
-    if last_byte is not None:
-        happenings.append((last_byte, JobState.DOWNLOADED))
+    happenings: list[tuple[datetime, _Download | StatusEvent]] = [(event.timestamp, event) for event in ordered]
+    happenings += [(transfer.started_at, _Download.STARTED) for transfer in served]
+    happenings += [(transfer.ended_at, _Download.SERVED_WHOLE) for transfer in served if transfer.completed]
     happenings.sort(key=lambda happening: happening[0])
-    state, booted_at, installing_seen = JobState.GRANTED, None, False
+    state, booted_at, installing_seen, boot_decided = JobState.GRANTED, None, False, False
+    failed_reports, last_failure = 0, None
     last_activity = max(granted_at, retrieve_date)
     for moment, happening in happenings:
         last_activity = max(last_activity, moment)
-        if isinstance(happening, JobState):
-            # fwrepo's own view of the download never undoes what the charger said later in the
-            # story; a download it served whole after a failed one does move the job on.
-            if state in (JobState.GRANTED, JobState.DOWNLOADING) or (
-                    state == JobState.DOWNLOAD_FAILED and happening == JobState.DOWNLOADED):
-                state = happening
+        if isinstance(happening, _Download):
+            if state in (JobState.GRANTED, JobState.DOWNLOADING):
+                state = JobState.DOWNLOADED if happening == _Download.SERVED_WHOLE else JobState.DOWNLOADING
+            elif state == JobState.DOWNLOAD_FAILED and happening == _Download.SERVED_WHOLE:
+                state = JobState.DOWNLOADED
             continue
         if happening.status == BOOTED:
             assert happening.firmware_version is not None
             if _same_version(happening.firmware_version, target_version):
-                state, booted_at = JobState.SUCCEEDED, happening.timestamp
-            elif installing_seen:
-                state = JobState.ROLLED_BACK
+                state, booted_at, boot_decided = JobState.SUCCEEDED, happening.timestamp, True
+            elif (installing_seen or state == JobState.SUCCEEDED) and state not in _NAMED_FAILURES:
+                state, boot_decided = JobState.ROLLED_BACK, True
             continue
+        if happening.status == "DownloadFailed":
+            failed_reports, last_failure = failed_reports + 1, moment
         new_state = _STATE_OF.get(happening.status)
-        if new_state is None or state == JobState.SUCCEEDED:
-            continue
+        if new_state is None:
+            continue  # Idle: the charger is doing nothing, which says nothing new
+        if boot_decided:
+            if state != JobState.ROLLED_BACK or happening.status not in _REOPENS_AFTER_ROLLBACK:
+                continue
+            boot_decided, installing_seen = False, False
         installing_seen = installing_seen or new_state == JobState.INSTALLING
         state = new_state
-    failed_downloads = sum(event.status == "DownloadFailed" for event in ordered)
-    final = state in FINISHED and not (state == JobState.DOWNLOAD_FAILED and failed_downloads <= retries)
+    due_at = last_activity + timeout
+    if state == JobState.DOWNLOAD_FAILED:
+        assert last_failure is not None
+        gave_up_at = last_failure + timedelta(seconds=retry_interval) + retry_grace
+        final = failed_reports >= 1 + retries or now >= gave_up_at
+        due_at = min(due_at, gave_up_at)
+    else:
+        final = state in FINISHED
     if not final and now > last_activity + timeout:
         state, final = JobState.TIMED_OUT, True
     return Job(state, granted_at, first_byte, last_byte, booted_at, ordered,
-               sum(transfer.bytes_sent for transfer in transfers), final, last_activity)
+               sum(transfer.bytes_sent for transfer in transfers), final, None if final else due_at)
 
 
 def _same_version(reported: str, target: str) -> bool:
@@ -216,20 +253,22 @@ class Recorded:
 class UpdateJobs:
     """Status events stored once each, and the jobs derived from them."""
 
-    def __init__(self, database: Database, grants: Grants, timeout: timedelta, clock: Clock = utc_now) -> None:
+    def __init__(self, database: Database, catalog: Catalog, downloads: Downloads, timeout: timedelta,
+                 retry_grace: timedelta, clock: Clock = utc_now) -> None:
         self.database = database
-        self.grants = grants
+        self.catalog = catalog
+        self.downloads = downloads
         self.timeout = timeout
+        self.retry_grace = retry_grace
         self.clock = clock
 
-    def record(self, grant_id: int, document: Mapping[str, Any]) -> tuple[bool, Job]:
-        """Store one event for a grant (NotFound if there is none); whether it was new, and the job now."""
+    def record(self, grant_id: int, document: Mapping[str, Any]) -> bool:
+        """Store one event for a grant (NotFound if there is none); whether it was new."""
         event = parse_event(document, now=self.clock())
         with self.database.session() as session:
             if session.get(Grant, grant_id) is None:
                 raise NotFound(f"no grant with id {grant_id}")
-        new = self._insert([(grant_id, event)]) == 1
-        return new, self.job(grant_id)
+        return self._insert([(grant_id, event)]) == 1
 
     def record_many(self, documents: Sequence[Any]) -> Recorded:
         """Store up to MAX_EVENTS events keyed by grant_id or request_id (the same number); all or nothing."""
@@ -274,7 +313,7 @@ class UpdateJobs:
 
     def jobs(self, grant_ids: Sequence[int]) -> dict[int, Job]:
         """The jobs of these grants (those that exist), read in a few queries however many there are."""
-        self.grants.flush()
+        self.downloads.flush()
         grants: list[Grant] = []
         events: dict[int, list[StatusEvent]] = {}
         transfers: dict[int, list[Transfer]] = {}
@@ -294,7 +333,7 @@ class UpdateJobs:
                     transfers.setdefault(record.grant_id, []).append(Transfer(
                         record.started_at, record.started_at + timedelta(milliseconds=record.duration_ms),
                         record.bytes_sent, record.completed))
-        versions = {firmware_id: self.grants.catalog.get(firmware_id).version
+        versions = {firmware_id: self.catalog.get(firmware_id).version
                     for firmware_id in {grant.firmware_id for grant in grants}}
         now = self.clock()
         return {
@@ -302,6 +341,7 @@ class UpdateJobs:
                 target_version=versions[grant.firmware_id], granted_at=grant.created_at,
                 retrieve_date=grant.retrieve_date, events=events.get(grant.id, ()),
                 transfers=transfers.get(grant.id, ()), now=now, timeout=self.timeout, retries=grant.retries,
+                retry_interval=grant.retry_interval, retry_grace=self.retry_grace,
             )
             for grant in grants if grant.id is not None
         }

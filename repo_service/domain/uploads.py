@@ -15,6 +15,7 @@ from sqlmodel import col, delete, select
 
 from repo_service.db.models import Firmware, FirmwareModel, PendingWrite
 from repo_service.domain import pki
+from repo_service.domain.audit import Performer
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records
 from repo_service.domain.signers import Signers
 from repo_service.domain.versions import parse_version
@@ -166,7 +167,7 @@ class Uploads:
         self,
         content: Iterable[bytes],
         describe: Callable[[], tuple[UploadRequest, str | None]],
-        uploaded_by: str | None,
+        by: Performer,
     ) -> UploadOutcome:
         """Store an image and its record, or nothing at all.
 
@@ -205,7 +206,7 @@ class Uploads:
         request, filename, signed_by = described[0]
         try:
             record = self._insert(
-                firmware_id, key, stored, request, safe_filename(filename, request), uploaded_by, signed_by
+                firmware_id, key, stored, request, safe_filename(filename, request), by, signed_by
             )
         except IntegrityError:
             # Another upload of the same version won the race between our check and insert.
@@ -253,7 +254,7 @@ class Uploads:
         stored: StoredObject,
         request: UploadRequest,
         filename: str,
-        uploaded_by: str | None,
+        by: Performer,
         signed_by: str | None,
     ) -> FirmwareRecord:
         row = Firmware(
@@ -270,7 +271,7 @@ class Uploads:
             min_version=request.min_version,
             hardware_revisions=list(request.hardware_revisions),
             release_notes=request.release_notes,
-            uploaded_by=uploaded_by,
+            uploaded_by=by.client_id,
             signed_by=signed_by,
             created_at=self.catalog.clock(),
         )
@@ -280,6 +281,8 @@ class Uploads:
             session.add_all(FirmwareModel(firmware_id=firmware_id, model=model) for model in request.models)
             session.exec(delete(PendingWrite).where(col(PendingWrite.storage_key) == key))
             session.flush()
+            self.catalog.audit.record(by, "upload", f"firmware {firmware_id}", session, vendor=row.vendor,
+                                      version=row.version, sha256=row.sha256, size=row.size)
             return load_records(session, [row])[0]
 
     def _forget_pending(self, key: str) -> bool:

@@ -44,7 +44,7 @@ async def metrics(request: Request) -> Response:
 def create_app(services: Services) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        with services.grants.recording():
+        with services.running():
             yield
 
     app = Starlette(

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from repo_service.domain.clients import Action
-from repo_service.domain.grants import iso
-from repo_service.errors import InvalidInput
+from repo_service.domain.clock import parse_moment, rfc3339
 from repo_service.http.auth import authorize
 from repo_service.http.firmware import query_int
 
@@ -20,21 +17,14 @@ from repo_service.http.firmware import query_int
 async def list_events(request: Request) -> Response:
     await authorize(request, Action.READ_AUDIT)
     params = request.query_params
-    since = None
-    if "since" in params:
-        try:
-            since = datetime.fromisoformat(params["since"].replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidInput("since", "must be an ISO 8601 date-time such as 2026-11-26T00:00:00Z") from None
-        if since.tzinfo is None:
-            raise InvalidInput("since", "needs a time zone (end it with Z for UTC)")
+    since = parse_moment(params["since"], "since") if "since" in params else None
     events, total = await run_in_threadpool(
         request.app.state.services.audit.list, action=params.get("action"), actor=params.get("actor"),
         subject=params.get("subject"), since=since, limit=query_int(request, "limit", 100),
         offset=query_int(request, "offset", 0),
     )
     return JSONResponse({"total": total, "items": [
-        {"seq": event.seq, "at": iso(event.at), "actor": event.actor, "action": event.action,
+        {"seq": event.seq, "at": rfc3339(event.at), "actor": event.actor, "action": event.action,
          "subject": event.subject, "detail": json.loads(event.detail), "hash": event.hash}
         for event in events
     ]})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -20,8 +18,3 @@ async def authorize(request: Request, action: Action) -> Actor:
     actor.require(action)
     return actor
 
-
-async def audit(request: Request, actor: Actor, action: str, subject: str, **detail: Any) -> None:
-    """One act of an API client on the audit trail."""
-    await run_in_threadpool(request.app.state.services.audit.record,
-                            f"client {actor.client_id} ({actor.name})", action, subject, **detail)

@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from repo_service.domain.clock import rfc3339
 from repo_service.errors import InvalidInput
 
 MAX_JSON_BODY = 64 * 1024
@@ -68,13 +69,13 @@ def _refuse_unstorable_text(document: dict[str, Any]) -> None:
 
 
 def record_json(record: Any) -> dict[str, Any]:
-    """A domain record (a dataclass) as JSON values: UTC times end in Z, tuples become lists."""
+    """A domain record (a dataclass) as JSON values: times in RFC 3339 UTC, tuples become lists."""
     return {name: _json_value(value) for name, value in asdict(record).items()}
 
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return rfc3339(value)
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple):

@@ -13,9 +13,10 @@ from starlette.routing import Route
 
 from repo_service.domain.campaigns import DUE_PAGE, CampaignReport, JobSummary, parse_campaign_request
 from repo_service.domain.clients import Action
-from repo_service.domain.grants import iso
+from repo_service.domain.update_jobs import Job
+from repo_service.domain.clock import rfc3339
 from repo_service.errors import InvalidInput
-from repo_service.http.auth import audit, authorize
+from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object
 from repo_service.http.firmware import query_int
 from repo_service.http.grants import grant_json
@@ -45,9 +46,10 @@ def report_json(report: CampaignReport) -> dict[str, Any]:
         "status": report.status,
         "status_reason": report.status_reason,
         "current_wave": report.current_wave,
-        "created_at": iso(report.created_at),
+        "created_at": rfc3339(report.created_at),
         "chargers": report.chargers,
         "skipped": report.skipped,
+        "pending": report.pending,
         **summary_json(report.summary),
         "waves": [
             {"wave": wave.number, "chargers": wave.chargers, "states": wave.states,
@@ -67,9 +69,7 @@ def _campaign_id(request: Request) -> str:
 async def create(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
     campaign_request = parse_campaign_request(await json_object(request, MAX_CAMPAIGN_BODY))
-    report = await run_in_threadpool(request.app.state.services.campaigns.create, campaign_request, actor.client_id)
-    await audit(request, actor, "campaign", f"campaign {report.id}", firmware=report.firmware_id,
-                chargers=report.chargers)
+    report = await run_in_threadpool(request.app.state.services.campaigns.create, campaign_request, actor.performer)
     return JSONResponse(report_json(report), status_code=201, headers={"Location": f"/api/v1/campaigns/{report.id}"})
 
 
@@ -79,7 +79,7 @@ async def list_campaigns(request: Request) -> Response:
     return JSONResponse({"items": [
         {"id": campaign.id, "firmware_id": campaign.firmware_id, "status": campaign.status,
          "current_wave": campaign.current_wave + 1, "waves": len(campaign.wave_ends),
-         "created_at": iso(campaign.created_at)}
+         "created_at": rfc3339(campaign.created_at)}
         for campaign in campaigns
     ]})
 
@@ -111,10 +111,10 @@ async def jobs_csv(request: Request) -> Response:
     for member, job in report.jobs:
         writer.writerow(_cell(value) for value in [
             member.charger_id, member.wave + 1 if member.wave is not None else "", member.grant_id or "",
-            job.state.value if job else "skipped", member.skip_reason or "", member.current_version,
-            iso(job.first_byte_at) if job and job.first_byte_at else "",
-            iso(job.last_byte_at) if job and job.last_byte_at else "",
-            iso(job.booted_at) if job and job.booted_at else "",
+            _csv_state(member.wave, job), member.skip_reason or "", member.current_version,
+            rfc3339(job.first_byte_at) if job and job.first_byte_at else "",
+            rfc3339(job.last_byte_at) if job and job.last_byte_at else "",
+            rfc3339(job.booted_at) if job and job.booted_at else "",
             job.download_seconds if job and job.download_seconds is not None else "",
             job.completion_seconds if job and job.completion_seconds is not None else "",
             job.bytes_served if job else "",
@@ -130,6 +130,13 @@ async def firmware_stats(request: Request) -> Response:
     return JSONResponse({"firmware_id": firmware_id, "campaigns": campaigns, **summary_json(summary)})
 
 
+def _csv_state(wave: int | None, job: Job | None) -> str:
+    if job is not None:
+        return job.state.value
+    # No job: skipped (no wave, with its reason) or waiting for its wave to start.
+    return "skipped" if wave is None else "pending"
+
+
 def _cell(value: object) -> object:
     # A charger id such as "=HYPERLINK(...)" must stay text when the export is opened in a spreadsheet.
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
@@ -140,8 +147,8 @@ def _cell(value: object) -> object:
 def _action(action: str):  # type: ignore[no-untyped-def]
     async def act(request: Request) -> Response:
         actor = await authorize(request, Action.GRANT)
-        report = await run_in_threadpool(request.app.state.services.campaigns.set_status, _campaign_id(request), action)
-        await audit(request, actor, f"campaign_{action}", f"campaign {report.id}")
+        report = await run_in_threadpool(request.app.state.services.campaigns.set_status, _campaign_id(request), action,
+                                         actor.performer)
         return JSONResponse(report_json(report))
 
     return act

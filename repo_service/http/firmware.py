@@ -16,7 +16,7 @@ from repo_service.domain.catalog import CatalogFilter, FirmwareRecord, parse_sta
 from repo_service.domain.clients import Action
 from repo_service.domain.uploads import REQUIRED_FIELDS, UploadRequest, parse_upload_fields
 from repo_service.errors import InvalidInput, TooLarge
-from repo_service.http.auth import audit, authorize
+from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
 from repo_service.http.forms import StreamingForm
 from repo_service.http.streaming import firmware_response
@@ -84,7 +84,7 @@ async def upload(request: Request) -> Response:
         group.start_soon(form.feed)
         try:
             outcome = await anyio.to_thread.run_sync(
-                lambda: services.uploads.upload(form.file_blocks(), describe, actor.client_id),
+                lambda: services.uploads.upload(form.file_blocks(), describe, actor.performer),
                 limiter=_upload_threads(request),
             )
         except Exception as error:
@@ -95,9 +95,6 @@ async def upload(request: Request) -> Response:
     if failure is not None:
         raise failure
     status = 201 if outcome.created else 200
-    if outcome.created:
-        await audit(request, actor, "upload", f"firmware {outcome.firmware.id}", vendor=outcome.firmware.vendor,
-                    version=outcome.firmware.version, sha256=outcome.firmware.sha256, size=outcome.firmware.size)
     headers = {"Location": f"/api/v1/firmware/{outcome.firmware.id}"}
     return JSONResponse(firmware_json(outcome.firmware), status_code=status, headers=headers)
 
@@ -136,8 +133,8 @@ async def show(request: Request) -> Response:
 
 async def publish(request: Request) -> Response:
     actor = await authorize(request, Action.PUBLISH)
-    record = await run_in_threadpool(request.app.state.services.catalog.publish, request.path_params["firmware_id"])
-    await audit(request, actor, "publish", f"firmware {record.id}", signing_key=record.signing_key_id)
+    record = await run_in_threadpool(request.app.state.services.catalog.publish, request.path_params["firmware_id"],
+                                     actor.performer)
     return JSONResponse(firmware_json(record))
 
 
@@ -147,9 +144,8 @@ async def yank(request: Request) -> Response:
     if not isinstance(reason, str):
         raise InvalidInput("reason", "is required: say why this build must not be installed")
     record = await run_in_threadpool(
-        request.app.state.services.catalog.yank, request.path_params["firmware_id"], reason
+        request.app.state.services.catalog.yank, request.path_params["firmware_id"], reason, actor.performer
     )
-    await audit(request, actor, "yank", f"firmware {record.id}", reason=reason)
     return JSONResponse(firmware_json(record))
 
 

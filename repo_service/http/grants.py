@@ -11,9 +11,11 @@ from starlette.routing import Route
 
 from repo_service.domain.catalog import FirmwareRecord
 from repo_service.domain.clients import Action
-from repo_service.domain.grants import MAX_GRANT_ID, GrantRecord, iso, ocpp_payloads
+from repo_service.domain.clock import rfc3339
+from repo_service.domain.grants import MAX_GRANT_ID, GrantRecord
+from repo_service.domain.ocpp import update_firmware_requests
 from repo_service.errors import InvalidInput, NotFound
-from repo_service.http.auth import audit, authorize
+from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
 
 # A batch of 10,000 charger ids is about 400 KB of JSON.
@@ -30,17 +32,17 @@ def grant_json(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
         "charger_id": grant.charger_id,
         "protocol": grant.protocol,
         "location": grant.location,
-        "created_at": iso(grant.created_at),
-        "retrieve_date": iso(grant.retrieve_date),
-        "install_date": iso(grant.install_date) if grant.install_date else None,
-        "expires_at": iso(grant.expires_at),
+        "created_at": rfc3339(grant.created_at),
+        "retrieve_date": rfc3339(grant.retrieve_date),
+        "install_date": rfc3339(grant.install_date) if grant.install_date else None,
+        "expires_at": rfc3339(grant.expires_at),
         "retries": grant.retries,
         "retry_interval": grant.retry_interval,
         "max_downloads": grant.max_downloads,
         "downloads_completed": grant.downloads_completed,
-        "revoked_at": iso(grant.revoked_at) if grant.revoked_at else None,
+        "revoked_at": rfc3339(grant.revoked_at) if grant.revoked_at else None,
         "revoke_reason": grant.revoke_reason,
-        "ocpp": ocpp_payloads(grant, firmware),
+        "ocpp": update_firmware_requests(grant, firmware),
     }
 
 
@@ -48,9 +50,7 @@ async def issue(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
     grants = request.app.state.services.grants
     grant_request = grants.parse(await json_object(request), batch=False)
-    firmware, issued = await run_in_threadpool(grants.issue, grant_request, actor.client_id)
-    await audit(request, actor, "grant", f"grant {issued[0].id}", firmware=firmware.id,
-                charger=issued[0].charger_id, protocol=issued[0].protocol)
+    firmware, issued = await run_in_threadpool(grants.issue, grant_request, actor.performer)
     return JSONResponse(grant_json(issued[0], firmware), status_code=201,
                         headers={"Location": f"/api/v1/grants/{issued[0].id}"})
 
@@ -59,9 +59,7 @@ async def issue_batch(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
     grants = request.app.state.services.grants
     grant_request = grants.parse(await json_object(request, MAX_GRANT_BODY), batch=True)
-    firmware, issued = await run_in_threadpool(grants.issue, grant_request, actor.client_id)
-    await audit(request, actor, "grant", f"grants {issued[0].id}-{issued[-1].id}", firmware=firmware.id,
-                count=len(issued), protocol=grant_request.protocol)
+    firmware, issued = await run_in_threadpool(grants.issue, grant_request, actor.performer)
     return JSONResponse({"firmware_id": firmware.id, "count": len(issued),
                          "grants": [grant_json(grant, firmware) for grant in issued]}, status_code=201)
 
@@ -78,10 +76,10 @@ def grant_id_from(request: Request) -> int:
     return int(digits)
 
 
-async def _grant_body(request: Request, grant_id: int) -> dict[str, Any]:
-    grants = request.app.state.services.grants
-    grant, downloads = await run_in_threadpool(grants.get, grant_id)
-    firmware = await run_in_threadpool(grants.catalog.get, grant.firmware_id)
+async def _grant_body(request: Request, grant: GrantRecord) -> dict[str, Any]:
+    services = request.app.state.services
+    downloads = await run_in_threadpool(services.downloads.attempts, grant.id)
+    firmware = await run_in_threadpool(services.catalog.get, grant.firmware_id)
     body = grant_json(grant, firmware)
     body["downloads"] = [
         {key: value for key, value in record_json(download).items() if key != "grant_id"} for download in downloads
@@ -91,15 +89,15 @@ async def _grant_body(request: Request, grant_id: int) -> dict[str, Any]:
 
 async def show(request: Request) -> Response:
     await authorize(request, Action.GRANT)
-    return JSONResponse(await _grant_body(request, grant_id_from(request)))
+    grant = await run_in_threadpool(request.app.state.services.grants.get, grant_id_from(request))
+    return JSONResponse(await _grant_body(request, grant))
 
 
 async def revoke(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
-    grant_id = grant_id_from(request)
-    await run_in_threadpool(request.app.state.services.grants.revoke, grant_id)
-    await audit(request, actor, "revoke", f"grant {grant_id}")
-    return JSONResponse(await _grant_body(request, grant_id))
+    grant = await run_in_threadpool(request.app.state.services.grants.revoke, grant_id_from(request),
+                                    actor.performer)
+    return JSONResponse(await _grant_body(request, grant))
 
 
 ROUTES = [

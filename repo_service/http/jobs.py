@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from repo_service.domain.clients import Action
-from repo_service.domain.grants import iso
+from repo_service.domain.clock import rfc3339
 from repo_service.domain.update_jobs import MAX_EVENTS, Job
 from repo_service.errors import InvalidInput
 from repo_service.http.auth import authorize
@@ -26,15 +26,15 @@ def job_json(job: Job) -> dict[str, Any]:
         "state": job.state.value,
         "final": job.final,
         "timeline": {
-            "granted": iso(job.granted_at),
-            "first_byte": iso(job.first_byte_at) if job.first_byte_at else None,
-            "last_byte": iso(job.last_byte_at) if job.last_byte_at else None,
-            "boot_confirmed": iso(job.booted_at) if job.booted_at else None,
+            "granted": rfc3339(job.granted_at),
+            "first_byte": rfc3339(job.first_byte_at) if job.first_byte_at else None,
+            "last_byte": rfc3339(job.last_byte_at) if job.last_byte_at else None,
+            "boot_confirmed": rfc3339(job.booted_at) if job.booted_at else None,
         },
         "download_seconds": job.download_seconds,
         "completion_seconds": job.completion_seconds,
         "events": [
-            {"status": event.status, "timestamp": iso(event.timestamp), "info": event.info,
+            {"status": event.status, "timestamp": rfc3339(event.timestamp), "info": event.info,
              "firmware_version": event.firmware_version}
             for event in job.events
         ],
@@ -45,10 +45,7 @@ async def record_event(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     grant_id = grant_id_from(request)
     document = await json_object(request)
-    services = request.app.state.services
-    new, job = await run_in_threadpool(services.jobs.record, grant_id, document)
-    if new:
-        await run_in_threadpool(services.campaigns.advance_for, [grant_id])
+    new, job = await run_in_threadpool(request.app.state.services.status_events.report, grant_id, document)
     return JSONResponse({"grant_id": grant_id, "duplicate": not new, "job": job_json(job)},
                         status_code=201 if new else 200)
 
@@ -59,10 +56,7 @@ async def record_events(request: Request) -> Response:
     events = document.get("events")
     if not isinstance(events, list) or not events:
         raise InvalidInput("events", f"must be a non-empty list of at most {MAX_EVENTS} events")
-    services = request.app.state.services
-    recorded = await run_in_threadpool(services.jobs.record_many, events)
-    if recorded.accepted:
-        await run_in_threadpool(services.campaigns.advance_for, recorded.grant_ids)
+    recorded = await run_in_threadpool(request.app.state.services.status_events.report_many, events)
     return JSONResponse({"accepted": recorded.accepted, "duplicates": recorded.duplicates})
 
 

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from repo_service.domain.clients import Action
 from repo_service.errors import InvalidInput
-from repo_service.http.auth import audit, authorize
+from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
 
 
@@ -27,8 +27,7 @@ async def add_signer(request: Request) -> Response:
         raise InvalidInput("name", "is required")
     if not isinstance(public_key, str) or not public_key.strip():
         raise InvalidInput("public_key", "is required: a PEM public key or certificate")
-    signer = await run_in_threadpool(request.app.state.services.signers.add, name, public_key.encode())
-    await audit(request, actor, "signer_add", f"signer {signer.id}", name=signer.name, fingerprint=signer.fingerprint)
+    signer = await run_in_threadpool(request.app.state.services.signers.add, name, public_key.encode(), actor.performer)
     return JSONResponse(record_json(signer), status_code=201)
 
 
@@ -40,8 +39,8 @@ async def list_signers(request: Request) -> Response:
 
 async def remove_signer(request: Request) -> Response:
     actor = await authorize(request, Action.MANAGE_SIGNERS)
-    await run_in_threadpool(request.app.state.services.signers.remove, request.path_params["signer_id"])
-    await audit(request, actor, "signer_remove", f"signer {request.path_params['signer_id']}")
+    await run_in_threadpool(request.app.state.services.signers.remove, request.path_params["signer_id"],
+                            actor.performer)
     return Response(status_code=204)
 
 

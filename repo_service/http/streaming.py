@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from email.utils import format_datetime
 
 from starlette.concurrency import run_in_threadpool
@@ -13,29 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from repo_service.domain.catalog import FirmwareRecord
+from repo_service.domain.downloads import Transfer
 from repo_service.http.problems import problem
 from repo_service.http.ranges import UnsatisfiableRange, parse_range
 from repo_service.storage import ReadsWithoutBlocking, Storage
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What one response sent, known when it ended."""
-
-    start: int
-    length: int
-    bytes_sent: int
-    size: int
-    seconds: float
-
-    @property
-    def completed(self) -> bool:
-        return self.bytes_sent == self.length
-
-    @property
-    def reached_end(self) -> bool:
-        """It sent the image's last byte: the whole image, or the last piece of a resumed one."""
-        return self.completed and self.start + self.length == self.size
 
 
 def representation_headers(record: FirmwareRecord) -> dict[str, str]:
@@ -55,9 +34,9 @@ async def firmware_response(
     record: FirmwareRecord,
     storage: Storage,
     headers: dict[str, str],
-    on_end: Callable[[Delivery], None] | None = None,
-    on_begin: Callable[[], None] | None = None,
+    begin: Callable[[], Transfer] | None = None,
 ) -> Response:
+    """The image, or the range asked for; begin() opens the transfer that a charger's download reports to."""
     headers = {**representation_headers(record), **headers}
     try:
         byte_range = parse_range(request.headers.get("range"), record.size)
@@ -77,28 +56,26 @@ async def firmware_response(
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
     blocks = await run_in_threadpool(storage.read, record.storage_key, start, length)
     return StreamingResponse(
-        _counted(blocks, start, length, record.size, on_end, on_begin),
+        _counted(blocks, start, begin),
         status_code=status, headers=headers, media_type="application/octet-stream",
     )
 
 
 async def _counted(
-    blocks: Iterator[bytes], start: int, length: int, size: int, on_end: Callable[[Delivery], None] | None,
-    on_begin: Callable[[], None] | None,
+    blocks: Iterator[bytes], start: int, begin: Callable[[], Transfer] | None,
 ) -> AsyncIterator[bytes | memoryview]:
     # Each block is sent before the next is read: a slow client holds one block, not the image.
-    # on_begin runs here, not before the response: only a body that starts also ends (and calls on_end).
-    began, sent = time.monotonic(), 0
-    if on_begin is not None:
-        on_begin()
+    # The transfer begins here, not before the response: only a body that starts also ends (and finishes it).
+    transfer = begin() if begin is not None else None
     try:
         async for block in _pulled(blocks):
             yield block
-            sent += len(block)
+            if transfer is not None:
+                transfer.progress(len(block))
     finally:
         _close(blocks)
-        if on_end is not None:
-            on_end(Delivery(start, length, sent, size, time.monotonic() - began))
+        if transfer is not None:
+            transfer.finish(start)
 
 
 async def _pulled(blocks: Iterator[bytes]) -> AsyncIterator[bytes | memoryview]:

@@ -1,0 +1,347 @@
+"""Downloads: who may fetch a grant's firmware (a token, an FTPS login), and the record of every transfer.
+
+The HTTPS and FTPS adapters both open a download here (authorize or login), then begin, progress and
+finish one transfer, or have it refused; this module alone writes download records, their audit events
+and the transfer metrics. Records are queued and written in batches (about once a second, and at
+shutdown), so that thousands of small Range requests cost no write each.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from sqlalchemy import insert, update
+from sqlmodel import col, func, select
+
+from repo_service.db.models import DownloadRecord, Grant
+from repo_service.db.session import Database
+from repo_service.domain.audit import Act, Audit
+from repo_service.domain.catalog import Catalog, FirmwareRecord, Status
+from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.ftp_logins import digest
+from repo_service.domain.recent import Recent
+from repo_service.domain.revocations import Revocations
+from repo_service.domain.tokens import InvalidToken, TokenSigner
+from repo_service.errors import FwrepoError
+
+log = logging.getLogger(__name__)
+
+# How long one node trusts what it read about a grant: the bound on how late a revocation bites elsewhere.
+STATUS_CACHE_SECONDS = 2.0
+# Forged-token refusals recorded one by one per flush (about a second); the rest are counted in the log.
+MAX_FORGED_RECORDS_PER_FLUSH = 100
+# Download records reach the database at most this late (and at shutdown).
+FLUSH_SECONDS = 1.0
+
+
+class Refusal(StrEnum):
+    FORGED = "forged"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    YANKED = "yanked"
+    USED_UP = "used_up"
+    UNSIGNED = "unsigned"
+    BANNED = "banned"  # an FTPS address after repeated failed logins
+
+
+class DownloadRefused(FwrepoError):
+    """A token or login that does not open the download. The reason is for the audit, never for the client."""
+
+    def __init__(self, reason: Refusal, grant_id: int | None = None, charger_id: str | None = None) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.grant_id = grant_id
+        self.charger_id = charger_id
+
+
+@dataclass(frozen=True)
+class Permit:
+    """What a valid token or login opens: this grant's firmware, now."""
+
+    grant_id: int
+    charger_id: str
+    firmware: FirmwareRecord
+
+
+@dataclass(frozen=True)
+class DownloadAttempt:
+    """One download record: a transfer, or a refusal."""
+
+    grant_id: int | None
+    charger_id: str | None
+    client_address: str
+    protocol: str
+    range_start: int | None
+    range_end: int | None
+    bytes_sent: int
+    completed: bool
+    refusal: Refusal | None
+    started_at: datetime
+    duration_ms: int
+
+
+class DownloadObserver(Protocol):
+    """Told of transfers as they begin and end (metrics); must be quick and must not raise."""
+
+    def transfer_began(self, protocol: str) -> None: ...
+
+    def recorded(self, attempt: DownloadAttempt) -> None: ...
+
+
+class Transfer:
+    """One transfer of a permit's firmware, from begin() to finish(): the adapter reports, this records."""
+
+    def __init__(self, downloads: Downloads, permit: Permit, protocol: str, client_address: str) -> None:
+        self.downloads = downloads
+        self.permit = permit
+        self.protocol = protocol
+        self.client_address = client_address
+        self.started_at = downloads.clock()
+        self.bytes_sent = 0
+        self._began = time.monotonic()
+        self._finished = False
+
+    def progress(self, count: int) -> None:
+        """count more bytes went to the client."""
+        self.bytes_sent += count
+
+    def finish(self, start: int | None, bytes_sent: int | None = None) -> None:
+        """The transfer ended, having sent from start (None: nothing was asked for, as in a redirect).
+
+        It completes the download when the image's last byte went out: the whole image, or the last
+        piece of a resumed one (ranges and resumes are parts of one download, which counts once).
+        """
+        if self._finished:
+            return
+        self._finished = True
+        sent = self.bytes_sent if bytes_sent is None else bytes_sent
+        size = self.permit.firmware.size
+        self.downloads.record(DownloadAttempt(
+            grant_id=self.permit.grant_id, charger_id=self.permit.charger_id, client_address=self.client_address,
+            protocol=self.protocol, range_start=start, range_end=start + sent - 1 if start is not None and sent else None,
+            bytes_sent=sent, completed=start is not None and sent > 0 and start + sent == size, refusal=None,
+            started_at=self.started_at, duration_ms=int((time.monotonic() - self._began) * 1000),
+        ))
+
+
+class Downloads:
+    def __init__(self, database: Database, catalog: Catalog, tokens: TokenSigner, revocations: Revocations,
+                 audit: Audit, clock: Clock = utc_now) -> None:
+        self.database = database
+        self.catalog = catalog
+        self.tokens = tokens
+        self.audit = audit
+        self.clock = clock
+        self.observers: list[DownloadObserver] = []
+        self._grant_cache: Recent[int, Grant] = Recent(STATUS_CACHE_SECONDS)
+        self._firmware_cache: Recent[str, FirmwareRecord] = Recent(STATUS_CACHE_SECONDS)
+        self._forged_dropped = 0
+        self._forged_pending = 0
+        self._pending: list[DownloadAttempt] = []
+        self._pending_lock = threading.Lock()
+        revocations.listeners.append(self._forget)
+
+    # -- opening a download ------------------------------------------------------------------
+
+    def authorize(self, token: str) -> Permit:
+        """Open an HTTPS download: the token first (no database), then the grant's state (cached briefly)."""
+        try:
+            claims = self.tokens.verify(token)
+        except InvalidToken:
+            raise DownloadRefused(Refusal.FORGED) from None
+        if claims.expires_at <= self.clock():
+            raise DownloadRefused(Refusal.EXPIRED, claims.grant_id)
+        return self.permit(claims.grant_id)
+
+    def login(self, user: str, password: str) -> Permit:
+        """Open an FTPS session: the one-time login of an FTPS grant, then the grant's state."""
+        with self.database.session() as session:
+            row = session.exec(select(Grant).where(col(Grant.login_hash) == digest(user))).first()
+        if row is None or row.password_hash is None or not hmac.compare_digest(row.password_hash, digest(password)):
+            raise DownloadRefused(Refusal.FORGED)
+        assert row.id is not None
+        return self.permit(row.id)
+
+    def permit(self, grant_id: int) -> Permit:
+        """What the grant opens now; DownloadRefused, whose reason only the audit sees, when nothing."""
+        state = self._state(grant_id)
+        if state is None:
+            raise DownloadRefused(Refusal.FORGED, grant_id)
+        grant, firmware = state
+        if grant.revoked_at is not None:
+            raise DownloadRefused(Refusal.REVOKED, grant_id, grant.charger_id)
+        if grant.expires_at <= self.clock():
+            raise DownloadRefused(Refusal.EXPIRED, grant_id, grant.charger_id)
+        if grant.max_downloads is not None and grant.downloads_completed >= grant.max_downloads:
+            raise DownloadRefused(Refusal.USED_UP, grant_id, grant.charger_id)
+        if firmware.status == Status.YANKED:
+            raise DownloadRefused(Refusal.YANKED, grant_id, grant.charger_id)
+        if firmware.signature is None:
+            raise DownloadRefused(Refusal.UNSIGNED, grant_id, grant.charger_id)
+        return Permit(grant_id=grant_id, charger_id=grant.charger_id, firmware=firmware)
+
+    def _state(self, grant_id: int) -> tuple[Grant, FirmwareRecord] | None:
+        """The grant and its firmware as the database has them, at most STATUS_CACHE_SECONDS old.
+
+        A charger fetching an image as thousands of small ranges costs one
+        database read per grant every few seconds, not one per request; a
+        campaign's grants share one cached firmware record.
+        """
+        row = self._grant_cache.get(grant_id)
+        if row is None:
+            with self.database.session() as session:
+                row = session.get(Grant, grant_id)
+            if row is None:
+                return None
+            self._grant_cache.put(grant_id, row)
+        firmware = self._firmware_cache.get(row.firmware_id)
+        if firmware is None:
+            firmware = self.catalog.get(row.firmware_id)
+            self._firmware_cache.put(row.firmware_id, firmware)
+        return row, firmware
+
+    def _forget(self, grant_ids: Sequence[int], firmware_id: str | None) -> None:
+        for grant_id in grant_ids:
+            self._grant_cache.forget(grant_id)
+        if firmware_id is not None:
+            self._firmware_cache.forget(firmware_id)
+
+    # -- transfers and refusals --------------------------------------------------------------
+
+    def begin(self, permit: Permit, protocol: str, client_address: str) -> Transfer:
+        for observer in self.observers:
+            observer.transfer_began(protocol)
+        return Transfer(self, permit, protocol, client_address)
+
+    def refuse(self, refusal: DownloadRefused, protocol: str, client_address: str) -> None:
+        """Record a refused download or login, with its reason."""
+        self.record(DownloadAttempt(
+            grant_id=refusal.grant_id, charger_id=refusal.charger_id, client_address=client_address,
+            protocol=protocol, range_start=None, range_end=None, bytes_sent=0, completed=False,
+            refusal=refusal.reason, started_at=self.clock(), duration_ms=0,
+        ))
+
+    def record(self, attempt: DownloadAttempt) -> None:
+        """Queue an attempt; `flush` writes the queue in one transaction (no write per request)."""
+        for observer in self.observers:
+            observer.recorded(attempt)
+        with self._pending_lock:
+            if attempt.refusal is Refusal.FORGED and self._forged_pending >= MAX_FORGED_RECORDS_PER_FLUSH:
+                # Someone guessing tokens must not turn each guess into a database row.
+                self._forged_dropped += 1
+                return
+            self._forged_pending += attempt.refusal is Refusal.FORGED
+            self._pending.append(attempt)
+
+    def failed_logins(self, address: str, seconds: float) -> int:
+        """Wrong FTPS logins from an address in the last seconds, as every node has recorded them."""
+        since = self.clock() - timedelta(seconds=seconds)
+        with self.database.session() as session:
+            return session.exec(select(func.count()).select_from(DownloadRecord).where(
+                DownloadRecord.client_address == address[:64], DownloadRecord.protocol == "ftps",
+                DownloadRecord.refusal == Refusal.FORGED.value, col(DownloadRecord.started_at) >= since)).one()
+
+    def attempts(self, grant_id: int) -> list[DownloadAttempt]:
+        """A grant's download records, oldest first (those still queued included)."""
+        self.flush()
+        with self.database.session() as session:
+            rows = session.exec(select(DownloadRecord).where(DownloadRecord.grant_id == grant_id)
+                                .order_by(col(DownloadRecord.id))).all()
+        return [
+            DownloadAttempt(
+                grant_id=row.grant_id, charger_id=row.charger_id, client_address=row.client_address,
+                protocol=row.protocol, range_start=row.range_start, range_end=row.range_end,
+                bytes_sent=row.bytes_sent, completed=row.completed,
+                refusal=Refusal(row.refusal) if row.refusal else None, started_at=row.started_at,
+                duration_ms=row.duration_ms,
+            )
+            for row in rows
+        ]
+
+    # -- writing the records -----------------------------------------------------------------
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """While the block runs, queued download records reach the database every FLUSH_SECONDS, and at its end."""
+        stopped = threading.Event()
+
+        def flush_until_stopped() -> None:
+            while not stopped.wait(FLUSH_SECONDS):
+                try:
+                    self.flush()
+                except Exception:  # a database hiccup must not end the recording; the next round retries
+                    log.exception("could not write download records; will retry")
+
+        flusher = threading.Thread(target=flush_until_stopped, name="download-records", daemon=True)
+        flusher.start()
+        try:
+            yield
+        finally:
+            stopped.set()
+            flusher.join()
+            self.flush()
+
+    def flush(self) -> int:
+        with self._pending_lock:
+            attempts, self._pending = self._pending, []
+            dropped, self._forged_dropped, self._forged_pending = self._forged_dropped, 0, 0
+        if dropped:
+            log.warning("%d more forged download tokens were refused and not recorded one by one", dropped)
+        if not attempts:
+            return 0
+        try:
+            self._write(attempts)
+        except Exception:
+            # Keep them for the next round rather than lose records and counts.
+            with self._pending_lock:
+                self._pending[:0] = attempts
+            raise
+        return len(attempts)
+
+    def _write(self, attempts: list[DownloadAttempt]) -> None:
+        completed: dict[int, int] = {}
+        for attempt in attempts:
+            if attempt.completed and attempt.grant_id is not None:
+                completed[attempt.grant_id] = completed.get(attempt.grant_id, 0) + 1
+        with self.database.session() as session:
+            session.execute(
+                insert(DownloadRecord),
+                [
+                    {
+                        "grant_id": attempt.grant_id, "charger_id": attempt.charger_id,
+                        "client_address": attempt.client_address[:64], "protocol": attempt.protocol,
+                        "range_start": attempt.range_start, "range_end": attempt.range_end,
+                        "bytes_sent": attempt.bytes_sent, "completed": attempt.completed,
+                        "refusal": attempt.refusal.value if attempt.refusal else None,
+                        "started_at": attempt.started_at, "duration_ms": attempt.duration_ms,
+                    }
+                    for attempt in attempts
+                ],
+            )
+            for grant_id, count in completed.items():
+                session.execute(
+                    update(Grant).where(col(Grant.id) == grant_id).values(downloads_completed=Grant.downloads_completed + count)
+                )
+            # In the same transaction: a record and its audit event are written together or not at all.
+            self.audit.append([_audit_act(attempt) for attempt in attempts], session)
+        for grant_id in completed:
+            self._grant_cache.forget(grant_id)
+
+
+def _audit_act(attempt: DownloadAttempt) -> Act:
+    who = f"charger {attempt.charger_id}@{attempt.client_address}" if attempt.charger_id else \
+        f"anonymous@{attempt.client_address}"
+    subject = f"grant {attempt.grant_id}" if attempt.grant_id is not None else "no grant"
+    if attempt.refusal is not None:
+        return Act(who, "refusal", subject, {"protocol": attempt.protocol, "reason": attempt.refusal.value})
+    return Act(who, "download", subject, {"protocol": attempt.protocol, "bytes": attempt.bytes_sent,
+                                         "completed": attempt.completed, "range_start": attempt.range_start})
