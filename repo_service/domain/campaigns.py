@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import re
 import secrets
 import statistics
-import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -25,6 +23,7 @@ from repo_service.db.models import Campaign, CampaignCharger, Grant
 from repo_service.db.session import Database
 from repo_service.domain import leases
 from repo_service.domain.audit import Performer
+from repo_service.domain.background import repeating
 from repo_service.domain.catalog import FirmwareRecord
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.documents import charger_id, protocol_and_mode, refuse_unknown, required_string, retry_plan
@@ -33,7 +32,6 @@ from repo_service.domain.update_jobs import FAILURES, Job, JobState, UpdateJobs
 from repo_service.domain.versions import parse_version
 from repo_service.errors import Conflict, InvalidInput, NotFound
 
-log = logging.getLogger(__name__)
 MAX_CHARGERS = 100_000
 # How often deadlines are looked at: a timed-out job or a failed download made final shows this late at most.
 TICK_SECONDS = 5.0
@@ -432,25 +430,9 @@ class Campaigns:
             self.advance(campaign_id)
         return len(due)
 
-    @contextmanager
-    def ticking(self) -> Iterator[None]:
+    def ticking(self) -> AbstractContextManager[None]:
         """While the block runs, tick() every TICK_SECONDS in a thread of its own."""
-        stopped = threading.Event()
-
-        def tick_until_stopped() -> None:
-            while not stopped.wait(TICK_SECONDS):
-                try:
-                    self.tick()
-                except Exception:  # a database hiccup must not end the ticking; the next round retries
-                    log.exception("campaign tick failed; will retry")
-
-        ticker = threading.Thread(target=tick_until_stopped, name="campaign-tick", daemon=True)
-        ticker.start()
-        try:
-            yield
-        finally:
-            stopped.set()
-            ticker.join()
+        return repeating("campaign-tick", TICK_SECONDS, self.tick)
 
     def _store(self, jobs: Mapping[int, Job]) -> set[str]:
         """Store these campaign jobs as derived; the campaigns they belong to."""
@@ -470,14 +452,20 @@ class Campaigns:
             return {member.campaign_id for member in members.values()}
 
     def advance(self, campaign_id: str) -> None:
-        """Halt a failing wave, start the next one of a finished wave, or finish the campaign: at most once.
+        """Halt a failing wave, start the next one of a finished wave, or finish the campaign: each at most once.
 
-        It judges the jobs as stored; the callers (events, the tick, resume) have stored them first.
+        It judges the jobs as stored; the callers (events, the tick, resume) have stored them first. A wave
+        that adds nobody (3 chargers in waves of 1 %, 2 %, 100 %) is finished as soon as it starts.
         """
+        while self._advance_once(campaign_id):
+            pass
+
+    def _advance_once(self, campaign_id: str) -> bool:
+        """One decision on the current wave; True when it started the next wave."""
         with self.database.session() as session:
             campaign = self._campaign(session, campaign_id)
             if campaign.status != CampaignStatus.RUNNING:
-                return
+                return False
             wave = campaign.current_wave
             counts = session.exec(select(CampaignCharger.state, CampaignCharger.final, func.count()).where(
                 CampaignCharger.campaign_id == campaign_id, CampaignCharger.wave == wave,
@@ -497,17 +485,19 @@ class Campaigns:
                           f"its threshold of {threshold:.0%} ({worst})")
                 session.execute(update(Campaign).where(*still).values(status=CampaignStatus.HALTED.value,
                                                                       status_reason=reason))
-                return
+                return False
             if finished < size:
-                return
+                return False
             if wave + 1 == len(campaign.wave_ends):
                 session.execute(update(Campaign).where(*still).values(
                     status=CampaignStatus.COMPLETED.value, status_reason="every wave finished"))
-                return
+                return False
             moved = session.execute(update(Campaign).where(*still).values(current_wave=wave + 1)).rowcount
-            if moved == 1:
-                firmware = self.grants.catalog.get(campaign.firmware_id)
-                self._start_wave(session, session.get(Campaign, campaign_id), firmware, wave + 1)
+            if moved != 1:
+                return False
+            firmware = self.grants.catalog.get(campaign.firmware_id)
+            self._start_wave(session, session.get(Campaign, campaign_id), firmware, wave + 1)
+            return True
 
     def set_status(self, campaign_id: str, action: str, by: Performer) -> CampaignReport:
         """pause, resume or cancel; cancel revokes every grant no charger has finished downloading.

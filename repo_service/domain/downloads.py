@@ -25,6 +25,7 @@ from sqlmodel import col, func, select
 from repo_service.db.models import DownloadRecord, Grant
 from repo_service.db.session import Database
 from repo_service.domain.audit import Act, Audit
+from repo_service.domain.background import repeating
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.ftp_logins import digest
@@ -272,22 +273,10 @@ class Downloads:
     @contextmanager
     def recording(self) -> Iterator[None]:
         """While the block runs, queued download records reach the database every FLUSH_SECONDS, and at its end."""
-        stopped = threading.Event()
-
-        def flush_until_stopped() -> None:
-            while not stopped.wait(FLUSH_SECONDS):
-                try:
-                    self.flush()
-                except Exception:  # a database hiccup must not end the recording; the next round retries
-                    log.exception("could not write download records; will retry")
-
-        flusher = threading.Thread(target=flush_until_stopped, name="download-records", daemon=True)
-        flusher.start()
         try:
-            yield
+            with repeating("download-records", FLUSH_SECONDS, self.flush):
+                yield
         finally:
-            stopped.set()
-            flusher.join()
             self.flush()
 
     def flush(self) -> int:
