@@ -264,7 +264,7 @@ def print_campaign(report: dict[str, Any]) -> None:
              percent(wave["failure_threshold"])] for wave in report["waves"]]
     print_table(["WAVE", "CHARGERS", "STATES", "FAILED", "THRESHOLD"], rows)
     download, completion = report["download_seconds"], report["completion_seconds"]
-    print(f"success {percent(report['success_rate'], 1)}; "
+    print(f"success rate {percent(report['success_rate'], 1)}; "
           f"download median {duration(download['median'])}, p95 {duration(download['p95'])}; "
           f"completion median {duration(completion['median'])}, p95 {duration(completion['p95'])}; "
           f"{size(report['bytes_served'])} served; skipped: {_states(report['skipped']) if report['skipped'] else 'none'}")
