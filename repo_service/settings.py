@@ -233,19 +233,13 @@ class Settings:
     def signing_keys_dir(self) -> Path:
         return self.keys_dir or self.data_dir / "keys"
 
-    @property
-    def sqlite_path(self) -> Path | None:
-        """The SQLite file, when the database is one."""
-        prefix = "sqlite:///"
-        return Path(self.database_url[len(prefix):]) if self.database_url.startswith(prefix) else None
-
     def __repr__(self) -> str:
         # Settings get logged; secrets must not be.
         shown = {
             field.name: ("***" if field.name in SECRET_FIELDS and getattr(self, field.name) else getattr(self, field.name))
             for field in dataclasses.fields(self)
         }
-        shown["database_url"] = without_password(self.database_url)
+        shown["database_url"] = _without_password(self.database_url)
         return f"Settings({shown})"
 
 
@@ -304,7 +298,7 @@ WILDCARD_HOSTS = ("0.0.0.0", "::")
 MIN_TOKEN_SECRET = 32
 
 
-def without_password(url: str) -> str:
+def _without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -9,10 +9,12 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.engine import make_url
+
 from repo_service import __version__
 from repo_service.cli.arguments import DATABASE, EVERY_SETTING, add_settings, settings_from
 from repo_service.errors import FwrepoError
-from repo_service.settings import Settings, without_password
+from repo_service.settings import Settings
 
 if TYPE_CHECKING:
     from ftps.server import FtpsServers
@@ -48,8 +50,10 @@ def announce(settings: Settings, text: str, level: int = logging.INFO) -> None:
 
 def database_place(settings: Settings) -> str:
     """Where the metadata lives, as an operator looks for it: the SQLite file, or the server without its password."""
-    path = settings.sqlite_path
-    return f"{path} (SQLite)" if path is not None else without_password(settings.database_url)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return f"{url.database} (SQLite)"
+    return url.render_as_string(hide_password=True)
 
 
 def _started_services(settings: Settings) -> Services:
