@@ -1,9 +1,13 @@
-"""Every ``FWREPO_*`` setting, parsed and checked once, in one place.
+"""Every ``FWREPO_*`` setting, declared once, parsed and checked once, in one place.
 
-Each setting is an environment variable and a matching ``fwrepo serve`` flag
-(``FWREPO_S3_BUCKET`` is ``--s3-bucket``); a flag wins over the environment.
-A bad value stops start-up with one line naming the variable. The frozen
-``Settings`` object is passed down; nothing deeper reads the environment.
+Each field of ``Settings`` is one setting: its name, type, default and help
+are written in that one line, and everything else follows from it: the
+environment variable (``s3_bucket`` is ``FWREPO_S3_BUCKET``), the ``fwrepo
+serve`` flag (``--s3-bucket``; a boolean is ``--tls``/``--no-tls``), the help
+and ``docs/settings.md`` (``python -m repo_service.settings`` writes it). A
+flag wins over the environment. A bad value stops start-up with one line
+naming the variable. The frozen ``Settings`` object is passed down; nothing
+deeper reads the environment.
 """
 
 from __future__ import annotations
@@ -19,12 +23,19 @@ from urllib.parse import urlsplit
 from repo_service.errors import SettingsError
 
 PREFIX = "FWREPO_"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+DAY = 86400
 
 
 def _text(value: str) -> str:
     if not value.strip():
         raise ValueError("expected a non-empty value")
     return value.strip()
+
+
+def _path(value: str) -> Path:
+    return Path(_text(value))
 
 
 def _port(value: str) -> int:
@@ -83,139 +94,136 @@ def _boolean(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
+@dataclass(frozen=True)
+class Kind:
+    """What a setting's text may be: the name the help and docs give it, and the parser that checks it."""
+
+    name: str
+    parse: Callable[[str], Any]
+    # "bytes" or "seconds": the default is then also shown in a larger unit when it is a whole number of one.
+    unit: str | None = None
+
+
+TEXT = Kind("text", _text)
+PATH = Kind("path", _path)
+PORT = Kind("port", _port)
+PORT_RANGE = Kind("port range LOW-HIGH", _port_range)
+BYTES = Kind("bytes", _positive_int, "bytes")
+SECONDS = Kind("seconds", _positive_int, "seconds")
+BOOLEAN = Kind("boolean", _boolean)
+HTTP_URL = Kind("URL", _http_url)
+DATABASE_URL = Kind("database URL", _database_url)
+
+
+def choice(*allowed: str) -> Kind:
     def parse(value: str) -> str:
         if value not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
         return value
 
-    return parse
+    return Kind("one of " + ", ".join(allowed), parse)
 
 
-def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+def optional(kind: Kind) -> Kind:
+    """The kind, or unset when the text is empty (so an empty variable means "the default")."""
+
     def parse_optional(value: str) -> Any:
-        return parse(value) if value.strip() else None
+        return kind.parse(value) if value.strip() else None
 
-    return parse_optional
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One knob: its field name, how to parse it, what it is for."""
-
-    field: str
-    parse: Callable[[str], Any]
-    help: str
-
-    @property
-    def env(self) -> str:
-        return PREFIX + self.field.upper()
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.field.replace("_", "-")
+    return Kind(kind.name, parse_optional)
 
 
-MiB = 1024 * 1024
+def seconds_within(low: int, high: int) -> Kind:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number of seconds {low}-{high}, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"expected a whole number of seconds {low}-{high}, got {value!r}")
+        return number
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", lambda value: Path(_text(value)), "directory for the SQLite file and local storage (default ./var)"),
-    Setting("host", _text, "address the API listens on (default 127.0.0.1)"),
-    Setting("port", _port, "API and download port (default 8443)"),
-    Setting("public_url", _http_url, "base URL that goes into download locations (default http://HOST:PORT)"),
-    Setting("database_url", _database_url, "sqlite:///PATH or postgresql://... (default sqlite in the data directory)"),
-    Setting("storage", _choice("local", "s3"), "storage backend: local or s3 (default local)"),
-    Setting("storage_dir", lambda value: Path(_text(value)), "directory of the local backend (default DATA_DIR/storage)"),
-    Setting("s3_endpoint_url", _optional(_http_url), "S3 endpoint URL (empty for AWS itself)"),
-    Setting("s3_bucket", _text, "S3 bucket (required with FWREPO_STORAGE=s3)"),
-    Setting("s3_region", _text, "S3 region (default us-east-1)"),
-    Setting("s3_access_key_id", _optional(_text), "S3 access key (default: boto3's usual credential chain)"),
-    Setting("s3_secret_access_key", _optional(_text), "S3 secret key (default: boto3's usual credential chain)"),
-    Setting("s3_addressing_style", _choice("path", "virtual", "auto"), "S3 addressing style (default path)"),
-    Setting("s3_sse", _choice("none", "AES256", "aws:kms"), "S3 server-side encryption (default none)"),
-    Setting("s3_sse_kms_key_id", _optional(_text), "KMS key id with FWREPO_S3_SSE=aws:kms"),
-    Setting("s3_part_size", _positive_int, "bytes per S3 multipart part; smaller writes are one PUT (default 5 MiB, the S3 minimum: least memory)"),
-    Setting("max_upload_bytes", _positive_int, "largest firmware image accepted (default 4 GiB)"),
-    Setting("log_level", _choice("debug", "info", "warning", "error"), "log level (default info)"),
-    Setting("env", _choice("development", "production"), "development (default) or production: production refuses development keys"),
-    Setting("keys_dir", lambda value: Path(_text(value)), "signing keys and certificates (default DATA_DIR/keys)"),
-    Setting("key_passphrase", _optional(_text), "passphrase that encrypts the signing keys at rest (required in production)"),
-    Setting("signing_algorithm", _choice("ecdsa-p256", "rsa-3072", "rsa-4096"), "algorithm of keys made by keys init/rotate (default ecdsa-p256)"),
-    Setting("require_uploader_signature", _boolean, "refuse uploads without a valid release engineer's signature (default false)"),
-    Setting("token_secret", _optional(_text), "secret that signs download tokens; the same on every node (required in production)"),
-    Setting("grant_max_lifetime", _positive_int, "longest a grant may live, in seconds (default 30 days)"),
-    Setting("tls", _boolean, "serve HTTPS (default true); false only behind a proxy that terminates TLS"),
-    Setting("tls_cert", _optional(lambda value: Path(_text(value))), "PEM certificate chain for HTTPS (default: a development certificate)"),
-    Setting("tls_key", _optional(lambda value: Path(_text(value))), "PEM private key for HTTPS"),
-    Setting("download_mode", _choice("stream", "redirect"), "stream (default) or redirect to a short-lived S3 presigned URL"),
-    Setting("ftps", _boolean, "run the FTPS server inside fwrepo serve (default true)"),
-    Setting("ftps_host", _text, "address the FTPS server listens on (default: FWREPO_HOST)"),
-    Setting("ftps_port", _port, "explicit FTPS port, AUTH TLS (default 2121; 21 in production)"),
-    Setting("ftps_implicit_port", _port, "implicit FTPS port, TLS from the first byte (default 9990; 990 in production)"),
-    Setting("ftps_tls_cert", _optional(lambda value: Path(_text(value))), "PEM certificate chain for FTPS (default: the HTTPS one)"),
-    Setting("ftps_tls_key", _optional(lambda value: Path(_text(value))), "PEM private key for FTPS"),
-    Setting("ftps_public_host", _optional(_text), "host that goes into FTPS locations (default: FWREPO_PUBLIC_URL's host)"),
-    Setting("ftps_location", _choice("explicit", "implicit"), "FTPS location form: explicit ftp:// with AUTH TLS (default) or implicit ftps://"),
-    Setting("ftps_passive_ports", _optional(_port_range), "passive data ports LOW-HIGH (default: any free port)"),
-    Setting("ftps_masquerade_address", _optional(_text), "address sent in PASV replies, for a server behind NAT"),
-    Setting("shutdown_grace", _positive_int, "seconds running downloads get to finish after SIGTERM (default 30)"),
-    Setting("log_format", _choice("text", "json"), "text, or json (one object per line with a request id; default in production)"),
-    Setting("job_timeout", _positive_int, "seconds after retrieve_date (or the last progress) before an update job is timed_out (default 1 day)"),
-    Setting("retry_grace", _positive_int, "seconds after a charger's DownloadFailed, beyond the grant's retry interval, before fwrepo calls the download failed for good (default 300)"),
-    Setting("ftp_allow_plain", _boolean, "accept FTP without TLS for legacy chargers (default false; logged as a warning)"),
-)
+    return Kind(f"seconds, {low}-{high}", parse, "seconds")
 
-SECRET_FIELDS = frozenset({"s3_secret_access_key", "key_passphrase", "token_secret"})
-WILDCARD_HOSTS = ("0.0.0.0", "::")
-MIN_TOKEN_SECRET = 32
+
+def setting(default: Any, kind: Kind, help: str, derived: str | None = None) -> Any:
+    """Declare one setting: its default, its kind and what it is for.
+
+    ``derived`` says, for the docs and the help, what an unset setting
+    becomes when that depends on other settings (``load_settings`` works it out).
+    """
+    return dataclasses.field(default=default, metadata={"kind": kind, "help": help, "derived": derived})
 
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("./var")
-    host: str = "127.0.0.1"
-    port: int = 8443
-    public_url: str = ""
-    database_url: str = ""
-    storage: str = "local"
-    storage_dir: Path | None = None
-    s3_endpoint_url: str | None = None
-    s3_bucket: str = ""
-    s3_region: str = "us-east-1"
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_addressing_style: str = "path"
-    s3_sse: str = "none"
-    s3_sse_kms_key_id: str | None = None
-    s3_part_size: int = 5 * MiB
-    max_upload_bytes: int = 4 * 1024 * MiB
-    log_level: str = "info"
-    env: str = "development"
-    keys_dir: Path | None = None
-    key_passphrase: str | None = None
-    signing_algorithm: str = "ecdsa-p256"
-    require_uploader_signature: bool = False
-    token_secret: str | None = None
-    grant_max_lifetime: int = 30 * 86400
-    tls: bool = True
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    download_mode: str = "stream"
-    ftps: bool = True
-    ftps_host: str = ""
-    ftps_port: int = 0
-    ftps_implicit_port: int = 0
-    ftps_tls_cert: Path | None = None
-    ftps_tls_key: Path | None = None
-    ftps_public_host: str | None = None
-    ftps_location: str = "explicit"
-    ftps_passive_ports: tuple[int, int] | None = None
-    ftps_masquerade_address: str | None = None
-    ftp_allow_plain: bool = False
-    job_timeout: int = 86400
-    retry_grace: int = 300
-    shutdown_grace: int = 30
-    log_format: str = ""
+    data_dir: Path = setting(Path("var"), PATH, "directory for the SQLite file and local storage")
+    host: str = setting("127.0.0.1", TEXT, "address the API listens on")
+    port: int = setting(8443, PORT, "API and download port")
+    public_url: str = setting("", HTTP_URL, "base URL that goes into download locations",
+                              "https://HOST:PORT (http:// with --no-tls); required with a wildcard host")
+    database_url: str = setting("", DATABASE_URL, "sqlite:///PATH or postgresql://...",
+                                "sqlite:///DATA_DIR/fwrepo.sqlite3")
+    storage: str = setting("local", choice("local", "s3"), "storage backend")
+    storage_dir: Path | None = setting(None, optional(PATH), "directory of the local backend", "DATA_DIR/storage")
+    s3_endpoint_url: str | None = setting(None, optional(HTTP_URL), "S3 endpoint URL (empty for AWS itself)",
+                                          "AWS S3 itself")
+    s3_bucket: str = setting("", TEXT, "S3 bucket (required with FWREPO_STORAGE=s3)")
+    s3_region: str = setting("us-east-1", TEXT, "S3 region")
+    s3_access_key_id: str | None = setting(None, optional(TEXT), "S3 access key", "boto3's usual credential chain")
+    s3_secret_access_key: str | None = setting(None, optional(TEXT), "S3 secret key",
+                                               "boto3's usual credential chain")
+    s3_addressing_style: str = setting("path", choice("path", "virtual", "auto"), "S3 addressing style")
+    s3_sse: str = setting("none", choice("none", "AES256", "aws:kms"), "S3 server-side encryption")
+    s3_sse_kms_key_id: str | None = setting(None, optional(TEXT), "KMS key id with FWREPO_S3_SSE=aws:kms")
+    s3_part_size: int = setting(5 * MiB, BYTES, "bytes per S3 multipart part; smaller writes are one PUT "
+                                "(the default is the S3 minimum: least memory)")
+    max_upload_bytes: int = setting(4 * GiB, BYTES, "largest firmware image accepted")
+    log_level: str = setting("info", choice("debug", "info", "warning", "error"), "log level")
+    env: str = setting("development", choice("development", "production"),
+                       "production refuses development keys and secrets")
+    keys_dir: Path | None = setting(None, optional(PATH), "signing keys and certificates", "DATA_DIR/keys")
+    key_passphrase: str | None = setting(None, optional(TEXT), "passphrase that encrypts the signing keys at rest "
+                                         "(required in production)", "a generated one in KEYS_DIR/dev-passphrase")
+    signing_algorithm: str = setting("ecdsa-p256", choice("ecdsa-p256", "rsa-3072", "rsa-4096"),
+                                     "algorithm of keys made by keys init/rotate")
+    require_uploader_signature: bool = setting(False, BOOLEAN,
+                                               "refuse uploads without a valid release engineer's signature")
+    token_secret: str | None = setting(None, optional(TEXT), "secret that signs download tokens; the same on every "
+                                       "node (required in production)", "a generated one in DATA_DIR/token-secret")
+    grant_max_lifetime: int = setting(30 * DAY, SECONDS, "longest a grant may live")
+    tls: bool = setting(True, BOOLEAN, "serve HTTPS; --no-tls only behind a proxy that terminates TLS")
+    tls_cert: Path | None = setting(None, optional(PATH), "PEM certificate chain for HTTPS",
+                                    "a development certificate in DATA_DIR/tls")
+    tls_key: Path | None = setting(None, optional(PATH), "PEM private key for HTTPS",
+                                   "the development certificate's key")
+    download_mode: str = setting("stream", choice("stream", "redirect"),
+                                 "stream the bytes, or redirect to a short-lived S3 presigned URL")
+    ftps: bool = setting(True, BOOLEAN, "run the FTPS server inside fwrepo serve")
+    ftps_host: str = setting("", TEXT, "address the FTPS server listens on", "FWREPO_HOST")
+    ftps_port: int = setting(0, PORT, "explicit FTPS port, AUTH TLS", "2121; 21 with FWREPO_ENV=production")
+    ftps_implicit_port: int = setting(0, PORT, "implicit FTPS port, TLS from the first byte",
+                                      "9990; 990 with FWREPO_ENV=production")
+    ftps_tls_cert: Path | None = setting(None, optional(PATH), "PEM certificate chain for FTPS",
+                                         "the HTTPS certificate")
+    ftps_tls_key: Path | None = setting(None, optional(PATH), "PEM private key for FTPS", "the HTTPS key")
+    ftps_public_host: str | None = setting(None, optional(TEXT), "host that goes into FTPS locations",
+                                           "FWREPO_PUBLIC_URL's host")
+    ftps_location: str = setting("explicit", choice("explicit", "implicit"),
+                                 "FTPS location form: explicit ftp:// with AUTH TLS, or implicit ftps://")
+    ftps_passive_ports: tuple[int, int] | None = setting(None, optional(PORT_RANGE), "passive data ports",
+                                                         "any free port")
+    ftps_masquerade_address: str | None = setting(None, optional(TEXT),
+                                                  "address sent in PASV replies, for a server behind NAT")
+    ftp_allow_plain: bool = setting(False, BOOLEAN, "accept FTP without TLS for legacy chargers (logged as a warning)")
+    shutdown_grace: int = setting(30, SECONDS, "how long running downloads get to finish after SIGTERM")
+    log_format: str = setting("", choice("text", "json"), "text, or json: one object per line with a request id",
+                              "text; json with FWREPO_ENV=production")
+    job_timeout: int = setting(DAY, SECONDS, "how long after retrieve_date (or the last progress) an update job "
+                               "is timed_out")
+    retry_grace: int = setting(300, seconds_within(0, DAY), "how long after a charger's DownloadFailed, beyond the "
+                               "grant's retry interval, fwrepo waits for its next attempt before calling the "
+                               "download failed for good")
 
     @property
     def local_storage_dir(self) -> Path:
@@ -235,6 +243,61 @@ class Settings:
         return f"Settings({shown})"
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One knob, as declared on ``Settings``."""
+
+    field: str
+    kind: Kind
+    default: Any
+    help: str
+    derived: str | None
+
+    @property
+    def env(self) -> str:
+        return PREFIX + self.field.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The flag, and for a boolean its negation."""
+        return (self.flag, "--no-" + self.flag[2:]) if self.kind is BOOLEAN else (self.flag,)
+
+    @property
+    def default_text(self) -> str:
+        """The default as a person reads it: what an unset setting really becomes."""
+        if self.derived is not None:
+            return self.derived
+        return _shown(self.default, self.kind)
+
+
+def _shown(value: Any, kind: Kind) -> str:
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    units = {"bytes": ((GiB, "GiB"), (MiB, "MiB")), "seconds": ((DAY, "day"), (3600, "hour"), (60, "minute"))}
+    for size, unit in units.get(kind.unit or "", ()):
+        if value % size == 0:
+            count = value // size
+            plural = "s" if count != 1 and kind.unit == "seconds" else ""
+            return f"{value} ({count} {unit}{plural})"
+    return str(value)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(field.name, field.metadata["kind"], field.default, field.metadata["help"], field.metadata["derived"])
+    for field in dataclasses.fields(Settings)
+)
+BY_FIELD: Mapping[str, Setting] = {setting.field: setting for setting in SETTINGS}
+SECRET_FIELDS = frozenset({"s3_secret_access_key", "key_passphrase", "token_secret"})
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+MIN_TOKEN_SECRET = 32
+
+
 def _without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -242,19 +305,25 @@ def _without_password(url: str) -> str:
     return url.replace(f":{parts.password}@", ":***@", 1)
 
 
-def load_settings(environ: Mapping[str, str] | None = None, flags: Mapping[str, str | None] | None = None) -> Settings:
-    """Build the settings from the environment, then flags (by field name), then derived defaults."""
+def load_settings(environ: Mapping[str, str] | None = None, flags: Mapping[str, str | bool] | None = None) -> Settings:
+    """Build the settings from the environment, then flags (by field name), then derived defaults.
+
+    A flag's value is its text, or for a boolean flag already ``True``/``False``.
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         raw = (flags or {}).get(setting.field)
+        if isinstance(raw, bool):
+            values[setting.field] = raw
+            continue
         name = setting.flag if raw is not None else setting.env
         if raw is None:
             raw = environ.get(setting.env)
         if raw is None:
             continue
         try:
-            values[setting.field] = setting.parse(raw)
+            values[setting.field] = setting.kind.parse(raw)
         except ValueError as error:
             raise SettingsError(name, str(error)) from None
     settings = Settings(**values)
@@ -310,3 +379,30 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("FWREPO_FTPS_IMPLICIT_PORT", "must differ from FWREPO_FTPS_PORT")
     if (settings.s3_access_key_id is None) != (settings.s3_secret_access_key is None):
         raise SettingsError("FWREPO_S3_SECRET_ACCESS_KEY", "FWREPO_S3_ACCESS_KEY_ID and FWREPO_S3_SECRET_ACCESS_KEY go together")
+
+
+def settings_page() -> str:
+    """docs/settings.md: every setting as the declaration above says it (a test keeps the file equal to this)."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from repo_service/settings.py by `python -m repo_service.settings > docs/settings.md`;",
+        "     tests/test_settings.py fails when this page and the declaration differ. -->",
+        "",
+        "Every setting is an environment variable and a flag of `fwrepo serve` (and `fwrepo ftps`); a flag wins",
+        "over the environment. The local commands (`fwrepo clients`, `keys`, `signers`, `storage`, `audit`,",
+        "`db upgrade`) read the same variables and take as flags only the settings they use. A bad value stops",
+        "the command with one line naming the variable and what was expected.",
+        "",
+        "| variable | flag | type | default | what |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for setting in SETTINGS:
+        cells = [f"`{setting.env}`", ", ".join(f"`{flag}`" for flag in setting.flags), setting.kind.name,
+                 setting.default_text, setting.help]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_page(), end="")

@@ -37,7 +37,7 @@ KUBERNETES_VERSION = "1.30.0"
 
 SETTING_VARIABLES = {setting.env for setting in SETTINGS}
 # Read by the CLI's remote commands, not settings: FWREPO_URL, FWREPO_KEY, FWREPO_CACERT, ...
-CLIENT_VARIABLES = set(re.findall(r'environ\.get\("(FWREPO_[A-Z0-9_]+)"', (ROOT / "repo_service" / "cli.py").read_text()))
+CLIENT_VARIABLES = set(re.findall(r'environ\.get\("(FWREPO_[A-Z0-9_]+)"', "".join(path.read_text() for path in (ROOT / "repo_service" / "cli").glob("*.py"))))
 VARIABLE = re.compile(r"\bFWREPO_[A-Z0-9_]*[A-Z0-9]\b")
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from repo_service.errors import SettingsError
-from repo_service.settings import SETTINGS, load_settings
-from tests.conftest import FWREPO
+from repo_service.settings import BY_FIELD, SETTINGS, load_settings, settings_page
+from tests.conftest import FWREPO, ROOT
 
 
 def test_embedded_defaults_keep_everything_under_var() -> None:
@@ -53,6 +53,9 @@ def test_libpq_style_postgres_urls_use_psycopg() -> None:
         ({"FWREPO_FTPS_PASSIVE_PORTS": "60000"}, "FWREPO_FTPS_PASSIVE_PORTS"),
         ({"FWREPO_FTPS_LOCATION": "sometimes"}, "FWREPO_FTPS_LOCATION"),
         ({"FWREPO_FTPS_TLS_CERT": "/etc/fw.pem"}, "FWREPO_FTPS_TLS_KEY"),
+        ({"FWREPO_RETRY_GRACE": "-1"}, "FWREPO_RETRY_GRACE"),
+        ({"FWREPO_RETRY_GRACE": "86401"}, "FWREPO_RETRY_GRACE"),
+        ({"FWREPO_TLS": "maybe"}, "FWREPO_TLS"),
     ],
 )
 def test_a_bad_value_names_the_variable(environ: dict[str, str], named: str) -> None:
@@ -82,6 +85,32 @@ def test_every_setting_has_a_serve_flag() -> None:
     help_text = subprocess.run([FWREPO, "serve", "--help"], capture_output=True, text=True, check=True).stdout
     for setting in SETTINGS:
         assert setting.flag in help_text and setting.env in help_text
+
+
+def test_serve_help_shows_each_settings_variable_and_real_default() -> None:
+    help_text = " ".join(subprocess.run([FWREPO, "serve", "--help"], capture_output=True, text=True,
+                                        check=True).stdout.split())
+    for setting in SETTINGS:
+        assert f"[{setting.env}; default {setting.default_text}]" in help_text
+
+
+def test_a_default_that_depends_on_other_settings_says_how() -> None:
+    settings = load_settings(environ={})
+    for setting in SETTINGS:
+        if getattr(settings, setting.field) != setting.default:
+            assert setting.derived, f"{setting.env} becomes {getattr(settings, setting.field)!r}, not its declared default"
+    assert BY_FIELD["public_url"].default_text.startswith(settings.public_url.replace("127.0.0.1:8443", "HOST:PORT"))
+
+
+def test_the_settings_page_is_what_the_declaration_says() -> None:
+    assert (ROOT / "docs" / "settings.md").read_text() == settings_page(), (
+        "docs/settings.md differs from repo_service/settings.py: run `python -m repo_service.settings > docs/settings.md`")
+
+
+def test_retry_grace_takes_zero_up_to_a_day() -> None:
+    assert load_settings(environ={}).retry_grace == 300
+    assert load_settings(environ={"FWREPO_RETRY_GRACE": "0"}).retry_grace == 0
+    assert load_settings(environ={}, flags={"retry_grace": "86400"}).retry_grace == 86400
 
 
 def test_serve_with_a_bad_setting_stops_with_one_line(tmp_path: Path) -> None:

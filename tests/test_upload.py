@@ -87,6 +87,65 @@ def test_same_bytes_again_answer_200_with_the_existing_record(release: httpx.Cli
     assert again.json()["id"] == first.json()["id"]
 
 
+def test_same_bytes_with_other_models_are_refused_409_naming_the_difference(
+    fwrepo: Fwrepo, release: httpx.Client, vendor: str
+) -> None:
+    content = image()
+    first = upload(release, vendor, "1.4.0", content, models="AC22").json()
+    before = stored_files(fwrepo)
+    reply = upload(release, vendor, "1.4.0", content, models="AC22,AC11")
+    assert reply.status_code == 409
+    assert reply.json()["detail"].startswith(
+        f"already stored as {vendor} 1.4.0 ({first['id']}) with models AC22; this upload differs in models: AC22, AC11.")
+    assert release.get(f"/api/v1/firmware/{first['id']}").json()["models"] == ["AC22"]
+    assert stored_files(fwrepo) == before
+
+
+def test_same_bytes_described_otherwise_name_every_field_that_differs(release: httpx.Client, vendor: str) -> None:
+    content = image()
+    assert upload(release, vendor, "1.4.0", content, channel="beta").status_code == 201
+    detail = upload(release, vendor, "1.4.0", content, release_notes="fixes", hardware_revisions="B").json()["detail"]
+    assert "with hardware revisions any, channel beta, release notes none;" in detail
+    assert "differs in hardware revisions: B; channel: stable; release notes: 'fixes'." in detail
+
+
+def test_same_bytes_and_the_same_description_in_another_order_are_the_same_upload(
+    release: httpx.Client, vendor: str
+) -> None:
+    content = image()
+    first = upload(release, vendor, "1.4.0", content, models="AC22,AC11")
+    again = upload(release, vendor, "1.4.0", content, models="AC11,AC22")
+    assert (first.status_code, again.status_code) == (201, 200)
+
+
+def test_cli_upload_says_whether_it_stored_a_new_build_or_found_it_stored(
+    fwrepo: Fwrepo, vendor: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "fw.bin"
+    path.write_bytes(image())
+    command = ("upload", str(path), "--url", fwrepo.url, "--key", fwrepo.key("release"), "--vendor", vendor,
+               "--model", "AC22", "--version", "1.4.0")
+    first = fwrepo.cli(*command).stdout
+    again = fwrepo.cli(*command).stdout
+    assert first.startswith("stored new build ")
+    firmware_id = first.split()[3].rstrip(":")
+    assert again.startswith(f"already stored as {firmware_id} (same bytes and metadata; nothing changed)")
+
+
+def test_cli_upload_of_stored_bytes_with_other_models_is_refused_naming_them(
+    fwrepo: Fwrepo, vendor: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "fw.bin"
+    path.write_bytes(image())
+    command = ("upload", str(path), "--url", fwrepo.url, "--key", fwrepo.key("release"), "--vendor", vendor,
+               "--version", "1.4.0", "--model", "AC22")
+    fwrepo.cli(*command)
+    refused = fwrepo.cli(*command, "--model", "AC11", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"fwrepo: 409 Conflict: already stored as {vendor} 1.4.0 (")
+    assert "with models AC22; this upload differs in models: AC22, AC11." in refused.stderr
+
+
 def test_same_version_with_other_bytes_is_refused_409(fwrepo: Fwrepo, release: httpx.Client, vendor: str) -> None:
     assert upload(release, vendor, "1.0.0").status_code == 201
     before = stored_files(fwrepo)

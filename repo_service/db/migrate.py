@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from repo_service.db.session import Database
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same on every node.
 _MIGRATION_LOCK = 0x66777265706F
@@ -41,12 +43,37 @@ def upgrade(database: Database) -> None:
             connection.commit()
         try:
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-            connection.commit()
+            with _alembic_quiet():
+                before = _revision(connection)
+                command.upgrade(config, "head")
+                connection.commit()
+                after = _revision(connection)
+            if after != before:
+                log.info("database schema upgraded from %s to %s", before or "empty", after)
         finally:
             if postgres:
                 connection.execute(text("SELECT pg_advisory_unlock(:lock)"), {"lock": _MIGRATION_LOCK})
                 connection.commit()
+
+
+@contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    """Alembic narrates each step at INFO (ten lines on a first start); fwrepo says what changed in one,
+    and alembic's own lines show only when debugging."""
+    alembic = logging.getLogger("alembic")
+    level = alembic.level
+    if not alembic.isEnabledFor(logging.DEBUG):
+        alembic.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        alembic.setLevel(level)
+
+
+def _revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 @contextmanager
@@ -65,7 +92,5 @@ def _sqlite_file_lock(database: Database) -> Iterator[None]:
 
 
 def current_revision(database: Database) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with database.engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return _revision(connection)

@@ -156,6 +156,44 @@ class _SameBytes(Exception):
         self.record = record
 
 
+def _listed(names: Sequence[str], none: str) -> str:
+    return ", ".join(names) or none
+
+
+def _quoted(text: str) -> str:
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return repr(shown) if text else "none"
+
+
+def _refuse_other_metadata(record: FirmwareRecord, request: UploadRequest, signed_by: str | None) -> None:
+    """The same bytes described otherwise are refused, naming each difference: a stored build's description does
+    not change under the chargers and campaigns that already use it, and dropping the new one would be silent."""
+    differences = [
+        (label, stored, sent)
+        for label, differ, stored, sent in (
+            ("models", set(record.models) != set(request.models),
+             _listed(record.models, "none"), _listed(request.models, "none")),
+            ("hardware revisions", set(record.hardware_revisions) != set(request.hardware_revisions),
+             _listed(record.hardware_revisions, "any"), _listed(request.hardware_revisions, "any")),
+            ("channel", record.channel != request.channel, record.channel, request.channel),
+            ("min version", record.min_version != request.min_version,
+             record.min_version or "none", request.min_version or "none"),
+            ("release notes", record.release_notes != request.release_notes,
+             _quoted(record.release_notes), _quoted(request.release_notes)),
+            ("signer", record.signed_by != signed_by, record.signed_by or "unsigned", signed_by or "unsigned"),
+        )
+        if differ
+    ]
+    if not differences:
+        return
+    stored = ", ".join(f"{label} {value}" for label, value, _ in differences)
+    sent = "; ".join(f"{label}: {value}" for label, _, value in differences)
+    raise Conflict(
+        f"already stored as {record.vendor} {record.version} ({record.id}) with {stored}; this upload differs in "
+        f"{sent}. A stored build's metadata never changes: send it as stored, or upload under a new version"
+    )
+
+
 class Uploads:
     def __init__(self, catalog: Catalog, signers: Signers, max_bytes: int, require_signature: bool = False) -> None:
         self.catalog = catalog
@@ -190,8 +228,9 @@ class Uploads:
                 raise InvalidInput(
                     "sha256", f"declared {request.sha256} but the uploaded bytes have SHA-256 {stored.sha256}"
                 )
-            described.append((request, filename, self._uploader_signer(request, stored.sha256)))
-            self._refuse_other_bytes(request, stored.sha256)
+            signed_by = self._uploader_signer(request, stored.sha256)
+            described.append((request, filename, signed_by))
+            self._refuse_other_bytes(request, stored.sha256, signed_by)
 
         try:
             stored = catalog.storage.write(key, _limited(content, self.max_bytes), check)
@@ -212,7 +251,7 @@ class Uploads:
             # Another upload of the same version won the race between our check and insert.
             self._forget_pending(key)
             try:
-                self._refuse_other_bytes(request, stored.sha256)
+                self._refuse_other_bytes(request, stored.sha256, signed_by)
             except _SameBytes as same:
                 return UploadOutcome(same.record, created=False)
             raise
@@ -231,7 +270,9 @@ class Uploads:
             raise InvalidInput("signature", "does not verify over this image with any registered signer's key")
         return signer
 
-    def _refuse_other_bytes(self, request: UploadRequest, sha256: str) -> None:
+    def _refuse_other_bytes(self, request: UploadRequest, sha256: str, signed_by: str | None) -> None:
+        """Nothing stored under this version: go on; these bytes and this description: the upload is a no-op;
+        anything else is refused, saying what differs."""
         with self.catalog.database.session() as session:
             row = session.exec(
                 select(Firmware).where(
@@ -241,7 +282,9 @@ class Uploads:
             if row is None:
                 return
             if hmac.compare_digest(row.sha256, sha256):
-                raise _SameBytes(load_records(session, [row])[0])
+                record = load_records(session, [row])[0]
+                _refuse_other_metadata(record, request, signed_by)
+                raise _SameBytes(record)
             raise Conflict(
                 f"{request.vendor} {row.version} is already stored with other bytes (SHA-256 {row.sha256}); "
                 "a version's bytes never change: upload under a new version"

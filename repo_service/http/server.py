@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -13,12 +14,15 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from repo_service.errors import SettingsError
 from repo_service.settings import Settings
 
 # asyncio's TLS transport buffers up to 512 KiB per connection before it asks
 # the app to wait; with thousands of chargers reading slowly that buffer, not
 # the file, is what fills memory (bench/download.py, slow clients).
 WRITE_HIGH_WATER = 64 * 1024
+# uvicorn's own default: connections waiting to be accepted while the node is busy.
+BACKLOG = 2048
 _TOKEN_IN_PATH = re.compile(r"^/d/[^/?]*")
 
 
@@ -40,11 +44,18 @@ class _RedactDownloadTokens(logging.Filter):
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling the app at the first SIGTERM that it is stopping (so /readyz says 503)."""
+    """uvicorn's server, saying when it accepts connections, and telling the app at the first SIGTERM that it is
+    stopping (so /readyz says 503)."""
 
-    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None], on_exit: Callable[[], None]) -> None:
         super().__init__(config)
+        self.on_listening = on_listening
         self.on_exit = on_exit
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.on_listening()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.on_exit()
@@ -59,8 +70,27 @@ class _Server(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def serve(app: Starlette, settings: Settings, tls: dict[str, Any], on_exit: Callable[[], None]) -> None:
-    """Serve until SIGTERM/SIGINT; running downloads then get FWREPO_SHUTDOWN_GRACE seconds to finish."""
+def listen(settings: Settings) -> socket.socket:
+    """The API port, bound now: a taken one stops start-up with one line naming FWREPO_PORT, not uvicorn's error."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((settings.host, settings.port))
+        listener.listen(BACKLOG)
+    except OSError as error:
+        listener.close()
+        raise SettingsError("FWREPO_PORT", f"cannot listen on {settings.host}:{settings.port}: "
+                            f"{error.strerror or error} (another fwrepo? set another port)") from None
+    return listener
+
+
+def serve(app: Starlette, settings: Settings, tls: dict[str, Any], listener: socket.socket,
+          on_listening: Callable[[], None], on_exit: Callable[[], None]) -> None:
+    """Serve on ``listener`` until SIGTERM/SIGINT; running downloads then get FWREPO_SHUTDOWN_GRACE seconds to finish.
+
+    ``on_listening`` is called once connections are accepted.
+    """
     logging.getLogger("uvicorn.access").addFilter(_RedactDownloadTokens())
 
     def stopping() -> None:
@@ -76,6 +106,7 @@ def serve(app: Starlette, settings: Settings, tls: dict[str, Any], on_exit: Call
         server_header=False,
         http=_BoundedWriteBuffers,
         timeout_graceful_shutdown=settings.shutdown_grace,
+        backlog=BACKLOG,
         **tls,
     )
-    _Server(config, stopping).run()
+    _Server(config, on_listening, stopping).run(sockets=[listener])

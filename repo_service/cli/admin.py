@@ -1,0 +1,236 @@
+"""Local administration, run on the server's own data directory and database: clients, keys, signers, storage, audit.
+
+Each command takes as flags only the settings it uses; the rest still come
+from their FWREPO_* variables, so these commands see what `fwrepo serve` sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import socket
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from repo_service.cli.arguments import DATABASE, SIGNING_KEYS, STORAGE, add_settings, read, settings_from
+from repo_service.cli.runtime import SWEEP_AGE
+from repo_service.cli.terminal import moment, print_table
+from repo_service.errors import FwrepoError
+
+if TYPE_CHECKING:
+    from repo_service.domain.audit import Performer
+
+ROLES = ["release", "csms", "admin"]
+ALGORITHMS = ["ecdsa-p256", "rsa-3072", "rsa-4096"]
+
+
+def register(commands: Any) -> None:
+    clients = commands.add_parser("clients", help="API clients and their keys (local: on the data directory)")
+    client_commands = clients.add_commands(dest="clients_command", required=True, metavar="COMMAND")
+    create = client_commands.add_parser("create", help="make a client; prints its key alone")
+    create.add_argument("--name", required=True, help="who or what the client is, e.g. the CSMS's host name")
+    create.add_argument("--role", required=True, choices=ROLES,
+                        help="release: upload, publish, yank; csms: grants, campaigns, status events; admin: everything")
+    client_list = client_commands.add_parser("list", help="list clients (never their keys)")
+    revoke = client_commands.add_parser("revoke", help="revoke a client's key")
+    revoke.add_argument("client_id", help="the ID that `fwrepo clients list` shows")
+    for command in (create, client_list, revoke):
+        add_settings(command, DATABASE)
+        command.set_defaults(handler=_clients)
+
+    storage = commands.add_parser("storage", help="storage housekeeping (local)")
+    storage_commands = storage.add_commands(dest="storage_command", required=True, metavar="COMMAND")
+    sweep = storage_commands.add_parser("sweep", help="delete what interrupted uploads left behind")
+    sweep.add_argument("--older-than", type=float, default=SWEEP_AGE.total_seconds(), metavar="SECONDS",
+                       help="only writes started at least this long ago (default 24 h)")
+    check = storage_commands.add_parser(
+        "check", help="re-read every stored image: missing, corrupted and extra objects; exit 1 if any")
+    for command in (sweep, check):
+        add_settings(command, STORAGE)
+        command.set_defaults(handler=_storage)
+
+    keys = commands.add_parser("keys", help="the repository's firmware-signing keys (local)")
+    key_commands = keys.add_commands(dest="keys_command", required=True, metavar="COMMAND")
+    init = key_commands.add_parser("init", help="make the development root CA and a signing key")
+    key_import = key_commands.add_parser("import", help="bring in a production signing key")
+    key_import.add_argument("--cert", type=Path, help="PEM: the signing certificate and its chain up to the root")
+    key_import.add_argument("--key", dest="key_file", type=Path, help="PEM private key of the signing certificate")
+    key_import.add_argument("--pkcs12", type=Path, help="a PKCS#12 file with key, certificate and chain instead")
+    key_import.add_argument("--passphrase-env", metavar="VARIABLE",
+                            help="environment variable holding the key's or PKCS#12 file's passphrase")
+    rotate = key_commands.add_parser("rotate", help="new signing key under the same root")
+    rotate.add_argument("--algorithm", choices=ALGORITHMS, help="of the new key (default FWREPO_SIGNING_ALGORITHM)")
+    resign = key_commands.add_parser("resign", help="sign published firmware with the active key")
+    key_revoke = key_commands.add_parser("revoke", help="stop a key; its signatures stop counting")
+    key_revoke.add_argument("key_id", help="the ID that `fwrepo keys list` shows")
+    key_list = key_commands.add_parser("list", help="keys, their use and expiry")
+    for command in (init, key_import, rotate, resign, key_revoke, key_list):
+        add_settings(command, SIGNING_KEYS)
+        command.set_defaults(handler=_keys)
+
+    signers = commands.add_parser("signers", help="release engineers' public keys for signed uploads (local)")
+    signer_commands = signers.add_commands(dest="signers_command", required=True, metavar="COMMAND")
+    signer_add = signer_commands.add_parser("add", help="trust a release engineer's key")
+    signer_add.add_argument("name", help="whose key it is")
+    signer_add.add_argument("--key", dest="key_file", type=Path, required=True, help="PEM public key or certificate")
+    signer_list = signer_commands.add_parser("list", help="trusted signer keys")
+    signer_remove = signer_commands.add_parser("remove", help="stop trusting a key")
+    signer_remove.add_argument("signer", help="the signer's ID or name")
+    for command in (signer_add, signer_list, signer_remove):
+        add_settings(command, DATABASE)
+        command.set_defaults(handler=_signers)
+
+    audit = commands.add_parser("audit", help="the audit trail (local)")
+    audit_verify = audit.add_commands(dest="audit_command", required=True, metavar="COMMAND").add_parser(
+        "verify", help="check the hash chain; name the first row edited, removed or reordered")
+    add_settings(audit_verify, DATABASE)
+    audit_verify.set_defaults(handler=_audit_command)
+
+    verify = commands.add_parser("verify", help="check an image against a signed release manifest (offline)")
+    verify.add_argument("image", type=Path, help="the firmware image file")
+    verify.add_argument("--manifest", type=Path, required=True, help="the JSON from GET /api/v1/firmware/ID/manifest")
+    verify.add_argument("--root", type=Path, help="the firmware-signing root certificate you trust (PEM)")
+    verify.set_defaults(handler=_verify)
+
+
+def _clients(arguments: argparse.Namespace) -> None:
+    from repo_service.domain.audit import Audit
+    from repo_service.domain.clients import Clients, Role
+    from repo_service.services import open_database
+
+    database = open_database(settings_from(arguments))
+    clients = Clients(database, Audit(database))
+    if arguments.clients_command == "create":
+        record, key = clients.create(arguments.name, Role(arguments.role), _operator())
+        # The key alone on stdout, so that `KEY=$(fwrepo clients create ...)` works.
+        print(key)
+        return
+    if arguments.clients_command == "revoke":
+        record = clients.revoke(arguments.client_id, _operator())
+        print(f"revoked {record.id} ({record.name})")
+        return
+    rows = [
+        [record.id, record.name, record.role.value, record.key_prefix + "…", moment(record.created_at),
+         moment(record.revoked_at) if record.revoked_at else "active"]
+        for record in clients.list()
+    ]
+    print_table(["ID", "NAME", "ROLE", "KEY", "CREATED", "REVOKED"], rows)
+
+
+def _operator() -> Performer:
+    """An operator at this machine, as the audit trail names them."""
+    from repo_service.domain.audit import Performer
+
+    return Performer(f"cli {getpass.getuser()}@{socket.gethostname()}")
+
+
+def _audit_command(arguments: argparse.Namespace) -> int:
+    from repo_service.domain.audit import Audit
+    from repo_service.services import open_database
+
+    count, broken = Audit(open_database(settings_from(arguments))).verify()
+    if broken is None:
+        print(f"audit chain intact: {count} events")
+        return 0
+    print(f"audit chain BROKEN at row {broken.seq}: {broken.reason}", file=sys.stderr)
+    return 1
+
+
+def _storage(arguments: argparse.Namespace) -> int | None:
+    from repo_service.services import build_services
+
+    services = build_services(settings_from(arguments))
+    if arguments.storage_command == "check":
+        from repo_service.domain.scrub import scrub
+
+        findings = 0
+        for finding in scrub(services.catalog):
+            findings += 1
+            print(f"{finding.kind}: {finding.key}: {finding.detail}", flush=True)
+        print(f"{findings} problems" if findings else "storage and catalog agree")
+        return 1 if findings else None
+    swept = services.uploads.sweep(timedelta(seconds=arguments.older_than))
+    print(f"removed {len(swept)} interrupted uploads")
+    return None
+
+
+def _keys(arguments: argparse.Namespace) -> None:
+    from repo_service.services import open_database, open_keys
+
+    settings = settings_from(arguments)
+    database = open_database(settings)
+    keys, development = open_keys(settings, database)
+    command = arguments.keys_command
+    if command == "init":
+        if settings.env == "production":
+            raise FwrepoError("keys init makes development keys; in production use `fwrepo keys import`")
+        key = keys.init_development(_operator())
+        print(f"signing key {key.id} ({key.algorithm}) active; root certificate {keys.root_certificate_path}")
+    elif command == "import":
+        passphrase = None
+        if arguments.passphrase_env:
+            if arguments.passphrase_env not in os.environ:
+                raise FwrepoError(f"--passphrase-env: {arguments.passphrase_env} is not set")
+            passphrase = os.environ[arguments.passphrase_env].encode()
+        if arguments.pkcs12:
+            key = keys.import_pkcs12(read(arguments.pkcs12), passphrase, _operator())
+        elif arguments.cert and arguments.key_file:
+            key = keys.import_key(read(arguments.cert), read(arguments.key_file), passphrase, _operator())
+        else:
+            raise FwrepoError("give --cert CHAIN.pem and --key KEY.pem, or --pkcs12 FILE.p12")
+        print(f"signing key {key.id} ({key.algorithm}) imported and active; expires {moment(key.not_after)}")
+    elif command == "rotate":
+        key = keys.rotate(_operator(), arguments.algorithm)
+        print(f"signing key {key.id} ({key.algorithm}) active; new publications are signed with it")
+    elif command == "resign":
+        count = keys.resign(_operator())
+        print(f"re-signed {count} published firmware with the active key")
+    elif command == "revoke":
+        key = keys.revoke(arguments.key_id, _operator())
+        print(f"revoked {key.id}: firmware signed only by it is not offered until `fwrepo keys resign`")
+    else:
+        rows = [[key.id, key.algorithm, key.status.value, key.origin, moment(key.not_after), str(key.signed),
+                 key.fingerprint[:16]] for key in keys.list()]
+        print_table(["ID", "ALGORITHM", "STATUS", "ORIGIN", "EXPIRES", "SIGNED", "FINGERPRINT"], rows)
+    if development and command != "list":
+        print("note: keys are encrypted with the development passphrase; set FWREPO_KEY_PASSPHRASE in production",
+              file=sys.stderr)
+
+
+def _signers(arguments: argparse.Namespace) -> None:
+    from repo_service.domain.audit import Audit
+    from repo_service.domain.signers import Signers
+    from repo_service.services import open_database
+
+    database = open_database(settings_from(arguments))
+    signers = Signers(database, Audit(database))
+    if arguments.signers_command == "add":
+        signer = signers.add(arguments.name, read(arguments.key_file), _operator())
+        print(f"{signer.id}  {signer.name}  {signer.algorithm}  sha256:{signer.fingerprint}")
+    elif arguments.signers_command == "remove":
+        signer = signers.remove(arguments.signer, _operator())
+        print(f"removed {signer.id}")
+    else:
+        rows = [[signer.id, signer.name, signer.algorithm, signer.fingerprint[:16], moment(signer.created_at)]
+                for signer in signers.list()]
+        print_table(["ID", "NAME", "ALGORITHM", "FINGERPRINT", "ADDED"], rows)
+
+
+def _verify(arguments: argparse.Namespace) -> int:
+    from repo_service.domain.manifests import ManifestError, verify_release
+
+    try:
+        document = json.loads(read(arguments.manifest))
+        root = read(arguments.root) if arguments.root else None
+        with open(arguments.image, "rb") as image:
+            findings = verify_release(document, image, root)
+    except (ManifestError, ValueError, OSError) as error:
+        print(f"fwrepo verify: FAILED: {error}", file=sys.stderr)
+        return 1
+    for finding in findings:
+        print(finding)
+    return 0
