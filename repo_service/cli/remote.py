@@ -267,4 +267,5 @@ def print_campaign(report: dict[str, Any]) -> None:
     print(f"success rate {percent(report['success_rate'], 1)}; "
           f"download median {duration(download['median'])}, p95 {duration(download['p95'])}; "
           f"completion median {duration(completion['median'])}, p95 {duration(completion['p95'])}; "
-          f"{size(report['bytes_served'])} served; skipped: {_states(report['skipped']) if report['skipped'] else 'none'}")
+          f"{size(report['bytes_served'])} served; skipped: {_states(report['skipped']) if report['skipped'] else 'none'}; "
+          f"waiting for their wave: {report['pending']}")
