@@ -23,8 +23,8 @@ import yaml
 
 from repo_service.errors import SettingsError
 from repo_service.settings import SETTINGS, load_settings
+from tests.support.fwrepo import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 COMPOSE = DEPLOY / "compose.yaml"

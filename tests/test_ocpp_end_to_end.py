@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Fwrepo, upload
+from tests.support.builds import upload
+from tests.support.fwrepo import ROOT, Fwrepo
 
 
 def _example(name: str) -> ModuleType:

@@ -9,7 +9,7 @@ import pytest
 
 from repo_service.errors import SettingsError
 from repo_service.settings import SETTINGS, load_settings
-from tests.conftest import FWREPO
+from tests.support.fwrepo import FWREPO
 
 
 def test_embedded_defaults_keep_everything_under_var() -> None:
