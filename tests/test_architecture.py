@@ -2,7 +2,7 @@
 
 The domain core is plain Python. ``repo_service/services.py`` builds the
 domain's objects from settings for every adapter; ``repo_service/metrics.py``
-is the Prometheus sink the domain's operations and the adapters report to.
+is the Prometheus sink that counts what the domain and the adapters do.
 HTTP and FTPS are adapters side by side over the domain; the CLI is the
 process that starts them. Each rule below names what a layer must not import;
 every import counts, including those inside functions and ``TYPE_CHECKING``
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "repo_service"
+from tests.support.checkout import PACKAGE, ROOT, cli_modules
+
 TESTS = ROOT / "tests"
 
 WEB_FRAMEWORK = {"starlette", "uvicorn"}
@@ -76,17 +76,9 @@ def imports(path: Path) -> Iterator[Import]:
             yield from (Import(module, alias.name) for alias in node.names)
 
 
-def python_files(*places: Path) -> list[Path]:
-    """The modules of each place: a package directory (searched through) or a single module."""
-    files: list[Path] = []
-    for place in places:
-        files += sorted(place.rglob("*.py")) if place.is_dir() else [place] if place.exists() else []
-    return files
-
-
-def cli_files() -> list[Path]:
-    # repo_service/cli.py, or the package repo_service/cli/ it becomes (one module per job).
-    return python_files(PACKAGE / "cli.py", PACKAGE / "cli")
+def python_files(place: Path) -> list[Path]:
+    """The modules of a package directory (searched through), or the one module a file is."""
+    return sorted(place.rglob("*.py")) if place.is_dir() else [place] if place.exists() else []
 
 
 @dataclass(frozen=True)
@@ -111,7 +103,7 @@ LAYERS = [
           "the HTTPS adapter shares with FTPS only what both call in the domain, never each other's code"),
     Layer("ftps", python_files(ROOT / "ftps"), WEB_FRAMEWORK | {HTTP, CLI},
           "the FTPS adapter shares with HTTPS only what both call in the domain, never each other's code"),
-    Layer("cli", cli_files(), WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK,
+    Layer("cli", cli_modules(), WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK,
           "the CLI starts the servers through their adapters' entry points, never through the frameworks"),
 ]
 
@@ -143,7 +135,7 @@ def test_a_layer_imports_nothing_it_must_not(layer: Layer, module: Path) -> None
 
 
 def test_the_cli_imports_of_http_and_ftps_only_what_starts_the_servers() -> None:
-    used = {(module, imported) for module in cli_files() for imported in imports(module)
+    used = {(module, imported) for module in cli_modules() for imported in imports(module)
             if imported.reaches({HTTP, FTPS})}
     beyond = sorted({str(imported) for _, imported in used if imported not in SERVER_ENTRY_POINTS})
     assert not beyond, f"the CLI takes more from the adapters than what starts the servers: {beyond}"

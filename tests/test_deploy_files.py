@@ -23,7 +23,7 @@ import yaml
 
 from repo_service.errors import SettingsError
 from repo_service.settings import SETTINGS, load_settings
-from tests.support.fwrepo import ROOT
+from tests.support.checkout import ROOT, cli_modules
 
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -37,7 +37,8 @@ KUBERNETES_VERSION = "1.30.0"
 
 SETTING_VARIABLES = {setting.env for setting in SETTINGS}
 # Read by the CLI's remote commands, not settings: FWREPO_URL, FWREPO_KEY, FWREPO_CACERT, ...
-CLIENT_VARIABLES = set(re.findall(r'environ\.get\("(FWREPO_[A-Z0-9_]+)"', (ROOT / "repo_service" / "cli.py").read_text()))
+CLIENT_VARIABLES = {variable for module in cli_modules()
+                    for variable in re.findall(r'environ\.get\("(FWREPO_[A-Z0-9_]+)"', module.read_text())}
 VARIABLE = re.compile(r"\bFWREPO_[A-Z0-9_]*[A-Z0-9]\b")
 
 

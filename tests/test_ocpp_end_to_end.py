@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from tests.support.builds import upload
-from tests.support.fwrepo import ROOT, Fwrepo
+from tests.support.checkout import ROOT
+from tests.support.fwrepo import Fwrepo
 
 
 def _example(name: str) -> ModuleType:

@@ -16,7 +16,6 @@ import httpx
 
 from tests.support.s3servers import S3Server
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 FWREPO = str(Path(sys.executable).with_name("fwrepo"))
 TEST_MAX_UPLOAD = 48 * 1024 * 1024
 
