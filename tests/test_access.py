@@ -7,7 +7,8 @@ import sqlite3
 import httpx
 import pytest
 
-from tests.conftest import Fwrepo, upload
+from tests.support.builds import upload
+from tests.support.fwrepo import Fwrepo
 
 
 def test_no_key_is_401_with_a_bearer_challenge(fwrepo: Fwrepo) -> None:

@@ -1,25 +1,157 @@
-"""Dependencies point inward: the domain core imports no framework or storage SDK."""
+"""Dependencies point inward, layer by layer, and tests share helpers only through tests/support.
+
+The domain core is plain Python. ``repo_service/services.py`` builds the
+domain's objects from settings for every adapter; ``repo_service/metrics.py``
+is the Prometheus sink that counts what the domain and the adapters do.
+HTTP and FTPS are adapters side by side over the domain; the CLI is the
+process that starts them. Each rule below names what a layer must not import;
+every import counts, including those inside functions and ``TYPE_CHECKING``
+blocks, because a lazy import is a dependency all the same.
+"""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "repo_service"
-ADAPTER_LIBRARIES = {"starlette", "uvicorn", "pyftpdlib", "boto3", "botocore", "httpx"}
+from tests.support.checkout import PACKAGE, ROOT, cli_modules
+
+TESTS = ROOT / "tests"
+
+WEB_FRAMEWORK = {"starlette", "uvicorn"}
+FTP_FRAMEWORK = {"pyftpdlib", "OpenSSL"}  # pyOpenSSL is imported for pyftpdlib's TLS handler alone
+S3_SDK = {"boto3", "botocore"}
+HTTP_CLIENT = {"httpx"}
+PROMETHEUS = {"prometheus_client"}
+LIBRARIES = WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | HTTP_CLIENT | PROMETHEUS
+
+HTTP = "repo_service.http"
+FTPS = "ftps"
+CLI = "repo_service.cli"
+SERVICES = "repo_service.services"
+STORAGE_BACKENDS = {"repo_service.storage.local", "repo_service.storage.s3"}
+ADAPTERS = {HTTP, FTPS, CLI}
 
 
-@pytest.mark.parametrize("module", sorted((PACKAGE / "domain").glob("*.py")), ids=lambda path: path.name)
-def test_domain_modules_import_no_adapter_library(module: Path) -> None:
-    imported = set()
-    for node in ast.walk(ast.parse(module.read_text())):
+@dataclass(frozen=True)
+class Import:
+    """One imported module, with the name taken from it for ``from module import name``."""
+
+    module: str
+    name: str | None = None
+
+    @property
+    def targets(self) -> set[str]:
+        # `from repo_service import http` imports the package repo_service.http.
+        return {self.module} | ({f"{self.module}.{self.name}"} if self.name else set())
+
+    def reaches(self, packages: set[str]) -> bool:
+        return any(target == package or target.startswith(package + ".")
+                   for target in self.targets for package in packages)
+
+    def __str__(self) -> str:
+        return f"from {self.module} import {self.name}" if self.name else f"import {self.module}"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> Iterator[Import]:
+    """Every import in the file, at any depth, with relative imports resolved."""
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.add(node.module.split(".")[0])
-            if node.module.startswith("repo_service.http") or node.module.startswith("repo_service.storage.s3"):
-                imported.add(node.module)
-    assert not imported & ADAPTER_LIBRARIES
-    assert not {name for name in imported if name.startswith("repo_service.http") or name == "repo_service.storage.s3"}
+            yield from (Import(alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            yield from (Import(module, alias.name) for alias in node.names)
+
+
+def python_files(place: Path) -> list[Path]:
+    """The modules of a package directory (searched through), or the one module a file is."""
+    return sorted(place.rglob("*.py")) if place.is_dir() else [place] if place.exists() else []
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    files: list[Path]
+    forbidden: set[str]
+    why: str
+
+
+LAYERS = [
+    Layer("domain", python_files(PACKAGE / "domain"),
+          LIBRARIES | ADAPTERS | {SERVICES} | STORAGE_BACKENDS,
+          "the domain core is plain Python: adapters call it, it calls the storage interface and the database"),
+    Layer("services", python_files(PACKAGE / "services.py"),
+          WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | HTTP_CLIENT | ADAPTERS,
+          "services builds the domain from settings for every adapter, so it knows none of them: they import it"),
+    Layer("metrics", python_files(PACKAGE / "metrics.py"),
+          WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | HTTP_CLIENT | ADAPTERS | {SERVICES} | STORAGE_BACKENDS,
+          "metrics is a sink the domain and every adapter report to: it counts domain facts and knows no adapter"),
+    Layer("http", python_files(PACKAGE / "http"), FTP_FRAMEWORK | {FTPS, CLI},
+          "the HTTPS adapter shares with FTPS only what both call in the domain, never each other's code"),
+    Layer("ftps", python_files(ROOT / "ftps"), WEB_FRAMEWORK | {HTTP, CLI},
+          "the FTPS adapter shares with HTTPS only what both call in the domain, never each other's code"),
+    Layer("cli", cli_modules(), WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK,
+          "the CLI starts the servers through their adapters' entry points, never through the frameworks"),
+]
+
+# `fwrepo serve` and `fwrepo ftps` run the servers inside the CLI's process, so the CLI has to build
+# and start them: these are the adapters' entry points for that. Everything else the CLI does goes
+# through services and the domain (local administration) or over HTTP with httpx like any other
+# client (the remote commands), so it needs no other part of repo_service.http or ftps.
+SERVER_ENTRY_POINTS = {
+    Import("repo_service.http.app", "create_app"),
+    Import("repo_service.http.server", "serve"),
+    Import("ftps.server", "open_servers"),
+    Import("ftps.server", "FtpsServers"),  # the type of what open_servers returns
+}
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: layer.name)
+def test_every_layer_rule_checks_some_modules(layer: Layer) -> None:
+    assert layer.files, f"no modules found for the {layer.name} layer: did it move?"
+
+
+@pytest.mark.parametrize(
+    ("layer", "module"),
+    [(layer, module) for layer in LAYERS for module in layer.files],
+    ids=lambda value: value.name if isinstance(value, Layer) else str(value.relative_to(ROOT)),
+)
+def test_a_layer_imports_nothing_it_must_not(layer: Layer, module: Path) -> None:
+    refused = sorted({str(imported) for imported in imports(module) if imported.reaches(layer.forbidden)})
+    assert not refused, f"{layer.why}; yet {module.relative_to(ROOT)} has: {refused}"
+
+
+def test_the_cli_imports_of_http_and_ftps_only_what_starts_the_servers() -> None:
+    used = {(module, imported) for module in cli_modules() for imported in imports(module)
+            if imported.reaches({HTTP, FTPS})}
+    beyond = sorted({str(imported) for _, imported in used if imported not in SERVER_ENTRY_POINTS})
+    assert not beyond, f"the CLI takes more from the adapters than what starts the servers: {beyond}"
+    # The server runtime is one job of the CLI: one module of it starts the servers.
+    starting = sorted({str(module.relative_to(ROOT)) for module, _ in used})
+    assert len(starting) == 1, f"the servers should be started by one module of the CLI, not {starting}"
+
+
+@pytest.mark.parametrize("module", python_files(TESTS), ids=lambda path: str(path.relative_to(TESTS)))
+def test_no_test_module_imports_another_test_module_or_conftest(module: Path) -> None:
+    # Shared builders and servers live in tests/support, so each test file reads on its own and
+    # importing one test module never collects (or runs the fixtures of) another.
+    refused = sorted({
+        str(imported) for imported in imports(module)
+        for target in imported.targets
+        if target == "tests.conftest" or target.startswith("tests.test_")
+        or target == "conftest" or target.startswith("test_")
+    })
+    assert not refused, refused

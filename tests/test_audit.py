@@ -16,8 +16,9 @@ from repo_service.db.migrate import upgrade
 from repo_service.db.models import AuditEvent
 from repo_service.db.session import Database
 from repo_service.domain.audit import Audit, Performer
-from tests.conftest import FWREPO, Fwrepo, image
-from tests.test_downloads import grant_for
+from tests.support.builds import image
+from tests.support.fwrepo import FWREPO, Fwrepo
+from tests.support.grants import grant_for
 
 
 @pytest.fixture

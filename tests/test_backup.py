@@ -12,7 +12,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import Fwrepo, _scratch_postgres, image, s3_environment, upload
+from tests.support.builds import image
+from tests.support.databases import scratch_postgres
+from tests.support.fwrepo import Fwrepo, s3_environment
+from tests.support.grants import grant_for
 from tests.support.s3servers import S3Server
 
 
@@ -46,8 +49,8 @@ def test_a_restored_backup_serves_a_grant_made_before_the_disaster(
     secrets_env = {"FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24), "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32)}
     bucket, backup_bucket, restored_bucket = (f"{name}-{secrets.token_hex(4)}" for name in ("live", "backup", "restored"))
     content = image(400_000)
-    databases = _scratch_postgres(postgres_server_url)
-    restored_databases = _scratch_postgres(postgres_server_url)
+    databases = scratch_postgres(postgres_server_url)
+    restored_databases = scratch_postgres(postgres_server_url)
     live_url = next(databases)
     restored_url = next(restored_databases)
     try:
@@ -56,10 +59,7 @@ def test_a_restored_backup_serves_a_grant_made_before_the_disaster(
             **s3_environment(ceph, bucket), **secrets_env, "FWREPO_DATABASE_URL": live_url,
             "FWREPO_KEYS_DIR": str(tmp_path / "live-keys")}).start()
         try:
-            with live.client("release") as release, live.client("csms") as csms:
-                record = upload(release, "Vbackup", "1.0.0", content).json()
-                release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
-                grant = csms.post("/api/v1/grants", json={"firmware_id": record["id"], "charger_id": "CP-1"}).json()
+            record, grant = grant_for(live, content)
             # The backup, as the README says: dump, bucket copy, keys directory (the token secret is in the vault).
             subprocess.run(["pg_dump", "--format=custom", "--file", str(tmp_path / "fwrepo.dump"), live_url], check=True)
             assert copy_bucket(ceph, bucket, backup_bucket) == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,7 +12,8 @@ import pytest
 
 from repo_service.domain.campaigns import ChargerEntry, retrieve_date, skip_reason, wave_ends
 from repo_service.domain.catalog import FirmwareRecord
-from tests.conftest import Fwrepo, image, upload
+from tests.support.builds import image, published_build, unique_vendor
+from tests.support.fwrepo import Fwrepo
 
 # -- planning, without a server -------------------------------------------------------------------
 
@@ -92,9 +92,9 @@ def test_no_window_means_now() -> None:
 
 
 def published(fwrepo: Fwrepo, version: str = "1.4.0", models: str = "AC22") -> dict:
+    """A small published build of a vendor of its own: campaigns are about chargers, not bytes."""
     with fwrepo.client("release") as release:
-        record = upload(release, f"V{secrets.token_hex(4)}", version, image(20_000), models=models).json()
-        return release.post(f"/api/v1/firmware/{record['id']}/publish").json()
+        return published_build(release, unique_vendor(), version, image(20_000), models=models)
 
 
 def start(csms: httpx.Client, firmware: dict, chargers: int, **options: object) -> dict:

@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.conftest import Fwrepo, image, upload
+from tests.support.builds import image, upload
+from tests.support.fwrepo import Fwrepo
 
 
 def test_list_filters_by_vendor_model_status_and_channel(release: httpx.Client, vendor: str) -> None:

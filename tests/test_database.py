@@ -11,7 +11,7 @@ from sqlmodel import SQLModel
 import repo_service.db.models  # noqa: F401
 from repo_service.db.migrate import current_revision, head_revision, upgrade
 from repo_service.db.session import Database
-from tests.conftest import FWREPO
+from tests.support.fwrepo import FWREPO
 
 
 def test_migrations_build_the_schema_the_models_declare(fresh_database_url: str) -> None:

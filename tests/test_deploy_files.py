@@ -23,8 +23,8 @@ import yaml
 
 from repo_service.errors import SettingsError
 from repo_service.settings import SETTINGS, load_settings
+from tests.support.checkout import ROOT, cli_modules
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -37,7 +37,8 @@ KUBERNETES_VERSION = "1.30.0"
 
 SETTING_VARIABLES = {setting.env for setting in SETTINGS}
 # Read by the CLI's remote commands, not settings: FWREPO_URL, FWREPO_KEY, FWREPO_CACERT, ...
-CLIENT_VARIABLES = set(re.findall(r'environ\.get\("(FWREPO_[A-Z0-9_]+)"', "".join(path.read_text() for path in (ROOT / "repo_service" / "cli").glob("*.py"))))
+CLIENT_VARIABLES = {variable for module in cli_modules()
+                    for variable in re.findall(r'environ\.get\("(FWREPO_[A-Z0-9_]+)"', module.read_text())}
 VARIABLE = re.compile(r"\bFWREPO_[A-Z0-9_]*[A-Z0-9]\b")
 
 

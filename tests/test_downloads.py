@@ -18,28 +18,15 @@ import httpx
 import pytest
 
 from repo_service.domain.tokens import TokenSigner
-from tests.conftest import Fwrepo, image, s3_environment, start_fwrepo, upload
+from tests.support.builds import image
 from tests.support.faultproxy import FaultProxy
+from tests.support.fwrepo import Fwrepo, curl, s3_environment, start_fwrepo
+from tests.support.grants import grant_for
 from tests.support.openssl_pki import make_pki
 from tests.support.s3servers import S3Server
-from tests.test_signing import openssl_verifies
+from tests.support.signatures import openssl_verifies
 
 MiB = 1024 * 1024
-
-
-def grant_for(fwrepo: Fwrepo, content: bytes, **grant: object) -> tuple[dict, dict]:
-    """Upload, publish and grant content; the firmware record and the grant."""
-    vendor = f"V{secrets.token_hex(4)}"
-    with fwrepo.client("release") as release, fwrepo.client("csms") as csms:
-        record = upload(release, vendor, "1.0.0", content).json()
-        firmware = release.post(f"/api/v1/firmware/{record['id']}/publish").json()
-        reply = csms.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": "CP-7", **grant})
-        assert reply.status_code == 201, reply.text
-        return firmware, reply.json()
-
-
-def curl(fwrepo: Fwrepo, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["curl", "-sS", "--cacert", fwrepo.ca, *arguments], capture_output=True, text=True)
 
 
 def status_of(fwrepo: Fwrepo, url: str, **headers: str) -> int:

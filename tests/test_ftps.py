@@ -21,8 +21,9 @@ from repo_service.db.session import Database
 from repo_service.domain.ftp_logins import FtpsEndpoint
 from repo_service.domain.grants import MAX_LOCATION
 from repo_service.settings import load_settings
-from tests.conftest import FWREPO, Fwrepo, image, start_fwrepo
-from tests.test_downloads import grant_for
+from tests.support.builds import image
+from tests.support.fwrepo import FWREPO, Fwrepo, curl, start_fwrepo
+from tests.support.grants import grant_for
 
 MiB = 1024 * 1024
 
@@ -30,11 +31,6 @@ MiB = 1024 * 1024
 def ftps_grant(fwrepo: Fwrepo, content: bytes, **grant: object) -> tuple[dict, dict]:
     """Upload, publish and grant content over FTPS; the firmware record and the grant."""
     return grant_for(fwrepo, content, protocol="ftps", **grant)
-
-
-def curl(fwrepo: Fwrepo, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["curl", "-sS", "--cacert", fwrepo.ca, *arguments], capture_output=True, text=True,
-                          timeout=60)
 
 
 def sha256_of(path: Path) -> str:

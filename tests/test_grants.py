@@ -14,7 +14,8 @@ import pytest
 from repo_service.domain.clock import rfc3339 as iso
 from repo_service.domain.grants import Grants
 from repo_service.domain.tokens import TokenSigner
-from tests.conftest import Fwrepo, upload
+from tests.support.builds import published_build, upload
+from tests.support.fwrepo import Fwrepo
 
 SCHEMAS = Path(ocpp.__file__).parent
 OCPP_SCHEMAS = {
@@ -24,11 +25,6 @@ OCPP_SCHEMAS = {
 }
 
 
-def published(release: httpx.Client, vendor: str, version: str = "1.0.0", content: bytes | None = None) -> dict:
-    record = upload(release, vendor, version, content).json()
-    return release.post(f"/api/v1/firmware/{record['id']}/publish").json()
-
-
 def when(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -36,7 +32,7 @@ def when(text: str) -> datetime:
 def test_a_grant_carries_three_ocpp_requests_that_validate_against_the_ocpp_schemas(
     release: httpx.Client, csms: httpx.Client, vendor: str
 ) -> None:
-    firmware = published(release, vendor)
+    firmware = published_build(release, vendor)
     retrieve = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
     install = retrieve + timedelta(hours=1)
     reply = csms.post("/api/v1/grants", json={
@@ -62,14 +58,14 @@ def test_a_grant_carries_three_ocpp_requests_that_validate_against_the_ocpp_sche
 
 
 def test_request_ids_are_unique_per_grant(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
-    firmware = published(release, vendor)
+    firmware = published_build(release, vendor)
     ids = {csms.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": f"CP-{n}"}).json()["request_id"]
            for n in range(5)}
     assert len(ids) == 5
 
 
 def test_a_grant_outlives_the_chargers_whole_retry_plan(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
-    firmware = published(release, vendor)
+    firmware = published_build(release, vendor)
     retrieve = datetime.now(UTC) + timedelta(days=2)
     grant = csms.post("/api/v1/grants", json={
         "firmware_id": firmware["id"], "charger_id": "CP-1", "retrieve_date": retrieve.isoformat(),
@@ -84,7 +80,7 @@ def test_a_grant_outlives_the_chargers_whole_retry_plan(release: httpx.Client, c
 
 
 def test_a_default_grant_lives_24_hours(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
-    firmware = published(release, vendor)
+    firmware = published_build(release, vendor)
     grant = csms.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": "CP-1"}).json()
     lifetime = when(grant["expires_at"]) - when(grant["created_at"])
     assert timedelta(hours=23, minutes=59) < lifetime <= timedelta(hours=24, seconds=1)
@@ -93,7 +89,7 @@ def test_a_default_grant_lives_24_hours(release: httpx.Client, csms: httpx.Clien
 def test_only_published_firmware_can_be_granted(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
     uploaded = upload(release, vendor, "1.0.0").json()
     assert csms.post("/api/v1/grants", json={"firmware_id": uploaded["id"], "charger_id": "CP-1"}).status_code == 409
-    yanked = published(release, vendor, "1.1.0")
+    yanked = published_build(release, vendor, "1.1.0")
     release.post(f"/api/v1/firmware/{yanked['id']}/yank", json={"reason": "bad"})
     assert csms.post("/api/v1/grants", json={"firmware_id": yanked["id"], "charger_id": "CP-1"}).status_code == 409
     unknown = csms.post("/api/v1/grants", json={"firmware_id": "nope", "charger_id": "CP-1"})
@@ -128,21 +124,21 @@ def test_only_published_firmware_can_be_granted(release: httpx.Client, csms: htt
 def test_bad_grant_requests_are_refused_422_naming_the_field(
     release: httpx.Client, csms: httpx.Client, vendor: str, body: dict, field: str
 ) -> None:
-    firmware = published(release, vendor)
+    firmware = published_build(release, vendor)
     reply = csms.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": "CP-1", **body})
     assert reply.status_code == 422, reply.text
     assert reply.json()["field"] == field
 
 
 def test_grants_are_for_the_csms_not_for_release_engineers(fwrepo: Fwrepo, release: httpx.Client, vendor: str) -> None:
-    firmware = published(release, vendor)
+    firmware = published_build(release, vendor)
     assert release.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": "CP-1"}).status_code == 403
     with fwrepo.client(None) as anonymous:
         assert anonymous.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": "CP-1"}).status_code == 401
 
 
 def test_a_batch_gives_each_charger_its_own_grant(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
-    firmware = published(release, vendor)
+    firmware = published_build(release, vendor)
     chargers = [f"CP-{n:05d}" for n in range(2500)]
     reply = csms.post("/api/v1/grants/batch", json={"firmware_id": firmware["id"], "charger_ids": chargers})
     assert reply.status_code == 201, reply.text
@@ -160,7 +156,7 @@ def test_a_batch_gives_each_charger_its_own_grant(release: httpx.Client, csms: h
     [([], "non-empty"), (["A", "B", "A"], "'A' appears more than once"), ([f"C{n}" for n in range(10_001)], "at most 10000")],
 )
 def test_bad_batches_are_refused_whole(release: httpx.Client, csms: httpx.Client, vendor: str, charger_ids: list, message: str) -> None:
-    firmware = published(release, vendor)
+    firmware = published_build(release, vendor)
     reply = csms.post("/api/v1/grants/batch", json={"firmware_id": firmware["id"], "charger_ids": charger_ids})
     assert reply.status_code == 422 and message in reply.json()["detail"]
 
@@ -185,7 +181,7 @@ def test_a_location_with_a_40_character_host_stays_within_255_printable_ascii_ch
 
 
 def test_a_retrieve_date_with_another_offset_is_converted_to_utc(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
-    firmware = published(release, vendor)
+    firmware = published_build(release, vendor)
     local = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).astimezone(timezone(timedelta(hours=5)))
     grant = csms.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": "CP-1",
                                               "retrieve_date": local.isoformat()}).json()

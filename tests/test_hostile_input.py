@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import Fwrepo, image, upload
-from tests.test_downloads import grant_for
+from tests.support.builds import image, upload
+from tests.support.fwrepo import Fwrepo
+from tests.support.grants import grant_for
 
 
 def refused(reply: httpx.Response, status: int, field: str | None = None) -> dict:

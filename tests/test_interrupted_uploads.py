@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import Fwrepo, image, s3_environment, start_fwrepo
+from tests.support.builds import image
 from tests.support.faultproxy import FaultProxy
+from tests.support.fwrepo import Fwrepo, s3_environment, start_fwrepo
 from tests.support.s3servers import S3Server
 
 MiB = 1024 * 1024

@@ -22,7 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Fwrepo, upload
+from tests.support.builds import upload
+from tests.support.checkout import ROOT
+from tests.support.fwrepo import Fwrepo
 
 
 def _example(name: str) -> ModuleType:

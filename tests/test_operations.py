@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import Fwrepo, image, start_fwrepo
-from tests.test_downloads import grant_for
+from tests.support.builds import image
+from tests.support.fwrepo import Fwrepo, start_fwrepo
+from tests.support.grants import grant_for
 
 
 def test_readyz_checks_database_storage_and_signing_key(tmp_path: Path) -> None:

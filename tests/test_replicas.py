@@ -15,7 +15,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import Fwrepo, _scratch_postgres, image, s3_environment, upload
+from tests.support.builds import image, published_build
+from tests.support.databases import scratch_postgres
+from tests.support.fwrepo import Fwrepo, s3_environment
+from tests.support.grants import grant_for
 from tests.support.s3servers import S3Server
 
 
@@ -28,7 +31,7 @@ def nodes(postgres_server_url: str, ceph: S3Server, tmp_path: Path) -> Iterator[
         "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32),
         "FWREPO_SHUTDOWN_GRACE": "1",
     }
-    for database_url in _scratch_postgres(postgres_server_url):
+    for database_url in scratch_postgres(postgres_server_url):
         started: list[Fwrepo] = []
         try:
             for name in ("a", "b"):
@@ -52,10 +55,7 @@ def test_a_grant_from_one_node_downloads_from_the_other_and_a_revocation_bites_e
 ) -> None:
     a, b = nodes
     content = image(300_000)
-    with a.client("release") as release, a.client("csms") as csms:
-        record = upload(release, "Vrep", "1.0.0", content).json()
-        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
-        grant = csms.post("/api/v1/grants", json={"firmware_id": record["id"], "charger_id": "CP-1"}).json()
+    record, grant = grant_for(a, content)
     with httpx.Client(verify=b.tls(), timeout=30) as charger:
         reply = charger.get(on(b, grant["location"]))
     assert reply.status_code == 200 and hashlib.sha256(reply.content).hexdigest() == record["sha256"]
@@ -72,11 +72,7 @@ def test_a_grant_from_one_node_downloads_from_the_other_and_a_revocation_bites_e
 def test_an_ftps_login_issued_on_one_node_works_on_the_other(nodes: tuple[Fwrepo, Fwrepo]) -> None:
     a, b = nodes
     content = image(100_000)
-    with a.client("release") as release, a.client("csms") as csms:
-        record = upload(release, "Vrepftps", "1.0.0", content).json()
-        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
-        grant = csms.post("/api/v1/grants", json={"firmware_id": record["id"], "charger_id": "CP-1",
-                                                   "protocol": "ftps"}).json()
+    _, grant = grant_for(a, content, protocol="ftps")
     parts = urlsplit(grant["location"])
     ftp = ftplib.FTP_TLS(context=b.tls(), timeout=30)
     ftp.connect("127.0.0.1", b.ftps_port)
@@ -91,8 +87,7 @@ def test_an_ftps_login_issued_on_one_node_works_on_the_other(nodes: tuple[Fwrepo
 def test_a_campaign_advances_once_whichever_node_hears_the_deciding_events(nodes: tuple[Fwrepo, Fwrepo]) -> None:
     a, b = nodes
     with a.client("release") as release:
-        record = upload(release, "Vrepcamp", "2.0.0", image(20_000)).json()
-        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
+        record = published_build(release, "Vrepcamp", "2.0.0", image(20_000))
     with a.client("csms") as csms_a, b.client("csms") as csms_b:
         campaign = csms_a.post("/api/v1/campaigns", json={
             "firmware_id": record["id"], "waves": [4, "100%"],
@@ -118,10 +113,7 @@ def test_a_campaign_advances_once_whichever_node_hears_the_deciding_events(nodes
 def test_a_charger_cut_off_by_a_node_stopping_resumes_on_the_other(nodes: tuple[Fwrepo, Fwrepo]) -> None:
     a, b = nodes
     content = image(32 * 1024 * 1024)  # more than socket buffers hold, read slowly: the grace cannot cover it
-    with a.client("release") as release, a.client("csms") as csms:
-        record = upload(release, "Vrepstop", "1.0.0", content).json()
-        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
-        grant = csms.post("/api/v1/grants", json={"firmware_id": record["id"], "charger_id": "CP-1"}).json()
+    _, grant = grant_for(a, content)
     received, stopped = bytearray(), False
     with httpx.Client(verify=a.tls(), timeout=30) as charger:
         try:
@@ -144,11 +136,7 @@ def test_a_charger_cut_off_by_a_node_stopping_resumes_on_the_other(nodes: tuple[
 
 def test_an_address_banned_on_one_node_is_banned_on_the_other(nodes: tuple[Fwrepo, Fwrepo]) -> None:
     a, b = nodes
-    with a.client("release") as release, a.client("csms") as csms:
-        record = upload(release, "Vrepban", "1.0.0", image(1000)).json()
-        release.post(f"/api/v1/firmware/{record['id']}/publish").raise_for_status()
-        grant = csms.post("/api/v1/grants", json={"firmware_id": record["id"], "charger_id": "CP-1",
-                                                   "protocol": "ftps"}).json()
+    _, grant = grant_for(a, image(1000), protocol="ftps")
     user = urlsplit(grant["location"]).username
     for _ in range(5):
         ftp = ftplib.FTP_TLS(context=a.tls(), timeout=30)

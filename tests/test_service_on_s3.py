@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from tests.conftest import Fwrepo, image, upload
+from tests.support.builds import image, upload
+from tests.support.fwrepo import Fwrepo
 
 
 def test_multipart_sized_upload_reads_back_whole_and_in_ranges(fwrepo_on_s3: Fwrepo) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from repo_service.errors import SettingsError
 from repo_service.settings import BY_FIELD, SETTINGS, load_settings, settings_page
-from tests.conftest import FWREPO, ROOT
+from tests.support.checkout import ROOT
+from tests.support.fwrepo import FWREPO
 
 
 def test_embedded_defaults_keep_everything_under_var() -> None:

@@ -17,8 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from repo_service.domain import pki
-from tests.conftest import FWREPO, Fwrepo, image, start_fwrepo, upload
+from tests.support.builds import image, published_build, upload
+from tests.support.fwrepo import FWREPO, Fwrepo, start_fwrepo
 from tests.support.openssl_pki import LEAF_EXTENSIONS, make_pki, new_key, public_key
+from tests.support.signatures import openssl_chain_verifies, openssl_verifies
 
 
 @pytest.fixture
@@ -39,33 +41,6 @@ def offline_repo(fresh_database_url: str, tmp_path: Path) -> Fwrepo:
     repo = Fwrepo(data_dir=data, environment={"FWREPO_DATABASE_URL": fresh_database_url})
     repo.cli("keys", "init")
     return repo
-
-
-def publish(client: httpx.Client, vendor: str, version: str, content: bytes | None = None) -> dict:
-    record = upload(client, vendor, version, content).json()
-    reply = client.post(f"/api/v1/firmware/{record['id']}/publish")
-    assert reply.status_code == 200, reply.text
-    return reply.json()
-
-
-def openssl_verifies(work: Path, certificate_pem: str, signature_b64: str, content: bytes) -> bool:
-    """The charger's check, step by step with openssl itself (as EVerest and open-ocpp do it)."""
-    (work / "signing.pem").write_text(certificate_pem)
-    (work / "image.bin").write_bytes(content)
-    (work / "sig.b64").write_text(signature_b64 + "\n")
-    subprocess.run(["openssl", "x509", "-in", "signing.pem", "-pubkey", "-noout", "-out", "pub.pem"], cwd=work, check=True)
-    subprocess.run(["openssl", "base64", "-d", "-in", "sig.b64", "-out", "sig.der"], cwd=work, check=True)
-    result = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig.der", "image.bin"],
-        cwd=work, capture_output=True, text=True,
-    )
-    return result.returncode == 0 and "Verified OK" in result.stdout
-
-
-def openssl_chain_verifies(work: Path, root: Path, certificate_pem: str) -> bool:
-    (work / "leaf.pem").write_text(certificate_pem)
-    result = subprocess.run(["openssl", "verify", "-CAfile", str(root), "leaf.pem"], cwd=work, capture_output=True, text=True)
-    return result.returncode == 0
 
 
 def flip(text_or_bytes, at: int):
@@ -124,7 +99,7 @@ def test_production_without_a_signing_key_stops_start_up(tmp_path: Path) -> None
 
 def test_publish_signs_what_openssl_verifies_and_nothing_else(fwrepo: Fwrepo, release: httpx.Client, vendor: str, tmp_path: Path) -> None:
     content = image(700_000)
-    record = publish(release, vendor, "1.0.0", content)
+    record = published_build(release, vendor, "1.0.0", content)
     assert record["signing_key_id"]
     assert len(record["signature"]) <= 800 and "\n" not in record["signature"]
     assert len(record["signing_certificate"]) <= 5500
@@ -150,7 +125,7 @@ def test_rsa_signing_keys_sign_what_openssl_verifies(own_fwrepo: Fwrepo, tmp_pat
     assert "rsa-3072" in own_fwrepo.cli("keys", "rotate", "--algorithm", "rsa-3072").stdout
     content = image(50_000)
     with own_fwrepo.client("release") as client:
-        record = publish(client, "ACME", "1.0.0", content)
+        record = published_build(client, "ACME", "1.0.0", content)
     assert len(record["signature"]) == 512  # 384 bytes of PKCS#1 v1.5, base64
     assert openssl_verifies(tmp_path, record["signing_certificate"], record["signature"], content)
 
@@ -165,7 +140,7 @@ def test_an_imported_chain_becomes_the_active_key(own_fwrepo: Fwrepo, tmp_path: 
     assert "imported and active" in result.stdout
     content = image(10_000)
     with own_fwrepo.client("release") as client:
-        record = publish(client, "ACME", "2.0.0", content)
+        record = published_build(client, "ACME", "2.0.0", content)
     assert record["signing_certificate"] == certificate.read_text()
     assert openssl_verifies(tmp_path, record["signing_certificate"], record["signature"], content)
     # the operator's own key is kept encrypted with the repository's passphrase
@@ -311,11 +286,11 @@ def test_rotation_resigning_and_revocation_end_to_end(own_fwrepo: Fwrepo, tmp_pa
 
     with own_fwrepo.client("release") as client:
         old_content = image(20_000)
-        old = publish(client, "ACME", "1.0.0", old_content)
+        old = published_build(client, "ACME", "1.0.0", old_content)
         first_key = old["signing_key_id"]
 
         second_key = own_fwrepo.cli("keys", "rotate").stdout.split()[2]
-        new = publish(client, "ACME", "0.9.0")
+        new = published_build(client, "ACME", "0.9.0")
         assert new["signing_key_id"] == second_key != first_key
         # the older build keeps its old signature, still valid under the same root
         kept = client.get(f"/api/v1/firmware/{old['id']}").json()
@@ -357,7 +332,7 @@ def test_signing_keys_are_listed_over_the_api_with_their_certificates(fwrepo: Fw
 
 def test_the_manifest_verifies_offline_with_the_cli_and_catches_tampering(fwrepo: Fwrepo, release: httpx.Client, vendor: str, tmp_path: Path) -> None:
     content = image(120_000)
-    record = publish(release, vendor, "1.0.0", content)
+    record = published_build(release, vendor, "1.0.0", content)
     document = release.get(f"/api/v1/firmware/{record['id']}/manifest").json()
     assert document["manifest"]["sha256"] == record["sha256"]
     assert document["manifest"]["signing_key_id"] == record["signing_key_id"]

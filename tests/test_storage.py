@@ -14,7 +14,7 @@ from repo_service.errors import InvalidInput, NotFound, StorageUnavailable
 from repo_service.storage import ReadsWithoutBlocking, Storage
 from repo_service.storage.local import LocalStorage
 from repo_service.storage.s3 import S3Storage
-from tests.conftest import image
+from tests.support.builds import image
 from tests.support.s3servers import S3Server
 
 PART = 5 * 1024 * 1024

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from repo_service.domain.update_jobs import (
     BOOTED, OCPP_STATUSES, Job, JobState, StatusEvent, Transfer, derive_job,
 )
-from tests.conftest import Fwrepo, image
-from tests.test_downloads import grant_for
+from tests.support.builds import image
+from tests.support.fwrepo import Fwrepo
+from tests.support.grants import grant_for
 
 T0 = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
 

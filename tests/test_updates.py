@@ -5,12 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import upload
-
-
-def publish(release: httpx.Client, vendor: str, version: str, **fields: object) -> dict:
-    record = upload(release, vendor, version, **fields).json()
-    return release.post(f"/api/v1/firmware/{record['id']}/publish").json()
+from tests.support.builds import published_build, upload
 
 
 def ask(csms: httpx.Client, vendor: str, current: str, **params: str) -> dict | None:
@@ -20,28 +15,28 @@ def ask(csms: httpx.Client, vendor: str, current: str, **params: str) -> dict | 
 
 
 def test_the_newest_published_firmware_is_offered(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
-    publish(release, vendor, "1.9.0")
-    newest = publish(release, vendor, "1.10.0")
+    published_build(release, vendor, "1.9.0")
+    newest = published_build(release, vendor, "1.10.0")
     upload(release, vendor, "2.0.0")  # uploaded, never published
     assert ask(csms, vendor, "1.2")["id"] == newest["id"]
 
 
 def test_an_up_to_date_charger_gets_null(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
-    publish(release, vendor, "1.10.0")
+    published_build(release, vendor, "1.10.0")
     assert ask(csms, vendor, "V1.10") is None
     assert ask(csms, vendor, "1.11.0-rc1") is None
 
 
 def test_yanked_firmware_is_never_offered(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
-    older = publish(release, vendor, "1.1.0")
-    bad = publish(release, vendor, "1.2.0")
+    older = published_build(release, vendor, "1.1.0")
+    bad = published_build(release, vendor, "1.2.0")
     release.post(f"/api/v1/firmware/{bad['id']}/yank", json={"reason": "broken"})
     assert ask(csms, vendor, "1.0.0")["id"] == older["id"]
 
 
 def test_min_version_makes_an_older_build_the_stepping_stone(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
-    stone = publish(release, vendor, "2.0.0")
-    final = publish(release, vendor, "3.0.0", min_version="2.0.0")
+    stone = published_build(release, vendor, "2.0.0")
+    final = published_build(release, vendor, "3.0.0", min_version="2.0.0")
     assert ask(csms, vendor, "1.5.0")["id"] == stone["id"]
     assert ask(csms, vendor, "2.0.0")["id"] == final["id"]
 
@@ -49,9 +44,9 @@ def test_min_version_makes_an_older_build_the_stepping_stone(release: httpx.Clie
 def test_other_models_channels_and_hardware_revisions_are_not_offered(
     release: httpx.Client, csms: httpx.Client, vendor: str
 ) -> None:
-    publish(release, vendor, "5.0.0", models="DC50")
-    beta = publish(release, vendor, "4.0.0", channel="beta")
-    rev_c = publish(release, vendor, "3.0.0", hardware_revisions="C")
+    published_build(release, vendor, "5.0.0", models="DC50")
+    beta = published_build(release, vendor, "4.0.0", channel="beta")
+    rev_c = published_build(release, vendor, "3.0.0", hardware_revisions="C")
     assert ask(csms, vendor, "1.0.0") is None
     assert ask(csms, vendor, "1.0.0", channel="beta")["id"] == beta["id"]
     assert ask(csms, vendor, "1.0.0", hardware_revision="C")["id"] == rev_c["id"]

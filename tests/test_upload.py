@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_MAX_UPLOAD, Fwrepo, image, start_fwrepo, upload
+from tests.support.builds import image, upload
+from tests.support.fwrepo import TEST_MAX_UPLOAD, Fwrepo, start_fwrepo
 
 
 def stored_files(fwrepo: Fwrepo) -> list[Path]:
