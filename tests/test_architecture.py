@@ -155,3 +155,26 @@ def test_no_test_module_imports_another_test_module_or_conftest(module: Path) ->
         or target == "conftest" or target.startswith("test_")
     })
     assert not refused, refused
+
+
+def _audit_writes(module: Path) -> list[str]:
+    """Calls such as services.audit.record(...) or audit.append(...) in a module, by line."""
+    found = []
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in ("record", "append"):
+            target = node.func.value
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            if "audit" in name.lower():
+                found.append(f"line {node.lineno}: {ast.unparse(node.func)}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "module", [module for layer in LAYERS if layer.name in ("http", "ftps", "cli") for module in layer.files],
+    ids=lambda path: str(path.relative_to(ROOT)))
+def test_adapters_never_write_audit_events(module: Path) -> None:
+    # Each act is audited by the domain operation that performs it, in its transaction, exactly once:
+    # an adapter that wrote one as well would audit twice, or outside the act's transaction.
+    assert not _audit_writes(module), _audit_writes(module)
+    assert not [imported for imported in imports(module) if imported == Import("repo_service.domain.audit", "Act")]

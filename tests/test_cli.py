@@ -17,7 +17,8 @@ import pytest
 from repo_service.cli import build_parser
 from repo_service.cli.arguments import settings_from
 from repo_service.cli.terminal import StatusLine, duration, size
-from tests.conftest import FWREPO, Fwrepo, image, upload
+from tests.support.builds import image, upload
+from tests.support.fwrepo import FWREPO, Fwrepo
 
 
 def fwrepo_run(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
