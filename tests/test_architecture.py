@@ -113,6 +113,7 @@ LAYERS = [
 # client (the remote commands), so it needs no other part of repo_service.http or ftps.
 SERVER_ENTRY_POINTS = {
     Import("repo_service.http.app", "create_app"),
+    Import("repo_service.http.server", "listen"),  # binds the HTTPS port before anything else starts
     Import("repo_service.http.server", "serve"),
     Import("ftps.server", "open_servers"),
     Import("ftps.server", "FtpsServers"),  # the type of what open_servers returns
