@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -13,7 +15,8 @@ import pytest
 from repo_service.domain.campaigns import ChargerEntry, retrieve_date, skip_reason, wave_ends
 from repo_service.domain.catalog import FirmwareRecord
 from tests.support.builds import image, published_build, unique_vendor
-from tests.support.fwrepo import Fwrepo
+from tests.support.campaigns import csv_agrees_with_report
+from tests.support.fwrepo import Fwrepo, start_fwrepo
 
 # -- planning, without a server -------------------------------------------------------------------
 
@@ -174,7 +177,37 @@ def test_failures_above_the_threshold_halt_the_campaign_before_the_next_wave(fwr
     assert "wave 1: 2 of 4 chargers failed (50%)" in halted["status_reason"]
     assert halted["waves"][1]["states"] == {} and due(csms, campaign) == []
     finish(csms, first[2:], "1.4.0")
-    assert report(csms, campaign)["status"] == "halted"  # a halt stays until someone decides
+    halted = report(csms, campaign)
+    assert halted["status"] == "halted"  # a halt stays until someone decides
+    # Issue 11: the chargers of the wave that never started are pending, in the report and in jobs.csv
+    rows = list(csv.DictReader(io.StringIO(csms.get(f"/api/v1/campaigns/{campaign['id']}/jobs.csv").text)))
+    assert halted["pending"] == 16 and sum(halted["skipped"].values()) == 0
+    assert [(row["state"], row["skip_reason"], row["grant_id"]) for row in rows if row["wave"] == "2"] == \
+        [("pending", "", "")] * 16
+    refused = csms.post(f"/api/v1/campaigns/{campaign['id']}/resume")
+    assert refused.status_code == 409 and "halted" in refused.json()["detail"]
+
+
+def test_a_download_failed_once_halts_the_wave_by_the_tick_not_by_reading(tmp_path: Path) -> None:
+    """No event after the charger's one DownloadFailed: the periodic tick makes it final and halts the wave."""
+    server = start_fwrepo(tmp_path, FWREPO_RETRY_GRACE="1")
+    try:
+        with server.client("csms") as csms:
+            campaign = start(csms, published(server), 2, waves=[1, "100%"], failure_threshold=0,
+                             retries=3, retry_interval=0)
+            [grant] = due(csms, campaign)
+            reply = csms.post(f"/api/v1/grants/{grant['id']}/events", json={
+                "status": "DownloadFailed", "timestamp": datetime.now(UTC).isoformat()})
+            assert reply.json()["job"] == {**reply.json()["job"], "state": "download_failed", "final": False}
+            deadline = time.monotonic() + 20
+            while report(csms, campaign)["status"] == "running" and time.monotonic() < deadline:
+                time.sleep(0.5)
+            halted = report(csms, campaign)
+            assert halted["status"] == "halted" and halted["states"] == {"download_failed": 1}, halted
+            assert csms.get(f"/api/v1/grants/{grant['id']}/job").json()["final"] is True
+        csv_agrees_with_report(server)
+    finally:
+        server.stop()
 
 
 def test_chargers_already_on_the_target_or_of_other_models_are_skipped(fwrepo: Fwrepo, csms: httpx.Client) -> None:

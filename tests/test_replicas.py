@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support.builds import image, published_build
+from tests.support.campaigns import csv_agrees_with_report
 from tests.support.databases import scratch_postgres
 from tests.support.fwrepo import Fwrepo, s3_environment
 from tests.support.grants import grant_for
@@ -108,6 +109,8 @@ def test_a_campaign_advances_once_whichever_node_hears_the_deciding_events(nodes
         assert len(handed_out) == len(set(handed_out)) == 12  # the second wave started once, each grant went once
         report = csms_a.get(f"/api/v1/campaigns/{campaign['id']}").json()
         assert report["current_wave"] == 2 and [wave["chargers"] for wave in report["waves"]] == [4, 8]
+    csv_agrees_with_report(a)
+    csv_agrees_with_report(b)
 
 
 def test_a_charger_cut_off_by_a_node_stopping_resumes_on_the_other(nodes: tuple[Fwrepo, Fwrepo]) -> None:
