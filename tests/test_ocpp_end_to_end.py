@@ -13,6 +13,8 @@ import asyncio
 import csv
 import importlib.util
 import io
+import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Fwrepo, start_fwrepo, upload
+from tests.conftest import ROOT, Fwrepo, free_port, start_fwrepo, upload
 
 
 def _example(name: str) -> ModuleType:
@@ -320,3 +322,43 @@ def test_downloads_that_never_reach_fwrepo_end_download_failed_however_the_charg
                 assert grant["downloads"] == [], charger.charger_id
 
     asyncio.run(with_csms_and_chargers(fwrepo, [https, ftps], scenario))
+
+
+def test_the_csms_stops_when_told_and_names_the_chargers_it_stopped_waiting_for(
+        fwrepo: Fwrepo, vendor: str, tmp_path: Path) -> None:
+    """csms.py and charger.py as a user runs them: one charger finishes, one never reaches fwrepo and reports
+    DownloadFailed once after its retries (600 s apart by default), so the campaign is not over when SIGTERM comes."""
+    firmware = published_firmware(fwrepo, vendor)
+    port = free_port()
+    example = ROOT / "examples" / "ocpp"
+    log = tmp_path / "csms.log"
+    with open(log, "wb") as output:
+        csms = subprocess.Popen(
+            [sys.executable, str(example / "csms.py"), "--fwrepo", fwrepo.url, "--cacert", fwrepo.ca,
+             "--listen", f"127.0.0.1:{port}", "--firmware", firmware["id"], "--wait", "5", "--waves", "100%",
+             "--failure-threshold", "1"],
+            env={**fwrepo.env, "FWREPO_KEY": fwrepo.key("csms")}, stderr=output)
+    charger = [sys.executable, str(example / "charger.py"), "--csms", f"ws://127.0.0.1:{port}", "--version", OLD,
+               "--vendor", vendor, "--cacert", fwrepo.ca]
+    chargers = [subprocess.Popen([*charger, "--id", f"{vendor}-OK"], stderr=subprocess.DEVNULL),
+                subprocess.Popen([*charger, "--id", f"{vendor}-STUCK", "--unreachable-download",
+                                  "--download-failed-once"], stderr=subprocess.DEVNULL)]
+    try:
+        with fwrepo.client("csms") as client:
+            deadline = time.monotonic() + CAMPAIGN_SECONDS
+            while "started" not in log.read_text() or not _one_job_final(client, log.read_text()):
+                assert csms.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+        csms.send_signal(signal.SIGTERM)
+        assert csms.wait(timeout=30) == 0, log.read_text()
+    finally:
+        for process in (csms, *chargers):
+            process.terminate()
+            process.wait(timeout=30)
+    assert log.read_text().splitlines()[-1].endswith(
+        f"1 chargers finished their update, stopped waiting for 1 ({vendor}-STUCK)"), log.read_text()
+
+
+def _one_job_final(client: httpx.Client, csms_log: str) -> bool:
+    campaign_id = csms_log.split(" started")[0].rsplit(" ", 1)[-1]
+    return client.get(f"/api/v1/campaigns/{campaign_id}").json()["finished"] == 1

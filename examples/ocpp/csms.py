@@ -498,12 +498,12 @@ async def _main() -> None:
     try:
         await _unless_stopped(_drive(csms, arguments), stop)
         unfinished = await csms.wait_for_chargers(stop, arguments.linger)
-        never_sent = f", {len(csms.parked)} never connected to get theirs" if csms.parked else ""
-        LOG.info("%d chargers finished their update, stopped waiting for %d%s%s", len(csms.finished),
-                 len(unfinished), f" ({', '.join(unfinished)})" if unfinished else "", never_sent)
     finally:
         await csms.stop()
         await fwrepo.close()
+    never_sent = f", {len(csms.parked)} never connected to get theirs" if csms.parked else ""
+    LOG.info("%d chargers finished their update, stopped waiting for %d%s%s", len(csms.finished),
+             len(unfinished), f" ({', '.join(unfinished)})" if unfinished else "", never_sent)
 
 
 async def _drive(csms: Csms, arguments: argparse.Namespace) -> None:
