@@ -449,7 +449,7 @@ class Charger:
 
 def reconnect_pause(failures: int) -> float:
     """Seconds to wait before connecting again after this many failed connections in a row (0: the link was up)."""
-    ceiling = min(RECONNECT_CAP_SECONDS, RECONNECT_FIRST_SECONDS * 2 ** min(failures, 16))
+    ceiling = min(RECONNECT_CAP_SECONDS, RECONNECT_FIRST_SECONDS * 2 ** min(max(failures - 1, 0), 16))
     return random.uniform(ceiling / 2, ceiling)
 
 
