@@ -315,14 +315,14 @@ class Charger:
         if self.faults.fail_install or new_version is None:
             await self._status("InstallationFailed", request)
             return
-        late = self.conventions.installed_after_reboot
-        await self._status("InstallRebooting" if late else "Installed", request)
+        installed_after_reboot = self.conventions.installed_after_reboot
+        await self._status("InstallRebooting" if installed_after_reboot else "Installed", request)
         if not self.faults.boot_old_version:
             self.version = new_version
         self._boot_reason = "FirmwareUpdate"
         self.booted.clear()
         self._reboot.set()
-        if late:
+        if installed_after_reboot:
             await self.booted.wait()
             await self._status("Installed", request)
 

@@ -9,7 +9,10 @@ What the CSMS does for fwrepo, and nothing else:
   `SignedUpdateFirmware` (1.6 security extension) or `UpdateFirmware` (2.0.1);
 * forwards every (Signed)FirmwareStatusNotification, and the BootNotification that follows an update as
   `Booted`, to `POST /api/v1/events`, keyed by the grant id (the OCPP requestId). Plain 1.6 notifications
-  carry no requestId: the CSMS keys them by the grant it last sent that charger.
+  carry no requestId: the CSMS keys them by the grant it last sent that charger;
+* once a campaign is over, keeps serving until fwrepo calls the job of every update a charger accepted final
+  (or --linger passes, or SIGINT/SIGTERM), so that no charger still mid-update loses its last reports, and says
+  on leaving how many finished and which it stopped waiting for.
 
     FWREPO_KEY=fwr_... python csms.py --fwrepo https://127.0.0.1:8443 --cacert var/tls/ca.pem \\
         --listen 127.0.0.1:9000 --campaign 3f9a0c1d2e4b5a6f
@@ -516,11 +519,12 @@ async def _drive(csms: Csms, arguments: argparse.Namespace) -> None:
                                              failure_threshold=arguments.failure_threshold)
         campaign_id = campaign["id"]
         LOG.info("campaign %s started", campaign_id)
-    if not campaign_id:
-        await asyncio.Future()
-    report = await csms.run_campaign(campaign_id)
-    LOG.info("campaign %s %s: %s; serving its chargers until their jobs are final", campaign_id, report["status"],
-             report["states"])
+    if campaign_id:
+        report = await csms.run_campaign(campaign_id)
+        LOG.info("campaign %s %s: %s; serving its chargers until their jobs are final", campaign_id,
+                 report["status"], report["states"])
+    else:
+        await asyncio.Future()  # nothing to drive: serve chargers until a signal cancels this
 
 
 if __name__ == "__main__":
