@@ -362,3 +362,27 @@ def test_the_csms_stops_when_told_and_names_the_chargers_it_stopped_waiting_for(
 def _one_job_final(client: httpx.Client, csms_log: str) -> bool:
     campaign_id = csms_log.split(" started")[0].rsplit(" ", 1)[-1]
     return client.get(f"/api/v1/campaigns/{campaign_id}").json()["finished"] == 1
+
+
+def test_simulated_chargers_back_off_when_the_csms_is_gone() -> None:
+    """A charger whose CSMS answers no WebSocket waits 0.5-1, 1-2, 2-4 s between tries: at most 4 in 4 s."""
+
+    async def scenario() -> int:
+        tries = 0
+
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal tries
+            tries += 1
+            writer.close()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        charger = charger_example.Charger("CP-GONE", f"ws://127.0.0.1:{port}", version=OLD)
+        run = asyncio.create_task(charger.run())
+        await asyncio.sleep(4)
+        await charger.stop()
+        await asyncio.wait_for(run, 5)
+        server.close()
+        return tries
+
+    assert 2 <= asyncio.run(scenario()) <= 4
