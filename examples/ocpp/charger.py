@@ -23,6 +23,7 @@ import base64
 import ftplib
 import hashlib
 import logging
+import random
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ IMAGE_MAGIC = b"SIMFW "
 BLOCK = 16 * 1024
 # A link that keeps dropping is a failed attempt, not an endless loop of resumes.
 MAX_RESUMES = 5
+# Reconnecting to a CSMS that is gone: 1, 2, 4, ... seconds up to a minute, each between half and all of
+# that (jitter), so that a fleet that lost its CSMS does not come back at the same instant.
+RECONNECT_FIRST_SECONDS = 1.0
+RECONNECT_CAP_SECONDS = 60.0
 # OCPP 1.6 FirmwareStatusNotification knows only these; the others exist in the security extension and 2.0.1.
 PLAIN_16_STATUSES = {"Downloaded", "DownloadFailed", "Downloading", "Idle", "InstallationFailed", "Installing",
                      "Installed"}
@@ -138,6 +143,20 @@ class Faults:
     corrupt_image: bool = False  # a byte flips between the wire and flash
     fail_install: bool = False
     boot_old_version: bool = False  # installs, reboots, and comes back on the old image
+    # Every download attempt ends in the TLS handshake (the charger does not trust fwrepo's certificate and
+    # aborts it), so fwrepo never sees a request: the charger's own retries are all there is to go by.
+    unreachable_download: bool = False
+
+
+@dataclass
+class Conventions:
+    """Where OCPP leaves the order of statuses open, which way this charger goes; each is seen in the field."""
+
+    # Installing, InstallRebooting, the reboot and its BootNotification, and only then Installed (the security
+    # extension's and 2.0.1's order), instead of Installed before rebooting.
+    installed_after_reboot: bool = False
+    # One Downloading, and one DownloadFailed after the last of 1 + retries attempts, instead of one per attempt.
+    download_failed_once: bool = False
 
 
 @dataclass
@@ -157,6 +176,7 @@ class Observed:
 
     updates: list[UpdateRequest] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
+    download_attempts: int = 0
     bytes_received: int = 0
     link_drops: int = 0
     downloads_completed: int = 0
@@ -168,7 +188,8 @@ class Charger:
 
     def __init__(self, charger_id: str, csms_url: str, *, version: str, vendor: str = "ACME", model: str = "AC22",
                  ocpp_version: str = "1.6", ca_file: str | None = None, firmware_root: str | None = None,
-                 faults: Faults | None = None, install_seconds: float = 0.05, reboot_seconds: float = 0.1) -> None:
+                 faults: Faults | None = None, conventions: Conventions | None = None, install_seconds: float = 0.05,
+                 reboot_seconds: float = 0.1) -> None:
         if ocpp_version not in ("1.6", "2.0.1"):
             raise ValueError(f"ocpp_version must be 1.6 or 2.0.1, not {ocpp_version!r}")
         self.charger_id = charger_id
@@ -180,6 +201,7 @@ class Charger:
         self.tls = ssl.create_default_context(cafile=ca_file)
         self.firmware_root = _load_certificate(firmware_root) if firmware_root else None
         self.faults = faults or Faults()
+        self.conventions = conventions or Conventions()
         self.install_seconds = install_seconds
         self.reboot_seconds = reboot_seconds
         self.observed = Observed()
@@ -187,22 +209,32 @@ class Charger:
         self._link: _Link16 | _Link201 | None = None
         self._connection: ClientConnection | None = None
         self._reboot = asyncio.Event()
-        self._stopping = False
+        self._stopping = asyncio.Event()
         self._update_task: asyncio.Task[None] | None = None
         self._boot_reason = "PowerUp"
 
     async def run(self) -> None:
-        """Stay connected; a reboot closes the connection and boots again with whatever image is installed."""
-        while not self._stopping:
-            try:
-                await self._session()
-            except (OSError, WebSocketException) as error:
-                LOG.warning("%s: connection to the CSMS lost: %s", self.charger_id, error)
-            if not self._stopping:
-                await asyncio.sleep(self.reboot_seconds)
+        """Stay connected; a reboot closes the connection and boots again with whatever image is installed.
 
-    async def _session(self) -> None:
-        """One connection: BootNotification, then serve the CSMS until the link dies or we reboot."""
+        A CSMS that cannot be reached is tried again after a capped, jittered exponential pause.
+        """
+        failures = 0
+        while not self._stopping.is_set():
+            rebooting = False
+            try:
+                rebooting = await self._session()
+                failures = 0
+            except (OSError, WebSocketException) as error:
+                LOG.warning("%s: no connection to the CSMS: %s", self.charger_id, error or type(error).__name__)
+                failures += 1
+            pause = self.reboot_seconds if rebooting else reconnect_pause(failures)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), pause)
+            except TimeoutError:
+                pass
+
+    async def _session(self) -> bool:
+        """One connection: BootNotification, then serve the CSMS until the link dies (False) or we reboot (True)."""
         subprotocol = "ocpp1.6" if self.ocpp_version == "1.6" else "ocpp2.0.1"
         async with connect(f"{self.csms_url}/{self.charger_id}", subprotocols=[subprotocol]) as connection:
             self._connection = connection
@@ -217,6 +249,7 @@ class Charger:
                 self.booted.set()
                 stopper = asyncio.create_task(self._reboot.wait())
                 await asyncio.wait({listener, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                return self._reboot.is_set()
             finally:
                 for task in (listener, stopper):
                     if task is not None:
@@ -232,7 +265,7 @@ class Charger:
         await self.booted.wait()
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._stopping.set()
         if self._update_task is not None:
             self._update_task.cancel()
         self._reboot.set()
@@ -282,35 +315,50 @@ class Charger:
         if self.faults.fail_install or new_version is None:
             await self._status("InstallationFailed", request)
             return
-        await self._status("Installed", request)
+        installed_after_reboot = self.conventions.installed_after_reboot
+        await self._status("InstallRebooting" if installed_after_reboot else "Installed", request)
         if not self.faults.boot_old_version:
             self.version = new_version
         self._boot_reason = "FirmwareUpdate"
         self.booted.clear()
         self._reboot.set()
+        if installed_after_reboot:
+            await self.booted.wait()
+            await self._status("Installed", request)
 
     async def _download_with_retries(self, request: UpdateRequest) -> bytes | None:
-        """The image, or None after the last of 1 + retries attempts failed (each reported DownloadFailed)."""
-        for attempt in range(1 + max(request.retries, 0)):
+        """The image, or None after the last of 1 + retries attempts failed.
+
+        Each failed attempt is reported DownloadFailed, or only the last one with download_failed_once.
+        """
+        once = self.conventions.download_failed_once
+        attempts = 1 + max(request.retries, 0)
+        for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(request.retry_interval)
-            await self._status("Downloading", request)
+            if not (once and attempt):
+                await self._status("Downloading", request)
+            self.observed.download_attempts += 1
             try:
                 image, digest = await self._fetch(request.location)
             except DownloadError as error:
                 LOG.warning("%s: download failed: %s", self.charger_id, error)
-                await self._status("DownloadFailed", request)
-                continue
-            self.observed.downloads_completed += 1
-            if self.faults.corrupt_image:
-                image = bytes([image[0] ^ 0xFF]) + image[1:] if image else image
-            if digest is not None and hashlib.sha256(image).digest() != digest:
+            else:
+                self.observed.downloads_completed += 1
+                if self.faults.corrupt_image:
+                    image = bytes([image[0] ^ 0xFF]) + image[1:] if image else image
+                if digest is None or hashlib.sha256(image).digest() == digest:
+                    await self._status("Downloaded", request)
+                    return image
                 LOG.warning("%s: image does not match the server's SHA-256", self.charger_id)
+            if not once or attempt == attempts - 1:
                 await self._status("DownloadFailed", request)
-                continue
-            await self._status("Downloaded", request)
-            return image
         return None
+
+    def _download_tls(self) -> ssl.SSLContext:
+        if self.faults.unreachable_download:
+            return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # trusts no CA at all: every handshake is aborted
+        return self.tls
 
     async def _fetch(self, location: str) -> tuple[bytes, bytes | None]:
         scheme = urlsplit(location).scheme
@@ -338,7 +386,7 @@ class Charger:
         etag: str | None = None
         digest: bytes | None = None
         drop_at = self.faults.drop_link_at
-        async with httpx.AsyncClient(verify=self.tls, timeout=30) as client:
+        async with httpx.AsyncClient(verify=self._download_tls(), timeout=30) as client:
             for _ in range(MAX_RESUMES + 1):
                 headers = {"Range": f"bytes={len(buffer)}-", "If-Range": etag} if buffer and etag else {}
                 try:
@@ -355,6 +403,8 @@ class Charger:
                                 raise LinkDropped
                     return bytes(buffer), digest
                 except (LinkDropped, httpx.TransportError) as error:
+                    if _certificate_refused(error):
+                        raise DownloadError(f"TLS handshake aborted: {error}") from error
                     LOG.info("%s: link lost at byte %d (%s), resuming", self.charger_id, len(buffer),
                              type(error).__name__)
         raise DownloadError(f"link dropped {MAX_RESUMES + 1} times")
@@ -367,7 +417,7 @@ class Charger:
         buffer = bytearray()
         drop_at = self.faults.drop_link_at
         for _ in range(MAX_RESUMES + 1):
-            ftp = (ImplicitFTPS if implicit else ftplib.FTP_TLS)(context=self.tls, timeout=30)
+            ftp = (ImplicitFTPS if implicit else ftplib.FTP_TLS)(context=self._download_tls(), timeout=30)
             try:
                 ftp.connect(parts.hostname or "", parts.port or (990 if implicit else 21))
                 ftp.login(unquote(parts.username or "anonymous"), unquote(parts.password or ""))
@@ -386,12 +436,32 @@ class Charger:
             except ftplib.error_perm as error:
                 ftp.close()
                 raise DownloadError(f"FTPS refused: {error}") from error
+            except ssl.SSLCertVerificationError as error:
+                ftp.close()
+                raise DownloadError(f"TLS handshake aborted: {error}") from error
             except (LinkDropped, OSError, EOFError, ftplib.Error) as error:
                 # close(), not quit(): a dropped link says no goodbye.
                 ftp.close()
                 LOG.info("%s: FTPS link lost at byte %d (%s), resuming", self.charger_id, len(buffer),
                          type(error).__name__)
         raise DownloadError(f"FTPS link dropped {MAX_RESUMES + 1} times")
+
+
+def reconnect_pause(failures: int) -> float:
+    """Seconds to wait before connecting again after this many failed connections in a row (0: the link was up)."""
+    ceiling = min(RECONNECT_CAP_SECONDS, RECONNECT_FIRST_SECONDS * 2 ** min(max(failures - 1, 0), 16))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    """Whether the charger aborted the TLS handshake over the server's certificate: a failed attempt, not a
+    dropped link to resume (httpx wraps the ssl error it came from)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _repr_digest(header: str | None) -> bytes | None:
@@ -511,13 +581,22 @@ async def _main() -> None:
     parser.add_argument("--corrupt", action="store_true", help="fault: flip a byte of each downloaded image")
     parser.add_argument("--fail-install", action="store_true", help="fault: report InstallationFailed")
     parser.add_argument("--boot-old-version", action="store_true", help="fault: reboot into the old image")
+    parser.add_argument("--unreachable-download", action="store_true",
+                        help="fault: abort every download's TLS handshake (fwrepo sees no request)")
+    parser.add_argument("--installed-after-reboot", action="store_true",
+                        help="report InstallRebooting, reboot, boot, then Installed (instead of Installed, reboot)")
+    parser.add_argument("--download-failed-once", action="store_true",
+                        help="report one DownloadFailed after the last of 1 + retries attempts, not one per attempt")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    faults = Faults(arguments.drop_link_at, arguments.corrupt, arguments.fail_install, arguments.boot_old_version)
+    faults = Faults(arguments.drop_link_at, arguments.corrupt, arguments.fail_install, arguments.boot_old_version,
+                    arguments.unreachable_download)
+    conventions = Conventions(arguments.installed_after_reboot, arguments.download_failed_once)
     ids = [arguments.id] if arguments.count == 1 else [f"{arguments.id}-{n:04d}" for n in range(arguments.count)]
     chargers = [Charger(charger_id, arguments.csms, version=arguments.version, vendor=arguments.vendor,
                         model=arguments.model, ocpp_version=arguments.ocpp, ca_file=arguments.cacert,
-                        firmware_root=arguments.firmware_root, faults=faults) for charger_id in ids]
+                        firmware_root=arguments.firmware_root, faults=faults, conventions=conventions)
+                for charger_id in ids]
     await asyncio.gather(*(charger.run() for charger in chargers))
 
 

@@ -9,7 +9,10 @@ What the CSMS does for fwrepo, and nothing else:
   `SignedUpdateFirmware` (1.6 security extension) or `UpdateFirmware` (2.0.1);
 * forwards every (Signed)FirmwareStatusNotification, and the BootNotification that follows an update as
   `Booted`, to `POST /api/v1/events`, keyed by the grant id (the OCPP requestId). Plain 1.6 notifications
-  carry no requestId: the CSMS keys them by the grant it last sent that charger.
+  carry no requestId: the CSMS keys them by the grant it last sent that charger;
+* once a campaign is over, keeps serving until fwrepo calls the job of every update a charger accepted final
+  (or --linger passes, or SIGINT/SIGTERM), so that no charger still mid-update loses its last reports, and says
+  on leaving how many finished and which it stopped waiting for.
 
     FWREPO_KEY=fwr_... python csms.py --fwrepo https://127.0.0.1:8443 --cacert var/tls/ca.pem \\
         --listen 127.0.0.1:9000 --campaign 3f9a0c1d2e4b5a6f
@@ -25,8 +28,10 @@ import asyncio
 import logging
 import os
 import re
+import signal
 import ssl
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +85,9 @@ class FwrepoClient:
 
     async def post_events(self, events: list[dict[str, Any]]) -> httpx.Response:
         return await self.http.post("/api/v1/events", json={"events": events})
+
+    async def job(self, grant_id: int) -> dict[str, Any]:
+        return await self._json(await self.http.get(f"/api/v1/grants/{grant_id}/job"))
 
     @staticmethod
     async def _json(reply: httpx.Response) -> Any:
@@ -197,7 +205,11 @@ class Csms:
         self.time_zones = time_zones or {}
         self.chargers: dict[str, ChargerRecord] = {}
         self.events = EventForwarder(fwrepo)
-        self._parked: dict[str, dict[str, Any]] = {}
+        # Every update a charger accepted (grant id -> charger id), until fwrepo calls its job final.
+        self.unfinished: dict[int, str] = {}
+        self.finished: set[int] = set()
+        # Grants of chargers that were offline (charger id -> grant), sent after their next BootNotification.
+        self.parked: dict[str, dict[str, Any]] = {}
         self._server: Server | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -247,7 +259,7 @@ class Csms:
 
     async def accepted(self, charger_id: str) -> None:
         """After the BootNotification's answer went out (a charger takes requests only once accepted)."""
-        parked = self._parked.pop(charger_id, None)
+        parked = self.parked.pop(charger_id, None)
         if parked is not None:
             await self.send_grant(parked)
 
@@ -270,7 +282,7 @@ class Csms:
         charger_id = grant["charger_id"]
         record = self.chargers.get(charger_id)
         if record is None or record.link is None:
-            self._parked[charger_id] = grant
+            self.parked[charger_id] = grant
             return
         record.active_grant, record.version_at_grant, record.install_seen = (
             grant["id"], record.firmware_version, False)
@@ -278,13 +290,15 @@ class Csms:
             refusal = await record.link.update_firmware(grant["ocpp"], signed=charger_id in self.signed_firmware)
         except (ConnectionClosed, asyncio.TimeoutError) as error:
             LOG.warning("%s: UpdateFirmware not delivered (%s), kept for its next boot", charger_id, error)
-            self._parked[charger_id] = grant
+            self.parked[charger_id] = grant
             return
         if refusal is not None:
             # fwrepo has no "rejected" status: a certificate refusal is a signature problem, any other a failed download.
             status = "InvalidSignature" if refusal in ("InvalidCertificate", "RevokedCertificate") else "DownloadFailed"
             self.events.add(grant["id"], status, info=f"charger answered UpdateFirmware with {refusal}")
             record.active_grant = None
+            return
+        self.unfinished[grant["id"]] = charger_id
 
     async def start_campaign(self, firmware_id: str, charger_ids: Iterable[str] | None = None,
                              **options: Any) -> dict[str, Any]:
@@ -319,9 +333,56 @@ class Csms:
                 return report
             await asyncio.sleep(self.poll_seconds)
 
+    async def wait_for_chargers(self, stop: asyncio.Event, seconds: float | None = None) -> list[str]:
+        """Keep serving until fwrepo calls the job of every update a charger accepted final; the chargers still
+        unfinished when `stop` is set or `seconds` pass (None: wait for fwrepo's job timeout to end them).
+
+        A campaign ends when its waves are decided, not when its chargers are done: a charger of the last wave,
+        or of a halted one, may still be installing, and its last reports (or the boot that decides its job)
+        must reach fwrepo. fwrepo's `final` is the judge, so its rules (a late Installed, one DownloadFailed
+        for all attempts, the job timeout) are applied here as they are in reports.
+        """
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            # One look even when already stopped, so that the count said on leaving is up to date.
+            await _unless_stopped(self.events.drain(), stop)
+            for grant_id in list(self.unfinished):
+                try:
+                    final = (await self.fwrepo.job(grant_id))["final"]
+                except (FwrepoError, httpx.HTTPError) as error:
+                    LOG.warning("grant %d: job not read: %s", grant_id, error)
+                    break
+                if final and self.unfinished.pop(grant_id, None) is not None:  # another waiter may have seen it first
+                    self.finished.add(grant_id)
+            left = None if deadline is None else deadline - time.monotonic()
+            if not self.unfinished or stop.is_set() or (left is not None and left <= 0):
+                return sorted(self.unfinished.values())
+            await _until(stop, self.poll_seconds if left is None else min(self.poll_seconds, left))
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+async def _until(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep for `seconds`, or less when `stop` is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def _unless_stopped(work: Awaitable[Any], stop: asyncio.Event) -> Any:
+    """What `work` returns, or None when `stop` is set first (the work is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
 
 
 class _Csms16Link(ChargePoint16):
@@ -414,6 +475,9 @@ async def _main() -> None:
     parser.add_argument("--waves", default="10%,50%,100%")
     parser.add_argument("--protocol", choices=("https", "ftps"), default="https")
     parser.add_argument("--failure-threshold", type=float, default=0.1)
+    parser.add_argument("--linger", type=float, metavar="SECONDS",
+                        help="once the campaign is over, serve chargers until their jobs are final, at most this long "
+                             "(default: until fwrepo's job timeout ends them; SIGINT or SIGTERM stops at once)")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     api_key = os.environ.get("FWREPO_KEY")
@@ -421,25 +485,46 @@ async def _main() -> None:
         parser.error("set FWREPO_KEY to a csms-role API key (fwrepo clients create --role csms)")
     fwrepo = FwrepoClient(arguments.fwrepo, api_key, arguments.cacert)
     csms = Csms(fwrepo, signed_firmware=filter(None, arguments.signed.split(",")))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stop_once() -> None:
+        # The first signal ends the waiting gracefully; the default handlers are back for a second one.
+        stop.set()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signal_number)
+
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop_once)
     host, _, port = arguments.listen.rpartition(":")
     LOG.info("listening on ws://%s:%d", host, await csms.start(host, int(port)))
     try:
-        campaign_id = arguments.campaign
-        if arguments.firmware:
-            await asyncio.sleep(arguments.wait)
-            campaign = await csms.start_campaign(arguments.firmware, protocol=arguments.protocol,
-                                                 waves=arguments.waves.split(","),
-                                                 failure_threshold=arguments.failure_threshold)
-            campaign_id = campaign["id"]
-            LOG.info("campaign %s started", campaign_id)
-        if campaign_id:
-            report = await csms.run_campaign(campaign_id)
-            LOG.info("campaign %s %s: %s", campaign_id, report["status"], report["states"])
-        else:
-            await asyncio.Future()
+        await _unless_stopped(_drive(csms, arguments), stop)
+        unfinished = await csms.wait_for_chargers(stop, arguments.linger)
     finally:
         await csms.stop()
         await fwrepo.close()
+    never_sent = f", {len(csms.parked)} never connected to get theirs" if csms.parked else ""
+    LOG.info("%d chargers finished their update, stopped waiting for %d%s%s", len(csms.finished),
+             len(unfinished), f" ({', '.join(unfinished)})" if unfinished else "", never_sent)
+
+
+async def _drive(csms: Csms, arguments: argparse.Namespace) -> None:
+    """Start or follow the campaign the command line names, until it is over; without one, serve until stopped."""
+    campaign_id = arguments.campaign
+    if arguments.firmware:
+        await asyncio.sleep(arguments.wait)
+        campaign = await csms.start_campaign(arguments.firmware, protocol=arguments.protocol,
+                                             waves=arguments.waves.split(","),
+                                             failure_threshold=arguments.failure_threshold)
+        campaign_id = campaign["id"]
+        LOG.info("campaign %s started", campaign_id)
+    if campaign_id:
+        report = await csms.run_campaign(campaign_id)
+        LOG.info("campaign %s %s: %s; serving its chargers until their jobs are final", campaign_id,
+                 report["status"], report["states"])
+    else:
+        await asyncio.Future()  # nothing to drive: serve chargers until a signal cancels this
 
 
 if __name__ == "__main__":
