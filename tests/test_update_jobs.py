@@ -94,6 +94,10 @@ def test_a_failure_reported_once_after_the_chargers_own_retries_is_final_after_o
     # a later attempt reopens the job, whether the charger says so or fwrepo serves it
     assert job_of(*once, StatusEvent("Downloading", at(45))) == JobState.DOWNLOADING
     assert job_of(*once, transfers=(Transfer(at(50), at(52), 900, True),)) == JobState.DOWNLOADED
+    assert job_of(*once, transfers=(Transfer(at(40), at(41), 300, False),)) == JobState.DOWNLOADING
+    # ... but one close to the report may be the failed attempt itself: it only moves the deadline
+    near = derive(*once, transfers=(Transfer(at(33), at(34), 300, False),), now=at(34), retries=3)
+    assert (near.state, near.final, near.due_at) == (JobState.DOWNLOAD_FAILED, False, at(33) + RETRY_GRACE)
 
 
 def test_only_a_boot_into_the_target_version_succeeds_and_another_after_installing_is_a_rollback() -> None:

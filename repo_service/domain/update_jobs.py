@@ -164,7 +164,9 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
 # 4. DownloadFailed, in both conventions. Some chargers report it after every attempt, others once after
 #    their own 1 + retries attempts. The job is download_failed at once, and final when the charger has
 #    reported 1 + retries of them, or when retry_interval + retry_grace has passed since the last one with
-#    nothing since (the next attempt of a charger that reports each one would have shown by then).
+#    nothing since (the next attempt of a charger that reports each one would have shown by then). A
+#    download fwrepo serves more than CLOCK_SKEW after the report is a new attempt and reopens the job;
+#    one closer to it only moves the deadline (it may be the failed attempt, seen through a slow clock).
 # 5. Silence. A job that is not final and has heard nothing for the timeout (counted from its last event,
 #    download or retrieve date) is timed_out; anything heard later replays the story again.
 _REOPENS_AFTER_ROLLBACK = frozenset({"Downloading", "DownloadScheduled"})
@@ -194,15 +196,22 @@ def derive_job(
     happenings += [(transfer.ended_at, _Download.SERVED_WHOLE) for transfer in served if transfer.completed]
     happenings.sort(key=lambda happening: happening[0])
     state, booted_at, installing_seen, boot_decided = JobState.GRANTED, None, False, False
-    failed_reports, last_failure = 0, None
+    failed_reports, last_failure, download_since_failure = 0, None, None
     last_activity = max(granted_at, retrieve_date)
     for moment, happening in happenings:
         last_activity = max(last_activity, moment)
         if isinstance(happening, _Download):
             if state in (JobState.GRANTED, JobState.DOWNLOADING):
                 state = JobState.DOWNLOADED if happening == _Download.SERVED_WHOLE else JobState.DOWNLOADING
-            elif state == JobState.DOWNLOAD_FAILED and happening == _Download.SERVED_WHOLE:
-                state = JobState.DOWNLOADED
+            elif state == JobState.DOWNLOAD_FAILED:
+                assert last_failure is not None
+                download_since_failure = moment
+                if happening == _Download.SERVED_WHOLE:
+                    state = JobState.DOWNLOADED
+                elif moment > last_failure + CLOCK_SKEW:
+                    # A new attempt; one closer to the report may be the failed attempt itself, seen
+                    # through a charger's clock that runs behind ours.
+                    state = JobState.DOWNLOADING
             continue
         if happening.status == BOOTED:
             assert happening.firmware_version is not None
@@ -212,7 +221,7 @@ def derive_job(
                 state, boot_decided = JobState.ROLLED_BACK, True
             continue
         if happening.status == "DownloadFailed":
-            failed_reports, last_failure = failed_reports + 1, moment
+            failed_reports, last_failure, download_since_failure = failed_reports + 1, moment, None
         new_state = _STATE_OF.get(happening.status)
         if new_state is None:
             continue  # Idle: the charger is doing nothing, which says nothing new
@@ -225,7 +234,8 @@ def derive_job(
     due_at = last_activity + timeout
     if state == JobState.DOWNLOAD_FAILED:
         assert last_failure is not None
-        gave_up_at = last_failure + timedelta(seconds=retry_interval) + retry_grace
+        next_attempt = last_failure + timedelta(seconds=retry_interval)
+        gave_up_at = max(next_attempt, download_since_failure or next_attempt) + retry_grace
         final = failed_reports >= 1 + retries or now >= gave_up_at
         due_at = min(due_at, gave_up_at)
     else:
