@@ -137,7 +137,9 @@ async def campaign_grants(client: Any, campaign_id: str) -> dict[str, int]:
     """Each charger's grant id, from the campaign's CSV export."""
     reply: httpx.Response = await client.http.get(f"/api/v1/campaigns/{campaign_id}/jobs.csv")
     assert reply.status_code == 200, reply.text
-    return {row["charger_id"]: int(row["grant_id"]) for row in csv.DictReader(io.StringIO(reply.text))}
+    # Chargers of a wave not started (pending) have no grant yet.
+    return {row["charger_id"]: int(row["grant_id"]) for row in csv.DictReader(io.StringIO(reply.text))
+            if row["grant_id"]}
 
 
 async def campaign_jobs(client: Any, campaign_id: str) -> dict[str, dict[str, Any]]:

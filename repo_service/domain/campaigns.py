@@ -438,7 +438,9 @@ class Campaigns:
         """Store these campaign jobs as derived; the campaigns they belong to."""
         if not jobs:
             return set()
-        with self.database.session() as session:
+        # It reads, then writes: on SQLite that needs the write lock from the start, or two of these
+        # (an event batch and the tick) each holding a read would deadlock on upgrading it.
+        with self.database.session(exclusive=True) as session:
             members = {member.grant_id: member for member in session.exec(select(CampaignCharger).where(
                 col(CampaignCharger.grant_id).in_(list(jobs)))).all()}
             for grant_id, job in jobs.items():

@@ -125,7 +125,7 @@ class Clients:
             return [_record(row) for row in rows]
 
     def revoke(self, client_id: str, by: Performer) -> ClientRecord:
-        with self.database.session() as session:
+        with self.database.session(exclusive=True) as session:
             row = session.get(ApiClient, client_id)
             if row is None:
                 raise NotFound(f"no client with id {client_id}")

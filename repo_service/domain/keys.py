@@ -183,7 +183,7 @@ class SigningKeys:
             not_after=chain.leaf.not_valid_after_utc,
             created_at=self.clock(),
         )
-        with self.database.session() as session:
+        with self.database.session(exclusive=True) as session:
             for active in session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)):
                 active.status = KeyStatus.RETIRED.value
                 session.add(active)
@@ -213,7 +213,7 @@ class SigningKeys:
 
     def revoke(self, key_id: str, by: Performer) -> KeyRecord:
         """Stop a key: it signs nothing more, and its signatures no longer count."""
-        with self.database.session() as session:
+        with self.database.session(exclusive=True) as session:
             row = session.get(SigningKey, key_id)
             if row is None:
                 raise NotFound(f"no signing key with id {key_id}")
@@ -265,7 +265,7 @@ class SigningKeys:
 
     def resign(self, by: Performer) -> int:
         """Sign every published firmware not yet signed by the active key with it; returns how many."""
-        with self.database.session() as session:
+        with self.database.session(exclusive=True) as session:
             active = session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)).first()
             if active is None:
                 raise NoSigningKey("no active signing key to re-sign with")

@@ -74,7 +74,7 @@ class Signers:
 
     def remove(self, signer_id_or_name: str, by: Performer) -> SignerRecord:
         """Stop trusting a key for new uploads (what it signed before stays recorded)."""
-        with self.database.session() as session:
+        with self.database.session(exclusive=True) as session:
             row = session.exec(
                 select(Signer).where(
                     (Signer.id == signer_id_or_name) | (Signer.name == signer_id_or_name), col(Signer.removed_at).is_(None)
