@@ -49,8 +49,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness import MB, GiB, MiB, say
-from harness.machine import boto3_version, ceph_version, curl_version, disk_description, machine_facts, make_random_file
-from harness.machine import sync_all, tool_version
+from harness.machine import Payloads, boto3_version, ceph_version, curl_version, machine_facts, sync_all, tool_version
 from harness.procs import Meter, children_cpu, proc_status_kib, raise_open_files
 from harness.profiles import Profile, ProfileSummary, render_profiles
 from harness.report import Sample, Series, Verdict, ceiling_verdict, fact_lines, fmt, kib_to_mb, missed, ratio_verdict
@@ -285,9 +284,7 @@ class Download(Benchmark):
         super().__init__(args, work, stack)
         self.size = args.size_mib * MiB
         self.small = args.parallel_mib * MiB
-        self.files = work / "files"
-        self.big = self.files / "big.bin"
-        self.small_file = self.files / "small.bin"
+        self.files = Payloads(work / "files", self.size, self.small)
         self.single = {name: Series(name) for name in SINGLE}
         self.parallel = {name: Series(name) for name in PARALLEL}
         self.slow = SlowResult()
@@ -310,11 +307,7 @@ class Download(Benchmark):
         ensure_installed("nginx", "nginx")
         raise_open_files()
         self.need_disk(4 * self.size)
-        self.files.mkdir()
-        say(f"work directory {self.work} ({disk_description(self.work)})")
-        say(f"writing {self.size / MiB:.0f} MiB and {self.small / MiB:.0f} MiB of random bytes")
-        make_random_file(self.big, self.size)
-        make_random_file(self.small_file, self.small)
+        self.files.write()
         self.turns.wait("the machine description")
         self.machine = machine_lines(self.work)
         if "local" in self.args.only:
@@ -389,14 +382,14 @@ class Download(Benchmark):
 
     def phase_local(self) -> None:
         say("-- local phase: nginx and fwrepo-local (Ceph not running)")
-        self.nginx = Nginx(self.work / "nginx", self.files, workers=2)
+        self.nginx = Nginx(self.work / "nginx", self.files.directory, workers=2)
         self.stack.callback(self.nginx.stop)
         self.nginx.start()
         say(f"nginx (2 workers) pids {self.nginx.pids()} at {self.nginx.url}")
         self.local = self.fwrepo("fwrepo-local", {"FWREPO_STORAGE": "local"})
         say(f"uploading {self.size / MiB:.0f} MiB and {self.small / MiB:.0f} MiB to fwrepo-local (untimed)")
-        big_id = self.publish(self.local, self.big)
-        small_id = self.publish(self.local, self.small_file)
+        big_id = self.publish(self.local, self.files.big)
+        small_id = self.publish(self.local, self.files.small)
         self.urls["fwrepo-local"] = self.local.grant_locations(big_id, 1, "BIG")[0]
         self.parallel_urls = self.local.grant_locations(small_id, self.args.parallel, "PAR")
         idle = proc_status_kib(self.local.pid, "VmRSS")
@@ -421,7 +414,7 @@ class Download(Benchmark):
         result = self.slow
         result.clients, result.rate, result.seconds = self.args.slow_clients, self.args.slow_rate, self.args.slow_seconds
         server = self.fwrepo("fwrepo-slow", {"FWREPO_STORAGE": "local"})
-        firmware_id = self.publish(server, self.small_file)
+        firmware_id = self.publish(server, self.files.small)
         listing = self.work / "slow-urls.txt"
         listing.write_text("\n".join(server.grant_locations(firmware_id, result.clients, "SLOW")) + "\n")
         sync_all()
@@ -509,7 +502,7 @@ class Download(Benchmark):
                                                     "BENCH_TRACEMALLOC_OUT": str(out)})
         client = None
         try:
-            firmware_id = self.publish(server, self.small_file)
+            firmware_id = self.publish(server, self.files.small)
             urls = server.grant_locations(firmware_id, args.slow_clients, "TRACE")
             listing = self.work / "traced-urls.txt"
             listing.write_text("\n".join(urls) + "\n")
@@ -575,7 +568,7 @@ class Download(Benchmark):
         s3_settings = self.ceph.fwrepo_settings(BUCKET)
         self.s3_server = self.fwrepo("fwrepo-s3", s3_settings)
         say(f"uploading {self.size / MiB:.0f} MiB to fwrepo-s3 (untimed)")
-        firmware_id = self.publish(self.s3_server, self.big)
+        firmware_id = self.publish(self.s3_server, self.files.big)
         self.urls["fwrepo-s3"] = self.s3_server.grant_locations(firmware_id, 1, "S3")[0]
         keys = [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
                 if item["Size"] == self.size]
@@ -586,7 +579,7 @@ class Download(Benchmark):
         # The same image behind FWREPO_DOWNLOAD_MODE=redirect (its own server and copy): 302 to a presigned URL.
         self.redirect_server = self.fwrepo("fwrepo-s3-redirect", {**s3_settings, "FWREPO_DOWNLOAD_MODE": "redirect"})
         say(f"uploading {self.size / MiB:.0f} MiB to fwrepo-s3-redirect (untimed)")
-        redirect_id = self.publish(self.redirect_server, self.big)
+        redirect_id = self.publish(self.redirect_server, self.files.big)
         self.urls["fwrepo-s3-redirect"] = self.redirect_server.grant_locations(redirect_id, 1, "S3R")[0]
         idle = proc_status_kib(self.s3_server.pid, "VmRSS")
         s3_options = ["--cacert", str(self.s3_server.cacert)]

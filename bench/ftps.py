@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import MB, GiB, MiB, say
-from harness.machine import disk_description, machine_facts, make_random_file, tool_version
+from harness.machine import Payloads, machine_facts, tool_version
 from harness.procs import Meter, proc_cpu_seconds, proc_status_kib, raise_open_files
 from harness.profiles import Profile, ProfileSummary, render_profiles
 from harness.report import Sample, Series, Verdict, fact_lines, fmt, kib_to_mb, missed, ratio_verdict, render_section
@@ -162,10 +162,7 @@ class Ftps(Benchmark):
         super().__init__(args, work, stack)
         self.size = args.size_mib * MiB
         self.small = args.parallel_mib * MiB
-        self.files = work / "files"
-        self.big = self.files / "big.bin"
-        self.small_file = self.files / "small.bin"
-        self.small_sha256 = ""
+        self.files = Payloads(work / "files", self.size, self.small)
         self.single = {name: Series(name) for name in SINGLE}
         self.parallel: list[Parallel] = []
         self.profiles: dict[str, ProfileSummary] = {}
@@ -195,18 +192,12 @@ class Ftps(Benchmark):
                               "to finish before the measured runs.")
 
     def setup(self) -> None:
-        self.files.mkdir(mode=0o755)  # vsftpd's anonymous root: readable once it has dropped to its ftp user
-        say(f"work directory {self.work} ({disk_description(self.work)})")
-        say(f"writing {self.size / MiB:.0f} MiB and {self.small / MiB:.0f} MiB of random bytes")
-        make_random_file(self.big, self.size)
-        self.small_sha256 = make_random_file(self.small_file, self.small)
-        for path in (self.big, self.small_file):
-            path.chmod(0o644)
+        self.files.write()  # vsftpd's anonymous root: readable once it has dropped to its ftp user
         tls = self.work / "tls"
         tls.mkdir()
         self.ca, key = self_signed_certificate(tls)  # the baselines' certificate is its own CA
         for kind in (Vsftpd, BarePyftpdlib):
-            baseline = kind(self.work / kind.name, self.files, self.ca, key)
+            baseline = kind(self.work / kind.name, self.files.directory, self.ca, key)
             self.stack.callback(baseline.stop)
             baseline.start()
             self.baselines[kind.name] = baseline
@@ -214,8 +205,8 @@ class Ftps(Benchmark):
         self.fwrepo = start_fwrepo(self.stack, "fwrepo", self.work / "fwrepo", {"FWREPO_STORAGE": "local"})
         say(f"fwrepo: fwrepo serve pid {self.fwrepo.pid} at {self.fwrepo.url}, FTPS on port {self.fwrepo.ftps_port}")
         say("uploading both files to fwrepo (untimed)")
-        self.big_id = self.fwrepo.publish_firmware(self.big, "3.0.1")["id"]
-        self.small_id = self.fwrepo.publish_firmware(self.small_file, "3.0.2")["id"]
+        self.big_id = self.fwrepo.publish_firmware(self.files.big, "3.0.1")["id"]
+        self.small_id = self.fwrepo.publish_firmware(self.files.small, "3.0.2")["id"]
         self.fwrepo_idle_kib = proc_status_kib(self.fwrepo.pid, "VmRSS")
 
     def locations(self, firmware_id: str, count: int) -> list[str]:
@@ -229,7 +220,7 @@ class Ftps(Benchmark):
         if name == "fwrepo":
             assert self.fwrepo is not None
             return self.locations(self.big_id, 1)[0], self.fwrepo.cacert, self.fwrepo.pid
-        return self.baselines[name].url(self.big.name), self.ca, None
+        return self.baselines[name].url(self.files.big.name), self.ca, None
 
     def server_cpu(self, name: str) -> Callable[[], float]:
         if name == "fwrepo":
@@ -257,7 +248,7 @@ class Ftps(Benchmark):
             urls = self.locations(self.small_id, self.args.parallel)
             with Meter(server.pid) as meter:  # the curls are reaped by asyncio: their CPU is in the children's
                 fetched = asyncio.run(_fetch_all(urls, server.cacert))
-            return Parallel(meter.seconds, fetched, (self.small, self.small_sha256), meter.server_cpu or 0.0,
+            return Parallel(meter.seconds, fetched, (self.small, self.files.small_sha256), meter.server_cpu or 0.0,
                             meter.client_cpu, meter.rss_max_kib or 0)
 
         return self.turns.measured(f"{self.args.parallel} concurrent", once)

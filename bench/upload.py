@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import MB, GiB, MiB, say
-from harness.machine import OtherLoad, boto3_version, busy_fraction, ceph_version, curl_version, disk_description
+from harness.machine import OtherLoad, boto3_version, busy_fraction, ceph_version, curl_version
 from harness.machine import machine_facts, make_random_file, mem_available, mount_of, sync_all
 from harness.procs import Meter, proc_status_kib
 from harness.report import Sample, Series, Verdict, ceiling_verdict, fact_lines, fmt, kib_to_mb, missed, ratio_verdict
@@ -97,7 +97,6 @@ class Upload(Benchmark):
             self.notes.append(warning)
         self.facts = {**machine_facts(self.work), "curl": curl_version(), "boto3": boto3_version(),
                       "Ceph": ceph_version()}
-        say(f"work directory {self.work} ({disk_description(self.work)})")
         _, _, fstype = mount_of(self.work)
         if fstype in ("tmpfs", "ramfs"):
             self.notes.append(f"The work directory is on {fstype}: cp and fwrepo-local measure RAM, not a disk.")

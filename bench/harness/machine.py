@@ -8,9 +8,10 @@ import platform
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness import MB, GiB, MiB
+from harness import MB, GiB, MiB, say
 from harness.procs import CLK_TCK
 
 
@@ -201,6 +202,33 @@ def make_random_file(path: Path, size: int) -> str:
         out.flush()
         os.fsync(out.fileno())
     return digest.hexdigest()
+
+
+@dataclass
+class Payloads:
+    """Two files of random bytes in one directory, a large and a small download, with their SHA-256."""
+
+    directory: Path
+    size: int
+    small_size: int
+    big_sha256: str = ""
+    small_sha256: str = ""
+
+    @property
+    def big(self) -> Path:
+        return self.directory / "big.bin"
+
+    @property
+    def small(self) -> Path:
+        return self.directory / "small.bin"
+
+    def write(self) -> None:
+        self.directory.mkdir(mode=0o755)  # world-readable: vsftpd reads it as its unprivileged ftp user
+        say(f"writing {self.size / MiB:.0f} MiB and {self.small_size / MiB:.0f} MiB of random bytes")
+        self.big_sha256 = make_random_file(self.big, self.size)
+        self.small_sha256 = make_random_file(self.small, self.small_size)
+        for path in (self.big, self.small):
+            path.chmod(0o644)
 
 
 def sync_all() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from harness import GiB, say
+from harness.machine import disk_description
 from harness.report import DOC, write_section
 from harness.turns import Turns
 
@@ -181,6 +182,7 @@ def main(kind: type[Benchmark], args: argparse.Namespace) -> int:
             stack.callback(say, f"kept {work}")
         else:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
+        say(f"work directory {work} ({disk_description(work)})")
         made.append(kind(args, work, stack))
         made[0].measure()
 
