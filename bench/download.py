@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 from harness import MB, GiB, MiB, say
 from harness.machine import Payloads, boto3_version, ceph_version, curl_version, machine_facts, sync_all, tool_version
 from harness.procs import Meter, children_cpu, proc_status_kib, raise_open_files
-from harness.profiles import Profile, ProfileSummary, render_profiles
+from harness.profiles import Profile, ProfileSummary, render_profiles, short_path
 from harness.report import Sample, Series, Verdict, ceiling_verdict, fact_lines, fmt, kib_to_mb, missed, ratio_verdict
 from harness.report import render_section, verdict_rows
 from harness.run import Benchmark, argument_parser, interleaved, main, profile_flag, profile_options
@@ -262,15 +262,6 @@ class TracedMemory:
         base = {name: (size, count) for name, size, count in before}
         out = [(name, size - base.get(name, (0, 0))[0], count - base.get(name, (0, 0))[1]) for name, size, count in after]
         return sorted((row for row in out if row[1] > 0), key=lambda row: -row[1])
-
-
-def short_path(filename: str) -> str:
-    """A traced file name without the venv / interpreter prefix."""
-    for marker in ("site-packages/", "/lib/python3.", "/work/main/"):
-        if marker in filename:
-            tail = filename.split(marker, 1)[1]
-            return tail.split("/", 1)[1] if marker == "/lib/python3." else tail
-    return filename
 
 
 # --------------------------------------------------------------------------- the bench

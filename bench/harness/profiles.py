@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from harness import ROOT
+
 Categories = list[tuple[str, re.Pattern[str]]]
 
 
@@ -103,18 +105,22 @@ def read_raw_profile(path: Path) -> list[tuple[list[str], int]]:
     return stacks
 
 
+def short_path(filename: str) -> str:
+    """A source file's name without the venv, interpreter or checkout prefix: `uvicorn/...`, `repo_service/...`."""
+    for marker in ("site-packages/", "/lib/python3.", f"{ROOT}/"):
+        if marker in filename:
+            tail = filename.split(marker, 1)[1]
+            return tail.split("/", 1)[1] if marker == "/lib/python3." else tail  # /lib/python3.11/x.py -> x.py
+    return filename
+
+
 def short_frame(frame: str) -> str:
     """`send (uvicorn/protocols/http/httptools_impl.py:123)` -> `send (uvicorn/protocols/http/httptools_impl.py)`."""
     match = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
     if not match:
         return frame
     name, path = match.groups()
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    path = re.sub(r"^\.\d+/", "", path)  # /lib/python3.11/x.py -> x.py
-    return f"{name} ({path})"
+    return f"{name} ({short_path(path)})"
 
 
 IDLE_LEAF = re.compile(r"^(Condition\.wait|Event\.wait|wait|_wait_for_tstate_lock) \(.*threading\.py")
