@@ -35,28 +35,32 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
+import sqlite3
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the shared helpers
-import grants
-import upload
-from upload import MB, FwrepoServer, say
+from harness import MB, say
+from harness.machine import machine_facts
+from harness.procs import Meter, RssSampler, proc_cpu_seconds, proc_status_kib, raise_open_files
+from harness.profiles import IDLE_LEAF, Profile, ProfileSummary, read_raw_profile, render_profile
+from harness.report import fact_lines, fmt, kib_to_mb, render_section
+from harness.run import Benchmark, argument_parser, main, profile_flag, profile_options
+from harness.servers import FwrepoServer, start_fwrepo
+from harness.stores import postgres_version, redact, scratch_database
 
-SECTION = "campaign"
 BATCH = 10_000  # events per POST /api/v1/events (the API's maximum)
 DUE_PAGE = 10_000  # due grants per GET .../grants?due=now&limit= (the API's maximum; its default is 1,000)
 STATUSES = ("Downloading", "Downloaded", "Installing", "Installed", "Booted")
 TARGET_VERSION = "2.0.0"
-CATEGORIES = [
+CATEGORIES = [(name, re.compile(pattern)) for name, pattern in [
     ("deriving jobs (update_jobs.derive_job, Job)", r"^(?:[\w<>]+\.)*(derive_job|<lambda>|_same_version|download_seconds|completion_seconds) \(.*domain/update_jobs|domain/versions\.py|^__init__ \(<string>"),
     ("reading grants and events (UpdateJobs.jobs: SQLAlchemy ORM + driver)", r"^(?:[\w<>]+\.)*jobs \(.*domain/update_jobs"),
     ("checking events (parse_event, record_many)", r"^(?:[\w<>]+\.)*(parse_event|record_many|_grant_key) \(.*domain/update_jobs"),
@@ -72,38 +76,7 @@ CATEGORIES = [
     ("TLS and socket I/O (ssl, uvloop, uvicorn)", r"ssl\.py|uvloop|uvicorn/protocols|asyncio/"),
     ("Starlette / anyio plumbing", r"starlette/|anyio/"),
     ("event loop: uvloop in C (idle epoll wait or TLS/socket I/O)", r"^uvloop C loop"),
-]
-
-
-# --------------------------------------------------------------------------- PostgreSQL by URL
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
-def admin_sql(url: str, sql: str) -> str:
-    """One statement outside a transaction (CREATE/DROP DATABASE) on the server of url; the first value."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
-        cursor = connection.execute(sql)
-        row = cursor.fetchone() if cursor.description else None
-        return str(row[0]) if row else ""
-
-
-def scratch_database(stack: ExitStack, url: str, name: str) -> str:
-    admin_sql(url, f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        try:
-            admin_sql(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except Exception as error:  # noqa: BLE001 - say so and go on cleaning up
-            print(f"could not drop scratch database {name}: {error}", file=sys.stderr)
-
-    stack.callback(drop)
-    return with_database(url, name)
+]]
 
 
 # --------------------------------------------------------------------------- results
@@ -140,20 +113,18 @@ class Run:
 class Hotspot:
     title: str
     seconds: float
-    summary: grants.ProfileSummary
+    summary: ProfileSummary
     lines: list[tuple[str, int]]  # innermost repo_service frame with its line, samples
 
 
 # --------------------------------------------------------------------------- the bench
 
 
-class Bench:
+class Campaign(Benchmark):
+    section = "campaign"
+
     def __init__(self, args: argparse.Namespace, work: Path, stack: ExitStack) -> None:
-        self.args = args
-        self.work = work
-        self.stack = stack
-        self.notes: list[str] = []
-        self.turns = grants.Turns(self.notes, max_wait=args.max_wait)
+        super().__init__(args, work, stack)
         self.runs: dict[str, Run] = {"sqlite": Run("sqlite")}
         self.pg_version = ""
         if args.database_url:
@@ -162,12 +133,23 @@ class Bench:
         self.firmware_file = work / "bench-fw.bin"
         self.counter = 0
         self.waves = [int(w) if w.isdigit() else w for w in args.waves.split(",")]
+        self.machine: list[str] = []
+
+    def measure(self) -> None:
+        raise_open_files()
+        self.setup()
+        self.turns.wait("the machine description")
+        import httpx
+
+        self.machine = fact_lines({**machine_facts(self.work), "SQLite": sqlite3.sqlite_version,
+                                   "PostgreSQL": self.pg_version or "not available", "httpx": httpx.__version__})
+        self.run()
 
     def setup(self) -> None:
         self.firmware_file.write_bytes(os.urandom(64 * 1024))
         if "postgresql" in self.runs:
             try:
-                self.pg_version = admin_sql(self.args.database_url, "SHOW server_version")
+                self.pg_version = postgres_version(self.args.database_url)
             except Exception as error:  # noqa: BLE001 - the SQLite part still runs
                 self.runs["postgresql"].skipped = f"{urlsplit(self.args.database_url).hostname}: {error}"
                 self.notes.append(f"PostgreSQL part not run: {error}.")
@@ -178,9 +160,8 @@ class Bench:
         if backend == "postgresql":
             settings["FWREPO_DATABASE_URL"] = scratch_database(
                 self.stack, self.args.database_url, f"fwrepo_bench_campaign_{os.getpid()}_{self.counter}")
-        server = grants.start_tls_server(self.stack, f"{backend}-{self.counter}", self.work / f"{backend}-{self.counter}",
-                                         settings)
-        record = grants.upload_firmware(server, self.firmware_file, TARGET_VERSION, self.work)
+        server = start_fwrepo(self.stack, f"{backend}-{self.counter}", self.work / f"{backend}-{self.counter}", settings)
+        record = server.publish_firmware(self.firmware_file, TARGET_VERSION)
         return server, record["id"]
 
     def campaign_body(self, firmware_id: str, prefix: str) -> bytes:
@@ -205,13 +186,12 @@ class Bench:
 
     def timed(self, run: Run, name: str, server: FwrepoServer, call: Callable[[], tuple[int, int]]) -> None:
         """One call inside a phase: its wall time and the server's CPU go to the phase."""
-        before = upload.proc_cpu_seconds(server.pid)
-        start = time.perf_counter()
-        items, size = call()
-        seconds = time.perf_counter() - start
+        with Meter(server_cpu=lambda: proc_cpu_seconds(server.pid)) as meter:
+            items, size = call()
+        seconds = meter.seconds
         phase = run.phase(name)
         phase.seconds += seconds
-        phase.server_cpu += upload.proc_cpu_seconds(server.pid) - before
+        phase.server_cpu += meter.server_cpu or 0.0
         phase.calls += 1
         phase.items += items
         phase.reply_bytes += size
@@ -219,13 +199,9 @@ class Bench:
         if name == "events":
             run.batch_seconds.append(seconds)
 
-    def quiet(self, label: str) -> dict[int, float]:
-        self.turns.wait(label)
-        return self.turns.snapshot()
-
     def disturbed(self, label: str, snapshot: dict[int, float], seconds: float) -> None:
-        foreign = self.turns.foreign_cpu_since(snapshot)
-        if foreign > 0.1 * seconds + 0.2:
+        foreign = self.turns.disturbance(snapshot, seconds)
+        if foreign is not None:
             self.notes.append(f"{label}: other benchmarks or pytest used {foreign:.1f} CPU s during it "
                               "(not repeated: a campaign's phases change its state).")
 
@@ -233,9 +209,9 @@ class Bench:
         """The whole campaign on one server, wave by wave; its id."""
         import httpx
 
-        headers = {"Authorization": f"Bearer {server.csms}", "Content-Type": "application/json"}  # type: ignore[attr-defined]
+        headers = {"Authorization": f"Bearer {server.csms}", "Content-Type": "application/json"}
         body = self.campaign_body(firmware_id, prefix)
-        with httpx.Client(verify=grants.ssl_context(server), timeout=1800, headers=headers) as client:
+        with httpx.Client(verify=server.ssl_context(), timeout=1800, headers=headers) as client:
             client.get(server.url + "/healthz")  # TLS handshake outside the timing
             campaign: dict = {}
 
@@ -245,7 +221,7 @@ class Bench:
                 campaign.update(reply.json())
                 return self.args.chargers, len(reply.content)
 
-            snapshot, began = self.quiet(f"{run.backend}: creating the campaign"), time.monotonic()
+            snapshot, began = self.turns.quiet(f"{run.backend}: creating the campaign"), time.monotonic()
             self.timed(run, "create", server, create)
             self.disturbed(f"{run.backend} create", snapshot, time.monotonic() - began)
             say(f"  created campaign {campaign['id']} with {self.args.chargers:,} chargers in "
@@ -267,7 +243,7 @@ class Bench:
                             return len(handed), size
                         handed.extend(page)
 
-                snapshot, began = self.quiet(f"{run.backend}: due grants of wave {wave + 1}"), time.monotonic()
+                snapshot, began = self.turns.quiet(f"{run.backend}: due grants of wave {wave + 1}"), time.monotonic()
                 self.timed(run, "due", server, due)
                 expected = campaign["waves"][wave]["chargers"]
                 if len(handed) != expected or len({g["id"] for g in handed}) != expected:
@@ -296,8 +272,8 @@ class Bench:
         """The report and the CSV export of a finished campaign."""
         import httpx
 
-        headers = {"Authorization": f"Bearer {server.csms}"}  # type: ignore[attr-defined]
-        with httpx.Client(verify=grants.ssl_context(server), timeout=1800, headers=headers) as client:
+        headers = {"Authorization": f"Bearer {server.csms}"}
+        with httpx.Client(verify=server.ssl_context(), timeout=1800, headers=headers) as client:
             client.get(server.url + "/healthz")
 
             def report() -> tuple[int, int]:
@@ -317,23 +293,23 @@ class Bench:
                 return rows, len(reply.content)
 
             for name, call in (("report", report), ("csv", export)):
-                snapshot, began = self.quiet(f"{run.backend}: {name}"), time.monotonic()
+                snapshot, began = self.turns.quiet(f"{run.backend}: {name}"), time.monotonic()
                 self.timed(run, name, server, call)
                 self.disturbed(f"{run.backend} {name}", snapshot, time.monotonic() - began)
                 say(f"  {name}: {run.phase(name).seconds:.2f} s")
 
-    def measure(self, backend: str) -> None:
+    def measure_backend(self, backend: str) -> None:
         run = self.runs[backend]
         say(f"-- {backend}")
         server, firmware_id = self.fresh_server(backend)
-        run.idle_rss_kib = upload.proc_status_kib(server.pid, "VmRSS") or 0
-        with upload.RssSampler(server.pid, interval=0.05) as rss:
+        run.idle_rss_kib = proc_status_kib(server.pid, "VmRSS") or 0
+        with RssSampler(server.pid, interval=0.05) as rss:
             campaign_id = self.campaign(run, server, firmware_id, f"CP{self.counter}")
             events = run.phase("events")
             say(f"  events: {events.items:,} in {events.seconds:.1f} s = {events.items / events.seconds:,.0f}/s")
             self.reads(run, server, campaign_id)
-        run.rss_max_kib = rss.max_kib
-        run.peak_rss_kib = upload.proc_status_kib(server.pid, "VmHWM") or 0
+        run.rss_max_kib = rss.max_kib or 0
+        run.peak_rss_kib = proc_status_kib(server.pid, "VmHWM") or 0
         if self.args.profile != "never" and backend == "sqlite":
             self.profile(server, firmware_id, campaign_id)
         server.stop()
@@ -345,21 +321,21 @@ class Bench:
         scratch = Run("profile")
         out = self.work / "profile-reads.raw"
         self.turns.wait("profiling the report and the CSV")
-        with grants.Profile(server.pid, out, seconds=900) as profile:
+        with Profile(server.pid, out, seconds=900) as profile:
             start = time.perf_counter()
             self.reads(scratch, server, campaign_id)
             seconds = time.perf_counter() - start
-        self.keep(f"GET /api/v1/campaigns/{{id}} and GET .../jobs.csv once more ({seconds:.1f} s)", seconds, profile, out)
+        self.keep(f"GET /api/v1/campaigns/{{id}} and GET .../jobs.csv once more ({seconds:.1f} s)", seconds, profile)
         self.profile_events(server, firmware_id)
 
     def profile_events(self, server: FwrepoServer, firmware_id: str) -> None:
         """A second campaign, one wave of everyone, and its first --profile-batches event batches under py-spy."""
         import httpx
 
-        headers = {"Authorization": f"Bearer {server.csms}", "Content-Type": "application/json"}  # type: ignore[attr-defined]
+        headers = {"Authorization": f"Bearer {server.csms}", "Content-Type": "application/json"}
         body = json.loads(self.campaign_body(firmware_id, "PROFILE"))
         body["waves"] = ["100%"]
-        with httpx.Client(verify=grants.ssl_context(server), timeout=1800, headers=headers) as client:
+        with httpx.Client(verify=server.ssl_context(), timeout=1800, headers=headers) as client:
             reply = client.post(server.url + "/api/v1/campaigns", json=body)
             check(reply, 201, server)
             campaign_id = reply.json()["id"]
@@ -371,42 +347,29 @@ class Bench:
             batches = batches[:self.args.profile_batches]
             out = self.work / "profile-events.raw"
             self.turns.wait("profiling events")
-            with grants.Profile(server.pid, out, seconds=3600) as profile:
+            with Profile(server.pid, out, seconds=3600) as profile:
                 start = time.perf_counter()
                 for batch in batches:
                     check(client.post(server.url + "/api/v1/events", content=batch), 200, server)
                 seconds = time.perf_counter() - start
         self.keep(f"the first {len(batches)} event batches ({len(batches) * BATCH:,} Downloading events) of a second "
                   f"campaign of {self.args.chargers:,} chargers in one wave, on the same server ({seconds:.1f} s, "
-                  f"{seconds / max(len(batches), 1):.1f} s per batch)", seconds, profile, out)
+                  f"{seconds / max(len(batches), 1):.1f} s per batch)", seconds, profile)
 
-    def keep(self, title: str, seconds: float, profile: grants.Profile | None, out: Path) -> None:
-        error = profile.error if profile is not None else "py-spy did not start"
-        summary = grants.ProfileSummary(0, 100, [], [], error)
-        lines: list[tuple[str, int]] = []
-        if not error:
-            import re
-
-            out = without_idle(out)
-            summary = grants.summarize_profile(out, profile.rate,
-                                               [(name, re.compile(pattern)) for name, pattern in CATEGORIES])
-            lines = innermost_lines(out)
-            if self.args.keep_profiles:
-                self.args.keep_profiles.mkdir(parents=True, exist_ok=True)
-                shutil.copy(out, self.args.keep_profiles / out.name)
+    def keep(self, title: str, seconds: float, profile: Profile) -> None:
+        summary = profile.summary(CATEGORIES, seconds, self.args.keep_profiles, transform=without_idle)
+        lines = innermost_lines(summary.path) if summary.path else []
         self.profiles.append(Hotspot(title, seconds, summary, lines))
-        say(f"  profile: {title}; top: " + ", ".join(
-            f"{name} {count / max(summary.samples, 1):.0%}" for name, count in summary.categories[:4]))
+        say(f"  profile: {title}; top: {summary.top(4)}")
 
     def run(self) -> None:
         for backend, run in self.runs.items():
             if run.skipped is None:
-                self.measure(backend)
+                self.measure_backend(backend)
 
     # -- report
 
     def table(self) -> str:
-        fmt = upload.fmt
         lines = ["| phase | " + " | ".join(name for name, run in self.runs.items()) + " |",
                  "| --- |" + " ---: |" * len(self.runs)]
 
@@ -434,14 +397,42 @@ class Bench:
         row("**CSV: GET .../jobs.csv**", seconds("csv"))
         row("CSV size", lambda run: fmt(run.phase("csv").reply_bytes / MB, "{:.1f} MB") if "csv" in run.phases else "-")
         row("server peak RSS (VmHWM / max sampled / idle)", lambda run: " / ".join(
-            fmt(upload.kib_to_mb(v), "{:.0f}") for v in (run.peak_rss_kib, run.rss_max_kib, run.idle_rss_kib)) + " MB")
+            fmt(kib_to_mb(v), "{:.0f}") for v in (run.peak_rss_kib, run.rss_max_kib, run.idle_rss_kib)) + " MB")
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        return "\n".join([self.table(), *render_hotspots(self), *what_bounds(self)])
+
+    def render(self) -> str:
+        args = self.args
+        n = args.chargers
+        intro = [
+            self.written_by(command_line(args)),
+            "",
+            (f"One campaign of {n:,} chargers (all eligible: model BM-1, on 1.9.0, for a published {TARGET_VERSION} "
+             f"image of 64 KiB) on a fresh `fwrepo serve` (one uvicorn process, HTTPS with its development certificate) "
+             f"per database, driven by one httpx client over one keep-alive connection. Waves {args.waves} with "
+             f"failure threshold 1.0: the due grants of each wave are pulled page by page (`GET .../grants?due=now&limit={DUE_PAGE}` "
+             "until an empty page; each grant is handed out once), then "
+             "every charger of the wave reports Downloading, Downloaded, Installing, Installed and Booted (the target "
+             f"version), status by status, in `POST /api/v1/events` of {BATCH:,} events; the next wave starts when "
+             "the last of them arrives (fwrepo starts it inside that request). Nothing is downloaded. Request bodies "
+             "are built outside the timing; every reply is parsed and checked (each wave's grant count, accepted "
+             "events, the report's `completed` with every job succeeded, one CSV row per charger). Server CPU is its "
+             "user+system seconds during the phase. One run per database (a campaign cannot be re-run in place); "
+             "no targets, absolute numbers."),
+            "",
+        ]
+        shared = f"Client and server share the machine's {os.cpu_count()} CPUs; the PostgreSQL server too when it is used."
+        body = [self.table(), "", *render_hotspots(self), *what_bounds(self)]
+        return render_section(self.section, "Campaign", intro, self.machine, shared, self.notes, body)
+
 
 
 def check(reply: object, status: int, server: FwrepoServer) -> None:
-    if reply.status_code != status:  # type: ignore[attr-defined]
-        raise RuntimeError(f"{reply.request.method} {reply.request.url.path}: HTTP {reply.status_code} "  # type: ignore[attr-defined]
-                           f"{reply.text[:300]}" + server.describe_exit())  # type: ignore[attr-defined]
+    if reply.status_code != status:
+        raise RuntimeError(f"{reply.request.method} {reply.request.url.path}: HTTP {reply.status_code} "
+                           f"{reply.text[:300]}" + server.describe_exit())
 
 
 UVLOOP = "uvloop C loop: epoll wait or TLS/socket I/O, not told apart"
@@ -454,7 +445,7 @@ def without_idle(path: Path) -> Path:
     wait in C, which its idle detection does not recognise.
     """
     kept = []
-    for frames, count in grants.read_raw_profile(path):
+    for frames, count in read_raw_profile(path):
         if frames[-1].startswith(("poll (", "_BasePollEpoll.poll (")) and "pyftpdlib/ioloop" in frames[-1]:
             continue
         if frames[-1].startswith(("run (", "Runner.run (")) and "asyncio/runners" in frames[-1]:
@@ -468,8 +459,8 @@ def without_idle(path: Path) -> Path:
 def innermost_lines(path: Path) -> list[tuple[str, int]]:
     """Samples by the innermost frame in fwrepo's own code (repo_service/...:line): where to look."""
     counts: Counter[str] = Counter()
-    for frames, count in grants.read_raw_profile(path):
-        if grants.IDLE_LEAF.search(frames[-1]):
+    for frames, count in read_raw_profile(path):
+        if IDLE_LEAF.search(frames[-1]):
             continue
         for frame in reversed(frames):
             if "repo_service/" in frame:
@@ -479,10 +470,10 @@ def innermost_lines(path: Path) -> list[tuple[str, int]]:
     return counts.most_common(10)
 
 
-def render_hotspots(bench: Bench) -> list[str]:
+def render_hotspots(bench: Campaign) -> list[str]:
     lines: list[str] = []
     for hotspot in bench.profiles:
-        lines += grants.render_profile(hotspot.summary, f"py-spy profile of the server (SQLite) during {hotspot.title}")
+        lines += render_profile(hotspot.summary, f"py-spy profile of the server (SQLite) during {hotspot.title}")
         if hotspot.lines:
             total = hotspot.summary.samples or 1
             lines += ["| innermost frame in repo_service (file:line) | share |", "| --- | ---: |"]
@@ -491,7 +482,7 @@ def render_hotspots(bench: Bench) -> list[str]:
     return lines
 
 
-def what_bounds(bench: Bench) -> list[str]:
+def what_bounds(bench: Campaign) -> list[str]:
     """What the numbers and profiles say, from this run's figures (the code as of commit 818ff7f)."""
     run = bench.runs["sqlite"]
     if not run.phases:
@@ -558,52 +549,10 @@ def what_bounds(bench: Bench) -> list[str]:
     return lines + [""]
 
 
-def render_section(bench: Bench, machine: list[str], when: dt.datetime, elapsed: float) -> str:
-    args = bench.args
-    n = args.chargers
-    lines = [
-        f"<!-- bench:{SECTION}:start -->",
-        "## Campaign",
-        "",
-        (f"Written by `{command_line(args)}` on {when:%Y-%m-%d %H:%M} "
-         f"UTC (the run took {elapsed / 60:.1f} min, of which {bench.turns.waited / 60:.1f} min waiting for other "
-         "benchmarks and pytest)."),
-        "",
-        (f"One campaign of {n:,} chargers (all eligible: model BM-1, on 1.9.0, for a published {TARGET_VERSION} "
-         f"image of 64 KiB) on a fresh `fwrepo serve` (one uvicorn process, HTTPS with its development certificate) "
-         f"per database, driven by one httpx client over one keep-alive connection. Waves {args.waves} with "
-         f"failure threshold 1.0: the due grants of each wave are pulled page by page (`GET .../grants?due=now&limit={DUE_PAGE}` "
-         "until an empty page; each grant is handed out once), then "
-         "every charger of the wave reports Downloading, Downloaded, Installing, Installed and Booted (the target "
-         f"version), status by status, in `POST /api/v1/events` of {BATCH:,} events; the next wave starts when "
-         "the last of them arrives (fwrepo starts it inside that request). Nothing is downloaded. Request bodies "
-         "are built outside the timing; every reply is parsed and checked (each wave's grant count, accepted "
-         "events, the report's `completed` with every job succeeded, one CSV row per charger). Server CPU is its "
-         "user+system seconds during the phase. One run per database (a campaign cannot be re-run in place); "
-         "no targets, absolute numbers."),
-        "",
-        "Machine:",
-        "",
-        *machine,
-        "",
-        f"Client and server share the machine's {os.cpu_count()} CPUs; the PostgreSQL server too when it is used.",
-        "",
-    ]
-    for note in bench.notes:
-        lines += [f"**Note:** {note}", ""]
-    lines += [bench.table(), ""]
-    lines += render_hotspots(bench)
-    lines += what_bounds(bench)
-    lines.append(f"<!-- bench:{SECTION}:end -->")
-    return "\n".join(lines) + "\n"
-
-
 def command_line(args: argparse.Namespace) -> str:
     """The command as it was given: the PostgreSQL URL from the flag or from the environment, as it came."""
-    command = f"bench/campaign.py --chargers {args.chargers} --waves {args.waves}"
-    if args.profile != "auto":
-        command += f" --profile {args.profile}"
-    elif args.profile_batches != 5:
+    command = f"bench/campaign.py --chargers {args.chargers} --waves {args.waves}{profile_flag(args)}"
+    if args.profile == "auto" and args.profile_batches != 5:
         command += f" --profile-batches {args.profile_batches}"
     if not args.database_url:
         return command
@@ -612,33 +561,19 @@ def command_line(args: argparse.Namespace) -> str:
     return f"{command} --database-url {redact(args.database_url)}"
 
 
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.split("@")[-1]
-    user = parts.username
-    return urlunsplit((parts.scheme, f"{user}@{netloc}" if user else netloc, parts.path, "", ""))
-
-
 # --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, "campaign")
     parser.add_argument("--chargers", type=int, default=100_000, help="chargers in the campaign (default 100000)")
     parser.add_argument("--waves", default="1%,10%,100%", help="cumulative waves, comma-separated (default 1%%,10%%,100%%)")
     parser.add_argument("--database-url", default=os.environ.get("FWREPO_BENCH_DATABASE_URL", ""),
                         help="PostgreSQL server (postgresql://USER@HOST:PORT/DB) for a second run on a scratch "
                              "database; default $FWREPO_BENCH_DATABASE_URL, none: SQLite only")  # fmt: skip
-    parser.add_argument("--profile", choices=("auto", "never"), default="auto",
-                        help="py-spy the report/CSV and a second campaign's events (auto, default) or not")
+    profile_options(parser, ("auto", "never"), "py-spy the report/CSV and a second campaign's events (auto, default) or not")
     parser.add_argument("--profile-batches", type=int, default=5,
                         help="event batches of the second campaign that py-spy watches (default 5)")
-    parser.add_argument("--keep-profiles", type=Path, help="copy py-spy's raw profiles into this directory")
-    parser.add_argument("--max-wait", type=float, default=1800, help="seconds to wait for a quiet machine per phase")
-    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()), help="where the temporary directory goes")
-    parser.add_argument("--doc", type=Path, default=upload.DOC, help="file whose campaign section is rewritten")
-    parser.add_argument("--no-doc", action="store_true", help="print the results only")
     args = parser.parse_args(argv)
     args.database_url_from_env = bool(args.database_url) and args.database_url == os.environ.get(
         "FWREPO_BENCH_DATABASE_URL") and "--database-url" not in " ".join(sys.argv[1:] if argv is None else argv)
@@ -647,38 +582,5 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if shutil.which("curl") is None:
-        print("bench/campaign.py needs curl", file=sys.stderr)
-        return 2
-    started, when = time.monotonic(), dt.datetime.now(dt.UTC)
-    stack = ExitStack()
-    work = Path(tempfile.mkdtemp(prefix="fwrepo-campaign.", dir=args.work_dir))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
-    bench = Bench(args, work, stack)
-    machine: list[str] = []
-
-    def body() -> None:
-        grants.raise_open_files()
-        bench.setup()
-        bench.turns.wait("the machine description")
-        machine.extend(grants.machine_lines(work, bench))  # type: ignore[arg-type]  # reads .pg_version only
-        bench.run()
-
-    failed = grants.run_guarded("campaign.py", stack, body)
-    if failed is not None:
-        return failed
-    say("")
-    for note in bench.notes:
-        say(f"note: {note}")
-    say(bench.table())
-    say("\n".join(render_hotspots(bench) + what_bounds(bench)))
-    if not args.no_doc:
-        grants.write_section(args.doc, SECTION, render_section(bench, machine, when, time.monotonic() - started))
-        say(f"\nwrote the {SECTION} section of {args.doc}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Campaign, parse_args(None)))

@@ -31,34 +31,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
 import re
 import resource
-import shutil
 import signal
 import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: upload.py's helpers
-import grants
-import upload
-from upload import MB, FwrepoServer, GiB, MiB, say
-
-DOC = upload.DOC
-SECTION = "download"
+from harness import MB, GiB, MiB, say
+from harness.machine import Payloads, boto3_version, ceph_version, curl_version, machine_facts, sync_all, tool_version
+from harness.procs import Meter, children_cpu, proc_status_kib, raise_open_files
+from harness.profiles import Profile, ProfileSummary, render_profiles, short_path
+from harness.report import Sample, Series, Verdict, ceiling_verdict, fact_lines, fmt, kib_to_mb, missed, ratio_verdict
+from harness.report import render_section, verdict_rows
+from harness.run import Benchmark, argument_parser, interleaved, main, profile_flag, profile_options
+from harness.servers import FwrepoServer, Nginx, curl_download, ensure_installed, start_fwrepo
+from harness.stores import Ceph, CephUnavailable, start_ceph
 
 TARGET_LOCAL = 0.9  # fwrepo-local one stream >= 0.9 x nginx
 TARGET_PARALLEL = 0.7  # fwrepo 100 parallel >= 0.7 x nginx (2 workers)
@@ -68,31 +66,7 @@ BUCKET = "bench-download"
 
 SINGLE = ("nginx", "fwrepo-local", "rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect")
 PARALLEL = ("nginx-100", "fwrepo-100")
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class Sample:
-    mb_s: float  # curl's speed_download (single) or 100 x size / wall time (parallel), in MB/s
-    seconds: float  # wall time of the curl (or of all 100)
-    server_cpu: float | None = None  # CPU s of the server (nginx: master + workers; fwrepo: its process)
-    client_cpu: float | None = None  # CPU s of curl(s)
-    ceph_cpu: float | None = None  # CPU s of mon + osd + rgw
-    rss_max_kib: int | None = None  # fwrepo: max VmRSS sampled during the run
-
-
-@dataclass
-class Series:
-    name: str
-    samples: list[Sample] = field(default_factory=list)
-    skipped: str | None = None
-
-    def median(self, attribute: str = "mb_s") -> float | None:
-        values = [getattr(s, attribute) for s in self.samples if getattr(s, attribute) is not None]
-        return statistics.median(values) if values else None
-
+PARTS = {"local", "slow", "s3"}
 
 @dataclass
 class SlowResult:
@@ -120,138 +94,15 @@ class SlowResult:
         return max(values) * 1024 / MB if values else None
 
 
-# --------------------------------------------------------------------------- nginx
-
-
-NGINX_CONF = """\
-# Written by bench/download.py: nginx over TLS serving {files}, for comparison with fwrepo.
-user root;
-worker_processes {workers};
-daemon off;
-master_process on;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 5;
-    types {{ }}
-    default_type application/octet-stream;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name 127.0.0.1;
-        ssl_certificate {dir}/cert.pem;
-        ssl_certificate_key {dir}/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        root {files};
-    }}
-}}
-"""
-
-
-class Nginx:
-    """nginx in the foreground (`daemon off`) with its own config, certificate and port under dir."""
-
-    def __init__(self, directory: Path, files: Path, workers: int = 2) -> None:
-        self.dir, self.files, self.workers = directory, files, workers
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    @property
-    def cacert(self) -> Path:
-        return self.dir / "cert.pem"
-
-    def start(self) -> None:
-        (self.dir / "tmp").mkdir(parents=True)
-        made = subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(self.dir / "key.pem"), "-out", str(self.cacert), "-days", "2", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if made.returncode != 0:
-            raise RuntimeError(f"openssl req failed: {made.stderr.strip()}")
-        for attempt in range(3):
-            port = upload.free_port()
-            conf = self.dir / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(dir=self.dir, files=self.files, workers=self.workers, port=port))
-            with (self.dir / "stderr.log").open("ab") as log:
-                self.proc = subprocess.Popen(
-                    ["nginx", "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", str(conf)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                )  # fmt: skip
-            self.url = f"https://127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
-            context = ssl.create_default_context(cafile=str(self.cacert))
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    import urllib.request
-
-                    with urllib.request.urlopen(self.url + "/", timeout=1, context=context):
-                        pass
-                    return
-                except OSError as error:
-                    if getattr(error, "code", None) in (403, 404):  # up: the root has no index
-                        return
-                time.sleep(0.05)
-            self.stop()
-        log = (self.dir / "error.log").read_text(errors="replace") if (self.dir / "error.log").exists() else ""
-        raise RuntimeError(f"nginx did not start: {log[-500:]}")
-
-    def pids(self) -> list[int]:
-        if self.proc is None:
-            return []
-        return sorted(grants.descendants(grants.proc_table(), self.proc.pid))
-
-    def cpu(self) -> float:
-        return sum(upload.proc_cpu_seconds(pid) for pid in self.pids())
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGQUIT)  # graceful: workers finish, then the master exits
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: master and workers, nothing else
-            proc.wait()
-
 
 # --------------------------------------------------------------------------- curl
-
-
-def curl_once(url: str, cacert: Path | None, expected: int, follow: bool = False) -> tuple[float, float, float]:
-    """One download to /dev/null: (curl's speed_download in B/s, wall seconds, curl's CPU seconds)."""
-    command = ["curl", "-s", "-S", "-o", "/dev/null", "-w", "%{speed_download} %{size_download} %{http_code}"]
-    if follow:
-        command.append("-L")
-    if cacert is not None:
-        command += ["--cacert", str(cacert)]
-    before = upload.children_cpu()
-    start = time.perf_counter()
-    done = subprocess.run([*command, url], capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    cpu = upload.children_cpu() - before
-    parts = done.stdout.split()
-    if done.returncode != 0 or len(parts) != 3 or parts[2] != "200" or int(parts[1]) != expected:
-        raise RuntimeError(f"curl {url}: exit {done.returncode}, {done.stdout.strip()!r} {done.stderr.strip()[:300]}")
-    return float(parts[0]), wall, cpu
 
 
 def curl_parallel(urls: list[str], cacert: Path, expected: int, work: Path) -> tuple[float, float, list[float]]:
     """`xargs -P N -n 1 curl` over the URLs: (wall seconds, CPU of all curls, each transfer's speed in B/s)."""
     listing = work / "urls.txt"
     listing.write_text("\n".join(urls) + "\n")
-    before = upload.children_cpu()
+    before = children_cpu()
     start = time.perf_counter()
     with listing.open() as urls_in:
         done = subprocess.run(
@@ -260,7 +111,7 @@ def curl_parallel(urls: list[str], cacert: Path, expected: int, work: Path) -> t
             stdin=urls_in, capture_output=True, text=True, check=False,
         )  # fmt: skip
     wall = time.perf_counter() - start
-    cpu = upload.children_cpu() - before
+    cpu = children_cpu() - before
     lines = [line.split() for line in done.stdout.splitlines() if line.strip()]
     good = [line for line in lines if len(line) == 3 and line[0] == "200" and int(line[1]) == expected]
     if done.returncode != 0 or len(good) != len(urls):
@@ -413,108 +264,91 @@ class TracedMemory:
         return sorted((row for row in out if row[1] > 0), key=lambda row: -row[1])
 
 
-def short_path(filename: str) -> str:
-    """A traced file name without the venv / interpreter prefix."""
-    for marker in ("site-packages/", "/lib/python3.", "/work/main/"):
-        if marker in filename:
-            tail = filename.split(marker, 1)[1]
-            return tail.split("/", 1)[1] if marker == "/lib/python3." else tail
-    return filename
-
-
 # --------------------------------------------------------------------------- the bench
 
 
-class Bench:
+class Download(Benchmark):
+    section = "download"
+    tools = ("curl", "xargs", "openssl")
+
     def __init__(self, args: argparse.Namespace, work: Path, stack: ExitStack) -> None:
-        self.args = args
-        self.work = work
-        self.stack = stack
+        super().__init__(args, work, stack)
         self.size = args.size_mib * MiB
         self.small = args.parallel_mib * MiB
-        self.files = work / "files"
-        self.big = self.files / "big.bin"
-        self.small_file = self.files / "small.bin"
-        self.notes: list[str] = []
-        self.turns = grants.Turns(self.notes)
+        self.files = Payloads(work / "files", self.size, self.small)
         self.single = {name: Series(name) for name in SINGLE}
         self.parallel = {name: Series(name) for name in PARALLEL}
         self.slow = SlowResult()
-        self.profiles: dict[str, grants.ProfileSummary] = {}
+        self.profiles: dict[str, ProfileSummary] = {}
         self.traced: TracedMemory | None = None  # the slow clients under tracemalloc, when that target is missed
-        self.findings: dict[str, list[str]] = {}
         self.server_rss: dict[str, tuple[int | None, int | None]] = {}  # name -> (idle VmRSS, VmHWM at stop) KiB
         self.nginx: Nginx | None = None
         self.local: FwrepoServer | None = None
         self.s3_server: FwrepoServer | None = None
         self.redirect_server: FwrepoServer | None = None
-        self.s3 = None
-        self.ceph_pids: list[int] = []
+        self.ceph: Ceph | None = None
         self.urls: dict[str, str] = {}
         self.parallel_urls: list[str] = []
         self.counter = 0
+        self.machine: list[str] = []
 
     # -- set-up
 
-    def setup(self) -> None:
-        self.files.mkdir()
-        say(f"work directory {self.work} ({upload.disk_description(self.work)})")
-        say(f"writing {self.size / MiB:.0f} MiB and {self.small / MiB:.0f} MiB of random bytes")
-        upload.make_random_file(self.big, self.size)
-        upload.make_random_file(self.small_file, self.small)
+    def measure(self) -> None:
+        ensure_installed("nginx", "nginx")
+        raise_open_files()
+        self.need_disk(4 * self.size)
+        self.files.write()
+        self.turns.wait("the machine description")
+        self.machine = machine_lines(self.work)
+        if "local" in self.args.only:
+            self.phase_local()
+        if "slow" in self.args.only:
+            self.phase_slow()
+        if "s3" in self.args.only:
+            self.phase_s3()
+        self.notes += spread_notes(self)
 
     def fwrepo(self, name: str, settings: dict[str, str]) -> FwrepoServer:
-        # No FTPS server inside `fwrepo serve`: two servers at once (fwrepo-s3 and its redirect twin) would both
-        # want its fixed port, and only HTTPS downloads are measured here.
-        settings = {"FWREPO_FTPS": "false", **settings}
-        server = grants.start_tls_server(self.stack, name, self.work / name, settings)
+        # No FTPS server inside `fwrepo serve`: only HTTPS downloads are measured here.
+        server = start_fwrepo(self.stack, name, self.work / name, {"FWREPO_FTPS": "false", **settings})
         say(f"{name}: fwrepo serve pid {server.pid} at {server.url}")
         return server
 
     def publish(self, server: FwrepoServer, path: Path) -> str:
         self.counter += 1
-        return grants.upload_firmware(server, path, f"2.0.{self.counter}", self.work)["id"]
-
-    def grant_urls(self, server: FwrepoServer, firmware_id: str, count: int, prefix: str) -> list[str]:
-        issued = grants.issue_grants(server, firmware_id, [f"{prefix}-{n:05d}" for n in range(count)])
-        return [grant["location"] for grant in issued]
+        return server.publish_firmware(path, f"2.0.{self.counter}")["id"]
 
     def stop_fwrepo(self, server: FwrepoServer | None, idle: int | None) -> None:
         if server is None or server.proc is None:
             return
-        self.server_rss[server.name] = (idle, upload.proc_status_kib(server.pid, "VmHWM"))
+        self.server_rss[server.name] = (idle, proc_status_kib(server.pid, "VmHWM"))
         server.stop()
 
     # -- measurements
 
     def run_single(self, name: str) -> Sample:
+        options: list[str] = []
         if name == "nginx":
             assert self.nginx is not None
-            url, cacert, pid, cpu = self.nginx.url + "/big.bin", self.nginx.cacert, None, self.nginx.cpu
+            url, pid, cpu = self.nginx.url + "/big.bin", None, self.nginx.cpu
+            options = ["--cacert", str(self.nginx.cacert)]
         elif name == "rgw-direct":
-            url, cacert, pid, cpu = self.urls["rgw-direct"], None, None, None
+            url, pid, cpu = self.urls["rgw-direct"], None, None
         else:
             server = {"fwrepo-local": self.local, "fwrepo-s3": self.s3_server,
                       "fwrepo-s3-redirect": self.redirect_server}[name]
             assert server is not None
-            url, cacert, pid = self.urls[name], server.cacert, server.pid
-            cpu = lambda: upload.proc_cpu_seconds(server.pid)
+            url, pid, cpu = self.urls[name], server.pid, None
+            options = ["--cacert", str(server.cacert), *(["-L"] if name == "fwrepo-s3-redirect" else [])]
+        ceph = self.ceph.cpu if self.ceph and name in ("rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect") else None
 
         def once() -> Sample:
-            server_before = cpu() if cpu else None
-            ceph_before = self.ceph_cpu()
-            with upload.RssSampler(pid) if pid else _Nothing() as rss:
-                speed, wall, client_cpu = curl_once(url, cacert, self.size, follow=name == "fwrepo-s3-redirect")
-            sample = Sample(speed / MB, wall, client_cpu=client_cpu)
-            if cpu:
-                sample.server_cpu = cpu() - server_before
-            if ceph_before is not None and name in ("rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect"):
-                sample.ceph_cpu = self.ceph_cpu() - ceph_before
-            if pid:
-                sample.rss_max_kib = rss.max_kib
-            return sample
+            with Meter(pid, server_cpu=cpu, ceph_cpu=ceph) as meter:
+                speed, wall, client_cpu = curl_download(url, self.size, options)
+            return meter.sample(seconds=wall, mb_s=speed / MB, client_cpu=client_cpu)
 
-        return grants.measured(self.turns, name, once)  # type: ignore[return-value]
+        return self.turns.measured(name, once)
 
     def run_parallel(self, name: str) -> Sample:
         if name == "nginx-100":
@@ -522,57 +356,43 @@ class Bench:
             urls, cacert, cpu, pid = [self.nginx.url + "/small.bin"] * self.args.parallel, self.nginx.cacert, self.nginx.cpu, None
         else:
             assert self.local is not None
-            server = self.local
-            urls, cacert, pid = self.parallel_urls, server.cacert, server.pid
-            cpu = lambda: upload.proc_cpu_seconds(server.pid)
+            urls, cacert, cpu, pid = self.parallel_urls, self.local.cacert, None, self.local.pid
 
         def once() -> Sample:
-            before = cpu()
-            with upload.RssSampler(pid) if pid else _Nothing() as rss:
+            with Meter(pid, server_cpu=cpu) as meter:
                 wall, client_cpu, _speeds = curl_parallel(urls, cacert, self.small, self.work)
-            return Sample(len(urls) * self.small / wall / MB, wall, server_cpu=cpu() - before, client_cpu=client_cpu,
-                          rss_max_kib=rss.max_kib if pid else None)
+            return meter.sample(seconds=wall, mb_s=len(urls) * self.small / wall / MB, client_cpu=client_cpu)
 
-        return grants.measured(self.turns, name, once)  # type: ignore[return-value]
+        return self.turns.measured(name, once)
 
-    def ceph_cpu(self) -> float | None:
-        return sum(upload.proc_cpu_seconds(pid) for pid in self.ceph_pids) if self.ceph_pids else None
-
-    def rounds(self, names: list[str], measure: Callable[[str], Sample], series: dict[str, Series], size: int,
-               what: str) -> None:
-        for round_number in range(1, self.args.repeat + 1):
-            for name in names if round_number % 2 else names[::-1]:
-                sample = measure(name)
-                series[name].samples.append(sample)
-                extra = "" if sample.server_cpu is None else f", server CPU {sample.server_cpu:.1f} s"
-                if sample.ceph_cpu is not None:
-                    extra += f", Ceph CPU {sample.ceph_cpu:.1f} s"
-                if sample.rss_max_kib:
-                    extra += f", RSS max {sample.rss_max_kib * 1024 / MB:.0f} MB"
-                say(f"{what} round {round_number}/{self.args.repeat} {name:13} {sample.mb_s:8.1f} MB/s "
-                    f"({sample.seconds:.2f} s){extra}, client CPU {sample.client_cpu:.1f} s")
+    def rounds(self, names: list[str], measure: Callable[[str], Sample], series: dict[str, Series], what: str) -> None:
+        for round_number, name in interleaved(names, self.args.repeat):
+            sample = measure(name)
+            series[name].samples.append(sample)
+            say(f"{what} round {round_number}/{self.args.repeat} {name:13} {sample.describe()}")
 
     def phase_local(self) -> None:
         say("-- local phase: nginx and fwrepo-local (Ceph not running)")
-        self.nginx = Nginx(self.work / "nginx", self.files, workers=2)
+        self.nginx = Nginx(self.work / "nginx", self.files.directory, workers=2)
         self.stack.callback(self.nginx.stop)
         self.nginx.start()
         say(f"nginx (2 workers) pids {self.nginx.pids()} at {self.nginx.url}")
         self.local = self.fwrepo("fwrepo-local", {"FWREPO_STORAGE": "local"})
         say(f"uploading {self.size / MiB:.0f} MiB and {self.small / MiB:.0f} MiB to fwrepo-local (untimed)")
-        big_id = self.publish(self.local, self.big)
-        small_id = self.publish(self.local, self.small_file)
-        self.urls["fwrepo-local"] = self.grant_urls(self.local, big_id, 1, "BIG")[0]
-        self.parallel_urls = self.grant_urls(self.local, small_id, self.args.parallel, "PAR")
-        idle = upload.proc_status_kib(self.local.pid, "VmRSS")
-        upload.sync_all()
+        big_id = self.publish(self.local, self.files.big)
+        small_id = self.publish(self.local, self.files.small)
+        self.urls["fwrepo-local"] = self.local.grant_locations(big_id, 1, "BIG")[0]
+        self.parallel_urls = self.local.grant_locations(small_id, self.args.parallel, "PAR")
+        idle = proc_status_kib(self.local.pid, "VmRSS")
+        sync_all()
+        local_options = ["--cacert", str(self.local.cacert)]
         # Warm-up, untimed: both copies in the page cache, TLS and code paths touched.
-        curl_once(self.nginx.url + "/big.bin", self.nginx.cacert, self.size)
-        curl_once(self.urls["fwrepo-local"], self.local.cacert, self.size)
-        self.rounds(["nginx", "fwrepo-local"], self.run_single, self.single, self.size, "one stream")
-        self.rounds(list(PARALLEL), self.run_parallel, self.parallel, self.small, f"{self.args.parallel} parallel")
+        curl_download(self.nginx.url + "/big.bin", self.size, ["--cacert", str(self.nginx.cacert)])
+        curl_download(self.urls["fwrepo-local"], self.size, local_options)
+        self.rounds(["nginx", "fwrepo-local"], self.run_single, self.single, "one stream")
+        self.rounds(list(PARALLEL), self.run_parallel, self.parallel, f"{self.args.parallel} parallel")
         if self.wants_profile("fwrepo-local"):
-            self.profile("fwrepo-local", lambda: curl_once(self.urls["fwrepo-local"], self.local.cacert, self.size),
+            self.profile("fwrepo-local", lambda: curl_download(self.urls["fwrepo-local"], self.size, local_options),
                          self.local)
         if self.wants_profile("fwrepo-100"):
             self.profile("fwrepo-100", lambda: curl_parallel(self.parallel_urls, self.local.cacert, self.small, self.work),
@@ -585,19 +405,19 @@ class Bench:
         result = self.slow
         result.clients, result.rate, result.seconds = self.args.slow_clients, self.args.slow_rate, self.args.slow_seconds
         server = self.fwrepo("fwrepo-slow", {"FWREPO_STORAGE": "local"})
-        firmware_id = self.publish(server, self.small_file)
-        urls = self.grant_urls(server, firmware_id, result.clients, "SLOW")
+        firmware_id = self.publish(server, self.files.small)
         listing = self.work / "slow-urls.txt"
-        listing.write_text("\n".join(urls) + "\n")
-        upload.sync_all()
+        listing.write_text("\n".join(server.grant_locations(firmware_id, result.clients, "SLOW")) + "\n")
+        sync_all()
         time.sleep(1.0)
-        result.idle_rss_kib = upload.proc_status_kib(server.pid, "VmRSS")
-        command = [sys.executable, str(Path(__file__).resolve()), "--slow-client", str(listing), str(server.cacert),
-                   str(result.rate), str(result.seconds), str(self.args.slow_ramp)]
+        result.idle_rss_kib = proc_status_kib(server.pid, "VmRSS")
+        command = self.slow_client_command(listing, server)
         profile_out = self.work / "profile-slow.raw"
+        duration = int(self.args.slow_seconds + self.args.slow_ramp + 20)
+        timeout = self.args.slow_seconds + self.args.slow_ramp + 240
+        profiling = self.args.profile == "always"
 
         def once() -> dict:
-            server_before, client_before = upload.proc_cpu_seconds(server.pid), upload.children_cpu()
             fds = [0]
             stop = threading.Event()
 
@@ -610,25 +430,19 @@ class Bench:
 
             counter = threading.Thread(target=count_fds, daemon=True)
             counter.start()
-            profiling = self.args.profile == "always"
-            duration = int(self.args.slow_seconds + self.args.slow_ramp + 20)
-            with upload.RssSampler(server.pid) as rss, \
-                    (grants.Profile(server.pid, profile_out, duration) if profiling else _Nothing()) as profile:
-                start = time.monotonic()
-                done = subprocess.run(command, capture_output=True, text=True, check=False,
-                                      timeout=self.args.slow_seconds + self.args.slow_ramp + 240)
-                wall = time.monotonic() - start
+            with Meter(server.pid) as meter, \
+                    (Profile(server.pid, profile_out, duration) if profiling else nullcontext()) as profile:
+                done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
             stop.set()
             counter.join()
             if done.returncode != 0:
                 raise RuntimeError(f"slow clients failed: {done.stderr.strip()[-800:]}" + server.describe_exit())
             report = json.loads(done.stdout)
-            report.update(server_cpu=upload.proc_cpu_seconds(server.pid) - server_before,
-                          client_cpu=upload.children_cpu() - client_before, max_rss=rss.max_kib, fds=fds[0], wall2=wall)
-            report["profile"] = profile if profiling else None
+            report.update(server_cpu=meter.server_cpu, client_cpu=meter.client_cpu, max_rss=meter.rss_max_kib,
+                          fds=fds[0], profile=profile)
             return report
 
-        report = grants.measured(self.turns, "slow clients", once, retries=1)
+        report = self.turns.measured("slow clients", once, retries=1)
         results = report["results"]
         result.wall = report["wall"]
         result.connected = sum(1 for r in results if r.get("connected"))
@@ -643,24 +457,27 @@ class Bench:
             result.per_client_kb_s_p5 = speeds[len(speeds) // 20]
         result.server_cpu, result.client_cpu = report["server_cpu"], report["client_cpu"]
         result.max_rss_kib, result.max_fds = report["max_rss"], report["fds"]
-        result.hwm_kib = upload.proc_status_kib(server.pid, "VmHWM")
+        result.hwm_kib = proc_status_kib(server.pid, "VmHWM")
         say(f"slow clients: {result.ok}/{result.clients} ok, errors {result.errors or 'none'}, per client median "
             f"{result.per_client_kb_s_median:.0f} KB/s (5th percentile {result.per_client_kb_s_p5:.0f}), server RSS "
-            f"idle {upload.kib_to_mb(result.idle_rss_kib):.0f} MB, max sampled {upload.kib_to_mb(result.max_rss_kib):.0f} MB, "
-            f"VmHWM {upload.kib_to_mb(result.hwm_kib):.0f} MB, {result.max_fds} fds, server CPU {result.server_cpu:.1f} s")
-        if report.get("profile") is not None:
-            self.keep_profile("slow clients", report["profile"], profile_out, 0.0)
+            f"idle {kib_to_mb(result.idle_rss_kib):.0f} MB, max sampled {kib_to_mb(result.max_rss_kib):.0f} MB, "
+            f"VmHWM {kib_to_mb(result.hwm_kib):.0f} MB, {result.max_fds} fds, server CPU {result.server_cpu:.1f} s")
+        if report["profile"] is not None:
+            self.keep_profile("slow clients", report["profile"], 0.0)
         elif self.wants_profile("slow"):
             self.turns.wait("profiling the slow clients")
-            duration = int(self.args.slow_seconds + self.args.slow_ramp + 20)
-            with grants.Profile(server.pid, profile_out, duration) as profile:
+            with Profile(server.pid, profile_out, duration) as profile:
                 start = time.monotonic()
-                subprocess.run(command, capture_output=True, text=True, check=False,
-                               timeout=self.args.slow_seconds + self.args.slow_ramp + 240)
-            self.keep_profile("slow clients", profile, profile_out, time.monotonic() - start)
+                subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
+            self.keep_profile("slow clients", profile, time.monotonic() - start)
         self.stop_fwrepo(server, result.idle_rss_kib)
         if self.wants_profile("slow"):
             self.trace_slow()
+
+    def slow_client_command(self, listing: Path, server: FwrepoServer) -> list[str]:
+        """This script as the slow clients' process, on the grant URLs in listing."""
+        return [sys.executable, str(Path(__file__).resolve()), "--slow-client", str(listing), str(server.cacert),
+                str(self.args.slow_rate), str(self.args.slow_seconds), str(self.args.slow_ramp)]
 
     def trace_slow(self) -> None:
         """The slow clients once more (not counted) on a fresh server that runs tracemalloc: what grows, per file."""
@@ -676,11 +493,11 @@ class Bench:
                                                     "BENCH_TRACEMALLOC_OUT": str(out)})
         client = None
         try:
-            firmware_id = self.publish(server, self.small_file)
-            urls = self.grant_urls(server, firmware_id, args.slow_clients, "TRACE")
+            firmware_id = self.publish(server, self.files.small)
+            urls = server.grant_locations(firmware_id, args.slow_clients, "TRACE")
             listing = self.work / "traced-urls.txt"
             listing.write_text("\n".join(urls) + "\n")
-            upload.sync_all()
+            sync_all()
             self.turns.wait("tracing the slow clients' memory")
             time.sleep(1.0)
 
@@ -694,16 +511,14 @@ class Bench:
                     try:  # a request wakes an idle event loop, which then runs the signal handler
                         import urllib.request
 
-                        urllib.request.urlopen(server.url + "/healthz", timeout=5, context=grants.ssl_context(server)).close()
+                        urllib.request.urlopen(server.url + "/healthz", timeout=5, context=server.ssl_context()).close()
                     except OSError:
                         pass
                     time.sleep(0.5)
                 return json.loads(path.read_text())
 
             idle = snapshot(0)
-            command = [sys.executable, str(Path(__file__).resolve()), "--slow-client", str(listing), str(server.cacert),
-                       str(args.slow_rate), str(args.slow_seconds), str(args.slow_ramp)]
-            client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            client = subprocess.Popen(self.slow_client_command(listing, server), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             time.sleep(args.slow_ramp + 0.6 * args.slow_seconds)  # all connected, none done yet
             peak = snapshot(1)
             stdout, stderr = client.communicate(timeout=args.slow_seconds + args.slow_ramp + 240)
@@ -728,40 +543,24 @@ class Bench:
                 client.wait()
             server.stop()
 
+
     def phase_s3(self) -> None:
         say("-- S3 phase: Ceph RGW, direct and through fwrepo-s3")
-        from tests.support.s3servers import (
-            DEFAULT_MEMSTORE_BYTES,
-            ceph_unavailable_reason,
-            running_ceph_rgw,
-        )
-
-        reason = ceph_unavailable_reason()
-        if reason is None:
-            memstore = max(DEFAULT_MEMSTORE_BYTES, 2 * self.size + GiB)
-            say(f"starting Ceph RGW (memstore capped at {memstore / GiB:.1f} GiB)")
-            try:
-                self.s3 = self.stack.enter_context(running_ceph_rgw(self.work / "ceph", memstore_bytes=memstore))
-            except RuntimeError as error:
-                reason = f"Ceph RGW did not start: {str(error).splitlines()[0]}"
-        if self.s3 is None:
+        try:
+            self.ceph = start_ceph(self.stack, self.work / "ceph", 2 * self.size + GiB)
+        except CephUnavailable as error:
             for name in ("rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect"):
-                self.single[name].skipped = reason
-            self.notes.append(f"S3 part not run: {reason}.")
-            say(f"S3 part skipped: {reason}")
+                self.single[name].skipped = str(error)
+            self.notes.append(f"S3 part not run: {error}.")
+            say(f"S3 part skipped: {error}")
             return
-        self.ceph_pids = upload.pids_mentioning(str(self.work / "ceph"))
-        client = self.s3.client()
+        client = self.ceph.client()
         client.create_bucket(Bucket=BUCKET)
-        s3_settings = {
-            "FWREPO_STORAGE": "s3", "FWREPO_S3_ENDPOINT_URL": self.s3.endpoint_url, "FWREPO_S3_BUCKET": BUCKET,
-            "FWREPO_S3_REGION": self.s3.region, "FWREPO_S3_ACCESS_KEY_ID": self.s3.access_key_id,
-            "FWREPO_S3_SECRET_ACCESS_KEY": self.s3.secret_access_key,
-        }
+        s3_settings = self.ceph.fwrepo_settings(BUCKET)
         self.s3_server = self.fwrepo("fwrepo-s3", s3_settings)
         say(f"uploading {self.size / MiB:.0f} MiB to fwrepo-s3 (untimed)")
-        firmware_id = self.publish(self.s3_server, self.big)
-        self.urls["fwrepo-s3"] = self.grant_urls(self.s3_server, firmware_id, 1, "S3")[0]
+        firmware_id = self.publish(self.s3_server, self.files.big)
+        self.urls["fwrepo-s3"] = self.s3_server.grant_locations(firmware_id, 1, "S3")[0]
         keys = [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])
                 if item["Size"] == self.size]
         if len(keys) != 1:
@@ -771,15 +570,15 @@ class Bench:
         # The same image behind FWREPO_DOWNLOAD_MODE=redirect (its own server and copy): 302 to a presigned URL.
         self.redirect_server = self.fwrepo("fwrepo-s3-redirect", {**s3_settings, "FWREPO_DOWNLOAD_MODE": "redirect"})
         say(f"uploading {self.size / MiB:.0f} MiB to fwrepo-s3-redirect (untimed)")
-        redirect_id = self.publish(self.redirect_server, self.big)
-        self.urls["fwrepo-s3-redirect"] = self.grant_urls(self.redirect_server, redirect_id, 1, "S3R")[0]
-        idle = upload.proc_status_kib(self.s3_server.pid, "VmRSS")
-        curl_once(self.urls["rgw-direct"], None, self.size)  # warm-up, untimed
-        curl_once(self.urls["fwrepo-s3"], self.s3_server.cacert, self.size)
-        self.rounds(["rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect"], self.run_single, self.single, self.size,
-                    "S3 one stream")
+        redirect_id = self.publish(self.redirect_server, self.files.big)
+        self.urls["fwrepo-s3-redirect"] = self.redirect_server.grant_locations(redirect_id, 1, "S3R")[0]
+        idle = proc_status_kib(self.s3_server.pid, "VmRSS")
+        s3_options = ["--cacert", str(self.s3_server.cacert)]
+        curl_download(self.urls["rgw-direct"], self.size)  # warm-up, untimed
+        curl_download(self.urls["fwrepo-s3"], self.size, s3_options)
+        self.rounds(["rgw-direct", "fwrepo-s3", "fwrepo-s3-redirect"], self.run_single, self.single, "S3 one stream")
         if self.wants_profile("fwrepo-s3"):
-            self.profile("fwrepo-s3", lambda: curl_once(self.urls["fwrepo-s3"], self.s3_server.cacert, self.size),
+            self.profile("fwrepo-s3", lambda: curl_download(self.urls["fwrepo-s3"], self.size, s3_options),
                          self.s3_server)
         self.stop_fwrepo(self.s3_server, idle)
         self.stop_fwrepo(self.redirect_server, None)
@@ -795,57 +594,44 @@ class Bench:
 
     def profile(self, name: str, work: Callable[[], object], server: FwrepoServer) -> None:
         say(f"profiling {name} with py-spy (an extra run, not counted)")
-        out = self.work / f"profile-{name}.raw"
         self.turns.wait(f"profiling {name}")
-        with grants.Profile(server.pid, out, seconds=300, rate=200) as profile:
+        with Profile(server.pid, self.work / f"profile-{name}.raw", seconds=300, rate=200) as profile:
             start = time.monotonic()
             work()
             seconds = time.monotonic() - start
-        self.keep_profile(name, profile, out, seconds)
+        self.keep_profile(name, profile, seconds)
 
-    def keep_profile(self, name: str, profile: grants.Profile, out: Path, seconds: float) -> None:
-        summary = grants.ProfileSummary(0, profile.rate, [], [], profile.error)
-        if not profile.error:
-            summary = grants.summarize_profile(out, profile.rate, DOWNLOAD_CATEGORIES)
-            if self.args.keep_profiles:
-                self.args.keep_profiles.mkdir(parents=True, exist_ok=True)
-                shutil.copy(out, self.args.keep_profiles / out.name)
-        summary.run_seconds = seconds  # type: ignore[attr-defined]
-        self.profiles[name] = summary
-        say(f"  {name}: " + ", ".join(f"{n} {c / max(summary.samples, 1):.0%}" for n, c in summary.categories[:5]))
+    def keep_profile(self, name: str, profile: Profile, seconds: float) -> None:
+        summary = self.profiles[name] = profile.summary(DOWNLOAD_CATEGORIES, seconds, self.args.keep_profiles)
+        say(f"  {name}: {summary.top(5)}")
 
     # -- verdicts and report
 
     def verdicts(self) -> list[Verdict]:
-        out: list[Verdict] = []
-
-        def ratio(key: str, what: str, top: Series, bottom: Series, target: float) -> None:
-            a, b = top.median(), bottom.median()
-            if a is None or b is None:
-                out.append(Verdict(key, what, "-", f">= {target}", "not run"))
-            else:
-                out.append(Verdict(key, what, f"{a / b:.2f}", f">= {target}", "PASS" if a / b >= target else "FAIL",
-                                   a / b / target))
-
-        ratio("fwrepo-local", "one stream: fwrepo-local / nginx", self.single["fwrepo-local"], self.single["nginx"], TARGET_LOCAL)
-        ratio("fwrepo-100", f"{self.args.parallel} parallel: fwrepo / nginx (2 workers)", self.parallel["fwrepo-100"],
-              self.parallel["nginx-100"], TARGET_PARALLEL)
-        ratio("fwrepo-s3", "one stream: fwrepo-s3 / direct RGW GET", self.single["fwrepo-s3"], self.single["rgw-direct"],
-              TARGET_S3)
-        a, b = self.single["fwrepo-s3-redirect"].median(), self.single["rgw-direct"].median()
-        if a is not None and b is not None:
-            out.append(Verdict("redirect", "info: fwrepo-s3 in redirect mode / direct RGW GET", f"{a / b:.2f}", "-", "info"))
-        peak = self.slow.peak_mb
-        what = f"{self.args.slow_clients} slow clients: server peak RSS"
-        if peak is None:
-            out.append(Verdict("slow", what, "-", f"< {TARGET_RSS_MB} MB", "not run"))
-        else:
-            out.append(Verdict("slow", what, f"{peak:.0f} MB", f"< {TARGET_RSS_MB} MB",
-                               "PASS" if peak < TARGET_RSS_MB else "FAIL", TARGET_RSS_MB / peak))
+        single, parallel = self.single, self.parallel
+        out = [
+            ratio_verdict("one stream: fwrepo-local / nginx", single["fwrepo-local"].median(), single["nginx"].median(),
+                          TARGET_LOCAL, "fwrepo-local"),
+            ratio_verdict(f"{self.args.parallel} parallel: fwrepo / nginx (2 workers)", parallel["fwrepo-100"].median(),
+                          parallel["nginx-100"].median(), TARGET_PARALLEL, "fwrepo-100"),
+            ratio_verdict("one stream: fwrepo-s3 / direct RGW GET", single["fwrepo-s3"].median(),
+                          single["rgw-direct"].median(), TARGET_S3, "fwrepo-s3"),
+        ]
+        redirect = ratio_verdict("info: fwrepo-s3 in redirect mode / direct RGW GET",
+                                 single["fwrepo-s3-redirect"].median(), single["rgw-direct"].median(), None, "redirect")
+        if redirect.outcome != "not run":
+            out.append(redirect)
+        out.append(ceiling_verdict(f"{self.args.slow_clients} slow clients: server peak RSS", self.slow.peak_mb,
+                                   TARGET_RSS_MB, " MB", key="slow"))
         return out
 
+    def missed(self) -> bool:
+        return missed(self.verdicts())
+
+    def complete(self) -> bool:
+        return self.args.only == PARTS
+
     def tables(self) -> str:
-        fmt, to_mb = upload.fmt, upload.kib_to_mb
         lines = [
             f"One stream of {self.size / MiB:.0f} MiB (curl, median of {self.args.repeat}):",
             "",
@@ -862,15 +648,15 @@ class Bench:
                 lines.append(f"| {labels[name]} | not run | | | | | | |")
                 continue
             lines.append(
-                f"| {labels[name]} | {fmt(series.median())} | {', '.join(f'{s.mb_s:.0f}' for s in series.samples)} "
+                f"| {labels[name]} | {fmt(series.median())} | {series.runs()} "
                 f"| {fmt(series.median('seconds'), '{:.2f}')} | {fmt(series.median('server_cpu'))} "
                 f"| {fmt(series.median('client_cpu'))} | {fmt(series.median('ceph_cpu'))} "
-                f"| {fmt(to_mb(series.median('rss_max_kib')), '{:.0f}')} |"
+                f"| {fmt(kib_to_mb(series.median('rss_max_kib')), '{:.0f}')} |"
             )
         lines += [
             "",
             (f"{self.args.parallel} parallel downloads of {self.small / MiB:.0f} MiB (`xargs -P {self.args.parallel} curl`, "
-            f"median of {self.args.repeat}):"),
+             f"median of {self.args.repeat}):"),
             "",
             "| method | aggregate MB/s (median) | runs (MB/s) | wall s (median) | server CPU s | curl CPU s | server max RSS MB |",
             "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
@@ -879,9 +665,9 @@ class Bench:
         for name in PARALLEL:
             series = self.parallel[name]
             lines.append(
-                f"| {labels[name]} | {fmt(series.median())} | {', '.join(f'{s.mb_s:.0f}' for s in series.samples)} "
+                f"| {labels[name]} | {fmt(series.median())} | {series.runs()} "
                 f"| {fmt(series.median('seconds'), '{:.2f}')} | {fmt(series.median('server_cpu'))} "
-                f"| {fmt(series.median('client_cpu'))} | {fmt(to_mb(series.median('rss_max_kib')), '{:.0f}')} |"
+                f"| {fmt(series.median('client_cpu'))} | {fmt(kib_to_mb(series.median('rss_max_kib')), '{:.0f}')} |"
             )
         slow = self.slow
         lines += ["", f"{slow.clients} slow clients on fwrepo-local (one run):", ""]
@@ -893,129 +679,80 @@ class Bench:
                 "| clients ok | errors | per client KB/s (median / 5th pct) | server fds (max) | server RSS MB: idle / max sampled / VmHWM | server CPU s | client CPU s |",
                 "| ---: | --- | --- | ---: | --- | ---: | ---: |",
                 (f"| {slow.ok} / {slow.clients} | {errors} | {slow.per_client_kb_s_median:.0f} / {slow.per_client_kb_s_p5:.0f} "
-                f"| {slow.max_fds} | {fmt(to_mb(slow.idle_rss_kib), '{:.0f}')} / {fmt(to_mb(slow.max_rss_kib), '{:.0f}')} / "
-                f"{fmt(to_mb(slow.hwm_kib), '{:.0f}')} | {slow.server_cpu:.1f} | {slow.client_cpu:.1f} |"),
+                 f"| {slow.max_fds} | {fmt(kib_to_mb(slow.idle_rss_kib), '{:.0f}')} / {fmt(kib_to_mb(slow.max_rss_kib), '{:.0f}')} / "
+                 f"{fmt(kib_to_mb(slow.hwm_kib), '{:.0f}')} | {slow.server_cpu:.1f} | {slow.client_cpu:.1f} |"),
             ]
         if self.server_rss:
             lines += ["", "Server RSS over each fwrepo server's life (MB, idle after set-up / VmHWM at the end): "
-                      + "; ".join(f"{name} {fmt(to_mb(idle), '{:.0f}')} / {fmt(to_mb(hwm), '{:.0f}')}"
+                      + "; ".join(f"{name} {fmt(kib_to_mb(idle), '{:.0f}')} / {fmt(kib_to_mb(hwm), '{:.0f}')}"
                                   for name, (idle, hwm) in self.server_rss.items()) + "."]
-        lines += ["", "| check | value | target | result |", "| --- | ---: | --- | --- |"]
-        for verdict in self.verdicts():
-            lines.append(f"| {verdict.what} | {verdict.value} | {verdict.target} | {verdict.outcome} |")
-        return "\n".join(lines)
+        return "\n".join(lines + verdict_rows(self.verdicts()))
 
-    def run(self) -> None:
-        self.phase_local()
-        self.phase_slow()
-        self.phase_s3()
+    def summary(self) -> str:
+        return "\n".join([self.tables(), *render_profiles(self.profiles, "profile {name}")])
 
-
-@dataclass
-class Verdict:
-    key: str
-    what: str
-    value: str
-    target: str
-    outcome: str
-    margin: float | None = None  # how far past the target: value / target (RSS: target / value); < 1 missed
-
-    @property
-    def narrow(self) -> bool:
-        """Passed, but by less than 10%: within what run-to-run noise can flip."""
-        return self.outcome == "PASS" and self.margin is not None and self.margin < 1.1
-
-
-class _Nothing:
-    max_kib = 0
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    def render(self) -> str:
+        args = self.args
+        intro = [
+            self.written_by(f"bench/download.py --size-mib {args.size_mib} --repeat {args.repeat}{profile_flag(args)}"),
+            "",
+            "Method:",
+            "",
+            (f"- **Files**: {args.size_mib} MiB and {args.parallel_mib} MiB of random bytes, uploaded (untimed) to each fwrepo "
+             "server and published; grants issued through the API. Every file is in the page cache: an untimed warm-up "
+             "download of each precedes the runs. The runs interleave the methods of a part (even rounds in reverse), "
+             "each after a wait until no other benchmark or pytest runs; a run during which another benchmark used CPU "
+             "is repeated."),
+            ("- **Client**: curl (`curl -s -o /dev/null --cacert ... -w '%{speed_download}'`); MB/s is 10^6 bytes/s. "
+             "One stream: curl's speed_download of each run, median. Parallel: `xargs -P N -n 1 curl` with N URLs "
+             "(each fwrepo download on its own grant, nginx the same file), aggregate = N x size / wall time of all N, "
+             "every transfer's status and size checked."),
+            ("- **fwrepo**: `fwrepo serve` (one uvicorn process) over HTTPS with its development certificate "
+             "(ECDSA P-256), FWREPO_LOG_LEVEL=warning; FWREPO_STORAGE=local (data directory on the disk below) or "
+             "s3 (default FWREPO_DOWNLOAD_MODE=stream: fwrepo fetches from RGW and re-sends over TLS)."),
+            ("- **nginx**: Debian's package, its own minimal config in the temporary directory (`daemon off`, "
+             "`worker_processes 2`, `sendfile on`, `tcp_nopush on`, access log off) serving the same files over TLS "
+             "with a self-signed ECDSA P-256 certificate made by openssl. This kernel has no kernel TLS, so with TLS "
+             "nginx cannot use sendfile: it reads the file into buffers and encrypts with OpenSSL in user space, as "
+             "fwrepo does."),
+            ("- **Ceph RGW**: the throwaway single-node cluster of `tests/support/s3servers.py` (memstore OSD, i.e. RAM; "
+             "plain HTTP on 127.0.0.1); the direct GET is curl on a presigned URL of the very object fwrepo-s3 "
+             "serves. Ceph runs only in its phase; the local measurements run before it starts."),
+            (f"- **Slow clients**: a fresh fwrepo-local server, a {args.parallel_mib} MiB image and one grant per client. "
+             f"A child process (asyncio on uvloop, `ssl`) opens {args.slow_clients} TLS connections, spread over "
+             f"{args.slow_ramp:.0f} s, sends GET on each client's grant URL and reads 16 KiB at a time with pauses so as "
+             f"not to exceed {args.slow_rate / 1000:.0f} KB/s, for {args.slow_seconds:.0f} s, then hangs up. The "
+             "server's VmRSS is sampled every 20 ms; VmHWM is read at the end (its whole life: start-up, the upload "
+             "and the grants included). RLIMIT_NOFILE of client and server is raised to the hard limit."),
+            "- **CPU**: user+system seconds during one run (median) of the server (nginx: master and workers), of curl, of Ceph.",
+            "",
+        ]
+        shared = (f"Client, server (and Ceph) share the machine's {os.cpu_count()} CPUs: every CPU second the client spends on "
+                  "TLS is taken from the server, for nginx as for fwrepo.")
+        body = [self.tables(), "", *render_profiles(self.profiles, "py-spy profile of fwrepo during an extra {name} run"),
+                *findings(self), WHAT_IF, ""]
+        return render_section(self.section, "Download", intro, self.machine, shared, self.notes, body)
 
 
 # --------------------------------------------------------------------------- the doc
 
 
 def machine_lines(work: Path) -> list[str]:
-    facts = upload.machine_facts(work)
-    facts["nginx"] = (subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr.strip()
-                      .replace("nginx version: ", "") or "?")
-    facts["OpenSSL (curl, nginx, Python ssl)"] = ssl.OPENSSL_VERSION
-    facts["kernel TLS"] = "available" if Path("/proc/net/tls_stat").exists() else "not available (no /proc/net/tls_stat)"
+    facts = {**machine_facts(work), "curl": curl_version(), "boto3": boto3_version(), "Ceph": ceph_version(),
+             "nginx": tool_version(["nginx", "-v"]).replace("nginx version: ", ""),
+             "OpenSSL (curl, nginx, Python ssl)": ssl.OPENSSL_VERSION,
+             "kernel TLS": ("available" if Path("/proc/net/tls_stat").exists()
+                            else "not available (no /proc/net/tls_stat)")}
     try:
         import uvloop
 
         facts["uvicorn loop"] = f"uvloop {uvloop.__version__} (installed, so uvicorn uses it), httptools"
     except ImportError:
         facts["uvicorn loop"] = "asyncio"
-    return [f"- {name}: {value}" for name, value in facts.items()]
+    return fact_lines(facts)
 
 
-def render_section(bench: Bench, machine: list[str], when: dt.datetime, elapsed: float) -> str:
-    args = bench.args
-    flags = f"--size-mib {args.size_mib} --repeat {args.repeat}"
-    if args.profile != "auto":
-        flags += f" --profile {args.profile}"
-    lines = [
-        f"<!-- bench:{SECTION}:start -->",
-        "## Download",
-        "",
-        (f"Written by `bench/download.py {flags}` on {when:%Y-%m-%d %H:%M} UTC (the run took {elapsed / 60:.1f} min, "
-        f"of which {bench.turns.waited / 60:.1f} min waiting for other benchmarks)."),
-        "",
-        "Method:",
-        "",
-        (f"- **Files**: {args.size_mib} MiB and {args.parallel_mib} MiB of random bytes, uploaded (untimed) to each fwrepo "
-         "server and published; grants issued through the API. Every file is in the page cache: an untimed warm-up "
-         "download of each precedes the runs. The runs interleave the methods of a part (even rounds in reverse), "
-         "each after a wait until no other benchmark or pytest runs; a run during which another benchmark used CPU "
-         "is repeated."),
-        ("- **Client**: curl (`curl -s -o /dev/null --cacert ... -w '%{speed_download}'`); MB/s is 10^6 bytes/s. "
-         "One stream: curl's speed_download of each run, median. Parallel: `xargs -P N -n 1 curl` with N URLs "
-         "(each fwrepo download on its own grant, nginx the same file), aggregate = N x size / wall time of all N, "
-         "every transfer's status and size checked."),
-        ("- **fwrepo**: `fwrepo serve` (one uvicorn process) over HTTPS with its development certificate "
-         "(ECDSA P-256), FWREPO_LOG_LEVEL=warning; FWREPO_STORAGE=local (data directory on the disk below) or "
-         "s3 (default FWREPO_DOWNLOAD_MODE=stream: fwrepo fetches from RGW and re-sends over TLS)."),
-        ("- **nginx**: Debian's package, its own minimal config in the temporary directory (`daemon off`, "
-         "`worker_processes 2`, `sendfile on`, `tcp_nopush on`, access log off) serving the same files over TLS "
-         "with a self-signed ECDSA P-256 certificate made by openssl. This kernel has no kernel TLS, so with TLS "
-         "nginx cannot use sendfile: it reads the file into buffers and encrypts with OpenSSL in user space, as "
-         "fwrepo does."),
-        ("- **Ceph RGW**: the throwaway single-node cluster of `tests/support/s3servers.py` (memstore OSD, i.e. RAM; "
-         "plain HTTP on 127.0.0.1); the direct GET is curl on a presigned URL of the very object fwrepo-s3 "
-         "serves. Ceph runs only in its phase; the local measurements run before it starts."),
-        (f"- **Slow clients**: a fresh fwrepo-local server, a {args.parallel_mib} MiB image and one grant per client. "
-         f"A child process (asyncio on uvloop, `ssl`) opens {args.slow_clients} TLS connections, spread over "
-         f"{args.slow_ramp:.0f} s, sends GET on each client's grant URL and reads 16 KiB at a time with pauses so as "
-         f"not to exceed {args.slow_rate / 1000:.0f} KB/s, for {args.slow_seconds:.0f} s, then hangs up. The "
-         "server's VmRSS is sampled every 20 ms; VmHWM is read at the end (its whole life: start-up, the upload "
-         "and the grants included). RLIMIT_NOFILE of client and server is raised to the hard limit."),
-        "- **CPU**: user+system seconds during one run (median) of the server (nginx: master and workers), of curl, of Ceph.",
-        "",
-        "Machine:",
-        "",
-        *machine,
-        "",
-        (f"Client, server (and Ceph) share the machine's {os.cpu_count()} CPUs: every CPU second the client spends on "
-         "TLS is taken from the server, for nginx as for fwrepo."),
-        "",
-    ]
-    for note in bench.notes + spread_notes(bench):
-        lines += [f"**Note:** {note}", ""]
-    lines += [bench.tables(), ""]
-    for name, summary in bench.profiles.items():
-        lines += grants.render_profile(summary, f"py-spy profile of fwrepo during an extra {name} run")
-    lines += findings(bench)
-    lines += [WHAT_IF, ""]
-    lines.append(f"<!-- bench:{SECTION}:end -->")
-    return "\n".join(lines) + "\n"
-
-
-def spread_notes(bench: Bench) -> list[str]:
+def spread_notes(bench: Download) -> list[str]:
     """Series whose runs differ by more than 30%: a ratio against them says less than its digits suggest."""
     notes = []
     for series in [*bench.single.values(), *bench.parallel.values()]:
@@ -1026,7 +763,7 @@ def spread_notes(bench: Bench) -> list[str]:
     return notes
 
 
-def findings(bench: Bench) -> list[str]:
+def findings(bench: Download) -> list[str]:
     """What bounds fwrepo where a target was missed: from this run's numbers and profiles."""
     failed = [v for v in bench.verdicts() if v.outcome == "FAIL" or v.narrow]
     if not failed:
@@ -1043,7 +780,7 @@ def findings(bench: Bench) -> list[str]:
     return lines
 
 
-def traced_table(bench: Bench) -> list[str]:
+def traced_table(bench: Download) -> list[str]:
     traced = bench.traced
     assert traced is not None
     if traced.error:
@@ -1068,7 +805,7 @@ def traced_table(bench: Bench) -> list[str]:
     return lines
 
 
-def _share(bench: Bench, profile: str, *names: str) -> str:
+def _share(bench: Download, profile: str, *names: str) -> str:
     summary = bench.profiles.get(profile)
     if summary is None or not summary.samples:
         return ""
@@ -1086,7 +823,7 @@ def _code_constants() -> tuple[int, int, int]:
     return READ_BLOCK, S3_READ_BLOCK, WRITE_HIGH_WATER
 
 
-def what_bounds(bench: Bench, key: str) -> str:
+def what_bounds(bench: Download, key: str) -> str:
     cpus = os.cpu_count() or 1
     block, s3_block, high_water = _code_constants()
     if key == "fwrepo-local":
@@ -1242,18 +979,8 @@ numbers for the shipped code are the tables above.
 # --------------------------------------------------------------------------- main
 
 
-def raise_open_files() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(hard, 65536) if os.geteuid() == 0 else hard
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, "download")
     parser.add_argument("--size-mib", type=int, default=1024, help="the large download, MiB (default 1024)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per method; the median counts (default 3)")
     parser.add_argument("--parallel", type=int, default=100, help="parallel downloads (default 100)")
@@ -1263,69 +990,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-seconds", type=float, default=20, help="seconds each slow client reads (default 20)")
     parser.add_argument("--slow-ramp", type=float, default=5, help="seconds over which they connect (default 5)")
     parser.add_argument("--only", default="local,slow,s3", help="comma-separated parts: local,slow,s3 (a partial run writes no doc)")
-    parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
-                        help="py-spy an extra run: of each missed target (auto, default), of all, never")
-    parser.add_argument("--keep-profiles", type=Path, help="copy py-spy's raw profiles into this directory")
-    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()), help="where the temporary directory goes")
-    parser.add_argument("--doc", type=Path, default=DOC, help="file whose download section is rewritten")
-    parser.add_argument("--no-doc", action="store_true", help="print the results only")
+    profile_options(parser, ("auto", "always", "never"),
+                    "py-spy an extra run: of each missed target (auto, default), of all, never")
     args = parser.parse_args(argv)
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
-    if args.only - {"local", "slow", "s3"}:
+    if args.only - PARTS:
         parser.error("--only: choose from local, slow, s3")
     if min(args.size_mib, args.repeat, args.parallel, args.parallel_mib, args.slow_clients) <= 0:
         parser.error("sizes and counts must be positive")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--slow-client"]:
-        return slow_client_main(argv[1:])
-    args = parse_args(argv)
-    for tool in ("curl", "xargs", "openssl", "nginx"):
-        if shutil.which(tool) is None:
-            print(f"bench/download.py needs {tool}" + (" (apt-get install nginx)" if tool == "nginx" else ""),
-                  file=sys.stderr)
-            return 2
-    started, when = time.monotonic(), dt.datetime.now(dt.UTC)
-    stack = ExitStack()
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="fwrepo-download.", dir=args.work_dir))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
-    bench = Bench(args, work, stack)
-    machine: list[str] = []
-
-    def body() -> None:
-        raise_open_files()
-        needed = 4 * args.size_mib * MiB
-        if shutil.disk_usage(work).free < needed:
-            raise RuntimeError(f"{work} needs about {needed / GiB:.1f} GiB free")
-        bench.setup()
-        bench.turns.wait("the machine description")
-        machine.extend(machine_lines(work))
-        if "local" in args.only:
-            bench.phase_local()
-        if "slow" in args.only:
-            bench.phase_slow()
-        if "s3" in args.only:
-            bench.phase_s3()
-
-    failed = grants.run_guarded("download.py", stack, body)
-    if failed is not None:
-        return failed
-    say("")
-    for note in bench.notes + spread_notes(bench):
-        say(f"note: {note}")
-    say(bench.tables())
-    for name, summary in bench.profiles.items():
-        say("\n".join(grants.render_profile(summary, f"profile {name}")))
-    partial = args.only != {"local", "slow", "s3"}
-    if not args.no_doc and not partial:
-        grants.write_section(args.doc, SECTION, render_section(bench, machine, when, time.monotonic() - started))
-        say(f"\nwrote the download section of {args.doc}")
-    return 1 if any(v.outcome == "FAIL" for v in bench.verdicts()) else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:2] == ["--slow-client"]:
+        sys.exit(slow_client_main(sys.argv[2:]))
+    sys.exit(main(Download, parse_args(None)))

@@ -29,32 +29,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import hashlib
 import os
 import re
-import shutil
-import signal
-import socket
-import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the other benchmarks' helpers
-import download
-import grants
-import upload
-from download import Sample, Series
-from upload import MB, FwrepoServer, GiB, MiB, say
-
-DOC = upload.DOC
-SECTION = "ftps"
+from harness import MB, GiB, MiB, say
+from harness.machine import Payloads, machine_facts, tool_version
+from harness.procs import Meter, proc_cpu_seconds, proc_status_kib, raise_open_files
+from harness.profiles import Profile, ProfileSummary, render_profiles
+from harness.report import Sample, Series, Verdict, fact_lines, fmt, kib_to_mb, missed, ratio_verdict, render_section
+from harness.report import verdict_rows
+from harness.run import Benchmark, argument_parser, interleaved, main, profile_flag, profile_options
+from harness.servers import BarePyftpdlib, FwrepoServer, Vsftpd, curl_download, ensure_installed, redact_url
+from harness.servers import self_signed_certificate, source_address, start_fwrepo
 
 TARGET_BARE = 0.9  # fwrepo one stream >= 0.9 x bare pyftpdlib
 SINGLE = ("vsftpd", "pyftpdlib", "fwrepo")
@@ -63,200 +57,14 @@ LABELS = {
     "pyftpdlib": "bare pyftpdlib (TLS_FTPHandler, FTPServer)",
     "fwrepo": "fwrepo, grant location",
 }
-BARE_USER, BARE_PASSWORD = "bench", "bench-password"
-CLK_TCK = upload.CLK_TCK
-
-
-# --------------------------------------------------------------------------- the baselines
-
-
-VSFTPD_CONF = """\
-# Written by bench/ftps.py: vsftpd serving {files} read-only over FTPS, for comparison with fwrepo.
-listen=YES
-listen_ipv6=NO
-background=NO
-listen_address=127.0.0.1
-listen_port={port}
-anonymous_enable=YES
-no_anon_password=YES
-anon_root={files}
-anon_world_readable_only=YES
-local_enable=NO
-write_enable=NO
-secure_chroot_dir={dir}/empty
-ssl_enable=YES
-allow_anon_ssl=YES
-force_anon_logins_ssl=YES
-force_anon_data_ssl=YES
-force_local_logins_ssl=YES
-force_local_data_ssl=YES
-ssl_sslv2=NO
-ssl_sslv3=NO
-ssl_tlsv1=YES
-ssl_ciphers=HIGH
-rsa_cert_file={cert}
-rsa_private_key_file={key}
-xferlog_enable=NO
-vsftpd_log_file={dir}/vsftpd.log
-seccomp_sandbox=NO
-"""
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path, Path]:
-    """(CA, certificate chain, unencrypted key) for 127.0.0.1: ECDSA P-256, as fwrepo's development certificate."""
-    from cryptography.hazmat.primitives import serialization
-
-    from repo_service.domain import pki
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key, key = pki.generate_key("ecdsa-p256"), pki.generate_key("ecdsa-p256")
-    ca = pki.make_root(ca_key, "bench/ftps.py CA", now, 2)
-    certificate = pki.make_tls_certificate(key, ca_key, ca, ("127.0.0.1", "localhost"), now, 2)
-    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_text(pki.pem(ca))
-    paths[1].write_text(pki.pem(certificate) + pki.pem(ca))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
-
-
-def wait_for_banner(port: int, proc: subprocess.Popen[bytes], seconds: float = 20) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-                if connection.recv(64).startswith(b"220"):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds of a process tree, including children it has already reaped (vsftpd forks per session)."""
-    total = 0.0
-    for pid in grants.descendants(grants.proc_table(), root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(value) for value in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
-    return total
-
-
-class Baseline:
-    """A server in the foreground in its own session, serving the files directory on a free port."""
-
-    name = ""
-
-    def __init__(self, directory: Path, files: Path, cert: Path, key: Path) -> None:
-        self.dir, self.files, self.cert, self.key = directory, files, cert, key
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def start(self) -> None:
-        self.dir.mkdir(parents=True)
-        for _attempt in range(3):
-            self.port = upload.free_port()
-            with (self.dir / "stderr.log").open("ab") as log:
-                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
-            if wait_for_banner(self.port, self.proc):
-                return
-            self.stop()
-        logs = " ".join(path.read_text(errors="replace")[-400:] for path in self.dir.glob("*.log"))
-        raise RuntimeError(f"{self.name} did not start: {logs}")
-
-    def url(self, name: str) -> str:
-        raise NotImplementedError
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def cpu(self) -> float:
-        # A vsftpd session process is reaped a moment after curl is done: wait for it, so its CPU is counted.
-        deadline = time.monotonic() + 2
-        while len(grants.descendants(grants.proc_table(), self.pid)) > 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return tree_cpu(self.pid)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        upload.stop_process(proc, timeout=10)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: session processes left behind, nothing else
-        except ProcessLookupError:
-            pass
-
-
-class Vsftpd(Baseline):
-    name = "vsftpd"
-
-    def command(self) -> list[str]:
-        (self.dir / "empty").mkdir(mode=0o755, exist_ok=True)
-        conf = self.dir / "vsftpd.conf"
-        conf.write_text(VSFTPD_CONF.format(dir=self.dir, files=self.files, port=self.port, cert=self.cert, key=self.key))
-        return ["vsftpd", str(conf)]
-
-    def url(self, name: str) -> str:
-        return f"ftp://127.0.0.1:{self.port}/{name}"
-
-
-class BarePyftpdlib(Baseline):
-    name = "pyftpdlib"
-
-    def command(self) -> list[str]:
-        return [sys.executable, str(Path(__file__).resolve()), "--bare-pyftpdlib", str(self.files), str(self.cert),
-                str(self.key), str(self.port)]
-
-    def url(self, name: str) -> str:
-        return f"ftp://{BARE_USER}:{BARE_PASSWORD}@127.0.0.1:{self.port}/{name}"
-
-
-def bare_pyftpdlib_main(arguments: list[str]) -> int:
-    """`ftps.py --bare-pyftpdlib DIR CERT KEY PORT`: pyftpdlib as its documentation sets up FTPS, read-only."""
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import TLS_FTPHandler
-    from pyftpdlib.servers import FTPServer
-
-    directory, cert, key, port = arguments
-    authorizer = DummyAuthorizer()
-    authorizer.add_user(BARE_USER, BARE_PASSWORD, directory, perm="elr")
-    handler = TLS_FTPHandler
-    handler.certfile, handler.keyfile = cert, key
-    handler.authorizer = authorizer
-    handler.tls_control_required = handler.tls_data_required = True
-    FTPServer(("127.0.0.1", int(port)), handler).serve_forever()
-    return 0
 
 
 # --------------------------------------------------------------------------- curl
 
 
 def curl_ftps(url: str, cacert: Path, expected: int) -> tuple[float, float, float]:
-    """One FTPS download to /dev/null: (curl's speed_download in B/s, wall seconds, curl's CPU seconds)."""
-    before = upload.children_cpu()
-    start = time.perf_counter()
-    done = subprocess.run(
-        ["curl", "-sS", "--ssl-reqd", "--cacert", str(cacert), "-o", "/dev/null",
-         "-w", "%{speed_download} %{size_download} %{response_code}", url],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    wall = time.perf_counter() - start
-    cpu = upload.children_cpu() - before
-    parts = done.stdout.split()
-    if done.returncode != 0 or len(parts) != 3 or int(parts[1]) != expected:
-        raise RuntimeError(f"curl {redact(url)}: exit {done.returncode}, {done.stdout.strip()!r} "
-                           f"{done.stderr.strip()[:300]}")
-    return float(parts[0]), wall, cpu
+    """One explicit-FTPS download to /dev/null (AUTH TLS, PROT P): (B/s, wall seconds, curl's CPU seconds)."""
+    return curl_download(url, expected, ["--ssl-reqd", "--cacert", str(cacert)], status=None)
 
 
 def warm_up(url: str, cacert: Path, expected: int) -> str:
@@ -264,14 +72,10 @@ def warm_up(url: str, cacert: Path, expected: int) -> str:
     done = subprocess.run(["curl", "-sS", "-v", "--ssl-reqd", "--cacert", str(cacert), "-o", "/dev/null",
                            "-w", "%{size_download}", url], capture_output=True, text=True, check=False)
     if done.returncode != 0 or done.stdout.strip() != str(expected):
-        raise RuntimeError(f"curl {redact(url)}: exit {done.returncode}, {done.stdout.strip()!r} "
+        raise RuntimeError(f"curl {redact_url(url)}: exit {done.returncode}, {done.stdout.strip()!r} "
                            f"{done.stderr.strip()[-300:]}")
     found = re.findall(r"SSL connection using (.+)", done.stderr)
     return found[-1].strip() if found else "?"
-
-
-def redact(url: str) -> str:
-    return re.sub(r"//[^@/]*@", "//USER:PASS@", url)
 
 
 @dataclass
@@ -279,12 +83,6 @@ class Fetched:
     sha256: str = ""
     size: int = 0
     error: str = ""
-
-
-def source_address(index: int) -> str:
-    """A loopback address of its own per concurrent client, as chargers have: fwrepo's FTPS server takes at most
-    16 sessions per address (ftps/server.py SESSIONS_PER_ADDRESS), so 200 curls from 127.0.0.1 would be refused."""
-    return f"127.0.{1 + index // 250}.{1 + index % 250}"
 
 
 async def _fetch(url: str, cacert: Path, source: str) -> Fetched:
@@ -356,93 +154,91 @@ FTPS_CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
 # --------------------------------------------------------------------------- the bench
 
 
-class Bench:
+class Ftps(Benchmark):
+    section = "ftps"
+    tools = ("curl", "openssl")
+
     def __init__(self, args: argparse.Namespace, work: Path, stack: ExitStack) -> None:
-        self.args = args
-        self.work = work
-        self.stack = stack
+        super().__init__(args, work, stack)
         self.size = args.size_mib * MiB
         self.small = args.parallel_mib * MiB
-        self.files = work / "files"
-        self.big = self.files / "big.bin"
-        self.small_file = self.files / "small.bin"
-        self.small_sha256 = ""
-        self.notes: list[str] = []
-        self.turns = grants.Turns(self.notes)
+        self.files = Payloads(work / "files", self.size, self.small)
         self.single = {name: Series(name) for name in SINGLE}
         self.parallel: list[Parallel] = []
-        self.profiles: dict[str, grants.ProfileSummary] = {}
-        self.profile_walls: dict[str, float] = {}
+        self.profiles: dict[str, ProfileSummary] = {}
         self.ciphers: dict[str, str] = {}
-        self.baselines: dict[str, Baseline] = {}
+        self.baselines: dict[str, Vsftpd | BarePyftpdlib] = {}
         self.fwrepo: FwrepoServer | None = None
         self.fwrepo_idle_kib: int | None = None
         self.fwrepo_hwm_kib: int | None = None
         self.big_id = ""
         self.small_id = ""
         self.charger = 0
+        self.ca = Path()
+        self.machine: list[str] = []
 
     # -- set-up
 
+    def measure(self) -> None:
+        ensure_installed("vsftpd", "vsftpd")
+        raise_open_files()
+        self.need_disk(3 * self.size)
+        self.setup()
+        self.turns.wait("the machine description")
+        self.machine = machine_lines(self.work)
+        self.run()
+        if self.turns.waited > 15 * 60:
+            self.notes.append(f"Waited {self.turns.waited / 60:.0f} min in total for other benchmarks or pytest "
+                              "to finish before the measured runs.")
+
     def setup(self) -> None:
-        self.files.mkdir(mode=0o755)  # vsftpd's anonymous root: readable once it has dropped to its ftp user
-        say(f"work directory {self.work} ({upload.disk_description(self.work)})")
-        say(f"writing {self.size / MiB:.0f} MiB and {self.small / MiB:.0f} MiB of random bytes")
-        upload.make_random_file(self.big, self.size)
-        self.small_sha256 = upload.make_random_file(self.small_file, self.small)
-        for path in (self.big, self.small_file):
-            path.chmod(0o644)
+        self.files.write()  # vsftpd's anonymous root: readable once it has dropped to its ftp user
         tls = self.work / "tls"
         tls.mkdir()
-        self.ca, cert, key = make_certificate(tls)
+        self.ca, key = self_signed_certificate(tls)  # the baselines' certificate is its own CA
         for kind in (Vsftpd, BarePyftpdlib):
-            baseline = kind(self.work / kind.name, self.files, cert, key)
+            baseline = kind(self.work / kind.name, self.files.directory, self.ca, key)
             self.stack.callback(baseline.stop)
             baseline.start()
             self.baselines[kind.name] = baseline
             say(f"{kind.name}: pid {baseline.pid} on port {baseline.port}")
-        settings = {"FWREPO_STORAGE": "local", "FWREPO_FTPS_PORT": str(upload.free_port()),
-                    "FWREPO_FTPS_IMPLICIT_PORT": str(upload.free_port())}
-        self.fwrepo = grants.start_tls_server(self.stack, "fwrepo", self.work / "fwrepo", settings)
-        say(f"fwrepo: fwrepo serve pid {self.fwrepo.pid} at {self.fwrepo.url}, FTPS on port {settings['FWREPO_FTPS_PORT']}")
+        self.fwrepo = start_fwrepo(self.stack, "fwrepo", self.work / "fwrepo", {"FWREPO_STORAGE": "local"})
+        say(f"fwrepo: fwrepo serve pid {self.fwrepo.pid} at {self.fwrepo.url}, FTPS on port {self.fwrepo.ftps_port}")
         say("uploading both files to fwrepo (untimed)")
-        self.big_id = grants.upload_firmware(self.fwrepo, self.big, "3.0.1", self.work)["id"]
-        self.small_id = grants.upload_firmware(self.fwrepo, self.small_file, "3.0.2", self.work)["id"]
-        self.fwrepo_idle_kib = upload.proc_status_kib(self.fwrepo.pid, "VmRSS")
+        self.big_id = self.fwrepo.publish_firmware(self.files.big, "3.0.1")["id"]
+        self.small_id = self.fwrepo.publish_firmware(self.files.small, "3.0.2")["id"]
+        self.fwrepo_idle_kib = proc_status_kib(self.fwrepo.pid, "VmRSS")
 
     def locations(self, firmware_id: str, count: int) -> list[str]:
         """Fresh FTPS grants, one per download: a completed download may use its grant up."""
         assert self.fwrepo is not None
-        chargers = [f"FTPS-{self.charger + n:06d}" for n in range(count)]
         self.charger += count
-        issued = grants.issue_grants(self.fwrepo, firmware_id, chargers, protocol="ftps")
-        return [grant["location"] for grant in issued]
+        return self.fwrepo.grant_locations(firmware_id, count, f"FTPS-{self.charger:06d}", protocol="ftps")
 
     def target(self, name: str) -> tuple[str, Path, int | None]:
         """(URL, CA file, pid whose RSS is sampled) of one download of the big file."""
         if name == "fwrepo":
             assert self.fwrepo is not None
             return self.locations(self.big_id, 1)[0], self.fwrepo.cacert, self.fwrepo.pid
-        return self.baselines[name].url(self.big.name), self.ca, None
+        return self.baselines[name].url(self.files.big.name), self.ca, None
 
-    def server_cpu(self, name: str) -> float:
+    def server_cpu(self, name: str) -> Callable[[], float]:
         if name == "fwrepo":
             assert self.fwrepo is not None
-            return upload.proc_cpu_seconds(self.fwrepo.pid)
-        return self.baselines[name].cpu()
+            pid = self.fwrepo.pid
+            return lambda: proc_cpu_seconds(pid)
+        return self.baselines[name].cpu
 
     # -- measurements
 
     def run_single(self, name: str) -> Sample:
         def once() -> Sample:
             url, cacert, pid = self.target(name)
-            before = self.server_cpu(name)
-            with upload.RssSampler(pid) if pid else download._Nothing() as rss:
+            with Meter(pid, server_cpu=self.server_cpu(name)) as meter:
                 speed, wall, client_cpu = curl_ftps(url, cacert, self.size)
-            return Sample(speed / MB, wall, server_cpu=self.server_cpu(name) - before, client_cpu=client_cpu,
-                          rss_max_kib=rss.max_kib if pid else None)
+            return meter.sample(seconds=wall, mb_s=speed / MB, client_cpu=client_cpu)
 
-        return grants.measured(self.turns, f"one stream {name}", once)  # type: ignore[return-value]
+        return self.turns.measured(f"one stream {name}", once)
 
     def run_parallel(self) -> Parallel:
         assert self.fwrepo is not None
@@ -450,31 +246,22 @@ class Bench:
 
         def once() -> Parallel:
             urls = self.locations(self.small_id, self.args.parallel)
-            server_before, client_before = upload.proc_cpu_seconds(server.pid), upload.children_cpu()
-            with upload.RssSampler(server.pid) as rss:
-                start = time.perf_counter()
+            with Meter(server.pid) as meter:  # the curls are reaped by asyncio: their CPU is in the children's
                 fetched = asyncio.run(_fetch_all(urls, server.cacert))
-                wall = time.perf_counter() - start
-            # The curls are reaped by asyncio, so their CPU is in children_cpu; hashing is this process's.
-            return Parallel(wall, fetched, (self.small, self.small_sha256),
-                            upload.proc_cpu_seconds(server.pid) - server_before,
-                            upload.children_cpu() - client_before, rss.max_kib)
+            return Parallel(meter.seconds, fetched, (self.small, self.files.small_sha256), meter.server_cpu or 0.0,
+                            meter.client_cpu, meter.rss_max_kib or 0)
 
-        return grants.measured(self.turns, f"{self.args.parallel} concurrent", once)  # type: ignore[return-value]
+        return self.turns.measured(f"{self.args.parallel} concurrent", once)
 
     def run(self) -> None:
         # Warm-up, untimed: both copies of the file in the page cache, TLS and code paths touched.
         for name in SINGLE:
             url, cacert, _pid = self.target(name)
             self.ciphers[name] = warm_up(url, cacert, self.size)
-        for round_number in range(1, self.args.repeat + 1):
-            for name in SINGLE if round_number % 2 else SINGLE[::-1]:
-                sample = self.run_single(name)
-                self.single[name].samples.append(sample)
-                rss = f", RSS max {sample.rss_max_kib * 1024 / MB:.0f} MB" if sample.rss_max_kib else ""
-                say(f"one stream round {round_number}/{self.args.repeat} {name:9} {sample.mb_s:8.1f} MB/s "
-                    f"({sample.seconds:.2f} s), server CPU {sample.server_cpu:.1f} s, "
-                    f"client CPU {sample.client_cpu:.1f} s{rss}")
+        for round_number, name in interleaved(SINGLE, self.args.repeat):
+            sample = self.run_single(name)
+            self.single[name].samples.append(sample)
+            say(f"one stream round {round_number}/{self.args.repeat} {name:9} {sample.describe()}")
         for round_number in range(1, self.args.repeat + 1):
             result = self.run_parallel()
             self.parallel.append(result)
@@ -485,53 +272,46 @@ class Bench:
             self.profile("fwrepo")
             self.profile("pyftpdlib")
         assert self.fwrepo is not None
-        self.fwrepo_hwm_kib = upload.proc_status_kib(self.fwrepo.pid, "VmHWM")
+        self.fwrepo_hwm_kib = proc_status_kib(self.fwrepo.pid, "VmHWM")
 
     def profile(self, name: str) -> None:
         """One extra, uncounted download of the big file under py-spy."""
         say(f"profiling {name} with py-spy (an extra run, not counted)")
         url, cacert, _pid = self.target(name)
         pid = self.fwrepo.pid if name == "fwrepo" and self.fwrepo else self.baselines[name].pid
-        out = self.work / f"profile-{name}.raw"
         median = self.single[name].median("seconds") or 30
         self.turns.wait(f"profiling {name}")
-        with grants.Profile(pid, out, seconds=int(median * 3) + 20) as profile:
+        with Profile(pid, self.work / f"profile-{name}.raw", seconds=int(median * 3) + 20) as profile:
             _speed, wall, _cpu = curl_ftps(url, cacert, self.size)
-        summary = grants.ProfileSummary(0, profile.rate, [], [], profile.error)
-        if not profile.error:
-            summary = grants.summarize_profile(out, profile.rate, FTPS_CATEGORIES)
-        self.profiles[name] = summary
-        self.profile_walls[name] = wall
-        say(f"  profiled download took {wall:.2f} s; top: "
-            + ", ".join(f"{what} {count / max(summary.samples, 1):.0%}" for what, count in summary.categories[:4]))
+        summary = self.profiles[name] = profile.summary(FTPS_CATEGORIES, wall, self.args.keep_profiles)
+        say(f"  profiled download took {wall:.2f} s; top: {summary.top(4)}")
 
     # -- verdicts
 
-    def ratio_verdict(self) -> upload.Verdict:
-        fw, bare = self.single["fwrepo"].median(), self.single["pyftpdlib"].median()
-        if fw is None or bare is None:
-            return upload.Verdict("fwrepo / bare pyftpdlib (one stream)", "-", f">= {TARGET_BARE}", "not run")
-        ratio = fw / bare
-        return upload.Verdict("fwrepo / bare pyftpdlib (one stream)", f"{ratio:.2f}", f">= {TARGET_BARE}",
-                              "PASS" if ratio >= TARGET_BARE else "FAIL")
+    def ratio_verdict(self) -> Verdict:
+        return ratio_verdict("fwrepo / bare pyftpdlib (one stream)", self.single["fwrepo"].median(),
+                             self.single["pyftpdlib"].median(), TARGET_BARE)
 
-    def verdicts(self) -> list[upload.Verdict]:
+    def verdicts(self) -> list[Verdict]:
         out = [self.ratio_verdict()]
-        fw, vsftpd = self.single["fwrepo"].median(), self.single["vsftpd"].median()
-        if fw is not None and vsftpd is not None:
-            out.append(upload.Verdict("fwrepo / vsftpd (one stream)", f"{fw / vsftpd:.2f}", "-", "info"))
+        vsftpd = ratio_verdict("fwrepo / vsftpd (one stream)", self.single["fwrepo"].median(),
+                               self.single["vsftpd"].median(), None)
+        if vsftpd.outcome != "not run":
+            out.append(vsftpd)
         errors = sum(sum(run.errors.values()) for run in self.parallel)
         total = sum(len(run.fetched) for run in self.parallel)
         if total:
-            out.append(upload.Verdict(f"{self.args.parallel} concurrent: downloads with an error or a wrong SHA-256",
-                                      f"{errors} of {total}", "0", "PASS" if errors == 0 else "FAIL"))
+            out.append(Verdict(f"{self.args.parallel} concurrent: downloads with an error or a wrong SHA-256",
+                               f"{errors} of {total}", "0", "PASS" if errors == 0 else "FAIL"))
         return out
+
+    def missed(self) -> bool:
+        return missed(self.verdicts())
 
     # -- report
 
     def tables(self) -> str:
-        fmt = upload.fmt
-        to_mb = upload.kib_to_mb
+        to_mb = kib_to_mb
         lines = [
             (f"One stream of {self.size / MiB:.0f} MiB (median of {self.args.repeat}; CPU seconds per download; "
              "TLS as negotiated by curl on the data connection):"),
@@ -542,7 +322,7 @@ class Bench:
         for name in SINGLE:
             series = self.single[name]
             lines.append(
-                f"| {LABELS[name]} | {fmt(series.median())} | {', '.join(f'{s.mb_s:.0f}' for s in series.samples)} "
+                f"| {LABELS[name]} | {fmt(series.median())} | {series.runs()} "
                 f"| {fmt(series.median('seconds'), '{:.2f}')} | {fmt(series.median('server_cpu'))} "
                 f"| {fmt(series.median('client_cpu'))} | {fmt(to_mb(series.median('rss_max_kib')), '{:.0f}')} "
                 f"| {self.ciphers.get(name, '?')} |"
@@ -566,10 +346,7 @@ class Bench:
                          f"| max {max(r.rss_max_kib for r in self.parallel) * 1024 / MB:.0f} |")
         lines += ["", (f"fwrepo server RSS: {fmt(to_mb(self.fwrepo_idle_kib), '{:.0f}')} MB idle after the uploads, "
                        f"VmHWM {fmt(to_mb(self.fwrepo_hwm_kib), '{:.0f}')} MB over its whole life (uploads included).")]
-        lines += ["", "| check | value | target | result |", "| --- | ---: | --- | --- |"]
-        for verdict in self.verdicts():
-            lines.append(f"| {verdict.what} | {verdict.value} | {verdict.target} | {verdict.outcome} |")
-        return "\n".join(lines)
+        return "\n".join(lines + verdict_rows(self.verdicts()))
 
     def what_bounds(self) -> list[str]:
         """Where the throughput target is missed: the CPU budget and the profiles, computed from this run."""
@@ -607,171 +384,88 @@ class Bench:
         return ["What bounds fwrepo (computed from this run's numbers and profiles):", "", text, ""]
 
 
+    def summary(self) -> str:
+        return "\n".join([self.tables(), *render_profiles(self.profiles, "profile {name}"), *self.what_bounds()])
+
+    def render(self) -> str:
+        args = self.args
+        intro = [
+            self.written_by(f"bench/ftps.py --size-mib {args.size_mib} --repeat {args.repeat} --parallel {args.parallel} "
+                            f"--parallel-mib {args.parallel_mib}{profile_flag(args)}"),
+            "",
+            "Method:",
+            "",
+            (f"- **Files**: {args.size_mib} MiB and {args.parallel_mib} MiB of random bytes in one directory, uploaded "
+             "(untimed) to fwrepo and published. Every file is in the page cache: an untimed warm-up download from each "
+             "server precedes the runs. The one-stream runs interleave the servers (even rounds in reverse), each after "
+             "a wait until no other benchmark or pytest runs; a run during which another benchmark used CPU is repeated."),
+            ("- **Client**: curl, explicit FTPS (`curl -sS --ssl-reqd --cacert CA ftp://...`: AUTH TLS, PROT P, "
+             "passive mode). One stream: `-o /dev/null`, curl's speed_download, median; MB/s is 10^6 bytes/s. "
+             f"Concurrent: {args.parallel} curls started at once (asyncio subprocesses), each from a loopback address of "
+             "its own (`--interface 127.0.x.y`, as chargers have: fwrepo takes at most 16 FTPS sessions per address), "
+             "each writing to a pipe that this "
+             "script reads and hashes with SHA-256; aggregate = complete downloads x size / wall time of all; an error is "
+             "a curl failure, a short file or a wrong SHA-256."),
+            ("- **fwrepo**: `fwrepo serve` (FWREPO_STORAGE=local, data directory on the disk below) with its FTPS server "
+             "inside (pyftpdlib ThreadedFTPServer, TLS_FTPHandler with pyOpenSSL, fwrepo's one-file view reading storage "
+             "in 64 KiB blocks) and its development certificate (ECDSA P-256); each download on a fresh grant "
+             "(`POST /api/v1/grants/batch` with `\"protocol\": \"ftps\"`), i.e. a fresh login."),
+            ("- **vsftpd**: Debian's package in the foreground with its own config in the temporary directory "
+             "(`listen=YES`, `background=NO`, one port on 127.0.0.1, anonymous read-only root at the files directory, "
+             "`ssl_enable=YES`, TLS forced for login and data, `ssl_ciphers=HIGH`), a process per session as vsftpd "
+             "does; its CPU includes those sessions."),
+            ("- **bare pyftpdlib**: a child process running pyftpdlib's documented FTPS set-up: `TLS_FTPHandler` "
+             "(pyOpenSSL) with TLS required for control and data, `FTPServer` (one thread, one event loop), "
+             "`DummyAuthorizer` with one read-only user (`elr`) whose home is the files directory; it reads the real "
+             "file with FileProducer's 64 KiB reads."),
+            ("- **Certificates**: vsftpd and bare pyftpdlib share one ECDSA P-256 certificate for 127.0.0.1 made for the "
+             "run, so all three servers do the same TLS work per byte (see the TLS column)."),
+            ("- **CPU**: user+system seconds during one run (median): of the server's process (vsftpd: its process "
+             "tree, reaped session processes included), of curl (concurrent: all curls plus this script's hashing)."),
+            "- **RSS**: fwrepo's VmRSS sampled every 20 ms during each run.",
+            "",
+        ]
+        shared = (f"Client and server share the machine's {os.cpu_count()} CPUs: every CPU second curl spends on TLS is "
+                  "taken from the server, for each of the three servers alike.")
+        body = [self.tables(), "", *render_profiles(self.profiles, "py-spy profile of {name} during an extra one-stream "
+                                                                  "download of {seconds:.2f} s"), *self.what_bounds()]
+        return render_section(self.section, "FTPS", intro, self.machine, shared, self.notes, body)
+
+
 # --------------------------------------------------------------------------- the doc
 
 
-def machine_lines(work: Path, bench: Bench) -> list[str]:
+def machine_lines(work: Path) -> list[str]:
     from importlib.metadata import version
 
     from OpenSSL import SSL
 
-    facts = upload.machine_facts(work)
-    for name in ("boto3", "Ceph", "SHA-256 (hashlib, one core)"):
-        facts.pop(name, None)
-    facts["pyftpdlib"] = version("pyftpdlib")
-    facts["pyOpenSSL"] = f"{version('pyOpenSSL')} on {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}"
-    facts["curl"] = upload.tool_version(["curl", "--version"])
     vsftpd = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "vsftpd"], capture_output=True, text=True,
                             check=False).stdout.strip()
-    facts["vsftpd"] = f"Debian package {vsftpd}" if vsftpd else "?"
-    return [f"- {name}: {value}" for name, value in facts.items()]
-
-
-def render_section(bench: Bench, machine: list[str], when: dt.datetime, elapsed: float) -> str:
-    args = bench.args
-    flags = (f"--size-mib {args.size_mib} --repeat {args.repeat} --parallel {args.parallel} "
-             f"--parallel-mib {args.parallel_mib}")
-    if args.profile != "auto":
-        flags += f" --profile {args.profile}"
-    lines = [
-        f"<!-- bench:{SECTION}:start -->",
-        "## FTPS",
-        "",
-        (f"Written by `bench/ftps.py {flags}` on {when:%Y-%m-%d %H:%M} UTC (the run took {elapsed / 60:.1f} min, "
-         f"of which {bench.turns.waited / 60:.1f} min waiting for other benchmarks or pytest to finish)."),
-        "",
-        "Method:",
-        "",
-        (f"- **Files**: {args.size_mib} MiB and {args.parallel_mib} MiB of random bytes in one directory, uploaded "
-         "(untimed) to fwrepo and published. Every file is in the page cache: an untimed warm-up download from each "
-         "server precedes the runs. The one-stream runs interleave the servers (even rounds in reverse), each after "
-         "a wait until no other benchmark or pytest runs; a run during which another benchmark used CPU is repeated."),
-        ("- **Client**: curl, explicit FTPS (`curl -sS --ssl-reqd --cacert CA ftp://...`: AUTH TLS, PROT P, "
-         "passive mode). One stream: `-o /dev/null`, curl's speed_download, median; MB/s is 10^6 bytes/s. "
-         f"Concurrent: {args.parallel} curls started at once (asyncio subprocesses), each from a loopback address of "
-         "its own (`--interface 127.0.x.y`, as chargers have: fwrepo takes at most 16 FTPS sessions per address), "
-         "each writing to a pipe that this "
-         "script reads and hashes with SHA-256; aggregate = complete downloads x size / wall time of all; an error is "
-         "a curl failure, a short file or a wrong SHA-256."),
-        ("- **fwrepo**: `fwrepo serve` (FWREPO_STORAGE=local, data directory on the disk below) with its FTPS server "
-         "inside (pyftpdlib ThreadedFTPServer, TLS_FTPHandler with pyOpenSSL, fwrepo's one-file view reading storage "
-         "in 64 KiB blocks) and its development certificate (ECDSA P-256); each download on a fresh grant "
-         "(`POST /api/v1/grants/batch` with `\"protocol\": \"ftps\"`), i.e. a fresh login."),
-        ("- **vsftpd**: Debian's package in the foreground with its own config in the temporary directory "
-         "(`listen=YES`, `background=NO`, one port on 127.0.0.1, anonymous read-only root at the files directory, "
-         "`ssl_enable=YES`, TLS forced for login and data, `ssl_ciphers=HIGH`), a process per session as vsftpd "
-         "does; its CPU includes those sessions."),
-        ("- **bare pyftpdlib**: a child process running pyftpdlib's documented FTPS set-up: `TLS_FTPHandler` "
-         "(pyOpenSSL) with TLS required for control and data, `FTPServer` (one thread, one event loop), "
-         "`DummyAuthorizer` with one read-only user (`elr`) whose home is the files directory; it reads the real "
-         "file with FileProducer's 64 KiB reads."),
-        ("- **Certificates**: vsftpd and bare pyftpdlib share one ECDSA P-256 certificate for 127.0.0.1 made for the "
-         "run, so all three servers do the same TLS work per byte (see the TLS column)."),
-        ("- **CPU**: user+system seconds during one run (median): of the server's process (vsftpd: its process "
-         "tree, reaped session processes included), of curl (concurrent: all curls plus this script's hashing)."),
-        "- **RSS**: fwrepo's VmRSS sampled every 20 ms during each run.",
-        "",
-        "Machine:",
-        "",
-        *machine,
-        "",
-        (f"Client and server share the machine's {os.cpu_count()} CPUs: every CPU second curl spends on TLS is "
-         "taken from the server, for each of the three servers alike."),
-        "",
-    ]
-    for note in bench.notes:
-        lines += [f"**Note:** {note}", ""]
-    lines += [bench.tables(), ""]
-    for name, summary in bench.profiles.items():
-        lines += grants.render_profile(summary, f"py-spy profile of {name} during an extra one-stream download "
-                                                f"of {bench.profile_walls.get(name, 0):.2f} s")
-    lines += bench.what_bounds()
-    lines.append(f"<!-- bench:{SECTION}:end -->")
-    return "\n".join(lines) + "\n"
+    return fact_lines({
+        **machine_facts(work, hashing=False), "curl": tool_version(["curl", "--version"]),
+        "pyftpdlib": version("pyftpdlib"),
+        "pyOpenSSL": f"{version('pyOpenSSL')} on {SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()}",
+        "vsftpd": f"Debian package {vsftpd}" if vsftpd else "?",
+    })
 
 
 # --------------------------------------------------------------------------- main
 
 
-def ensure_vsftpd() -> None:
-    if shutil.which("vsftpd") or Path("/usr/sbin/vsftpd").exists():
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise RuntimeError("bench/ftps.py needs vsftpd (apt-get install vsftpd)")
-    say("installing Debian's vsftpd (it is not started as a service: policy-rc.d or no init, and we start our own)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "vsftpd"]
-    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
-        done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"apt-get install vsftpd failed: {done.stderr.strip()[-300:]}")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, "ftps")
     parser.add_argument("--size-mib", type=int, default=1024, help="the large download, MiB (default 1024)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per server and of the concurrent part (default 3)")
     parser.add_argument("--parallel", type=int, default=200, help="concurrent downloads (default 200)")
     parser.add_argument("--parallel-mib", type=int, default=20, help="size of each concurrent download, MiB (default 20)")
-    parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
-                        help="py-spy an extra download: when the throughput target is missed (auto, default), always, never")
-    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()), help="where the temporary directory goes")
-    parser.add_argument("--doc", type=Path, default=DOC, help="file whose ftps section is rewritten")
-    parser.add_argument("--no-doc", action="store_true", help="print the results only")
+    profile_options(parser, ("auto", "always", "never"),
+                    "py-spy an extra download: when the throughput target is missed (auto, default), always, never")
     args = parser.parse_args(argv)
     if min(args.size_mib, args.repeat, args.parallel, args.parallel_mib) <= 0:
         parser.error("sizes and counts must be positive")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--bare-pyftpdlib"]:
-        return bare_pyftpdlib_main(argv[1:])
-    args = parse_args(argv)
-    for tool in ("curl", "openssl"):
-        if shutil.which(tool) is None:
-            print(f"bench/ftps.py needs {tool}", file=sys.stderr)
-            return 2
-    started, when = time.monotonic(), dt.datetime.now(dt.UTC)
-    stack = ExitStack()
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="fwrepo-ftps.", dir=args.work_dir))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
-    bench = Bench(args, work, stack)
-    machine: list[str] = []
-
-    def body() -> None:
-        ensure_vsftpd()
-        download.raise_open_files()
-        needed = 3 * args.size_mib * MiB
-        if shutil.disk_usage(work).free < needed:
-            raise RuntimeError(f"{work} needs about {needed / GiB:.1f} GiB free")
-        bench.setup()
-        bench.turns.wait("the machine description")
-        machine.extend(machine_lines(work, bench))
-        bench.run()
-
-    failed = grants.run_guarded("ftps.py", stack, body)
-    if failed is not None:
-        return failed
-    if bench.turns.waited > 15 * 60:
-        bench.notes.append(f"Waited {bench.turns.waited / 60:.0f} min in total for other benchmarks or pytest "
-                           "to finish before the measured runs.")
-    say("")
-    for note in bench.notes:
-        say(f"note: {note}")
-    say(bench.tables())
-    for name, summary in bench.profiles.items():
-        say("\n".join(grants.render_profile(summary, f"profile {name}")))
-    say("\n".join(bench.what_bounds()))
-    if not args.no_doc:
-        grants.write_section(args.doc, SECTION, render_section(bench, machine, when, time.monotonic() - started))
-        say(f"\nwrote the ftps section of {args.doc}")
-    return 1 if any(v.outcome == "FAIL" for v in bench.verdicts()) else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Ftps, parse_args(None)))

@@ -27,449 +27,32 @@ interrupted.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import sqlite3
-import ssl
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: upload.py's helpers
-import upload
-from upload import MB, FwrepoServer, say
-
-ROOT = upload.ROOT
-DOC = upload.DOC
-SECTION = "grants"
+from harness import MB, say
+from harness.machine import machine_facts
+from harness.procs import Meter, raise_open_files
+from harness.profiles import Profile, ProfileSummary, render_profiles
+from harness.report import Sample, Series, Verdict, ceiling_verdict, fact_lines, fmt, kib_to_mb, missed, render_section
+from harness.report import verdict_rows
+from harness.run import Benchmark, argument_parser, interleaved, main, profile_flag, profile_options
+from harness.servers import BATCH, FwrepoServer, start_fwrepo
+from harness.stores import DEFAULT_DATABASE_URL, drop_database, postgres_unavailable, postgres_version, scratch_database
 
 TOTAL = 100_000
-BATCH = 10_000
 TARGET_SQLITE_SECONDS = 10.0  # 100k grants on SQLite in less than this
 TARGET_PG_RATIO = 2.0  # PostgreSQL seconds per 100k <= 2 x SQLite's
-BUSY_LIMIT = 0.25  # share of all CPUs busy with other work that makes us wait
-PG_URL = "postgresql://postgres@127.0.0.1:5432"
 BACKENDS = ("sqlite", "postgresql")
-
-
-# --------------------------------------------------------------------------- taking turns
-
-
-def proc_table() -> dict[int, tuple[int, float, int, str]]:
-    """pid -> (parent pid, CPU seconds, start time in ticks, command line) of every process."""
-    table: dict[int, tuple[int, float, int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        table[int(entry.name)] = (
-            int(fields[1]),
-            (int(fields[11]) + int(fields[12])) / upload.CLK_TCK,
-            int(fields[19]),
-            cmdline,
-        )
-    return table
-
-
-def descendants(table: dict[int, tuple[int, float, int, str]], root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, *_rest) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = {root}, [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-class Turns:
-    """Waits for other benchmarks and pytest runs to finish, and notices when they overlap a run.
-
-    Other benchmarks are what `pgrep -f 'bench/|pytest'` finds, minus this
-    process, its ancestors (the shell that started it) and its descendants,
-    each with its whole process tree (servers, Ceph daemons). One that is
-    itself only waiting (no CPU for a while) does not hold us up, so two
-    benchmarks that both wait for the other cannot wait forever: an older one
-    must be idle for 10 s, a newer one for 3 s.
-    """
-
-    def __init__(self, notes: list[str], max_wait: float = 1800) -> None:
-        self.notes = notes
-        self.max_wait = max_wait
-        self.me = os.getpid()
-        self.my_start = proc_table()[self.me][2]
-        self.waited = 0.0
-
-    def _family(self, table: dict[int, tuple[int, float, int, str]]) -> set[int]:
-        family = descendants(table, self.me)
-        pid = self.me
-        while pid in table and pid > 1:
-            family.add(pid)
-            pid = table[pid][0]
-        return family
-
-    def foreign(self) -> dict[int, set[int]]:
-        """Root pid -> its process tree, for every other benchmark or pytest run."""
-        found = subprocess.run(["pgrep", "-f", "bench/|pytest"], capture_output=True, text=True, check=False).stdout
-        table = proc_table()
-        family = self._family(table)
-        matches = {int(p) for p in found.split()} - family
-        matches &= table.keys()
-        roots: dict[int, set[int]] = {}
-        for pid in sorted(matches, key=lambda p: table[p][2]):
-            if any(pid in tree for tree in roots.values()):
-                continue
-            roots[pid] = descendants(table, pid) - family
-        return roots
-
-    @staticmethod
-    def tree_cpu(pids: Iterable[int]) -> float:
-        return sum(upload.proc_cpu_seconds(pid) for pid in pids)
-
-    def describe(self, roots: dict[int, set[int]]) -> str:
-        table = proc_table()
-        return "; ".join(f"{pid} {' '.join(table.get(pid, (0, 0, 0, '?'))[3].split())[:100]}" for pid in roots)
-
-    def wait(self, label: str) -> None:
-        began = time.monotonic()
-        idle_for = 0
-        last_said = 0.0
-        while True:
-            roots = self.foreign()
-            if not roots:
-                busy = upload.busy_fraction(1.0)
-                if busy <= BUSY_LIMIT:
-                    break
-                why = f"{busy:.0%} of the CPUs busy with other work"
-            else:
-                before = {root: self.tree_cpu(tree) for root, tree in roots.items()}
-                time.sleep(1.0)
-                active = [root for root, tree in roots.items() if self.tree_cpu(tree) - before[root] > 0.05]
-                idle_for = 0 if active else idle_for + 1
-                older = any(proc_table().get(root, (0, 0, 0, ""))[2] < self.my_start for root in roots)
-                if idle_for >= (10 if older else 3) and upload.busy_fraction(1.0) <= BUSY_LIMIT:
-                    break  # they are waiting too, probably for us
-                why = f"other benchmark/pytest running: {self.describe(roots)}"
-            now = time.monotonic()
-            if now - began > self.max_wait:
-                self.notes.append(f"Waited {self.max_wait / 60:.0f} min for a quiet machine before {label} and "
-                                  f"then ran anyway ({why}).")
-                break
-            if now - last_said > 30:
-                say(f"waiting before {label}: {why}")
-                last_said = now
-        self.waited += time.monotonic() - began
-
-    def snapshot(self) -> dict[int, float]:
-        """CPU seconds of every process in another benchmark's tree, now."""
-        return {pid: upload.proc_cpu_seconds(pid) for tree in self.foreign().values() for pid in tree}
-
-    def foreign_cpu_since(self, snapshot: dict[int, float]) -> float:
-        now = self.snapshot()
-        return sum(max(cpu - snapshot.get(pid, 0.0), 0.0) for pid, cpu in now.items())
-
-
-def measured(turns: Turns, label: str, run: Callable[[], object], retries: int = 2) -> object:
-    """Run one measurement on a quiet machine; repeat it when other benchmarks used CPU meanwhile."""
-    for attempt in range(retries + 1):
-        turns.wait(label)
-        snapshot, began = turns.snapshot(), time.monotonic()
-        result = run()
-        foreign = turns.foreign_cpu_since(snapshot)
-        seconds = time.monotonic() - began
-        if foreign <= 0.1 * seconds + 0.2:
-            return result
-        if attempt < retries:
-            say(f"  {label}: other benchmarks used {foreign:.1f} CPU s during the run; repeating it")
-        else:
-            turns.notes.append(f"{label}: other benchmarks used {foreign:.1f} CPU s during the run "
-                               f"({retries + 1} attempts); kept the last one.")
-    return result
-
-
-# --------------------------------------------------------------------------- fwrepo helpers
-
-
-def port_of(server: FwrepoServer) -> int:
-    return int(server.url.rsplit(":", 1)[1])
-
-
-def create_key(server: FwrepoServer, role: str, name: str = "bench") -> str:
-    created = subprocess.run(
-        [*upload.fwrepo_command(), "clients", "create", "--name", f"{name}-{role}", "--role", role],
-        env=server.env(port_of(server)), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    if created.returncode != 0:
-        raise RuntimeError(f"fwrepo clients create --role {role} failed: {created.stderr.strip()}")
-    return created.stdout.strip()
-
-
-def start_tls_server(stack: ExitStack, name: str, data_dir: Path, settings: dict[str, str]) -> FwrepoServer:
-    """`fwrepo serve` over HTTPS (its development certificate) with a release key (.key) and a csms key (.csms)."""
-    server = FwrepoServer(name, data_dir, settings, tls=True)
-    stack.callback(server.stop)
-    server.start()
-    server.csms = create_key(server, "csms")  # type: ignore[attr-defined]
-    return server
-
-
-def ssl_context(server: FwrepoServer) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(server.cacert))
-
-
-def upload_firmware(server: FwrepoServer, path: Path, version: str, work: Path) -> dict:
-    """Upload and publish one image (curl -F, as bench/upload.py does); the published record."""
-    reply = work / f"reply-{server.name}.json"
-    done = subprocess.run(
-        ["curl", "-sS", "-o", str(reply), "-w", "%{http_code}", "--cacert", str(server.cacert),
-         "-H", f"Authorization: Bearer {server.key}",
-         "-F", "vendor=Bench", "-F", "models=BM-1", "-F", f"version={version}",
-         "-F", f"file=@{path};type=application/octet-stream",
-         server.url + "/api/v1/firmware"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    body = reply.read_text(errors="replace") if reply.exists() else ""
-    if done.returncode != 0 or done.stdout.strip() not in ("200", "201"):
-        raise RuntimeError(f"upload to {server.name} failed: curl exit {done.returncode}, HTTP {done.stdout.strip()}: "
-                           f"{done.stderr.strip()} {body[:300]}" + server.describe_exit())
-    record = json.loads(body)
-    import httpx
-
-    with httpx.Client(verify=ssl_context(server), timeout=120) as client:
-        published = client.post(f"{server.url}/api/v1/firmware/{record['id']}/publish",
-                                headers={"Authorization": f"Bearer {server.key}"})
-    if published.status_code != 200:
-        raise RuntimeError(f"publish on {server.name} failed: HTTP {published.status_code} {published.text[:300]}")
-    return published.json()
-
-
-def issue_grants(server: FwrepoServer, firmware_id: str, charger_ids: list[str], **options: str) -> list[dict]:
-    """Grants for these chargers (batches of up to 10,000; options such as protocol="ftps" go into each request)."""
-    import httpx
-
-    grants: list[dict] = []
-    with httpx.Client(verify=ssl_context(server), timeout=300) as client:
-        for first in range(0, len(charger_ids), BATCH):
-            chunk = charger_ids[first:first + BATCH]
-            reply = client.post(f"{server.url}/api/v1/grants/batch",
-                                headers={"Authorization": f"Bearer {server.csms}"},  # type: ignore[attr-defined]
-                                json={"firmware_id": firmware_id, "charger_ids": chunk, **options})
-            if reply.status_code != 201:
-                raise RuntimeError(f"grants on {server.name}: HTTP {reply.status_code} {reply.text[:300]}")
-            grants += reply.json()["grants"]
-    return grants
-
-
-# --------------------------------------------------------------------------- PostgreSQL
-
-
-def psql(sql: str, database: str = "postgres") -> str:
-    done = subprocess.run(
-        ["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", database,
-         "-c", sql],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"psql {sql!r}: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-def postgres_unavailable() -> str | None:
-    if shutil.which("psql") is None:
-        return "psql not installed"
-    try:
-        psql("SELECT 1")
-    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
-        return f"PostgreSQL at 127.0.0.1:5432 not reachable as postgres: {error}"
-    return None
-
-
-def scratch_database(stack: ExitStack, name: str) -> str:
-    """CREATE DATABASE name now, DROP it at clean-up; its URL."""
-    psql(f'CREATE DATABASE "{name}"')
-    stack.callback(drop_database, name)
-    return f"{PG_URL}/{name}"
-
-
-def drop_database(name: str) -> None:
-    try:
-        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
-        print(f"could not drop scratch database {name}: {error}", file=sys.stderr)
-
-
-# --------------------------------------------------------------------------- py-spy
-
-
-def py_spy() -> str | None:
-    candidate = Path(sys.executable).parent / "py-spy"
-    return str(candidate) if candidate.exists() else shutil.which("py-spy")
-
-
-class Profile:
-    """`py-spy record -f raw` of a process while a block runs, stopped with SIGINT at its end."""
-
-    def __init__(self, pid: int, out: Path, seconds: int, rate: int = 100) -> None:
-        self.pid, self.out, self.seconds, self.rate = pid, out, seconds, rate
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.error = ""
-
-    def __enter__(self) -> Self:
-        tool = py_spy()
-        if tool is None:
-            self.error = "py-spy not installed"
-            return self
-        self.log = self.out.with_suffix(".log")
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [tool, "record", "-p", str(self.pid), "-f", "raw", "-o", str(self.out), "-d", str(self.seconds),
-                 "-r", str(self.rate)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        time.sleep(1.0)  # attached and sampling before the work starts
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if not self.out.exists():
-            self.error = "py-spy wrote nothing: " + self.log.read_text(errors="replace").strip()[-300:]
-
-
-def read_raw_profile(path: Path) -> list[tuple[list[str], int]]:
-    """py-spy's raw (collapsed) format: `frame;frame;... count` per line, root first."""
-    stacks = []
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            stacks.append((stack.split(";"), int(count)))
-    return stacks
-
-
-@dataclass
-class ProfileSummary:
-    samples: int
-    rate: int
-    categories: list[tuple[str, int]]  # (category, samples), largest first
-    leaves: list[tuple[str, int]]  # (function (file), samples) of the innermost frames, largest first
-    error: str = ""
-
-    def seconds(self, samples: int) -> float:
-        return samples / self.rate
-
-    def share(self, name: str) -> float:
-        return dict(self.categories).get(name, 0) / self.samples if self.samples else 0.0
-
-
-def short_frame(frame: str) -> str:
-    """`send (uvicorn/protocols/http/httptools_impl.py:123)` -> `send (uvicorn/protocols/http/httptools_impl.py)`."""
-    match = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
-    if not match:
-        return frame
-    name, path = match.groups()
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    path = re.sub(r"^\.\d+/", "", path)  # /lib/python3.11/x.py -> x.py
-    return f"{name} ({path})"
-
-
-IDLE_LEAF = re.compile(r"^(Condition\.wait|Event\.wait|wait|_wait_for_tstate_lock) \(.*threading\.py")
-
-
-def summarize_profile(path: Path, rate: int, categories: list[tuple[str, re.Pattern[str]]]) -> ProfileSummary:
-    """Each sample goes to the category of its innermost frame that matches one (else 'other').
-
-    Samples of threads parked in a threading wait (idle anyio worker threads,
-    the download-record flusher) are left out: py-spy's idle detection does
-    not catch them here.
-    """
-    stacks = read_raw_profile(path)
-    counts: Counter[str] = Counter()
-    leaves: Counter[str] = Counter()
-    total = 0
-    for frames, count in stacks:
-        if IDLE_LEAF.search(frames[-1]):
-            continue
-        total += count
-        leaves[short_frame(frames[-1])] += count
-        chosen = "other"
-        for frame in reversed(frames):
-            hit = next((name for name, pattern in categories if pattern.search(frame)), None)
-            if hit is not None:
-                chosen = hit
-                break
-        counts[chosen] += count
-    return ProfileSummary(total, rate, counts.most_common(), leaves.most_common(12))
-
-
-def render_profile(summary: ProfileSummary, title: str) -> list[str]:
-    if summary.error:
-        return [f"{title}: not profiled ({summary.error}).", ""]
-    lines = [
-        (f"{title} ({summary.samples} samples at {summary.rate} Hz = {summary.seconds(summary.samples):.1f} s of "
-        "busy thread time, all threads, idle waits left out):"),
-        "",
-        "| where the server's time went | share | seconds |",
-        "| --- | ---: | ---: |",
-    ]
-    for name, count in summary.categories:
-        lines.append(f"| {name} | {count / summary.samples:.0%} | {summary.seconds(count):.1f} |")
-    lines += ["", "| innermost frame (self time) | share |", "| --- | ---: |"]
-    for name, count in summary.leaves[:8]:
-        lines.append(f"| `{name}` | {count / summary.samples:.0%} |")
-    lines.append("")
-    return lines
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class Run:
-    seconds: float
-    server_cpu: float
-    client_cpu: float
-    rss_max_kib: int
-    reply_bytes: int = 0  # JSON received for the 100k
-
-
-@dataclass
-class Backend:
-    name: str
-    runs: list[Run] = field(default_factory=list)
-    skipped: str | None = None
-
-    def median(self, attribute: str = "seconds") -> float | None:
-        return statistics.median(getattr(r, attribute) for r in self.runs) if self.runs else None
 
 
 @dataclass
@@ -482,9 +65,6 @@ class Floor:
     @property
     def total(self) -> float:
         return self.tokens + self.sqlite_insert
-
-
-# --------------------------------------------------------------------------- the bench
 
 
 GRANT_CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
@@ -502,53 +82,65 @@ GRANT_CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
-class Bench:
+class GrantIssuing(Benchmark):
+    section = "grants"
+
     def __init__(self, args: argparse.Namespace, work: Path, stack: ExitStack) -> None:
-        self.args = args
-        self.work = work
-        self.stack = stack
-        self.notes: list[str] = []
-        self.turns = Turns(self.notes)
-        self.backends = {name: Backend(name) for name in BACKENDS}
+        super().__init__(args, work, stack)
+        self.backends = {name: Series(name) for name in BACKENDS}
         self.floor = Floor()
         self.floor_db: Path | None = None
+        self.floor_firmware = ""
         self.profiles: dict[str, ProfileSummary] = {}
         self.firmware_file = work / "bench-fw.bin"
         self.counter = 0
         self.pg_version = ""
+        self.machine: list[str] = []
 
-    def setup(self) -> None:
+    def measure(self) -> None:
+        raise_open_files()
         self.firmware_file.write_bytes(os.urandom(256 * 1024))
-        reason = postgres_unavailable()
+        reason = postgres_unavailable(DEFAULT_DATABASE_URL)
         if reason:
             self.backends["postgresql"].skipped = reason
             self.notes.append(f"PostgreSQL part not run: {reason}.")
         else:
-            self.pg_version = psql("SHOW server_version")
+            self.pg_version = postgres_version(DEFAULT_DATABASE_URL)
+        self.turns.wait("the machine description")
+        import httpx
+
+        self.machine = fact_lines({**machine_facts(self.work), "SQLite": sqlite3.sqlite_version,
+                                   "PostgreSQL": self.pg_version or "not available", "httpx": httpx.__version__})
+        self.run()
+
+    def database_name(self) -> str:
+        return f"fwrepo_bench_grants_{os.getpid()}_{self.counter}"
 
     def fresh_server(self, backend: str, label: str) -> tuple[FwrepoServer, str]:
         """A new `fwrepo serve` on a new data directory (and new database) with one published firmware."""
         self.counter += 1
         settings: dict[str, str] = {}
         if backend == "postgresql":
-            settings["FWREPO_DATABASE_URL"] = scratch_database(self.stack, f"fwrepo_bench_grants_{os.getpid()}_{self.counter}")
-        server = start_tls_server(self.stack, f"{backend}-{label}", self.work / f"{backend}-{label}", settings)
-        record = upload_firmware(server, self.firmware_file, f"1.0.{self.counter}", self.work)
+            settings["FWREPO_DATABASE_URL"] = scratch_database(self.stack, DEFAULT_DATABASE_URL, self.database_name())
+        server = start_fwrepo(self.stack, f"{backend}-{label}", self.work / f"{backend}-{label}", settings)
+        record = server.publish_firmware(self.firmware_file, f"1.0.{self.counter}")
         return server, record["id"]
 
-    def bodies(self, firmware_id: str, run: str) -> list[bytes]:
+    @staticmethod
+    def bodies(firmware_id: str, run: str) -> list[bytes]:
         return [
             json.dumps({"firmware_id": firmware_id,
                         "charger_ids": [f"CP-{run}-{n:06d}" for n in range(first, first + BATCH)]}).encode()
             for first in range(0, TOTAL, BATCH)
         ]
 
-    def issue_all(self, server: FwrepoServer, bodies: list[bytes]) -> tuple[float, int]:
+    @staticmethod
+    def issue_all(server: FwrepoServer, bodies: list[bytes]) -> tuple[float, int]:
         """The measured part: 10 batches over one keep-alive HTTPS connection, every reply parsed and checked."""
         import httpx
 
-        headers = {"Authorization": f"Bearer {server.csms}", "Content-Type": "application/json"}  # type: ignore[attr-defined]
-        with httpx.Client(verify=ssl_context(server), timeout=300) as client:
+        headers = {"Authorization": f"Bearer {server.csms}", "Content-Type": "application/json"}
+        with httpx.Client(verify=server.ssl_context(), timeout=300) as client:
             client.get(server.url + "/healthz")  # TLS handshake outside the timing
             start, received = time.perf_counter(), 0
             for body in bodies:
@@ -564,7 +156,7 @@ class Bench:
                     raise RuntimeError(f"{server.name}: unexpected location {document['grants'][-1]['location']}")
             return time.perf_counter() - start, received
 
-    def measure(self, backend: str, round_number: int) -> Run:
+    def measure_backend(self, backend: str, round_number: int) -> Sample:
         server, firmware_id = self.fresh_server(backend, f"run{round_number}")
         if backend == "sqlite" and self.floor_db is None:
             self.floor_db = self.work / "floor.sqlite3"
@@ -576,19 +168,17 @@ class Bench:
             self.floor_firmware = firmware_id
         bodies = self.bodies(firmware_id, f"r{round_number}")
 
-        def once() -> Run:
-            server_before, client_before = upload.proc_cpu_seconds(server.pid), time.process_time()
-            with upload.RssSampler(server.pid) as rss:
+        def once() -> Sample:
+            with Meter(server.pid, client_cpu=time.process_time) as meter:
                 seconds, received = self.issue_all(server, bodies)
-            return Run(seconds, upload.proc_cpu_seconds(server.pid) - server_before,
-                       time.process_time() - client_before, rss.max_kib, received)
+            return meter.sample(seconds=seconds, reply_bytes=received)
 
-        run = measured(self.turns, f"{backend} run {round_number}", once)
+        run = self.turns.measured(f"{backend} run {round_number}", once)
         server.stop()
         if backend == "postgresql":
-            drop_database(f"fwrepo_bench_grants_{os.getpid()}_{self.counter}")
+            drop_database(DEFAULT_DATABASE_URL, self.database_name())
         shutil.rmtree(server.data_dir, ignore_errors=True)
-        return run  # type: ignore[return-value]
+        return run
 
     def measure_floor(self) -> None:
         from datetime import UTC, datetime, timedelta
@@ -662,26 +252,24 @@ class Bench:
             database.dispose()
             return floor
 
-        self.floor = measured(self.turns, "floor", once)  # type: ignore[assignment]
+        self.floor = self.turns.measured("floor", once)
         say(f"floor: tokens {self.floor.tokens:.2f} s, sqlite3 insert {self.floor.sqlite_insert:.2f} s, "
             f"fwrepo's SQLAlchemy insert {self.floor.fwrepo_insert:.2f} s, locations {self.floor.locations:.2f} s "
             "per 100k")
 
     def run(self) -> None:
         backends = [b for b in BACKENDS if self.backends[b].skipped is None]
-        for round_number in range(1, self.args.repeat + 1):
-            for backend in backends if round_number % 2 else backends[::-1]:
-                run = self.measure(backend, round_number)
-                self.backends[backend].runs.append(run)
-                say(f"round {round_number}/{self.args.repeat} {backend:10} {run.seconds:6.2f} s per 100k "
-                    f"({TOTAL / run.seconds:7.0f} grants/s), server CPU {run.server_cpu:.1f} s, "
-                    f"client CPU {run.client_cpu:.1f} s, server RSS max {run.rss_max_kib * 1024 / MB:.0f} MB")
+        for round_number, backend in interleaved(backends, self.args.repeat):
+            run = self.measure_backend(backend, round_number)
+            self.backends[backend].samples.append(run)
+            say(f"round {round_number}/{self.args.repeat} {backend:10} {run.seconds:6.2f} s per 100k "
+                f"({TOTAL / run.seconds:7.0f} grants/s), {run.describe()}")
         self.measure_floor()
         for backend in backends:
-            if self.args.profile == "always" or (self.args.profile == "auto" and self.missed(backend)):
+            if self.args.profile == "always" or (self.args.profile == "auto" and self.missed_by(backend)):
                 self.profile(backend)
 
-    def missed(self, backend: str) -> bool:
+    def missed_by(self, backend: str) -> bool:
         return any(v.outcome == "FAIL" and backend in v.what.lower() for v in self.verdicts())
 
     def profile(self, backend: str) -> None:
@@ -689,43 +277,30 @@ class Bench:
         say(f"profiling {backend} with py-spy (an extra run, not counted)")
         server, firmware_id = self.fresh_server(backend, "profile")
         bodies = self.bodies(firmware_id, "profile")
-        median = self.backends[backend].median() or 30
+        median = self.backends[backend].median("seconds") or 30
         out = self.work / f"profile-{backend}.raw"
         self.turns.wait(f"profiling {backend}")
         with Profile(server.pid, out, seconds=math.ceil(median * 2) + 10) as profile:
             seconds, _ = self.issue_all(server, bodies)
-        summary = ProfileSummary(0, profile.rate, [], [], profile.error)
-        if not profile.error:
-            summary = summarize_profile(out, profile.rate, GRANT_CATEGORIES)
-            if self.args.keep_profiles:
-                self.args.keep_profiles.mkdir(parents=True, exist_ok=True)
-                shutil.copy(out, self.args.keep_profiles / out.name)
-        summary.run_seconds = seconds  # type: ignore[attr-defined]
-        self.profiles[backend] = summary
+        summary = self.profiles[backend] = profile.summary(GRANT_CATEGORIES, seconds, self.args.keep_profiles)
         server.stop()
-        say(f"  profiled run took {seconds:.2f} s; top: "
-            + ", ".join(f"{name} {count / max(summary.samples, 1):.0%}" for name, count in summary.categories[:4]))
+        say(f"  profiled run took {seconds:.2f} s; top: {summary.top(4)}")
 
     # -- report
 
-    def verdicts(self) -> list[upload.Verdict]:
-        out = []
-        sqlite = self.backends["sqlite"].median()
-        pg = self.backends["postgresql"].median()
-        if sqlite is None:
-            out.append(upload.Verdict("SQLite: 100k grants", "-", f"< {TARGET_SQLITE_SECONDS:.0f} s", "not run"))
-        else:
-            out.append(upload.Verdict("SQLite: 100k grants", f"{sqlite:.2f} s", f"< {TARGET_SQLITE_SECONDS:.0f} s",
-                                      "PASS" if sqlite < TARGET_SQLITE_SECONDS else "FAIL"))
-        if pg is None or sqlite is None:
-            out.append(upload.Verdict("PostgreSQL / SQLite (seconds per 100k)", "-", f"<= {TARGET_PG_RATIO}", "not run"))
-        else:
-            out.append(upload.Verdict("PostgreSQL / SQLite (seconds per 100k)", f"{pg / sqlite:.2f}",
-                                      f"<= {TARGET_PG_RATIO}", "PASS" if pg / sqlite <= TARGET_PG_RATIO else "FAIL"))
-        return out
+    def verdicts(self) -> list[Verdict]:
+        sqlite = self.backends["sqlite"].median("seconds")
+        pg = self.backends["postgresql"].median("seconds")
+        return [
+            ceiling_verdict("SQLite: 100k grants", sqlite, TARGET_SQLITE_SECONDS, " s", "{:.2f}"),
+            ceiling_verdict("PostgreSQL / SQLite (seconds per 100k)", pg / sqlite if pg and sqlite else None,
+                            TARGET_PG_RATIO, pattern="{:.2f}", inclusive=True),
+        ]
+
+    def missed(self) -> bool:
+        return missed(self.verdicts())
 
     def table(self) -> str:
-        fmt = upload.fmt
         lines = [
             ("| what | grants/s | s per 100k (median) | runs (s) | server CPU s | client CPU s | server max RSS MB "
              "| reply MB per 10k batch |"),
@@ -736,11 +311,11 @@ class Bench:
             if backend.skipped:
                 lines.append(f"| {label} | not run | | | | | | |")
                 continue
-            median = backend.median()
+            median = backend.median("seconds")
             lines.append(
                 f"| {label} | {fmt(TOTAL / median if median else None, '{:.0f}')} | {fmt(median, '{:.2f}')} "
-                f"| {', '.join(f'{r.seconds:.2f}' for r in backend.runs)} | {fmt(backend.median('server_cpu'))} "
-                f"| {fmt(backend.median('client_cpu'))} | {fmt(upload.kib_to_mb(backend.median('rss_max_kib')), '{:.0f}')} "
+                f"| {backend.runs('seconds', '{:.2f}')} | {fmt(backend.median('server_cpu'))} "
+                f"| {fmt(backend.median('client_cpu'))} | {fmt(kib_to_mb(backend.median('rss_max_kib')), '{:.0f}')} "
                 f"| {fmt(backend.median('reply_bytes') / (TOTAL // BATCH) / MB)} |"
             )
         floor = self.floor
@@ -753,70 +328,45 @@ class Bench:
         ):
             lines.append(f"| {label} | {fmt(TOTAL / seconds if seconds else None, '{:.0f}')} | {fmt(seconds or None, '{:.2f}')} "
                          "| | | | | |")
-        lines += ["", "| check | value | target | result |", "| --- | ---: | --- | --- |"]
-        for verdict in self.verdicts():
-            lines.append(f"| {verdict.what} | {verdict.value} | {verdict.target} | {verdict.outcome} |")
-        sqlite = self.backends["sqlite"].median()
+        lines += verdict_rows(self.verdicts())
+        sqlite = self.backends["sqlite"].median("seconds")
         if sqlite and floor.total:
             lines.append(f"| SQLite API / floor | {sqlite / floor.total:.1f} x | - | info |")
         return "\n".join(lines)
 
+    def profile_lines(self, title: str) -> list[str]:
+        return [*render_profiles(self.profiles, title), *grant_findings(self.profiles)]
 
-def machine_lines(work: Path, bench: Bench) -> list[str]:
-    import httpx
+    def summary(self) -> str:
+        return "\n".join([self.table(), *self.profile_lines("profile {name}")])
 
-    facts = upload.machine_facts(work)
-    for name in ("boto3", "Ceph", "curl"):
-        facts.pop(name, None)
-    facts["SQLite"] = sqlite3.sqlite_version
-    facts["PostgreSQL"] = bench.pg_version or "not available"
-    facts["httpx"] = httpx.__version__
-    return [f"- {name}: {value}" for name, value in facts.items()]
-
-
-def render_section(bench: Bench, machine: list[str], when: dt.datetime, elapsed: float) -> str:
-    args = bench.args
-    lines = [
-        f"<!-- bench:{SECTION}:start -->",
-        "## Grants",
-        "",
-        (f"Written by `bench/grants.py --repeat {args.repeat}{'' if args.profile == 'auto' else ' --profile ' + args.profile}` on {when:%Y-%m-%d %H:%M} UTC (the run took "
-        f"{elapsed / 60:.1f} min, of which {bench.turns.waited / 60:.1f} min waiting for other benchmarks)."),
-        "",
-        (f"{TOTAL:,} grants for one published firmware, issued as {TOTAL // BATCH} batches of {BATCH:,} charger ids "
-         "through `POST /api/v1/grants/batch` of `fwrepo serve` (one uvicorn process, HTTPS with its development "
-         "certificate) by one httpx client over one keep-alive connection; every reply's JSON parsed and its count and "
-         "last location checked, all inside the timing. "
-         f"{args.repeat} runs per database, each on a fresh server, data directory and database (the rounds "
-         "interleave SQLite and PostgreSQL); the median counts. grants/s = 100,000 / seconds. Server CPU is its "
-         "user+system seconds during the run, client CPU this process's (request bodies are built before the timing)."),
-        "",
-        ("- **SQLite**: the default, `DATA_DIR/fwrepo.sqlite3` (WAL, synchronous=NORMAL) on the disk below."),
-        ("- **PostgreSQL**: the machine's server at 127.0.0.1:5432 (over TCP), a scratch database per run, "
-         "dropped afterwards."),
-        ("- **floor**, in this process, no HTTP: `TokenSigner.issue` 100,000 times (the signed token each location "
-         "carries) and 100,000 rows into the `grant` table of a copy of a server's SQLite database with stdlib "
-         "sqlite3 `executemany` in one transaction (rows built before the timing). The info rows show the same "
-         "insert the way `Grants.issue` does it (SQLAlchemy 2 `insert(Grant).returning(...)`, 10 transactions of "
-         "10,000) and 100,000 `Grants.location` calls."),
-        "",
-        "Machine:",
-        "",
-        *machine,
-        "",
-        (f"Client and server share the machine's {os.cpu_count()} CPUs; the PostgreSQL server too when it is used."),
-        "",
-    ]
-    for note in bench.notes:
-        lines += [f"**Note:** {note}", ""]
-    lines += [bench.table(), ""]
-    for backend, summary in bench.profiles.items():
-        lines += render_profile(summary, f"py-spy profile of the server during an extra {backend} run of "
-                                         f"{getattr(summary, 'run_seconds', 0):.1f} s")
-    if bench.profiles:
-        lines += grant_findings(bench.profiles)
-    lines.append(f"<!-- bench:{SECTION}:end -->")
-    return "\n".join(lines) + "\n"
+    def render(self) -> str:
+        args = self.args
+        intro = [
+            self.written_by(f"bench/grants.py --repeat {args.repeat}{profile_flag(args)}"),
+            "",
+            (f"{TOTAL:,} grants for one published firmware, issued as {TOTAL // BATCH} batches of {BATCH:,} charger ids "
+             "through `POST /api/v1/grants/batch` of `fwrepo serve` (one uvicorn process, HTTPS with its development "
+             "certificate) by one httpx client over one keep-alive connection; every reply's JSON parsed and its count and "
+             "last location checked, all inside the timing. "
+             f"{args.repeat} runs per database, each on a fresh server, data directory and database (the rounds "
+             "interleave SQLite and PostgreSQL); the median counts. grants/s = 100,000 / seconds. Server CPU is its "
+             "user+system seconds during the run, client CPU this process's (request bodies are built before the timing)."),
+            "",
+            ("- **SQLite**: the default, `DATA_DIR/fwrepo.sqlite3` (WAL, synchronous=NORMAL) on the disk below."),
+            ("- **PostgreSQL**: the machine's server at 127.0.0.1:5432 (over TCP), a scratch database per run, "
+             "dropped afterwards."),
+            ("- **floor**, in this process, no HTTP: `TokenSigner.issue` 100,000 times (the signed token each location "
+             "carries) and 100,000 rows into the `grant` table of a copy of a server's SQLite database with stdlib "
+             "sqlite3 `executemany` in one transaction (rows built before the timing). The info rows show the same "
+             "insert the way `Grants.issue` does it (SQLAlchemy 2 `insert(Grant).returning(...)`, 10 transactions of "
+             "10,000) and 100,000 `Grants.location` calls."),
+            "",
+        ]
+        shared = f"Client and server share the machine's {os.cpu_count()} CPUs; the PostgreSQL server too when it is used."
+        body = [self.table(), "", *self.profile_lines(
+            "py-spy profile of the server during an extra {name} run of {seconds:.1f} s")]
+        return render_section(self.section, "Grants", intro, self.machine, shared, self.notes, body)
 
 
 # What to change in repo_service/ when a category dominates a profile (the benchmark changes nothing itself).
@@ -867,118 +417,25 @@ def grant_findings(profiles: dict[str, ProfileSummary]) -> list[str]:
         if summary.samples:
             for name, count in summary.categories:
                 shares[name] = max(shares.get(name, 0.0), count / summary.samples)
-    lines = [("What to change (suggestions, not made by this benchmark), for each part that took at least 10% of a "
-             "profiled run:"), ""]
-    for name, share in sorted(shares.items(), key=lambda item: -item[1]):
-        if share >= 0.10 and name in GRANT_ADVICE:
-            lines.append(f"- **{name}** (up to {share:.0%}): {GRANT_ADVICE[name]}")
-    return lines + [""]
-
-
-def write_section(path: Path, name: str, section: str) -> None:
-    """Replace the text between this section's markers (re-read right now: others edit the file too)."""
-    start_mark, end_mark = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-    text = path.read_text() if path.exists() else upload.DOC_HEADER
-    start, end = text.find(start_mark), text.find(end_mark)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(end_mark):].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    partial = path.with_name(f"{path.name}.{name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
-# --------------------------------------------------------------------------- main
-
-
-def cleanup(stack: ExitStack) -> None:
-    """upload.cleanup, which says what it does first; when stdout is gone (a closed pipe) clean up silently."""
-    try:
-        upload.cleanup(stack)
-    except OSError:
-        stack.close()
-
-
-def run_guarded(script: str, stack: ExitStack, body: Callable[[], object]) -> int | None:
-    """body() with SIGTERM/SIGHUP taken as Ctrl-C, then the clean-up of stack in any case.
-
-    On an interruption or a failure it says so and returns the exit status (130, 2); None when body went through.
-    """
-    try:
-        with upload.signals_as_interrupts():
-            body()
-    except KeyboardInterrupt:
-        cleanup(stack)
-        print("interrupted: everything started was stopped and removed", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - any failure: clean up, say why, exit 2
-        cleanup(stack)
-        print(f"bench/{script} failed: {error!r}", file=sys.stderr)
-        return 2
-    cleanup(stack)
-    return None
-
-
-def raise_open_files() -> None:
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    advice = [f"- **{name}** (up to {share:.0%}): {GRANT_ADVICE[name]}"
+              for name, share in sorted(shares.items(), key=lambda item: -item[1])
+              if share >= 0.10 and name in GRANT_ADVICE]
+    if not advice:
+        return []
+    return [("What to change (suggestions, not made by this benchmark), for each part that took at least 10% of a "
+             "profiled run:"), "", *advice, ""]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, "grants")
     parser.add_argument("--repeat", type=int, default=3, help="runs per database; the median counts (default 3)")
-    parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
-                        help="py-spy an extra run: when a target is missed (auto, default), always, never")
-    parser.add_argument("--keep-profiles", type=Path, help="copy py-spy's raw profiles into this directory")
-    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()), help="where the temporary directory goes")
-    parser.add_argument("--doc", type=Path, default=DOC, help="file whose grants section is rewritten")
-    parser.add_argument("--no-doc", action="store_true", help="print the results only")
+    profile_options(parser, ("auto", "always", "never"),
+                    "py-spy an extra run: when a target is missed (auto, default), always, never")
     args = parser.parse_args(argv)
     if args.repeat <= 0:
         parser.error("--repeat must be positive")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if shutil.which("curl") is None:
-        print("bench/grants.py needs curl", file=sys.stderr)
-        return 2
-    started, when = time.monotonic(), dt.datetime.now(dt.UTC)
-    stack = ExitStack()
-    work = Path(tempfile.mkdtemp(prefix="fwrepo-grants.", dir=args.work_dir))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
-    bench = Bench(args, work, stack)
-    machine: list[str] = []
-
-    def body() -> None:
-        raise_open_files()
-        bench.setup()
-        bench.turns.wait("the machine description")
-        machine.extend(machine_lines(work, bench))
-        bench.run()
-
-    failed = run_guarded("grants.py", stack, body)
-    if failed is not None:
-        return failed
-    say("")
-    for note in bench.notes:
-        say(f"note: {note}")
-    say(bench.table())
-    for backend, summary in bench.profiles.items():
-        say("\n".join(render_profile(summary, f"profile {backend}")))
-    if bench.profiles:
-        say("\n".join(grant_findings(bench.profiles)))
-    if not args.no_doc:
-        write_section(args.doc, SECTION, render_section(bench, machine, when, time.monotonic() - started))
-        say(f"\nwrote the grants section of {args.doc}")
-    return 1 if any(v.outcome == "FAIL" for v in bench.verdicts()) else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(GrantIssuing, parse_args(None)))

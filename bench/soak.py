@@ -40,16 +40,13 @@ import argparse
 import datetime as dt
 import ftplib
 import hashlib
-import importlib.util
 import os
 import random
 import re
 import secrets
-import shutil
 import ssl
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -58,19 +55,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the shared helpers
-import campaign
-import grants
-import upload
-from upload import MB, MiB, FwrepoServer, say
+from harness import MB, MiB, say
+from harness.machine import boto3_version, ceph_version, machine_facts, make_random_file
+from harness.procs import RssSampler, proc_cpu_seconds, proc_status_kib, raise_open_files
+from harness.report import Verdict, fact_lines, fmt, kib_to_mb, render_section, verdict_rows
+from harness.run import Benchmark, argument_parser, main
+from harness.servers import FwrepoServer, source_address, start_fwrepo
+from harness.stores import DEFAULT_DATABASE_URL, postgres_unavailable, postgres_version, scratch_database, start_ceph
 
-# bench/ftps.py by its path: `import ftps` finds the repository's FTPS server package (upload.py puts the root first).
-_spec = importlib.util.spec_from_file_location("bench_ftps", Path(__file__).resolve().parent / "ftps.py")
-bench_ftps = sys.modules["bench_ftps"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_ftps)
-
-SECTION = "soak"
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BUCKET = "bench-soak"
 OPERATIONS = ("grant", "grant-batch", "https-download", "ftps-download", "events", "revoke")
 WEIGHTS = (20, 8, 30, 18, 16, 8)
@@ -129,33 +121,6 @@ def percentile(values: list[float], share: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 
-class RssTrace:
-    """VmRSS of each node once a second, on a thread: (seconds since the load began, KiB) per node."""
-
-    def __init__(self, nodes: list[FwrepoServer], interval: float = 1.0) -> None:
-        self.nodes, self.interval = nodes, interval
-        self.samples: dict[str, list[tuple[float, int]]] = {node.name: [] for node in nodes}
-        self.began = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-trace", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.monotonic() - self.began
-            for node in self.nodes:
-                if node.proc is not None and (rss := upload.proc_status_kib(node.pid, "VmRSS")) is not None:
-                    self.samples[node.name].append((now, rss))
-            self._stop.wait(self.interval)
-
-    def start(self) -> None:
-        self.began = time.monotonic()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 @dataclass
 class NodeMemory:
     idle_kib: int
@@ -200,13 +165,11 @@ def node_memory(samples: list[tuple[float, int]], idle_kib: int, hwm_kib: int | 
 # --------------------------------------------------------------------------- the soak
 
 
-class Soak:
+class Soak(Benchmark):
+    section = "soak"
+
     def __init__(self, args: argparse.Namespace, work: Path, stack: ExitStack) -> None:
-        self.args = args
-        self.work = work
-        self.stack = stack
-        self.notes: list[str] = []
-        self.turns = grants.Turns(self.notes, max_wait=args.max_wait)
+        super().__init__(args, work, stack)
         self.nodes: list[FwrepoServer] = []
         self.contexts: dict[str, ssl.SSLContext] = {}
         self.images: dict[str, tuple[str, int, str]] = {}  # name -> (firmware id, size, SHA-256)
@@ -217,61 +180,60 @@ class Soak:
         self.pool_lock = threading.Lock()
         self.charger = 0
         self.pg_version = ""
-        self.s3 = None
+        self.machine: list[str] = []
         self.idle_kib: dict[str, int] = {}
         self.memory: dict[str, NodeMemory] = {}
         self.server_cpu: dict[str, float] = {}
         self.client_cpu = 0.0
-        self.elapsed = 0.0
+        self.load_seconds = 0.0
         self.server_errors: dict[str, dict[str, int]] = {}  # node -> {what: count}
         self.warnings: dict[str, Counter] = {}
         self.foreign_cpu = 0.0
 
     # -- set-up
 
-    def setup(self) -> None:
-        from tests.support.s3servers import ceph_unavailable_reason, running_ceph_rgw
+    def measure(self) -> None:
+        raise_open_files()
+        self.turns.wait("the set-up")
+        self.setup()
+        import httpx
+        import pyftpdlib
 
-        reason = grants.postgres_unavailable() if self.args.database_url == DEFAULT_DATABASE_URL else None
+        self.machine = fact_lines({**machine_facts(self.work), "boto3": boto3_version(), "Ceph": ceph_version(),
+                                   "PostgreSQL": self.pg_version or "?", "httpx": httpx.__version__,
+                                   "pyftpdlib": pyftpdlib.__ver__})
+        self.run()
+
+    def setup(self) -> None:
+        reason = postgres_unavailable(self.args.database_url)
         if reason:
             raise RuntimeError(reason)
-        reason = ceph_unavailable_reason()
-        if reason:
-            raise RuntimeError(f"Ceph is needed: {reason}")
-        self.pg_version = campaign.admin_sql(self.args.database_url, "SHOW server_version")
-        database = campaign.scratch_database(self.stack, self.args.database_url, f"fwrepo_bench_soak_{os.getpid()}")
-        say("starting Ceph RGW")
-        self.s3 = self.stack.enter_context(running_ceph_rgw(self.work / "ceph"))
-        self.s3.client().create_bucket(Bucket=BUCKET)
+        self.pg_version = postgres_version(self.args.database_url)
+        database = scratch_database(self.stack, self.args.database_url, f"fwrepo_bench_soak_{os.getpid()}")
+        ceph = start_ceph(self.stack, self.work / "ceph")
+        ceph.client().create_bucket(Bucket=BUCKET)
         shared = {
             "FWREPO_DATABASE_URL": database,
-            "FWREPO_STORAGE": "s3", "FWREPO_S3_ENDPOINT_URL": self.s3.endpoint_url, "FWREPO_S3_BUCKET": BUCKET,
-            "FWREPO_S3_REGION": self.s3.region, "FWREPO_S3_ACCESS_KEY_ID": self.s3.access_key_id,
-            "FWREPO_S3_SECRET_ACCESS_KEY": self.s3.secret_access_key,
+            **ceph.fwrepo_settings(BUCKET),
             "FWREPO_KEYS_DIR": str(self.work / "keys"),  # a shared volume in production
             "FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24),
             "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32),
             "FWREPO_SHUTDOWN_GRACE": "2",
         }
         for name in ("node-a", "node-b"):  # one after the other: the first makes the signing key
-            settings = {**shared, "FWREPO_FTPS_PORT": str(upload.free_port()),
-                        "FWREPO_FTPS_IMPLICIT_PORT": str(upload.free_port())}
-            node = grants.start_tls_server(self.stack, name, self.work / name, settings)
+            node = start_fwrepo(self.stack, name, self.work / name, shared)
             self.nodes.append(node)
-            self.contexts[name] = grants.ssl_context(node)
-            say(f"{name}: fwrepo serve pid {node.pid} at {node.url}, FTPS on port {settings['FWREPO_FTPS_PORT']}")
+            self.contexts[name] = node.ssl_context()
+            say(f"{name}: fwrepo serve pid {node.pid} at {node.url}, FTPS on port {node.ftps_port}")
         for index, (name, size) in enumerate((("large", self.args.image_mib * MiB), ("small", 256 * 1024))):
             path = self.work / f"{name}.bin"
-            sha256 = upload.make_random_file(path, size)
-            record = grants.upload_firmware(self.nodes[index % 2], path, f"5.0.{index + 1}", self.work)
+            sha256 = make_random_file(path, size)
+            record = self.nodes[index % 2].publish_firmware(path, f"5.0.{index + 1}")
             if record["sha256"] != sha256:
                 raise RuntimeError(f"{name} image stored with SHA-256 {record['sha256']}, not {sha256}")
             self.images[name] = (record["id"], size, sha256)
             path.unlink()
         say(f"images: {', '.join(f'{n} {s / MiB:.2f} MiB' for n, (_i, s, _h) in self.images.items())} (published)")
-
-    def ftps_port(self, node: FwrepoServer) -> int:
-        return int(node.settings["FWREPO_FTPS_PORT"])
 
     # -- grants
 
@@ -362,9 +324,9 @@ class Soak:
         node = self.nodes[index]
         began = time.perf_counter()
         # Each worker its own loopback address, as chargers have: fwrepo takes at most 16 sessions per address.
-        ftp = ftplib.FTP_TLS(context=self.contexts[node.name], timeout=60, source_address=(bench_ftps.source_address(worker), 0))
+        ftp = ftplib.FTP_TLS(context=self.contexts[node.name], timeout=60, source_address=(source_address(worker), 0))
         try:
-            ftp.connect("127.0.0.1", self.ftps_port(node))
+            ftp.connect("127.0.0.1", node.ftps_port)
             ftp.login(parts.username or "", parts.password or "")
             ftp.prot_p()
         except BaseException:
@@ -548,42 +510,41 @@ class Soak:
     def run(self) -> None:
         self.turns.wait("the soak run")
         for node in self.nodes:
-            self.idle_kib[node.name] = upload.proc_status_kib(node.pid, "VmRSS") or 0
+            self.idle_kib[node.name] = proc_status_kib(node.pid, "VmRSS") or 0
         duration = self.args.duration
         say(f"soak: {self.args.workers} workers for {duration:.0f} s on {', '.join(n.name for n in self.nodes)}")
         snapshot = self.turns.snapshot()
-        cpu_before = {node.name: upload.proc_cpu_seconds(node.pid) for node in self.nodes}
+        cpu_before = {node.name: proc_cpu_seconds(node.pid) for node in self.nodes}
         client_before = time.process_time()
-        trace = RssTrace(self.nodes)
-        trace.start()
-        began = time.monotonic()
-        deadline = began + duration
-        threads = [threading.Thread(target=self.worker, args=(n, deadline), name=f"soak-{n}", daemon=True)
-                   for n in range(self.args.workers)]
-        for thread in threads:
-            thread.start()
-        last = began
-        while any(thread.is_alive() for thread in threads):
-            time.sleep(1.0)
-            if time.monotonic() - last >= 60:
-                last = time.monotonic()
-                done = sum(len(v) for v in self.stats.latencies.values())
-                rss = ", ".join(f"{n.name} {upload.kib_to_mb(upload.proc_status_kib(n.pid, 'VmRSS')):.0f} MB"
-                                for n in self.nodes)
-                say(f"  {last - began:4.0f} s: {done} operations, {sum(self.stats.errors.values())} errors, RSS {rss}")
-            for node in self.nodes:
-                if node.proc is not None and node.proc.poll() is not None:
-                    raise RuntimeError("a node died during the soak" + node.describe_exit())
-        self.elapsed = time.monotonic() - began
-        trace.stop()
+        with ExitStack() as sampling:  # each node's VmRSS once a second
+            traces = {node.name: sampling.enter_context(RssSampler(node.pid, interval=1.0, trace=True))
+                      for node in self.nodes}
+            began = time.monotonic()
+            deadline = began + duration
+            threads = [threading.Thread(target=self.worker, args=(n, deadline), name=f"soak-{n}", daemon=True)
+                       for n in range(self.args.workers)]
+            for thread in threads:
+                thread.start()
+            last = began
+            while any(thread.is_alive() for thread in threads):
+                time.sleep(1.0)
+                if time.monotonic() - last >= 60:
+                    last = time.monotonic()
+                    done = sum(len(v) for v in self.stats.latencies.values())
+                    rss = ", ".join(f"{n.name} {kib_to_mb(proc_status_kib(n.pid, 'VmRSS')):.0f} MB" for n in self.nodes)
+                    say(f"  {last - began:4.0f} s: {done} operations, {sum(self.stats.errors.values())} errors, RSS {rss}")
+                for node in self.nodes:
+                    if node.proc is not None and node.proc.poll() is not None:
+                        raise RuntimeError("a node died during the soak" + node.describe_exit())
+            self.load_seconds = time.monotonic() - began
         self.client_cpu = time.process_time() - client_before
         self.foreign_cpu = self.turns.foreign_cpu_since(snapshot)
-        if self.foreign_cpu > 0.05 * self.elapsed:
+        if self.foreign_cpu > 0.05 * self.load_seconds:
             self.notes.append(f"Other benchmarks or pytest used {self.foreign_cpu:.0f} CPU s during the run.")
         for node in self.nodes:
-            self.server_cpu[node.name] = upload.proc_cpu_seconds(node.pid) - cpu_before[node.name]
-            self.memory[node.name] = node_memory(trace.samples[node.name], self.idle_kib[node.name],
-                                                 upload.proc_status_kib(node.pid, "VmHWM"), self.elapsed)
+            self.server_cpu[node.name] = proc_cpu_seconds(node.pid) - cpu_before[node.name]
+            self.memory[node.name] = node_memory(traces[node.name].samples or [], self.idle_kib[node.name],
+                                                 proc_status_kib(node.pid, "VmHWM"), self.load_seconds)
         self.check_servers()
 
     def check_servers(self) -> None:
@@ -624,7 +585,7 @@ class Soak:
         return [name for name, memory in self.memory.items() if memory.grew]
 
     def tables(self) -> str:
-        fmt, elapsed, stats = upload.fmt, self.elapsed or 1.0, self.stats
+        elapsed, stats = self.load_seconds or 1.0, self.stats
         lines = [
             "| operation | count | per s | p50 ms | p95 ms | max ms | what else |",
             "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -657,7 +618,7 @@ class Soak:
         if not self.error_total():
             lines.append("| none (client: unexpected status, wrong bytes, exceptions; servers: 5xx in /metrics, "
                          "ERROR lines and tracebacks in the log) | 0 | |")
-        to_mb = upload.kib_to_mb
+        to_mb = kib_to_mb
         lines += [
             "",
             ("| node | RSS MB idle | at the start of the load | at the end | growth | max sampled | VmHWM "
@@ -671,116 +632,94 @@ class Soak:
                 f"| {memory.slope_mb_min:+.2f} MB/min | {self.server_cpu[name]:.0f} "
                 f"| {'GREW' if memory.grew else 'within noise'} (limit {memory.limit_mb:.0f} MB) |"
             )
-        lines += ["", "| check | value | target | result |", "| --- | ---: | --- | --- |",
-                  f"| errors | {self.error_total()} | 0 | {'PASS' if not self.error_total() else 'FAIL'} |"]
-        for name, memory in self.memory.items():
-            lines.append(f"| {name}: RSS growth, start of the load to its end | {memory.growth_mb:+.1f} MB "
-                         f"| <= {memory.limit_mb:.0f} MB | {'FAIL' if memory.grew else 'PASS'} |")
-        return "\n".join(lines)
+        verdicts = [Verdict("errors", str(self.error_total()), "0", "FAIL" if self.error_total() else "PASS")]
+        verdicts += [Verdict(f"{name}: RSS growth, start of the load to its end", f"{memory.growth_mb:+.1f} MB",
+                             f"<= {memory.limit_mb:.0f} MB", "FAIL" if memory.grew else "PASS")
+                     for name, memory in self.memory.items()]
+        return "\n".join(lines + verdict_rows(verdicts))
+
+    def missed(self) -> bool:
+        return bool(self.error_total() or self.grew())
+
+    def summary(self) -> str:
+        return self.tables()
+
+    def render(self) -> str:
+        args = self.args
+        minutes = args.duration / 60
+        memory = next(iter(self.memory.values()))
+        warnings = {name: sum(counter.values()) for name, counter in self.warnings.items()}
+        weights = ", ".join(f"{name} {weight}" for name, weight in zip(OPERATIONS, WEIGHTS, strict=True))
+        intro = [
+            (f"Written by `bench/soak.py --duration {args.duration:g} --workers {args.workers}` on {self.when:%Y-%m-%d %H:%M} UTC: "
+             f"**a {minutes:g}-minute run** (the default is 10 minutes; the whole run with set-up took {self.elapsed() / 60:.1f} min, "
+             f"of which {self.turns.waited / 60:.1f} min waiting for other benchmarks and pytest)."),
+            "",
+            (f"Two `fwrepo serve` nodes (HTTPS with each its own development certificate, FTPS on each its own port, "
+             "FWREPO_LOG_LEVEL=warning) on one scratch PostgreSQL database (created for the run, dropped after it), one "
+             "bucket of a throwaway Ceph RGW (`tests/support/s3servers.py`, memstore), one FWREPO_KEYS_DIR, "
+             "FWREPO_KEY_PASSPHRASE and FWREPO_TOKEN_SECRET: two nodes of one service, as `tests/test_replicas.py` sets "
+             f"them up. Two published images, {args.image_mib} MiB and 256 KiB, uploaded before the load. "
+             f"{args.workers} worker threads in one client process each pick an operation at random (weights: {weights}) "
+             "alternating between the nodes, one after the other without pause:"),
+            "",
+            "- **grant** / **grant-batch**: `POST /api/v1/grants` / `/batch` (2-20 chargers), https or ftps, 201 and the "
+            "right number of locations expected.",
+            ("- **https-download**: a grant's location on one node (httpx, 64 KiB reads); 70% are cut off at a random "
+             "byte (the connection closed mid-body) and resumed with `Range: bytes=N-` on the other node (206 and the "
+             "right `Content-Range` expected); the SHA-256 of the whole image is checked. Latency is the whole download, "
+             "both pieces."),
+            ("- **ftps-download**: ftplib `FTP_TLS` (AUTH TLS, PROT P, each worker from its own 127.0.x.y address) on one "
+             "node; 50% are cut off at a random byte (data and control connection closed, no ABOR) and resumed on the "
+             "other node with `REST`; SHA-256 checked. Each login (connect, AUTH TLS, USER/PASS, PBSZ/PROT) is also an "
+             "**ftps-login** sample."),
+            ("- **events**: `POST /api/v1/events` with 10-60 grants' FirmwareStatusNotification sequences (1-5 of "
+             "Downloading ... Booted each); accepted + duplicates must equal the events sent."),
+            (f"- **revoke**: `DELETE /api/v1/grants/{{id}}` on one node, then the grant must be refused there at once "
+             f"(HTTPS 410, or FTPS `530` at login); {REVOCATION_BOUND:g} s later a worker checks that the other node "
+             "refuses it too. The revoke row times the DELETE alone, the **refused-https** / **refused-ftps** rows "
+             "each check of a refusal."),
+            "",
+            ("An error is any unexpected status, wrong byte count or digest, or exception in the client, plus any 5xx "
+             "counted in a node's `/metrics` and any ERROR line or traceback in its log. Each node's VmRSS is sampled "
+             f"every second: *at the start of the load* is the median over {memory.start_window[0]:.0f}-"
+             f"{memory.start_window[1]:.0f} s (after a warm-up in which caches, pools and allocator arenas fill), "
+             f"*at the end* the median over the last {memory.end_window[1] - memory.end_window[0]:.0f} s; growth beyond "
+             f"max({RSS_GROWTH_MB:.0f} MB, {RSS_GROWTH_SHARE:.0%} of the start) counts as more than noise. The slope is "
+             "a least-squares fit over all samples after the warm-up. p50/p95 are of each operation's wall time in the "
+             "client, per s is completed operations per second of the load."),
+            "",
+        ]
+        shared = (
+            f"The client, both nodes, PostgreSQL and Ceph share the machine's {os.cpu_count()} CPUs and the workers "
+            f"run without pause: the client used {self.client_cpu:.0f} CPU s and the two nodes "
+            f"{sum(self.server_cpu.values()):.0f} CPU s in the {self.load_seconds:.0f} s of load, "
+            f"{(self.client_cpu + sum(self.server_cpu.values())) / max(self.load_seconds * (os.cpu_count() or 1), 1):.0%} "
+            "of the machine before PostgreSQL and Ceph; rates and latencies are those of this shared machine."
+        )
+        body = [self.tables(), ""]
+        body.append("Warnings in the nodes' logs (not errors): " + (", ".join(
+            f"{name} {count}" for name, count in warnings.items()) if any(warnings.values()) else "none") + ".")
+        for name, counter in self.warnings.items():
+            for message, count in counter.most_common(3):
+                body.append(f"- {name}, {count} x: `{message}`")
+        body.append("")
+        return render_section(self.section, "Soak", intro, self.machine, shared, self.notes, body)
 
 
-# --------------------------------------------------------------------------- the doc
-
-
-def machine_lines(work: Path, soak: Soak) -> list[str]:
-    import httpx
-    import pyftpdlib
-
-    facts = upload.machine_facts(work)
-    facts.pop("curl", None)
-    facts["PostgreSQL"] = soak.pg_version or "?"
-    facts["httpx"] = httpx.__version__
-    facts["pyftpdlib"] = pyftpdlib.__ver__
-    return [f"- {name}: {value}" for name, value in facts.items()]
-
-
-def render_section(soak: Soak, machine: list[str], when: dt.datetime, elapsed: float) -> str:
-    args = soak.args
-    minutes = args.duration / 60
-    memory = next(iter(soak.memory.values()))
-    warnings = {name: sum(counter.values()) for name, counter in soak.warnings.items()}
-    weights = ", ".join(f"{name} {weight}" for name, weight in zip(OPERATIONS, WEIGHTS, strict=True))
-    lines = [
-        f"<!-- bench:{SECTION}:start -->",
-        "## Soak",
-        "",
-        (f"Written by `bench/soak.py --duration {args.duration:g} --workers {args.workers}` on {when:%Y-%m-%d %H:%M} UTC: "
-         f"**a {minutes:g}-minute run** (the default is 10 minutes; the whole run with set-up took {elapsed / 60:.1f} min, "
-         f"of which {soak.turns.waited / 60:.1f} min waiting for other benchmarks and pytest)."),
-        "",
-        (f"Two `fwrepo serve` nodes (HTTPS with each its own development certificate, FTPS on each its own port, "
-         "FWREPO_LOG_LEVEL=warning) on one scratch PostgreSQL database (created for the run, dropped after it), one "
-         "bucket of a throwaway Ceph RGW (`tests/support/s3servers.py`, memstore), one FWREPO_KEYS_DIR, "
-         "FWREPO_KEY_PASSPHRASE and FWREPO_TOKEN_SECRET: two nodes of one service, as `tests/test_replicas.py` sets "
-         f"them up. Two published images, {args.image_mib} MiB and 256 KiB, uploaded before the load. "
-         f"{args.workers} worker threads in one client process each pick an operation at random (weights: {weights}) "
-         "alternating between the nodes, one after the other without pause:"),
-        "",
-        "- **grant** / **grant-batch**: `POST /api/v1/grants` / `/batch` (2-20 chargers), https or ftps, 201 and the "
-        "right number of locations expected.",
-        ("- **https-download**: a grant's location on one node (httpx, 64 KiB reads); 70% are cut off at a random "
-         "byte (the connection closed mid-body) and resumed with `Range: bytes=N-` on the other node (206 and the "
-         "right `Content-Range` expected); the SHA-256 of the whole image is checked. Latency is the whole download, "
-         "both pieces."),
-        ("- **ftps-download**: ftplib `FTP_TLS` (AUTH TLS, PROT P, each worker from its own 127.0.x.y address) on one "
-         "node; 50% are cut off at a random byte (data and control connection closed, no ABOR) and resumed on the "
-         "other node with `REST`; SHA-256 checked. Each login (connect, AUTH TLS, USER/PASS, PBSZ/PROT) is also an "
-         "**ftps-login** sample."),
-        ("- **events**: `POST /api/v1/events` with 10-60 grants' FirmwareStatusNotification sequences (1-5 of "
-         "Downloading ... Booted each); accepted + duplicates must equal the events sent."),
-        (f"- **revoke**: `DELETE /api/v1/grants/{{id}}` on one node, then the grant must be refused there at once "
-         f"(HTTPS 410, or FTPS `530` at login); {REVOCATION_BOUND:g} s later a worker checks that the other node "
-         "refuses it too. The revoke row times the DELETE alone, the **refused-https** / **refused-ftps** rows "
-         "each check of a refusal."),
-        "",
-        ("An error is any unexpected status, wrong byte count or digest, or exception in the client, plus any 5xx "
-         "counted in a node's `/metrics` and any ERROR line or traceback in its log. Each node's VmRSS is sampled "
-         f"every second: *at the start of the load* is the median over {memory.start_window[0]:.0f}-"
-         f"{memory.start_window[1]:.0f} s (after a warm-up in which caches, pools and allocator arenas fill), "
-         f"*at the end* the median over the last {memory.end_window[1] - memory.end_window[0]:.0f} s; growth beyond "
-         f"max({RSS_GROWTH_MB:.0f} MB, {RSS_GROWTH_SHARE:.0%} of the start) counts as more than noise. The slope is "
-         "a least-squares fit over all samples after the warm-up. p50/p95 are of each operation's wall time in the "
-         "client, per s is completed operations per second of the load."),
-        "",
-        "Machine:",
-        "",
-        *machine,
-        "",
-        (f"The client, both nodes, PostgreSQL and Ceph share the machine's {os.cpu_count()} CPUs and the workers "
-         f"run without pause: the client used {soak.client_cpu:.0f} CPU s and the two nodes "
-         f"{sum(soak.server_cpu.values()):.0f} CPU s in the {soak.elapsed:.0f} s of load, "
-         f"{(soak.client_cpu + sum(soak.server_cpu.values())) / max(soak.elapsed * (os.cpu_count() or 1), 1):.0%} "
-         "of the machine before PostgreSQL and Ceph; rates and latencies are those of this shared machine."),
-        "",
-    ]
-    for note in soak.notes:
-        lines += [f"**Note:** {note}", ""]
-    lines += [soak.tables(), ""]
-    lines.append("Warnings in the nodes' logs (not errors): " + (", ".join(
-        f"{name} {count}" for name, count in warnings.items()) if any(warnings.values()) else "none") + ".")
-    for name, counter in soak.warnings.items():
-        for message, count in counter.most_common(3):
-            lines.append(f"- {name}, {count} x: `{message}`")
-    lines += ["", f"<!-- bench:{SECTION}:end -->"]
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, "soak", max_wait=3600)
     parser.add_argument("--duration", type=float, default=600, help="seconds of load (default 600)")
     parser.add_argument("--workers", type=int, default=6, help="client threads (default 6)")
     parser.add_argument("--image-mib", type=int, default=8, help="size of the large image, MiB (default 8)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the workers' choices (default 1)")
     parser.add_argument("--database-url", default=os.environ.get("FWREPO_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
                         help=f"PostgreSQL server for the scratch database (default {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--max-wait", type=float, default=3600, help="seconds to wait for a quiet machine (default 3600)")
-    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()), help="where the temporary directory goes")
-    parser.add_argument("--doc", type=Path, default=upload.DOC, help="file whose soak section is rewritten")
-    parser.add_argument("--no-doc", action="store_true", help="print the results only")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.workers <= 0 or args.image_mib <= 0:
         parser.error("--duration, --workers and --image-mib must be positive")
@@ -789,35 +728,5 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started, when = time.monotonic(), dt.datetime.now(dt.UTC)
-    stack = ExitStack()
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="fwrepo-soak.", dir=args.work_dir))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
-    soak = Soak(args, work, stack)
-    machine: list[str] = []
-
-    def body() -> None:
-        grants.raise_open_files()
-        soak.turns.wait("the set-up")
-        soak.setup()
-        machine.extend(machine_lines(work, soak))
-        soak.run()
-
-    failed = grants.run_guarded("soak.py", stack, body)
-    if failed is not None:
-        return failed
-    say("")
-    for note in soak.notes:
-        say(f"note: {note}")
-    say(soak.tables())
-    if not args.no_doc:
-        grants.write_section(args.doc, SECTION, render_section(soak, machine, when, time.monotonic() - started))
-        say(f"\nwrote the soak section of {args.doc}")
-    return 1 if soak.error_total() or soak.grew() else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Soak, parse_args(None)))
