@@ -19,7 +19,6 @@ from typing import Any
 
 from OpenSSL import SSL
 from pyftpdlib.authorizers import AuthenticationFailed
-from pyftpdlib.filesystems import FilesystemError
 from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
@@ -201,7 +200,7 @@ class GrantSession(TLS_FTPHandler):
 
     def on_disconnect(self) -> None:
         # A file opened but never sent (the data connection never came) still ends its transfer.
-        self._transfer_ended()
+        self._transfer_ended(confirmed=False)
         if self._counted:
             self._counted = False
             self.sessions.closed()
@@ -222,36 +221,53 @@ class GrantSession(TLS_FTPHandler):
             self.services.downloads.refuse(DownloadRefused(Refusal.BANNED), "ftps", self.remote_ip)
             log.warning("ftps: banned %s after repeated failed logins", self.remote_ip, extra=self.log_extra)
 
+    def ftp_RETR(self, file: str) -> str | None:
+        """RETR, with the grant checked again (a revocation ends what a session can fetch) and the bytes this
+        transfer may send taken from the grant's budget before the first one."""
+        assert self.permit is not None
+        start = self._restart_position
+        if start <= self.permit.firmware.size:  # beyond it, pyftpdlib answers 554 and nothing is sent
+            try:
+                self.permit = self.services.downloads.permit(self.permit.grant_id)
+                self._transfer = self.services.downloads.begin(
+                    self.permit, "ftps", self.remote_ip, start, self.permit.firmware.size - start)
+            except DownloadRefused as refusal:
+                self._restart_position = 0
+                self.services.downloads.refuse(refusal, "ftps", self.remote_ip)
+                self.respond("550 this download is no longer available.")
+                return None
+        opened: str | None = super().ftp_RETR(file)
+        if opened is None:  # refused (another name, a bad REST): nothing will be sent
+            self._transfer_ended(confirmed=False)
+        return opened
+
     def open_file(self) -> StoredFile:
         assert self.permit is not None
-        # The grant is checked again for each transfer: a revocation ends what a session can fetch.
-        try:
-            self.permit = self.services.downloads.permit(self.permit.grant_id)
-        except DownloadRefused as refusal:
-            self.services.downloads.refuse(refusal, "ftps", self.remote_ip)
-            raise FilesystemError("this download is no longer available") from None
         firmware = self.permit.firmware
         storage = self.services.catalog.storage
         self._file = StoredFile(
             "/" + self.file_name, firmware.size,
             lambda start: iter(storage.read(firmware.storage_key, start, firmware.size - start)),
         )
-        self._transfer = self.services.downloads.begin(self.permit, "ftps", self.remote_ip)
         return self._file
 
     def on_file_sent(self, file: str) -> None:
-        self._transfer_ended()
+        # pyftpdlib calls this once the data connection has sent the last byte and closed cleanly.
+        self._transfer_ended(confirmed=True)
 
     def on_incomplete_file_sent(self, file: str) -> None:
-        self._transfer_ended()
+        self._transfer_ended(confirmed=False)
 
-    def _transfer_ended(self) -> None:
+    def _transfer_ended(self, confirmed: bool) -> None:
         stored, self._file = self._file, None
         transfer, self._transfer = self._transfer, None
-        if stored is None or transfer is None:
+        if transfer is None:
+            return
+        if stored is None:
+            transfer.finish(confirmed=False, bytes_sent=0)
             return
         sent = self.data_channel.get_transmitted_bytes() if self.data_channel is not None else stored.bytes_read
-        transfer.finish(stored.start, sent)
+        transfer.finish(confirmed, sent)
 
 
 def tls_context(settings: Settings, services: Services) -> SSL.Context:

@@ -8,6 +8,7 @@ import secrets
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -156,3 +157,20 @@ def test_an_address_banned_on_one_node_is_banned_on_the_other(nodes: tuple[Fwrep
             return
         assert time.monotonic() < deadline, "B did not ban an address A had seen guessing"
         time.sleep(0.3)
+
+
+def test_parallel_downloads_on_two_nodes_give_a_one_download_grant_one_copy(nodes: tuple[Fwrepo, Fwrepo]) -> None:
+    """max_downloads is a budget in the shared database, taken before the first byte: no node can overspend it."""
+    a, b = nodes
+    content = image(3 * 1024 * 1024)
+    _, grant = grant_for(a, content, max_downloads=1)
+
+    def download(node: Fwrepo) -> tuple[int, bytes]:
+        with httpx.Client(verify=node.tls(), timeout=60) as charger:
+            reply = charger.get(on(node, grant["location"]))
+            return reply.status_code, reply.content
+
+    with ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(download, [a, b] * 5))
+    assert sum(1 for status, body in replies if status == 200 and body == content) == 1
+    assert sorted(status for status, _ in replies) == [200] + [410] * 9

@@ -141,6 +141,9 @@ class Grant(SQLModel, table=True):
     retry_interval: int
     max_downloads: int | None = Field(default=None)
     downloads_completed: int = Field(default=0)
+    # Bytes taken for transfers of a grant with max_downloads, before their first byte (what was not sent
+    # is given back when they end): its budget holds across parallel requests, nodes and crashes.
+    bytes_reserved: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     created_by: str | None = Field(default=None, max_length=32)
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     revoke_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

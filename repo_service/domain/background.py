@@ -11,12 +11,19 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def repeating(name: str, seconds: float, work: Callable[[], object]) -> Iterator[None]:
-    """While the block runs, work() every `seconds`; a failure is logged and the next round tries again."""
+def repeating(name: str, seconds: float, work: Callable[[], object],
+              wake: threading.Event | None = None) -> Iterator[None]:
+    """While the block runs, work() every `seconds`, and at once whenever `wake` is set; a failure is logged
+    and the next round tries again."""
     stopped = threading.Event()
+    wake = wake or threading.Event()
 
     def repeat_until_stopped() -> None:
-        while not stopped.wait(seconds):
+        while True:
+            wake.wait(seconds)
+            wake.clear()
+            if stopped.is_set():
+                return
             try:
                 work()
             except Exception:  # a database hiccup must not end the loop; the next round retries
@@ -28,4 +35,5 @@ def repeating(name: str, seconds: float, work: Callable[[], object]) -> Iterator
         yield
     finally:
         stopped.set()
+        wake.set()
         thread.join()

@@ -4,6 +4,15 @@ The HTTPS and FTPS adapters both open a download here (authorize or login), then
 finish one transfer, or have it refused; this module alone writes download records, their audit events
 and the transfer metrics. Records are queued and written in batches (about once a second, and at
 shutdown), so that thousands of small Range requests cost no write each.
+
+A grant with max_downloads N has a byte budget: N times the image, plus half an image for the overlaps
+of honest resumes (a charger re-fetching the block its link dropped in). Each transfer reserves the bytes
+it may send in the database, atomically and before its first byte; when it ends, what it did not send
+is given back. So whatever mix of parallel connections, nodes, protocols and ranges is used, and across
+a crash (a reservation is never given back then), at most N x size + size/2 bytes leave for the grant:
+never N + 1 whole copies. A charger that resumes where its link dropped is never refused for it.
+Separately, a copy counts as completed (downloads_completed) when its last byte reached the client as
+far as the server can know, and a grant with N completed copies opens no more transfers.
 """
 
 from __future__ import annotations
@@ -71,6 +80,12 @@ class Permit:
     grant_id: int
     charger_id: str
     firmware: FirmwareRecord
+    max_downloads: int | None = None
+
+
+def byte_budget(max_downloads: int, size: int) -> int:
+    """The most bytes a grant with max_downloads may send, resumes' overlaps included (see the module's text)."""
+    return max_downloads * size + size // 2
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,8 @@ class DownloadAttempt:
     refusal: Refusal | None
     started_at: datetime
     duration_ms: int
+    # Reserved bytes this transfer did not send, given back to the grant's budget when it is written.
+    unused: int = 0
 
 
 class DownloadObserver(Protocol):
@@ -99,13 +116,17 @@ class DownloadObserver(Protocol):
 
 
 class Transfer:
-    """One transfer of a permit's firmware, from begin() to finish(): the adapter reports, this records."""
+    """One transfer of a permit's firmware from `start` for `length` bytes, from begin() to finish()."""
 
-    def __init__(self, downloads: Downloads, permit: Permit, protocol: str, client_address: str) -> None:
+    def __init__(self, downloads: Downloads, permit: Permit, protocol: str, client_address: str, start: int,
+                 length: int, reserved: int) -> None:
         self.downloads = downloads
         self.permit = permit
         self.protocol = protocol
         self.client_address = client_address
+        self.start = start
+        self.length = length
+        self.reserved = reserved
         self.started_at = downloads.clock()
         self.bytes_sent = 0
         self._began = time.monotonic()
@@ -115,22 +136,32 @@ class Transfer:
         """count more bytes went to the client."""
         self.bytes_sent += count
 
-    def finish(self, start: int | None, bytes_sent: int | None = None) -> None:
-        """The transfer ended, having sent from start (None: nothing was asked for, as in a redirect).
+    def finish(self, confirmed: bool, bytes_sent: int | None = None) -> None:
+        """The transfer ended; confirmed when the client is known to have received what was sent.
 
-        It completes the download when the image's last byte went out: the whole image, or the last
-        piece of a resumed one (ranges and resumes are parts of one download, which counts once).
+        It completes the download when the image's last byte reached the client: the whole image, or the
+        last piece of a resumed one (ranges and resumes are parts of one download, which counts once).
+        Finishing again changes nothing.
         """
         if self._finished:
             return
         self._finished = True
-        sent = self.bytes_sent if bytes_sent is None else bytes_sent
-        size = self.permit.firmware.size
+        sent = min(self.bytes_sent if bytes_sent is None else bytes_sent, self.length)
+        reached_end = sent > 0 and self.start + sent == self.permit.firmware.size
+        self._record(sent, reached_end and confirmed, unused=self.reserved - min(sent, self.reserved))
+
+    def handed_off(self) -> None:
+        """Storage sends the bytes (a redirect): what it sends is not known, so nothing is given back."""
+        if not self._finished:
+            self._finished = True
+            self._record(0, False, unused=0)
+
+    def _record(self, sent: int, completed: bool, unused: int) -> None:
         self.downloads.record(DownloadAttempt(
             grant_id=self.permit.grant_id, charger_id=self.permit.charger_id, client_address=self.client_address,
-            protocol=self.protocol, range_start=start, range_end=start + sent - 1 if start is not None and sent else None,
-            bytes_sent=sent, completed=start is not None and sent > 0 and start + sent == size, refusal=None,
-            started_at=self.started_at, duration_ms=int((time.monotonic() - self._began) * 1000),
+            protocol=self.protocol, range_start=self.start, range_end=self.start + sent - 1 if sent else None,
+            bytes_sent=sent, completed=completed, refusal=None, started_at=self.started_at,
+            duration_ms=int((time.monotonic() - self._began) * 1000), unused=unused,
         ))
 
 
@@ -149,6 +180,9 @@ class Downloads:
         self._forged_pending = 0
         self._pending: list[DownloadAttempt] = []
         self._pending_lock = threading.Lock()
+        # Set when a transfer gives reserved bytes back: they reach the database at once, not within the
+        # second, so a charger resuming right after its link dropped finds its budget as it left it.
+        self._give_back = threading.Event()
         revocations.listeners.append(self._forget)
 
     # -- opening a download ------------------------------------------------------------------
@@ -188,7 +222,8 @@ class Downloads:
             raise DownloadRefused(Refusal.YANKED, grant_id, grant.charger_id)
         if firmware.signature is None:
             raise DownloadRefused(Refusal.UNSIGNED, grant_id, grant.charger_id)
-        return Permit(grant_id=grant_id, charger_id=grant.charger_id, firmware=firmware)
+        return Permit(grant_id=grant_id, charger_id=grant.charger_id, firmware=firmware,
+                      max_downloads=grant.max_downloads)
 
     def _state(self, grant_id: int) -> tuple[Grant, FirmwareRecord] | None:
         """The grant and its firmware as the database has them, at most STATUS_CACHE_SECONDS old.
@@ -218,10 +253,33 @@ class Downloads:
 
     # -- transfers and refusals --------------------------------------------------------------
 
-    def begin(self, permit: Permit, protocol: str, client_address: str) -> Transfer:
+    def begin(self, permit: Permit, protocol: str, client_address: str, start: int, length: int) -> Transfer:
+        """Open a transfer of `length` bytes from `start`; for a grant with max_downloads, its bytes are reserved
+        now, in the database, or DownloadRefused(USED_UP) when the grant's budget cannot hold them."""
+        reserved = 0
+        if permit.max_downloads is not None and length > 0:
+            self._reserve(permit, length)
+            reserved = length
         for observer in self.observers:
             observer.transfer_began(protocol)
-        return Transfer(self, permit, protocol, client_address)
+        return Transfer(self, permit, protocol, client_address, start, length, reserved)
+
+    def _reserve(self, permit: Permit, length: int) -> None:
+        # What this node's ended transfers give back may still be queued: then write it and ask once more.
+        if self._take(permit, length) or (self.flush() and self._take(permit, length)):
+            return
+        self._grant_cache.forget(permit.grant_id)
+        raise DownloadRefused(Refusal.USED_UP, permit.grant_id, permit.charger_id)
+
+    def _take(self, permit: Permit, length: int) -> bool:
+        assert permit.max_downloads is not None
+        budget = byte_budget(permit.max_downloads, permit.firmware.size)
+        with self.database.session() as session:
+            # One conditional update: two transfers on two nodes cannot both take the last of the budget.
+            return session.execute(update(Grant).where(
+                col(Grant.id) == permit.grant_id, Grant.bytes_reserved + length <= budget,
+                col(Grant.downloads_completed) < permit.max_downloads,
+            ).values(bytes_reserved=Grant.bytes_reserved + length)).rowcount == 1
 
     def refuse(self, refusal: DownloadRefused, protocol: str, client_address: str) -> None:
         """Record a refused download or login, with its reason."""
@@ -235,6 +293,8 @@ class Downloads:
         """Queue an attempt; `flush` writes the queue in one transaction (no write per request)."""
         for observer in self.observers:
             observer.recorded(attempt)
+        if attempt.unused:
+            self._give_back.set()
         with self._pending_lock:
             if attempt.refusal is Refusal.FORGED and self._forged_pending >= MAX_FORGED_RECORDS_PER_FLUSH:
                 # Someone guessing tokens must not turn each guess into a database row.
@@ -274,7 +334,7 @@ class Downloads:
     def recording(self) -> Iterator[None]:
         """While the block runs, queued download records reach the database every FLUSH_SECONDS, and at its end."""
         try:
-            with repeating("download-records", FLUSH_SECONDS, self.flush):
+            with repeating("download-records", FLUSH_SECONDS, self.flush, self._give_back):
                 yield
         finally:
             self.flush()
@@ -298,9 +358,12 @@ class Downloads:
 
     def _write(self, attempts: list[DownloadAttempt]) -> None:
         completed: dict[int, int] = {}
+        unused: dict[int, int] = {}
         for attempt in attempts:
             if attempt.completed and attempt.grant_id is not None:
                 completed[attempt.grant_id] = completed.get(attempt.grant_id, 0) + 1
+            if attempt.unused and attempt.grant_id is not None:
+                unused[attempt.grant_id] = unused.get(attempt.grant_id, 0) + attempt.unused
         with self.database.session() as session:
             session.execute(
                 insert(DownloadRecord),
@@ -319,6 +382,10 @@ class Downloads:
             for grant_id, count in completed.items():
                 session.execute(
                     update(Grant).where(col(Grant.id) == grant_id).values(downloads_completed=Grant.downloads_completed + count)
+                )
+            for grant_id, count in unused.items():
+                session.execute(
+                    update(Grant).where(col(Grant.id) == grant_id).values(bytes_reserved=Grant.bytes_reserved - count)
                 )
             # In the same transaction: a record and its audit event are written together or not at all.
             self.audit.append([_audit_act(attempt) for attempt in attempts], session)

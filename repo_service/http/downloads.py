@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from repo_service.domain.downloads import DownloadRefused, Refusal
+from repo_service.domain.downloads import DownloadRefused, Downloads, Refusal
 from repo_service.http.problems import problem
 from repo_service.http.streaming import firmware_response
 from repo_service.storage.base import Presigning
@@ -31,23 +31,35 @@ async def download(request: Request) -> Response:
     try:
         permit = await run_in_threadpool(downloads.authorize, request.path_params["token"])
     except DownloadRefused as refusal:
-        downloads.refuse(refusal, "https", client)
-        if refusal.reason == Refusal.FORGED:
-            return problem(404, "not-found", "Not found", "no download here")
-        return problem(410, "gone", "Gone", "this download link is no longer valid; ask for a new one")
+        return _refused(downloads, refusal, client)
     firmware = permit.firmware
     storage = services.catalog.storage
     if services.settings.download_mode == "redirect" and isinstance(storage, Presigning):
         url = await run_in_threadpool(
             storage.presigned_url, firmware.storage_key, timedelta(seconds=PRESIGNED_SECONDS), firmware.filename
         )
-        # Storage sends the bytes: the record says the charger was sent there, not what it received.
-        downloads.begin(permit, "https", client).finish(None)
+        try:
+            # Storage sends the bytes: the whole image is taken from the grant's budget, and the record says
+            # the charger was sent there, not what it received.
+            transfer = await run_in_threadpool(downloads.begin, permit, "https", client, 0, firmware.size)
+        except DownloadRefused as refusal:
+            return _refused(downloads, refusal, client)
+        transfer.handed_off()
         return RedirectResponse(url, status_code=302, headers=HEADERS)
     if request.method == "HEAD":
         return await firmware_response(request, firmware, storage, HEADERS)
-    return await firmware_response(request, firmware, storage, HEADERS,
-                                   lambda: downloads.begin(permit, "https", client))
+    try:
+        return await firmware_response(request, firmware, storage, HEADERS,
+                                       lambda start, length: downloads.begin(permit, "https", client, start, length))
+    except DownloadRefused as refusal:  # the grant's budget cannot hold this transfer
+        return _refused(downloads, refusal, client)
+
+
+def _refused(downloads: Downloads, refusal: DownloadRefused, client: str) -> Response:
+    downloads.refuse(refusal, "https", client)
+    if refusal.reason == Refusal.FORGED:
+        return problem(404, "not-found", "Not found", "no download here")
+    return problem(410, "gone", "Gone", "this download link is no longer valid; ask for a new one")
 
 
 ROUTES = [Route("/d/{token}/{filename}", download, methods=["GET", "HEAD"])]

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from repo_service.errors import SettingsError
+from repo_service.http.delivery import EXTENSION, DeliveryProbe
 from repo_service.settings import Settings
 
 # asyncio's TLS transport buffers up to 512 KiB per connection before it asks
@@ -30,6 +31,24 @@ class _BoundedWriteBuffers(HttpToolsProtocol):
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         super().connection_made(transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+
+    def on_headers_complete(self) -> None:
+        # Before the request's cycle starts: a download's body asks it whether its last byte arrived.
+        self._probe = self.scope.setdefault("extensions", {})[EXTENSION] = DeliveryProbe(self.transport)
+        super().on_headers_complete()
+
+    def eof_received(self) -> None:
+        # The client closed: whether everything had left for it is known now.
+        probe = getattr(self, "_probe", None)
+        if probe is not None:
+            probe.ended(None)
+        super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        probe = getattr(self, "_probe", None)
+        if probe is not None:
+            probe.ended(exc)
+        super().connection_lost(exc)
 
 
 class _RedactDownloadTokens(logging.Filter):
