@@ -189,10 +189,10 @@ class Settings:
                                      "algorithm of keys made by keys init/rotate")
     audit_key: Path | None = setting(None, optional(PATH), "Ed25519 private key (PEM) that signs audit checkpoints: "
                                      "outside the database, the same file on every node",
-                                     "KEYS_DIR/audit-checkpoint-key.pem, made on first start")
+                                     "KEYS_DIR/audit_key.pem, made on first start")
     audit_checkpoint_log: Path | None = setting(None, optional(PATH), "append-only file this node writes its signed "
                                                 "audit checkpoints to (keep a copy the database's owner cannot "
-                                                "rewrite)", "DATA_DIR/audit-checkpoints.log")
+                                                "rewrite)", "DATA_DIR/audit_checkpoints.log")
     audit_checkpoint_interval: int = setting(60, SECONDS, "how often one node signs a checkpoint of the audit "
                                              "chain: at most this much of the trail's end can be cut unseen")
     require_uploader_signature: bool = setting(False, BOOLEAN,
@@ -244,11 +244,11 @@ class Settings:
     @property
     def audit_key_path(self) -> Path:
         # Beside the signing keys: the keys directory is already shared by every node and backed up.
-        return self.audit_key or self.signing_keys_dir / "audit-checkpoint-key.pem"
+        return self.audit_key or self.signing_keys_dir / "audit_key.pem"
 
     @property
     def audit_checkpoint_log_path(self) -> Path:
-        return self.audit_checkpoint_log or self.data_dir / "audit-checkpoints.log"
+        return self.audit_checkpoint_log or self.data_dir / "audit_checkpoints.log"
 
     def __repr__(self) -> str:
         # Settings get logged; secrets must not be.

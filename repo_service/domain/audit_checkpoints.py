@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,12 +109,17 @@ def open_checkpoint_key(path: Path) -> Ed25519PrivateKey:
     """The key in path that signs checkpoints, made on first use (0600, its public half beside it)."""
     if not path.exists():
         key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        # Written aside, then linked into place: nodes sharing the keys directory that start together
+        # see the whole key or none, and the first one's stays.
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+            write_private(temporary, pem)
+            os.link(temporary, path)
         except FileExistsError:
-            pass  # another node sharing the keys directory made it first: use theirs
+            pass  # another node made it first: use theirs
         except OSError as error:
             raise FwrepoError(f"FWREPO_AUDIT_KEY: there is no audit checkpoint key at {path} and none can be made "
                               f"there ({error.strerror}); make one with `openssl genpkey -algorithm ed25519 -out "
@@ -124,6 +130,8 @@ def open_checkpoint_key(path: Path) -> Ed25519PrivateKey:
                                                              serialization.PublicFormat.SubjectPublicKeyInfo))
             log.warning("made the audit checkpoint key %s; every node must use this same file (FWREPO_AUDIT_KEY), "
                         "and `fwrepo audit verify --public-key %s` checks checkpoints without it", path, public)
+        finally:
+            temporary.unlink(missing_ok=True)
     return _private_key(path)
 
 
