@@ -126,8 +126,10 @@ def open_checkpoint_key(path: Path) -> Ed25519PrivateKey:
                               f"{path}` where it is writable and give every node that same file") from None
         else:
             public = public_key_path(path)
-            public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                             serialization.PublicFormat.SubjectPublicKeyInfo))
+            # Not secret, but nothing under the data directory is for every local user to read.
+            with os.fdopen(os.open(public, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640), "wb") as file:
+                file.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
             log.warning("made the audit checkpoint key %s; every node must use this same file (FWREPO_AUDIT_KEY), "
                         "and `fwrepo audit verify --public-key %s` checks checkpoints without it", path, public)
         finally:
