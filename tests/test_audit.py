@@ -211,7 +211,7 @@ def test_an_untouched_chain_with_checkpoints_verifies(trail: Trail) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "audit chain intact: 12 events"
-    assert lines[1].startswith(f"checkpoints: 3 signed and matching (from the database, {trail.log}); the newest, ")
+    assert lines[1].startswith(f"checkpoints signed and matching: 3 in the database, 3 in {trail.log}; the newest, ")
     assert "(shutdown, " in lines[1] and lines[1].endswith("covers rows 1-12")
     assert lines[2].startswith("unprotected: the 0 rows after it; ") and "at most the last 60 s of events" in lines[2]
     assert "1 lines hold no checkpoint" in result.stderr
@@ -229,6 +229,11 @@ def test_an_edited_row_with_every_later_hash_recomputed_is_detected(trail: Trail
     assert result.stderr.startswith("audit chain BROKEN at row 10: row 10 is not the row the checkpoint of ")
     # the checkpoint of row 6 still matches, so the rewrite is placed after it
     assert result.stderr.strip().endswith("signed: a row of 7-10 was rewritten, and every later hash recomputed")
+    # A node still serving signs the rewritten head next: the two checkpoints of row 10 then disagree.
+    trail.writer.write("periodic")
+    result = trail.verify()
+    assert result.returncode == 1 and result.stderr.startswith("audit chain BROKEN at row 10: the checkpoints of ")
+    assert result.stderr.strip().endswith("sign different hashes for row 10: the chain was rewritten between them")
 
 
 def test_deleting_the_newest_rows_after_a_checkpoint_covering_them_is_detected(trail: Trail) -> None:
@@ -364,4 +369,4 @@ def test_two_serving_nodes_sign_one_checkpoint_per_interval_and_each_one_at_shut
     for sources in (logs, [node.data_dir / "serve.log" for node in nodes]):
         result = nodes[0].cli("audit", "verify", "--public-key", str(public),
                               *(argument for log in sources for argument in ("--checkpoints", str(log))))
-        assert "signed and matching" in result.stdout
+        assert "checkpoints signed and matching: " in result.stdout

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,39 +142,38 @@ def _operator() -> Performer:
 
 def _audit_command(arguments: argparse.Namespace) -> int:
     from repo_service.domain.audit import Audit
-    from repo_service.domain.audit_checkpoints import checkpoints_in, stored_checkpoints, trusted_keys, verify_trail
+    from repo_service.domain.audit_checkpoints import CheckpointLines, stored_checkpoints, trusted_keys, verify_trail
     from repo_service.domain.clock import rfc3339, utc_now
     from repo_service.services import open_database
 
     settings = settings_from(arguments)
     database = open_database(settings)
-    checkpoints = stored_checkpoints(database)
     default_log = settings.audit_checkpoint_log_path
-    logs = arguments.checkpoints or ([default_log] if default_log.exists() else [])
-    for path in logs:
+    paths = arguments.checkpoints or ([default_log] if default_log.exists() else [])
+    with ExitStack() as files:
         try:
-            with open(path, encoding="utf-8", errors="replace") as lines:
-                found, other = checkpoints_in(lines)
+            logs = {str(path): CheckpointLines(files.enter_context(open(path, encoding="utf-8", errors="replace")))
+                    for path in paths}
         except OSError as error:
-            raise FwrepoError(f"--checkpoints {path}: {error.strerror}") from None
-        checkpoints += found
-        if other:
-            print(f"note: {path}: {other} lines hold no checkpoint (other log lines, or one torn by a crash)",
+            raise FwrepoError(f"--checkpoints {error.filename}: {error.strerror}") from None
+        report = verify_trail(Audit(database), {"the database": stored_checkpoints(database), **logs},
+                              lambda: trusted_keys(arguments.public_key, settings.audit_key_path))
+    for path, lines in logs.items():
+        if lines.other:
+            print(f"note: {path}: {lines.other} lines hold no checkpoint (other log lines, or one torn by a crash)",
                   file=sys.stderr)
-    trusted = trusted_keys(arguments.public_key, settings.audit_key_path) if checkpoints else []
-    report = verify_trail(Audit(database), checkpoints, trusted)
     if report.broken is not None:
         print(f"audit chain BROKEN at row {report.broken.seq}: {report.broken.reason}", file=sys.stderr)
         return 1
     print(f"audit chain intact: {report.events} events")
-    if report.newest is None:
+    newest = report.newest
+    if newest is None:
         print("no checkpoints yet: a rewrite that recomputes the hashes, or rows cut from the end, would not show")
         return 0
-    newest = report.newest
     age = (utc_now() - newest.at).total_seconds()
-    sources = "the database" + "".join(f", {path}" for path in logs)
-    print(f"checkpoints: {report.checkpoints} signed and matching (from {sources}); the newest, "
-          f"{rfc3339(newest.at)} ({newest.reason}, {age:.0f} s ago), covers rows 1-{newest.seq}")
+    counts = ", ".join(f"{count} in {source}" for source, count in report.checkpoints.items())
+    print(f"checkpoints signed and matching: {counts}; the newest, {rfc3339(newest.at)} ({newest.reason}, "
+          f"{age:.0f} s ago), covers rows 1-{newest.seq}")
     print(f"unprotected: the {report.events - newest.seq} rows after it; while a node serves, a truncation can hide "
           f"at most the last {settings.audit_checkpoint_interval} s of events (FWREPO_AUDIT_CHECKPOINT_INTERVAL)")
     if arguments.max_age is not None and age > arguments.max_age:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import insert, text
 from sqlmodel import Session, col, func, select
@@ -62,17 +62,13 @@ class Break:
     reason: str
 
 
-class Anchor(Protocol):
-    """Row `seq` had `hash` at `at`, as something outside the database remembers it."""
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Row `seq` had `hash` at `at`, as something outside the database remembers it (a signed checkpoint)."""
 
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def hash(self) -> str: ...
-
-    @property
-    def at(self) -> datetime: ...
+    seq: int
+    hash: str
+    at: datetime
 
 
 def _rows(first: int, last: int) -> str:
@@ -141,15 +137,13 @@ class Audit:
             rows = session.exec(query.order_by(col(AuditEvent.seq).desc()).offset(offset).limit(limit)).all()
         return list(rows), total
 
-    def verify(self, anchors: Sequence[Anchor] = ()) -> tuple[int, Break | None]:
+    def verify(self, anchors: Mapping[int, Anchor] | None = None) -> tuple[int, Break | None]:
         """How many rows were checked, and the first broken link (None when the chain holds).
 
-        Each anchor's row must still have the anchor's hash (else the rows since the anchor before it were
-        rewritten), and the chain must still reach the newest anchor (else its end was cut off).
+        The row of each anchor (by seq) must still have the anchor's hash (else a row since the anchor
+        before it was rewritten), and the chain must still reach the newest anchor (else its end was cut).
         """
-        pinned: dict[int, list[Anchor]] = {}
-        for anchor in sorted(anchors, key=lambda anchor: anchor.at):
-            pinned.setdefault(anchor.seq, []).append(anchor)
+        pinned = anchors or {}
         expected_seq, previous, count, last_pinned = 1, GENESIS, 0, 0
         for row in self._rows():
             count += 1
@@ -160,17 +154,17 @@ class Audit:
                                     "or the row before changed)")
             if row_hash(row.seq, row.at, row.actor, row.action, row.subject, row.detail, row.prev_hash) != row.hash:
                 return count, Break(row.seq, f"row {row.seq} was changed after it was written")
-            for anchor in pinned.get(row.seq, ()):
+            anchor = pinned.get(row.seq)
+            if anchor is not None:
                 if anchor.hash != row.hash:
                     return count, Break(row.seq, f"row {row.seq} is not the row the checkpoint of {rfc3339(anchor.at)} "
                                         f"signed: {_rows(last_pinned + 1, row.seq)} rewritten, and every later hash "
                                         "recomputed")
-            if row.seq in pinned:
                 last_pinned = row.seq
             expected_seq, previous = row.seq + 1, row.hash
-        beyond = [anchor for anchor in anchors if anchor.seq >= expected_seq]
+        beyond = [seq for seq in pinned if seq >= expected_seq]
         if beyond:
-            newest = max(beyond, key=lambda anchor: anchor.seq)
+            newest = pinned[max(beyond)]
             return count, Break(expected_seq, f"the chain ends at row {expected_seq - 1}, but the checkpoint of "
                                 f"{rfc3339(newest.at)} signed row {newest.seq}: rows from {expected_seq} on were "
                                 "removed from its end")

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,7 +42,7 @@ from sqlmodel import col, select
 from repo_service.db.models import AuditCheckpoint, AuditEvent
 from repo_service.db.session import Database
 from repo_service.domain import leases
-from repo_service.domain.audit import GENESIS, Audit, Break
+from repo_service.domain.audit import GENESIS, Anchor, Audit, Break
 from repo_service.domain.background import repeating
 from repo_service.domain.clock import Clock, parse_moment, rfc3339, utc_now
 from repo_service.domain.owner_files import write_private
@@ -56,6 +56,7 @@ PERIODIC, SHUTDOWN = "periodic", "shutdown"
 LEASE = "audit-checkpoint"
 # The process log line that carries a checkpoint, so that a copy of the logs is a checkpoint log too.
 LOG_PREFIX = "audit checkpoint "
+PAGE = 5000
 
 
 @dataclass(frozen=True)
@@ -188,23 +189,28 @@ def append_line(path: Path, line: str) -> None:
         os.close(descriptor)
 
 
-def checkpoints_in(lines: Iterable[str]) -> tuple[list[Checkpoint], int]:
-    """The checkpoints in a checkpoint log, or in a copy of the process log; and how many lines held none.
+class CheckpointLines:
+    """The checkpoints in a checkpoint log, or in a copy of the process log, read as they are iterated.
 
     A line may be the checkpoint alone (the checkpoint log), end in one (syslog: a prefix, then the
     message), or be a JSON log record whose message ends in one (FWREPO_LOG_FORMAT=json). Lines without a
-    checkpoint are counted, not fatal: they carry no signature, so they can neither vouch nor accuse.
+    checkpoint are counted in `other`, not fatal: they carry no signature, so they can neither vouch nor
+    accuse.
     """
-    found, other = [], 0
-    for line in lines:
-        if not line.strip():
-            continue
-        checkpoint = _checkpoint_in(line)
-        if checkpoint is None:
-            other += 1
-        else:
-            found.append(checkpoint)
-    return found, other
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines = lines
+        self.other = 0
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        for line in self.lines:
+            if not line.strip():
+                continue
+            checkpoint = _checkpoint_in(line)
+            if checkpoint is None:
+                self.other += 1
+            else:
+                yield checkpoint
 
 
 def _checkpoint_in(text: str) -> Checkpoint | None:
@@ -234,11 +240,18 @@ def _parsed(document: dict[str, Any]) -> Checkpoint | None:
                       document["signature"])
 
 
-def stored_checkpoints(database: Database) -> list[Checkpoint]:
+def stored_checkpoints(database: Database) -> Iterator[Checkpoint]:
     """The checkpoints the database holds (every node's; anyone who can write the database can delete them)."""
-    with database.session() as session:
-        rows = session.exec(select(AuditCheckpoint).order_by(col(AuditCheckpoint.id))).all()
-    return [Checkpoint(row.seq, row.hash, row.at, row.reason, row.node, row.key_id, row.signature) for row in rows]
+    after = 0
+    while True:
+        with database.session() as session:
+            page = session.exec(select(AuditCheckpoint).where(col(AuditCheckpoint.id) > after)
+                                .order_by(col(AuditCheckpoint.id)).limit(PAGE)).all()
+        if not page:
+            return
+        for row in page:
+            yield Checkpoint(row.seq, row.hash, row.at, row.reason, row.node, row.key_id, row.signature)
+        after = page[-1].id or after
 
 
 class CheckpointWriter:
@@ -296,23 +309,42 @@ class CheckpointWriter:
 
 @dataclass(frozen=True)
 class TrailReport:
-    """What `verify_trail` found: rows checked, checkpoints verified, the newest, and the first break."""
+    """What `verify_trail` found: rows checked, checkpoints verified per source, the newest, the first break."""
 
     events: int
-    checkpoints: int
+    checkpoints: Mapping[str, int]
     newest: Checkpoint | None
     broken: Break | None
 
 
-def verify_trail(audit: Audit, checkpoints: Iterable[Checkpoint],
-                 trusted: Sequence[Ed25519PublicKey]) -> TrailReport:
-    """Every checkpoint signed by a trusted key, and the chain intact and matching every one of them."""
-    unique = sorted({checkpoint.signature: checkpoint for checkpoint in checkpoints}.values(),
-                    key=lambda checkpoint: (checkpoint.at, checkpoint.seq))
-    for checkpoint in unique:
-        forgery = checkpoint.forgery(trusted)
-        if forgery is not None:
-            return TrailReport(0, len(unique), None, Break(checkpoint.seq, forgery))
-    events, broken = audit.verify(unique)
-    newest = max(unique, key=lambda checkpoint: (checkpoint.at, checkpoint.seq), default=None)
-    return TrailReport(events, len(unique), newest, broken)
+def verify_trail(audit: Audit, sources: Mapping[str, Iterable[Checkpoint]],
+                 trust: Callable[[], Sequence[Ed25519PublicKey]]) -> TrailReport:
+    """Every checkpoint signed by a trusted key, and the chain intact and matching every one of them.
+
+    `sources` name where checkpoints come from (the database, each log); they are read once, keeping
+    one anchor per row, so a year of checkpoints needs no year of memory. `trust` gives the public keys
+    and is called only if there is a checkpoint to check.
+    """
+    counts = {name: 0 for name in sources}
+    anchors: dict[int, Anchor] = {}
+    trusted: Sequence[Ed25519PublicKey] | None = None
+    newest: Checkpoint | None = None
+    for name, checkpoints in sources.items():
+        for checkpoint in checkpoints:
+            counts[name] += 1
+            trusted = trust() if trusted is None else trusted
+            forgery = checkpoint.forgery(trusted)
+            if forgery is not None:
+                return TrailReport(0, counts, None, Break(checkpoint.seq, forgery))
+            known = anchors.get(checkpoint.seq)
+            if known is not None and known.hash != checkpoint.hash:
+                first, second = sorted((known.at, checkpoint.at))
+                return TrailReport(0, counts, None, Break(checkpoint.seq, (
+                    f"the checkpoints of {rfc3339(first)} and {rfc3339(second)} sign different hashes for row "
+                    f"{checkpoint.seq}: the chain was rewritten between them")))
+            if known is None or checkpoint.at < known.at:
+                anchors[checkpoint.seq] = Anchor(checkpoint.seq, checkpoint.hash, checkpoint.at)
+            if newest is None or (checkpoint.at, checkpoint.seq) > (newest.at, newest.seq):
+                newest = checkpoint
+    events, broken = audit.verify(anchors)
+    return TrailReport(events, counts, newest, broken)
