@@ -329,6 +329,16 @@ def test_a_stopped_checkpoint_writer_fails_verify_with_max_age(trail: Trail) -> 
                                               r"--max-age 120: no node is writing them", stale.stderr)
 
 
+def test_a_node_with_another_key_says_so_at_start(trail: Trail, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    trail.writer.write("periodic")
+    stranger = CheckpointWriter(trail.audit.database, Ed25519PrivateKey.generate(), tmp_path / "b.log", 60)
+    with caplog.at_level("WARNING"), stranger.writing():
+        pass
+    assert f"the newest audit checkpoint is signed with key {trail.writer.key_id}, this node's key " in caplog.text
+    assert trail.verify().returncode == 1  # and verify calls its shutdown checkpoint forged
+
+
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     yield from scratch_postgres(postgres_server_url)

@@ -297,6 +297,7 @@ class CheckpointWriter:
         The shutdown checkpoint is written after the block, so it covers what the block wrote last
         (the download records flushed on the way out).
         """
+        self._warn_of_another_key()
         try:
             with repeating("audit-checkpoint", self.interval, self.round):
                 yield
@@ -305,6 +306,17 @@ class CheckpointWriter:
                 self.write(SHUTDOWN)
             except Exception:  # the database or the disk is gone: say so, and let the shutdown go on
                 log.exception("the shutdown audit checkpoint could not be written")
+
+    def _warn_of_another_key(self) -> None:
+        """Say so when the newest checkpoint was signed with another key: nodes that do not share one key file
+        make checkpoints that verify counts as forged (after a deliberate key change, once, it is expected)."""
+        with self.database.session() as session:
+            newest = session.exec(select(AuditCheckpoint.key_id).order_by(col(AuditCheckpoint.id).desc())
+                                  .limit(1)).first()
+        if newest is not None and newest != self.key_id:
+            log.warning("the newest audit checkpoint is signed with key %s, this node's key (FWREPO_AUDIT_KEY) is %s: "
+                        "every node must use the same key file, or `fwrepo audit verify` calls the other's "
+                        "checkpoints forged", newest, self.key_id)
 
 
 @dataclass(frozen=True)
