@@ -10,6 +10,7 @@ from datetime import timedelta
 from repo_service.db.migrate import upgrade
 from repo_service.db.session import Database
 from repo_service.domain.audit import Audit
+from repo_service.domain.audit_checkpoints import CheckpointWriter, open_checkpoint_key
 from repo_service.domain.campaigns import Campaigns
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clients import Clients
@@ -48,11 +49,13 @@ class Services:
     campaigns: Campaigns
     status_events: StatusEvents
     metrics: Metrics
+    audit_checkpoints: CheckpointWriter
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        """What a serving process does in the background: write download records, and tick campaigns."""
-        with self.downloads.recording(), self.campaigns.ticking():
+        """What a serving process does in the background: write download records, tick campaigns, and sign
+        checkpoints of the audit chain (outermost, so the last one covers the download records flushed last)."""
+        with self.audit_checkpoints.writing(), self.downloads.recording(), self.campaigns.ticking():
             yield
 
 
@@ -104,6 +107,9 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         campaigns=campaigns,
         status_events=StatusEvents(jobs, campaigns),
         metrics=metrics,
+        audit_checkpoints=CheckpointWriter(database, open_checkpoint_key(settings.audit_key_path),
+                                           settings.audit_checkpoint_log_path, settings.audit_checkpoint_interval,
+                                           clock),
     )
 
 

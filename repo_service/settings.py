@@ -187,6 +187,14 @@ class Settings:
                                          "(required in production)", "a generated one in KEYS_DIR/dev-passphrase")
     signing_algorithm: str = setting("ecdsa-p256", choice("ecdsa-p256", "rsa-3072", "rsa-4096"),
                                      "algorithm of keys made by keys init/rotate")
+    audit_key: Path | None = setting(None, optional(PATH), "Ed25519 private key (PEM) that signs audit checkpoints: "
+                                     "outside the database, the same file on every node",
+                                     "KEYS_DIR/audit_key.pem, made on first start")
+    audit_checkpoint_log: Path | None = setting(None, optional(PATH), "append-only file this node writes its signed "
+                                                "audit checkpoints to (keep a copy the database's owner cannot "
+                                                "rewrite)", "DATA_DIR/audit_checkpoints.log")
+    audit_checkpoint_interval: int = setting(60, SECONDS, "how often one node signs a checkpoint of the audit "
+                                             "chain: at most this much of the trail's end can be cut unseen")
     require_uploader_signature: bool = setting(False, BOOLEAN,
                                                "refuse uploads without a valid release engineer's signature")
     token_secret: str | None = setting(None, optional(TEXT), "secret that signs download tokens; the same on every "
@@ -232,6 +240,15 @@ class Settings:
     @property
     def signing_keys_dir(self) -> Path:
         return self.keys_dir or self.data_dir / "keys"
+
+    @property
+    def audit_key_path(self) -> Path:
+        # Beside the signing keys: the keys directory is already shared by every node and backed up.
+        return self.audit_key or self.signing_keys_dir / "audit_key.pem"
+
+    @property
+    def audit_checkpoint_log_path(self) -> Path:
+        return self.audit_checkpoint_log or self.data_dir / "audit_checkpoints.log"
 
     def __repr__(self) -> str:
         # Settings get logged; secrets must not be.

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ from repo_service.errors import FwrepoError
 if TYPE_CHECKING:
     from repo_service.domain.audit import Performer
 
+# What `audit verify` reads: the chain, the checkpoints, and the key to check them with.
+AUDIT = (*DATABASE, "keys_dir", "audit_key", "audit_checkpoint_log", "audit_checkpoint_interval")
 ROLES = ["release", "csms", "admin"]
 ALGORITHMS = ["ecdsa-p256", "rsa-3072", "rsa-4096"]
 
@@ -86,8 +89,17 @@ def register(commands: Any) -> None:
 
     audit = commands.add_parser("audit", help="the audit trail (local)")
     audit_verify = audit.add_commands(dest="audit_command", required=True, metavar="COMMAND").add_parser(
-        "verify", help="check the hash chain; name the first row edited, removed or reordered")
-    add_settings(audit_verify, DATABASE)
+        "verify", help="check the hash chain against its signed checkpoints; name the first row edited, removed, "
+        "reordered or rewritten, a forged checkpoint, or rows cut from the end; exit 1 if any")
+    audit_verify.add_argument("--checkpoints", type=Path, action="append", default=[], metavar="FILE",
+                              help="a checkpoint log, or a copy of fwrepo's process log (repeat for each node's); "
+                              "default FWREPO_AUDIT_CHECKPOINT_LOG when it exists")
+    audit_verify.add_argument("--public-key", type=Path, action="append", default=[], metavar="PEM",
+                              help="the audit key's public half (repeat for a retired key); "
+                              "default: derived from FWREPO_AUDIT_KEY")
+    audit_verify.add_argument("--max-age", type=float, metavar="SECONDS",
+                              help="also exit 1 when the newest checkpoint is older than this: the writer stopped")
+    add_settings(audit_verify, AUDIT)
     audit_verify.set_defaults(handler=_audit_command)
 
     verify = commands.add_parser("verify", help="check an image against a signed release manifest (offline)")
@@ -130,14 +142,45 @@ def _operator() -> Performer:
 
 def _audit_command(arguments: argparse.Namespace) -> int:
     from repo_service.domain.audit import Audit
+    from repo_service.domain.audit_checkpoints import CheckpointLines, stored_checkpoints, trusted_keys, verify_trail
+    from repo_service.domain.clock import rfc3339, utc_now
     from repo_service.services import open_database
 
-    count, broken = Audit(open_database(settings_from(arguments))).verify()
-    if broken is None:
-        print(f"audit chain intact: {count} events")
+    settings = settings_from(arguments)
+    database = open_database(settings)
+    default_log = settings.audit_checkpoint_log_path
+    paths = arguments.checkpoints or ([default_log] if default_log.exists() else [])
+    with ExitStack() as files:
+        try:
+            logs = {str(path): CheckpointLines(files.enter_context(open(path, encoding="utf-8", errors="replace")))
+                    for path in paths}
+        except OSError as error:
+            raise FwrepoError(f"--checkpoints {error.filename}: {error.strerror}") from None
+        report = verify_trail(Audit(database), {"the database": stored_checkpoints(database), **logs},
+                              lambda: trusted_keys(arguments.public_key, settings.audit_key_path))
+    for path, lines in logs.items():
+        if lines.other:
+            print(f"note: {path}: {lines.other} lines hold no checkpoint (other log lines, or one torn by a crash)",
+                  file=sys.stderr)
+    if report.broken is not None:
+        print(f"audit chain BROKEN at row {report.broken.seq}: {report.broken.reason}", file=sys.stderr)
+        return 1
+    print(f"audit chain intact: {report.events} events")
+    newest = report.newest
+    if newest is None:
+        print("no checkpoints yet: a rewrite that recomputes the hashes, or rows cut from the end, would not show")
         return 0
-    print(f"audit chain BROKEN at row {broken.seq}: {broken.reason}", file=sys.stderr)
-    return 1
+    age = (utc_now() - newest.at).total_seconds()
+    counts = ", ".join(f"{count} in {source}" for source, count in report.checkpoints.items())
+    print(f"checkpoints signed and matching: {counts}; the newest, {rfc3339(newest.at)} ({newest.reason}, "
+          f"{age:.0f} s ago), covers rows 1-{newest.seq}")
+    print(f"unprotected: the {report.events - newest.seq} rows after it; while a node serves, a truncation can hide "
+          f"at most the last {settings.audit_checkpoint_interval} s of events (FWREPO_AUDIT_CHECKPOINT_INTERVAL)")
+    if arguments.max_age is not None and age > arguments.max_age:
+        print(f"audit checkpoints STALE: the newest is {age:.0f} s old, more than --max-age {arguments.max_age:g}: "
+              "no node is writing them (none serving, or the lease held through the database)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _storage(arguments: argparse.Namespace) -> int | None:

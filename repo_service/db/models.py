@@ -270,3 +270,22 @@ class AuditEvent(SQLModel, table=True):
     detail: str = Field(sa_column=Column(Text, nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """The audit chain's head (row seq had this hash at this time), signed with a key the database never holds.
+
+    One copy of the checkpoint log every node writes: deleting these rows hides nothing while the log
+    file survives, and a row someone made up fails its signature.
+    """
+
+    __tablename__ = "audit_checkpoint"
+
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(max_length=64)
+    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    reason: str = Field(max_length=16)
+    node: str = Field(max_length=64)
+    key_id: str = Field(max_length=16)
+    signature: str = Field(max_length=128)

@@ -5,6 +5,11 @@ hash, so changing a row, removing one or swapping two breaks the chain at
 that point, and `fwrepo audit verify` names it. Appends are serialised (a
 PostgreSQL advisory lock, SQLite's write lock) so concurrent writers on
 several nodes still make one chain.
+
+The chain alone cannot show a rewrite that recomputes every later hash, nor
+rows cut from its end: whoever can write the table can do both. Anchors,
+(seq, hash) pairs known from outside the database (the signed checkpoints of
+`audit_checkpoints`), catch those: `verify` checks the chain against them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlmodel import Session, col, func, select
 
 from repo_service.db.models import AuditEvent
 from repo_service.db.session import Database
-from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.errors import InvalidInput
 
 GENESIS = "0" * 64
@@ -55,6 +60,20 @@ class Act:
 class Break:
     seq: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Row `seq` had `hash` at `at`, as something outside the database remembers it (a signed checkpoint)."""
+
+    seq: int
+    hash: str
+    at: datetime
+
+
+def _rows(first: int, last: int) -> str:
+    """Where a rewrite is, as the checkpoints around it bound it."""
+    return f"row {first} was" if first == last else f"a row of {first}-{last} was"
 
 
 def row_hash(seq: int, at: datetime, actor: str, action: str, subject: str, detail: str, prev_hash: str) -> str:
@@ -118,9 +137,14 @@ class Audit:
             rows = session.exec(query.order_by(col(AuditEvent.seq).desc()).offset(offset).limit(limit)).all()
         return list(rows), total
 
-    def verify(self) -> tuple[int, Break | None]:
-        """How many rows were checked, and the first broken link (None when the chain holds)."""
-        expected_seq, previous, count = 1, GENESIS, 0
+    def verify(self, anchors: Mapping[int, Anchor] | None = None) -> tuple[int, Break | None]:
+        """How many rows were checked, and the first broken link (None when the chain holds).
+
+        The row of each anchor (by seq) must still have the anchor's hash (else a row since the anchor
+        before it was rewritten), and the chain must still reach the newest anchor (else its end was cut).
+        """
+        pinned = anchors or {}
+        expected_seq, previous, count, last_pinned = 1, GENESIS, 0, 0
         for row in self._rows():
             count += 1
             if row.seq != expected_seq:
@@ -130,7 +154,20 @@ class Audit:
                                     "or the row before changed)")
             if row_hash(row.seq, row.at, row.actor, row.action, row.subject, row.detail, row.prev_hash) != row.hash:
                 return count, Break(row.seq, f"row {row.seq} was changed after it was written")
+            anchor = pinned.get(row.seq)
+            if anchor is not None:
+                if anchor.hash != row.hash:
+                    return count, Break(row.seq, f"row {row.seq} is not the row the checkpoint of {rfc3339(anchor.at)} "
+                                        f"signed: {_rows(last_pinned + 1, row.seq)} rewritten, and every later hash "
+                                        "recomputed")
+                last_pinned = row.seq
             expected_seq, previous = row.seq + 1, row.hash
+        beyond = [seq for seq in pinned if seq >= expected_seq]
+        if beyond:
+            newest = pinned[max(beyond)]
+            return count, Break(expected_seq, f"the chain ends at row {expected_seq - 1}, but the checkpoint of "
+                                f"{rfc3339(newest.at)} signed row {newest.seq}: rows from {expected_seq} on were "
+                                "removed from its end")
         return count, None
 
     def _rows(self) -> Iterator[AuditEvent]:
