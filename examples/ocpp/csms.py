@@ -313,7 +313,7 @@ class Csms:
     async def run_campaign(self, campaign_id: str) -> dict[str, Any]:
         """Hand out due grants until the campaign is completed, halted or cancelled; its report then.
 
-        A halted campaign waits for a person (fwrepo's resume or cancel); this loop returns so that the
+        A halted campaign waits for a person (fwrepo's cancel: a halt cannot be resumed); this loop returns so that the
         CSMS can tell one.
         """
         while True:

@@ -239,6 +239,12 @@ def _keys(arguments: argparse.Namespace) -> None:
         rows = [[key.id, key.algorithm, key.status.value, key.origin, moment(key.not_after), str(key.signed),
                  key.fingerprint[:16]] for key in keys.list()]
         print_table(["ID", "ALGORITHM", "STATUS", "ORIGIN", "EXPIRES", "SIGNED", "FINGERPRINT"], rows)
+    if command in ("init", "import", "rotate"):
+        from repo_service.domain.audit_checkpoints import open_checkpoint_key
+
+        # Made here too, so a keys directory prepared for read-only replicas holds it (they cannot make it).
+        open_checkpoint_key(settings.audit_key_path)
+        print(f"audit checkpoint key {settings.audit_key_path}: the same file on every node")
     if development and command != "list":
         print("note: keys are encrypted with the development passphrase; set FWREPO_KEY_PASSPHRASE in production",
               file=sys.stderr)

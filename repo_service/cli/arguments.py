@@ -15,7 +15,7 @@ from repo_service.settings import BOOLEAN, BY_FIELD, SETTINGS, Settings, load_se
 
 # The settings each kind of local command uses; every other setting still comes from its FWREPO_* variable.
 DATABASE = ("data_dir", "database_url")
-SIGNING_KEYS = (*DATABASE, "env", "keys_dir", "key_passphrase", "signing_algorithm")
+SIGNING_KEYS = (*DATABASE, "env", "keys_dir", "key_passphrase", "signing_algorithm", "audit_key")
 STORAGE = (*DATABASE, "keys_dir", "key_passphrase", "storage", "storage_dir", *(
     setting.field for setting in SETTINGS if setting.field.startswith("s3_")))
 EVERY_SETTING = tuple(setting.field for setting in SETTINGS)

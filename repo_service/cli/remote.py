@@ -233,8 +233,8 @@ def _campaigns(arguments: argparse.Namespace) -> None:
     if arguments.json:
         print(json.dumps(report, indent=2))
         return
-    print_campaign(report)
-    if not arguments.follow:
+    if not arguments.follow or report["status"] in CAMPAIGN_ENDED:
+        print_campaign(report)
         return
     line = StatusLine(sys.stdout)
     while report["status"] not in CAMPAIGN_ENDED:

@@ -82,7 +82,9 @@ async def _grant_body(request: Request, grant: GrantRecord) -> dict[str, Any]:
     firmware = await run_in_threadpool(services.catalog.get, grant.firmware_id)
     body = grant_json(grant, firmware)
     body["downloads"] = [
-        {key: value for key, value in record_json(download).items() if key != "grant_id"} for download in downloads
+        # unused is bookkeeping of the grant's byte budget, not part of what happened
+        {key: value for key, value in record_json(download).items() if key not in ("grant_id", "unused")}
+        for download in downloads
     ]
     return body
 
