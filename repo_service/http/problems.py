@@ -19,6 +19,7 @@ from repo_service.errors import (
     TooLarge,
     Unauthenticated,
 )
+from repo_service.http.observability import REQUEST_ID_KEY
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ async def domain_error(request: Request, error: Exception) -> JSONResponse:
             if isinstance(error, InvalidInput):
                 return problem(status, slug, title, str(error), field=error.field)
             if status >= 500:
-                log.error("%s %s: %s", request.method, request.url.path, error)
+                log.error("%s %s: %s", request.method, _route(request), error, extra=_request_id(request))
                 return problem(status, slug, title, "the storage backend failed; nothing was stored, try again")
             return problem(status, slug, title, str(error))
     return await unexpected_error(request, error)
@@ -80,8 +81,20 @@ def _allowed_methods(request: Request) -> str:
 
 async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
     # The trace goes to the log, never to the client.
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    log.exception("unhandled error on %s %s", request.method, _route(request), exc_info=error,
+                  extra=_request_id(request))
     return problem(500, "internal-error", "Internal server error", "an unexpected error occurred; it was logged")
+
+
+def _route(request: Request) -> str:
+    # The route's template, never the path: a download path holds its token. The request id leads to
+    # the access line, which has the rest.
+    return getattr(request.scope.get("route"), "path", "(no route)")
+
+
+def _request_id(request: Request) -> dict[str, str]:
+    # Unexpected errors are handled outside the middleware that sets the id for the request's log lines.
+    return {"request_id": request.scope.get(REQUEST_ID_KEY, "-")}
 
 
 EXCEPTION_HANDLERS = {
