@@ -140,6 +140,36 @@ def test_nul_in_an_upload_form_field_is_422_naming_the_field(release: httpx.Clie
     refused(upload(release, vendor + "\x00", "1.0.0"), 422, "vendor")
 
 
+def test_a_download_whose_image_is_gone_from_storage_answers_as_a_forged_token_does(fwrepo: Fwrepo) -> None:
+    firmware, grant = grant_for(fwrepo, image(1000))
+    token = grant["location"].split("/")[-2]
+    forged = grant["location"].replace(token, token[:-1] + ("A" if token[-1] != "A" else "B"))
+    stored = fwrepo.data_dir / "storage" / "firmware" / firmware["id"]
+    hidden = stored.with_name(f".{stored.name}.hidden")  # a dot name: no other test's storage check counts it
+    stored.rename(hidden)
+    try:
+        with fwrepo.client(None) as charger:
+            replies = [charger.get(location, headers=headers) for location in (grant["location"], forged)
+                       for headers in ({}, {"Range": "bytes=10-"})]
+    finally:
+        hidden.rename(stored)
+    # The attack as found: 404 "no stored object firmware/<id>" told anyone the id and that the token was good.
+    assert firmware["id"] not in replies[0].text
+    assert len({(reply.status_code, reply.headers["content-type"], reply.content) for reply in replies}) == 1
+    refused(replies[0], 404)
+
+
+def test_a_next_link_points_at_the_public_url_whatever_host_the_request_named(fwrepo: Fwrepo, vendor: str) -> None:
+    with fwrepo.client("release") as release:
+        for version in ("1.0.0", "1.0.1"):
+            published_build(release, vendor, version)
+        page = release.get("/api/v1/firmware", params={"vendor": vendor, "limit": 1},
+                           headers={"Host": "attacker.example", "X-Forwarded-Host": "attacker.example"}).json()
+        assert page["next"].startswith(fwrepo.url + "/api/v1/firmware?"), page["next"]
+        following = release.get(page["next"].removeprefix(fwrepo.url)).json()
+    assert following["offset"] == 1 and following["items"][0]["vendor"] == vendor
+
+
 # -- generated bodies at every JSON endpoint (hypothesis) ------------------------------------------------------------
 
 # Values a hostile or sloppy client puts where a field belongs: null, the wrong type, numbers past every

@@ -24,6 +24,8 @@ from repo_service.http.observability import REQUEST_ID_KEY
 log = logging.getLogger(__name__)
 
 PROBLEM_BASE = "urn:fwrepo:problem:"
+# A route whose path carries a download token: a charger's download.
+_TOKEN_IN_ROUTE = "{token}"
 
 # Most specific first: TooLarge is an InvalidInput.
 _MAPPING: list[tuple[type[FwrepoError], int, str, str]] = [
@@ -46,8 +48,18 @@ def problem(
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
+def no_download() -> JSONResponse:
+    """The one reply to a download URL that opens nothing: a forged or malformed token, or an image gone from
+    storage. Whoever holds the URL learns nothing more from one than from the other."""
+    return problem(404, "not-found", "Not found", "no download here")
+
+
 async def domain_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, FwrepoError)
+    if isinstance(error, NotFound) and _TOKEN_IN_ROUTE in _route(request):
+        # What is missing (a stored object) is the operator's to know, not the charger's.
+        log.warning("%s %s: %s", request.method, _route(request), error, extra=_request_id(request))
+        return no_download()
     for kind, status, slug, title in _MAPPING:
         if isinstance(error, kind):
             if isinstance(error, InvalidInput):
