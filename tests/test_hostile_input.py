@@ -22,7 +22,7 @@ from tests.support.fwrepo import Fwrepo
 from tests.support.grants import grant_for
 
 # Per database: about half a minute each against one server.
-BODY_EXAMPLES = 3000
+BODY_EXAMPLES = 10000
 
 
 def refused(reply: httpx.Response, status: int, field: str | None = None) -> dict:

@@ -20,10 +20,14 @@ from tests.support.builds import image, published_build, unique_vendor
 from tests.support.fwrepo import Fwrepo, start_fwrepo
 
 
+TOKEN_SECRET = "log-test-" + "s3cr3t" * 8
+
+
 @pytest.fixture(params=["text", "json"])
 def debug_fwrepo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fwrepo]:
     # Debug: every logger speaks, pyftpdlib's command log and uvicorn's included.
-    server = start_fwrepo(tmp_path, FWREPO_LOG_LEVEL="debug", FWREPO_LOG_FORMAT=request.param)
+    server = start_fwrepo(tmp_path, FWREPO_LOG_LEVEL="debug", FWREPO_LOG_FORMAT=request.param,
+                          FWREPO_TOKEN_SECRET=TOKEN_SECRET)
     yield server
     server.stop()
 
@@ -78,6 +82,7 @@ def test_storage_faults_and_failed_logins_leave_no_token_ftps_password_or_api_ke
     assert password
     secrets = {"token": token, "token's signature": token.rsplit(".", 1)[1], "FTPS password": password,
                **{f"{role} API key": fwrepo.key(role) for role in ("release", "csms")}}
+    secrets["token secret"] = TOKEN_SECRET
     wrong_key = "fwr_" + "x" * 43
     secrets["unknown API key"] = wrong_key
 
