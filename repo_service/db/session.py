@@ -94,4 +94,3 @@ def _private_database_file(path: Path) -> None:
         for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if withhold_from_others(file):
                 log.warning("%s was readable by other users: now only by its owner", file)
-
