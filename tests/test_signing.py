@@ -247,7 +247,7 @@ def test_signers_are_managed_by_admins_over_the_api(fwrepo: Fwrepo, tmp_path: Pa
         created = admin.post("/api/v1/signers", json={"name": f"bob-{vendor}", "public_key": pem})
         assert created.status_code == 201 and created.json()["algorithm"] == "ecdsa-p256"
         assert admin.post("/api/v1/signers", json={"name": f"bob-{vendor}", "public_key": pem}).status_code == 409
-        assert admin.post("/api/v1/signers", json={"name": "x", "public_key": "-----BEGIN junk"}).json()["field"] == "key"
+        assert admin.post("/api/v1/signers", json={"name": "x", "public_key": "-----BEGIN junk"}).json()["field"] == "public_key"
         assert any(item["name"] == f"bob-{vendor}" for item in admin.get("/api/v1/signers").json()["items"])
         assert admin.delete(f"/api/v1/signers/{created.json()['id']}").status_code == 204
         assert not any(item["name"] == f"bob-{vendor}" for item in admin.get("/api/v1/signers").json()["items"])

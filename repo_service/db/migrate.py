@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,7 +84,9 @@ def _sqlite_file_lock(database: Database) -> Iterator[None]:
     if path is None:
         yield
         return
-    with open(path.with_name(path.name + ".migrate-lock"), "a") as lock:
+    # 0600 like the database: another local user holding a lock on it could stall every migration.
+    descriptor = os.open(path.with_name(path.name + ".migrate-lock"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(descriptor, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlmodel import Session
+
+from repo_service.domain.owner_files import PRIVATE_FILE, make_private_directory, withhold_from_others
+
+log = logging.getLogger(__name__)
 
 
 class Database:
@@ -52,7 +58,7 @@ def _create_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _private_database_file(Path(path))
     # The CLI writes (clients create, db upgrade) while `fwrepo serve` runs on
     # the same file: WAL lets readers go on, the busy timeout makes writers wait
     # for each other instead of failing with "database is locked".
@@ -75,3 +81,16 @@ def _create_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _private_database_file(path: Path) -> None:
+    # The database holds grants, the audit trail and key hashes: 0600, made so before SQLite opens it, as
+    # SQLite gives its -wal and -shm files the mode of the database file. Files an older fwrepo left
+    # readable to others are tightened.
+    make_private_directory(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    except FileExistsError:
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if withhold_from_others(file):
+                log.warning("%s was readable by other users: now only by its owner", file)

@@ -52,21 +52,21 @@ def generate_key(algorithm: str) -> PrivateKey:
     raise KeyMaterialError("algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
 
 
-def algorithm_of(key: PrivateKey | PublicKey) -> str:
-    """The algorithm name of a key fwrepo can sign or verify with; KeyMaterialError otherwise."""
+def algorithm_of(key: PrivateKey | PublicKey, field: str = "key") -> str:
+    """The algorithm name of a key fwrepo can sign or verify with; KeyMaterialError naming field otherwise."""
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
         if isinstance(key.curve, ec.SECP256R1):
             return "ecdsa-p256"
-        raise KeyMaterialError("key", f"ECDSA curve {key.curve.name} is not supported: use P-256 (prime256v1)")
+        raise KeyMaterialError(field, f"ECDSA curve {key.curve.name} is not supported: use P-256 (prime256v1)")
     if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
         if key.key_size in (3072, 4096):
             return f"rsa-{key.key_size}"
         raise KeyMaterialError(
-            "key",
+            field,
             f"RSA {key.key_size} bits is not supported: use 3072 or 4096 (smaller is weak; larger overflows "
             "OCPP's 800-character signature field)",
         )
-    raise KeyMaterialError("key", "only ECDSA P-256 and RSA 3072/4096 keys can sign firmware")
+    raise KeyMaterialError(field, "only ECDSA P-256 and RSA 3072/4096 keys can sign firmware")
 
 
 def sign_digest(key: PrivateKey, sha256_hex: str) -> str:
@@ -238,7 +238,7 @@ def load_public_key(data: bytes, field: str = "key") -> PublicKey:
             key = serialization.load_pem_public_key(data)
         except ValueError:
             raise KeyMaterialError(field, "is neither a PEM public key nor a PEM certificate") from None
-    algorithm_of(key)  # refuses what cannot verify firmware
+    algorithm_of(key, field)  # refuses what cannot verify firmware
     return key  # type: ignore[return-value]
 
 

@@ -40,11 +40,13 @@ class Signers:
         self.audit = audit
         self.clock = clock
 
-    def add(self, name: str, key_pem: bytes, by: Performer) -> SignerRecord:
+    def add(self, name: str, key_pem: bytes, by: Performer, key_field: str = "key") -> SignerRecord:
+        """Trust an uploader's key; key_field is what the caller calls the key (the CLI's --key, the API's
+        public_key), so that a refusal names it."""
         name = name.strip()
         if not name or len(name) > 100 or not name.isprintable():
             raise InvalidInput("name", "must be 1-100 printable characters")
-        key = pki.load_public_key(key_pem, "key")
+        key = pki.load_public_key(key_pem, key_field)
         public_pem = key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()

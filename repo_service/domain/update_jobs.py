@@ -16,6 +16,7 @@ from repo_service.db.models import DownloadRecord, Grant, GrantEvent
 from repo_service.db.session import Database
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clock import Clock, parse_moment, utc_now
+from repo_service.domain.documents import refuse_unknown
 from repo_service.domain.downloads import Downloads
 from repo_service.domain.grants import MAX_GRANT_ID
 from repo_service.domain.versions import parse_version
@@ -34,6 +35,9 @@ STATUSES = {status.lower(): status for status in (*OCPP_STATUSES, BOOTED)}
 # A charger's clock may run ahead of ours by this much; later than that is a mistake, not a report.
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_INFO = 255  # OCPP 2.0.1 statusInfo's additionalInfo is at most 512; 1.6 has none
+EVENT_FIELDS = ("status", "timestamp", "info", "firmware_version")
+# A bulk event names its grant by either (they are the same number: the grant id is OCPP's requestId).
+GRANT_KEYS = ("grant_id", "request_id")
 MAX_EVENTS = 10_000
 # Grant ids per IN (...) list: well under SQLite's limit of bound parameters.
 QUERY_CHUNK = 5_000
@@ -115,10 +119,13 @@ class Job:
         return (self.booted_at - self.granted_at).total_seconds()
 
 
-def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str = "") -> StatusEvent:
-    """Check one status event; InvalidInput names the field (with its place in a bulk request)."""
+def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str = "",
+                keys: tuple[str, ...] = ()) -> StatusEvent:
+    """Check one status event (keys: the fields that name its grant in a bulk request); InvalidInput names the
+    field (with its place in a bulk request)."""
     if not isinstance(document, Mapping):
         raise InvalidInput(field_prefix.rstrip(".") or "body", "must be a JSON object")
+    refuse_unknown(document, (*EVENT_FIELDS, *keys), field_prefix)
     status = document.get("status")
     canonical = STATUSES.get(status.lower()) if isinstance(status, str) else None
     if canonical is None:
@@ -130,15 +137,16 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
     timestamp = parse_moment(raw_time, f"{field_prefix}timestamp")
     if timestamp > now + CLOCK_SKEW:
         raise InvalidInput(f"{field_prefix}timestamp", f"{raw_time} is in the future (more than {CLOCK_SKEW} ahead)")
+    # Absent is no info; null is refused like any other wrong type (issue 13).
     info = document.get("info")
-    if info is not None and (not isinstance(info, str) or len(info) > MAX_INFO or not info.isprintable()):
+    if "info" in document and (not isinstance(info, str) or len(info) > MAX_INFO or not info.isprintable()):
         raise InvalidInput(f"{field_prefix}info", f"must be printable text of at most {MAX_INFO} characters")
     version = document.get("firmware_version")
     if canonical == BOOTED:
         if not isinstance(version, str) or not version.strip() or len(version) > 50 or not version.isprintable():
             raise InvalidInput(f"{field_prefix}firmware_version",
                                "a Booted event needs the firmwareVersion the charger's BootNotification reported")
-    elif version is not None:
+    elif "firmware_version" in document:
         raise InvalidInput(f"{field_prefix}firmware_version", "belongs to Booted events only")
     return StatusEvent(canonical, timestamp, info, version)
 
@@ -288,7 +296,7 @@ class UpdateJobs:
         keyed: list[tuple[int, StatusEvent]] = []
         for index, document in enumerate(documents):
             prefix = f"events[{index}]."
-            event = parse_event(document, now=now, field_prefix=prefix)
+            event = parse_event(document, now=now, field_prefix=prefix, keys=GRANT_KEYS)
             keyed.append((_grant_key(document, prefix), event))
         wanted = {grant_id for grant_id, _ in keyed}
         with self.database.session() as session:
@@ -358,10 +366,13 @@ class UpdateJobs:
 
 
 def _grant_key(document: Mapping[str, Any], prefix: str) -> int:
-    grant_id, request_id = document.get("grant_id"), document.get("request_id")
-    if grant_id is not None and request_id is not None and grant_id != request_id:
-        raise InvalidInput(f"{prefix}request_id", "differs from grant_id; they are the same number, give one")
-    key = grant_id if grant_id is not None else request_id
-    if isinstance(key, bool) or not isinstance(key, int) or not 1 <= key <= MAX_GRANT_ID:
+    given = [name for name in GRANT_KEYS if name in document]
+    if not given:
         raise InvalidInput(f"{prefix}grant_id", "each event needs grant_id or request_id, a grant number")
-    return key
+    for name in given:
+        key = document[name]
+        if isinstance(key, bool) or not isinstance(key, int) or not 1 <= key <= MAX_GRANT_ID:
+            raise InvalidInput(f"{prefix}{name}", f"must be a grant number between 1 and {MAX_GRANT_ID}")
+    if len({document[name] for name in given}) > 1:
+        raise InvalidInput(f"{prefix}request_id", "differs from grant_id; they are the same number, give one")
+    return document[given[0]]

@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from repo_service.domain.downloads import DownloadRefused, Downloads, Refusal
-from repo_service.http.problems import problem
+from repo_service.http.problems import no_download, problem
 from repo_service.http.streaming import firmware_response
 from repo_service.storage.base import Presigning
 
@@ -58,7 +58,7 @@ async def download(request: Request) -> Response:
 def _refused(downloads: Downloads, refusal: DownloadRefused, client: str) -> Response:
     downloads.refuse(refusal, "https", client)
     if refusal.reason == Refusal.FORGED:
-        return problem(404, "not-found", "Not found", "no download here")
+        return no_download()
     return problem(410, "gone", "Gone", "this download link is no longer valid; ask for a new one")
 
 

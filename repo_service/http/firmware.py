@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -113,7 +114,10 @@ async def list_firmware(request: Request) -> Response:
     page = await run_in_threadpool(request.app.state.services.catalog.list, where, limit, offset)
     following = None
     if page.offset + len(page.items) < page.total:
-        following = str(request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit))
+        # From FWREPO_PUBLIC_URL, never the request's Host header: a client must not choose where the link points.
+        public = URL(request.app.state.services.settings.public_url.rstrip("/") + request.url.path)
+        following = str(public.replace(query=request.url.query).include_query_params(
+            offset=page.offset + page.limit, limit=page.limit))
     return JSONResponse(
         {
             "items": [firmware_json(record) for record in page.items],

@@ -27,7 +27,8 @@ async def add_signer(request: Request) -> Response:
         raise InvalidInput("name", "is required")
     if not isinstance(public_key, str) or not public_key.strip():
         raise InvalidInput("public_key", "is required: a PEM public key or certificate")
-    signer = await run_in_threadpool(request.app.state.services.signers.add, name, public_key.encode(), actor.performer)
+    signer = await run_in_threadpool(request.app.state.services.signers.add, name, public_key.encode(), actor.performer,
+                                     "public_key")
     return JSONResponse(record_json(signer), status_code=201)
 
 

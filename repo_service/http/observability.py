@@ -14,6 +14,8 @@ from repo_service.metrics import Metrics
 
 # A caller's own id (a load balancer's, a CSMS's) is kept when it is safe to log.
 _CALLER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# The id in the request's scope too, for the error handler that runs outside this middleware.
+REQUEST_ID_KEY = "fwrepo.request_id"
 
 
 class Observe:
@@ -27,6 +29,7 @@ class Observe:
             return
         offered = Headers(scope=scope).get("x-request-id", "")
         request_id = offered if _CALLER_ID.fullmatch(offered) else secrets.token_hex(8)
+        scope[REQUEST_ID_KEY] = request_id
         token = REQUEST_ID.set(request_id)
         began, status = time.monotonic(), 500
 

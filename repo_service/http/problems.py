@@ -19,10 +19,13 @@ from repo_service.errors import (
     TooLarge,
     Unauthenticated,
 )
+from repo_service.http.observability import REQUEST_ID_KEY
 
 log = logging.getLogger(__name__)
 
 PROBLEM_BASE = "urn:fwrepo:problem:"
+# A route whose path carries a download token: a charger's download.
+_TOKEN_IN_ROUTE = "{token}"
 
 # Most specific first: TooLarge is an InvalidInput.
 _MAPPING: list[tuple[type[FwrepoError], int, str, str]] = [
@@ -45,14 +48,24 @@ def problem(
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
+def no_download() -> JSONResponse:
+    """The one reply to a download URL that opens nothing: a forged or malformed token, or an image gone from
+    storage. Whoever holds the URL learns nothing more from one than from the other."""
+    return problem(404, "not-found", "Not found", "no download here")
+
+
 async def domain_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, FwrepoError)
+    if isinstance(error, NotFound) and _TOKEN_IN_ROUTE in _route(request):
+        # What is missing (a stored object) is the operator's to know, not the charger's.
+        log.warning("%s %s: %s", request.method, _route(request), error, extra=_request_id(request))
+        return no_download()
     for kind, status, slug, title in _MAPPING:
         if isinstance(error, kind):
             if isinstance(error, InvalidInput):
                 return problem(status, slug, title, str(error), field=error.field)
             if status >= 500:
-                log.error("%s %s: %s", request.method, request.url.path, error)
+                log.error("%s %s: %s", request.method, _route(request), error, extra=_request_id(request))
                 return problem(status, slug, title, "the storage backend failed; nothing was stored, try again")
             return problem(status, slug, title, str(error))
     return await unexpected_error(request, error)
@@ -80,8 +93,20 @@ def _allowed_methods(request: Request) -> str:
 
 async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
     # The trace goes to the log, never to the client.
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    log.exception("unhandled error on %s %s", request.method, _route(request), exc_info=error,
+                  extra=_request_id(request))
     return problem(500, "internal-error", "Internal server error", "an unexpected error occurred; it was logged")
+
+
+def _route(request: Request) -> str:
+    # The route's template, never the path: a download path holds its token. The request id leads to
+    # the access line, which has the rest.
+    return getattr(request.scope.get("route"), "path", "(no route)")
+
+
+def _request_id(request: Request) -> dict[str, str]:
+    # Unexpected errors are handled outside the middleware that sets the id for the request's log lines.
+    return {"request_id": request.scope.get(REQUEST_ID_KEY, "-")}
 
 
 EXCEPTION_HANDLERS = {

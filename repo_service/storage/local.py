@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
 from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from repo_service.domain.owner_files import PRIVATE_FILE, make_private_directory, withhold_from_others
 from repo_service.errors import NotFound, StorageUnavailable
 from repo_service.storage.base import Check, Digest, StoredObject, check_key
 
+log = logging.getLogger(__name__)
 _PARTIAL_SUFFIX = ".partial"
 WRITE_SLICE = 256 * 1024
 _CAN_READ_NOWAIT = hasattr(os, "RWF_NOWAIT")
@@ -25,7 +28,11 @@ READ_BLOCK = 64 * 1024
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Images are the operator's to hand out, through grants: no other user of the machine reads them.
+        # A root an older fwrepo left open is closed, which closes every image below it.
+        make_private_directory(self.root)
+        if withhold_from_others(self.root):
+            log.warning("local storage %s was open to other users: now only to its owner", self.root)
 
     def _path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()
@@ -35,14 +42,14 @@ class LocalStorage:
 
     def write(self, key: str, chunks: Iterable[bytes], check: Check | None = None) -> StoredObject:
         final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_private_directory(final.parent)
         # The bytes land in a hidden sibling and are renamed into place only
         # after they are on disk and checked, so a reader never sees half a file.
         partial = final.with_name(f".{final.name}.{secrets.token_hex(6)}{_PARTIAL_SUFFIX}")
         digest = Digest()
         try:
             with _disk_errors():
-                file = open(partial, "xb")
+                file = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE), "wb")
             with file:
                 for chunk in digest.observe(chunks):
                     view = memoryview(chunk)
