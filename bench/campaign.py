@@ -67,7 +67,7 @@ CATEGORIES = [(name, re.compile(pattern)) for name, pattern in [
     ("inserting events (_insert: INSERT ... ON CONFLICT DO NOTHING RETURNING)", r"^(?:[\w<>]+\.)*_insert \(.*domain/update_jobs"),
     ("CSV writing (jobs_csv)", r"^(?:[\w<>]+\.)*jobs_csv \(|^writerow|csv\.py"),
     ("report summing (Campaigns.report, _stored_job, JobSummary.of, percentiles)", r"^(?:[\w<>]+\.)*(report(?:\.<locals>\.<\w+>)?|_stored_job|of|percentiles) \(.*domain/campaigns"),
-    ("storing and judging job states (Campaigns.refresh, advance)", r"^(?:[\w<>]+\.)*(refresh|advance|advance_for) \(.*domain/campaigns"),
+    ("storing and judging job states (Campaigns.settle, advance)", r"^(?:[\w<>]+\.)*(settle|_store|advance|_advance_once) \(.*domain/campaigns"),
     ("campaign creation (parse_campaign_request, skip_reason, create)", r"^(?:[\w<>]+\.)*(parse_campaign_request|_charger|skip_reason|create|_start_wave|retrieve_date) \(.*domain/campaigns"),
     ("grant insert and hand-out (Grants.insert/deliver, due)", r"^(?:[\w<>]+\.)*(insert|deliver|_record|due) \(.*domain/(grants|campaigns)"),
     ("JSON encoding of replies", r"^render \(.*starlette/responses|json/encoder|^report_json|^grant_json|^ocpp_payloads"),
@@ -527,20 +527,20 @@ def what_bounds(bench: Campaign) -> list[str]:
                   "that wave's grants inserted)")
     lines.append(
         f"- **Events**: each `POST /api/v1/events` checks and inserts its events (`record_many`, `_insert`), then "
-        "`Campaigns.advance_for` (repo_service/domain/campaigns.py) derives again only the jobs of the grants the "
-        "batch names (`refresh` -> `UpdateJobs.jobs` on those grants' rows and events) and stores each job's state "
-        "on its `campaign_charger` row; `advance` then re-derives only the wave's unfinished jobs past their "
-        "progress timeout (none in this run) and judges the wave with one `GROUP BY state, final` over its "
+        "`StatusEvents.report_many` calls `Campaigns.settle` (repo_service/domain/campaigns.py), which derives once "
+        "the jobs of the grants the batch names (`UpdateJobs.jobs` on those grants' rows and events), stores each "
+        "job's state on its `campaign_charger` row, and lets `advance` judge the wave with one `GROUP BY state, "
+        "final` over its "
         f"charger rows. {events.items:,} events took {events.seconds:.0f} s (server CPU {events.server_cpu:.0f} s); "
         f"{trend}, {shape}." + top("the first"))
     due = run.phase("due")
     lines.append(
-        f"- **Due grants**: every page (`Campaigns.due`) first runs `advance` (the GROUP BY above), then claims its "
+        f"- **Due grants**: every page (`Campaigns.due`, which decides nothing) claims its "
         "page with one conditional `UPDATE campaign_charger ... RETURNING grant_id` and hands the grants out "
         f"(`Grants.deliver`: grant rows, OCPP payloads); {run.due_pages} pages took {due.seconds:.1f} s in all.")
     per = report.seconds / n * 1e6 if n else 0.0
     lines.append(
-        f"- **Report and CSV**: `Campaigns.report` runs `advance`, then reads the {n:,} stored `campaign_charger` "
+        f"- **Report and CSV**: `Campaigns.report` (a read: it decides nothing) reads the {n:,} stored `campaign_charger` "
         "rows as ORM objects in one SELECT (no replay of grants or events), turns each into a `Job` "
         "(`_stored_job`) and sums states, waves and percentiles in Python (`JobSummary.of`); the report took "
         f"{report.seconds:.1f} s ({per:.0f} us per charger), i.e. it is bound by loading one ORM row per charger "
