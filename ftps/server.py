@@ -13,6 +13,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,31 +37,56 @@ from repo_service.tls import ftps_tls_files
 log = logging.getLogger("fwrepo.ftps")
 PERMISSIONS = "elr"  # change directory (to / only), list, retrieve
 CONTROL_IDLE_SECONDS = 120
-LOGIN_SECONDS = 30
 # Chargers behind one carrier NAT share an address; one address must still not take every slot.
 SESSIONS_PER_ADDRESS = 16
+BANNED = "421 Too many failed logins from your address; try again later."
 DATA_STALL_SECONDS = 60
 # Commands that could change or reveal something beyond the one file are not spoken at all.
 UNSPOKEN = ("SITE", "SITE CHMOD", "SITE HELP", "SITE MFMT")
 
 
 class Sessions:
-    """Open control connections of both listeners, for the shutdown grace period and the metrics."""
+    """Open control connections of both listeners: the shutdown grace period and the metrics count them all,
+    and those not logged in yet are bounded per address and in total."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, waiting_per_address: int, waiting_total: int) -> None:
         self.metrics = metrics
         self.open = 0
+        self.waiting_per_address = waiting_per_address
+        self.waiting_total = waiting_total
+        self._waiting: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def opened(self) -> None:
+    def refusal(self, address: str) -> str | None:
+        """Why a new connection from address is turned away before it exists, or None to accept it."""
+        with self._lock:
+            if self._waiting[address] >= self.waiting_per_address:
+                return "421 Too many connections from your address waiting to log in; try again later."
+            if self._waiting.total() >= self.waiting_total:
+                return "421 Too many connections waiting to log in; try again later."
+        return None
+
+    def opened(self, address: str) -> None:
         with self._lock:
             self.open += 1
+            self._waiting[address] += 1
         self.metrics.ftps_sessions.inc()
 
-    def closed(self) -> None:
+    def logged_in(self, address: str) -> None:
+        with self._lock:
+            self._stop_waiting(address)
+
+    def closed(self, address: str, waiting: bool) -> None:
         with self._lock:
             self.open -= 1
+            if waiting:
+                self._stop_waiting(address)
         self.metrics.ftps_sessions.dec()
+
+    def _stop_waiting(self, address: str) -> None:
+        self._waiting[address] -= 1
+        if not self._waiting[address]:
+            del self._waiting[address]
 
 
 class GrantAuthorizer:
@@ -103,17 +129,20 @@ class GrantAuthorizer:
 
 
 class _Listener(ThreadedFTPServer):
-    """A listening port that turns banned addresses away before a session (and its thread) exists."""
+    """A listening port that turns banned addresses, and crowds not logged in, away before a session
+    (and its thread) exists."""
 
     bans: Bans
+    sessions: Sessions
     implicit = False
     max_cons_per_ip = SESSIONS_PER_ADDRESS
 
     def handle_accepted(self, sock: socket.socket, addr: tuple[str, int]) -> GrantSession | None:
-        if self.bans.banned(addr[0]):
+        refusal = BANNED if self.bans.banned(addr[0]) else self.sessions.refusal(addr[0])
+        if refusal is not None:
             with contextlib.suppress(OSError):
-                if not self.implicit:
-                    sock.send(b"421 Too many failed logins from your address; try again later.\r\n")
+                if not self.implicit:  # the implicit port's client expects TLS: plain text would only confuse it
+                    sock.send(refusal.encode() + b"\r\n")
             sock.close()
             return None
         return super().handle_accepted(sock, addr)
@@ -131,6 +160,8 @@ class GrantSession(TLS_FTPHandler):
     sessions: Sessions
     implicit = False
     allow_plain = False
+    active_mode: bool
+    login_timeout: int
 
     banner = "fwrepo FTPS ready."
     timeout = CONTROL_IDLE_SECONDS
@@ -149,6 +180,10 @@ class GrantSession(TLS_FTPHandler):
         # The session's id on its log lines, as an HTTP request's id is on its lines.
         self.log_extra = {"request_id": f"ftps-{secrets.token_hex(6)}"}
         self._counted = False
+        self._waiting_for_login = False
+        # On the loop the session was accepted on, where pyftpdlib's own idle timer runs.
+        self._login_deadline = self.ioloop.call_later(self.login_timeout, self._login_overdue,
+                                                      _errback=self.handle_error)
 
     @property
     def file_name(self) -> str:
@@ -156,8 +191,8 @@ class GrantSession(TLS_FTPHandler):
         return self.services.grants.ftp_filename(self.permit.firmware.filename)
 
     def handle(self) -> None:
-        self.sessions.opened()
-        self._counted = True
+        self.sessions.opened(self.remote_ip)
+        self._counted = self._waiting_for_login = True
         self._connected_at = time.monotonic()
         if self.implicit:
             # Implicit FTPS: TLS from the first byte; the banner goes out once the handshake is done.
@@ -173,11 +208,54 @@ class GrantSession(TLS_FTPHandler):
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
         # NOOP and friends keep an idle session alive; a session that has not logged in
         # soon is someone holding a connection (and a thread) open for nothing.
-        if not self.authenticated and time.monotonic() - self._connected_at > LOGIN_SECONDS:
-            self.respond(f"421 Log in within {LOGIN_SECONDS} seconds of connecting.")
+        if not self.authenticated and time.monotonic() - self._connected_at > self.login_timeout:
+            self.respond(self._login_overdue_reply)
             self.close_when_done()
             return
         super().process_command(cmd, *args, **kwargs)
+
+    @property
+    def _login_overdue_reply(self) -> str:
+        return f"421 Log in within {self.login_timeout} seconds of connecting."
+
+    def _login_overdue(self) -> None:
+        """The login deadline passed for a session that said nothing since (or stalled its TLS handshake).
+
+        This runs on the listener's thread, not the session's: it only ends the connection at the socket
+        (a last line first when the connection is still plain text), and the session's own loop, seeing it
+        end, closes the session there.
+        """
+        if self.authenticated or self._closed:
+            return
+        with contextlib.suppress(OSError, SSL.Error):
+            if isinstance(self.socket, SSL.Connection):
+                self.socket.sock_shutdown(socket.SHUT_RDWR)  # nothing can be said outside TLS
+            else:
+                self.socket.send(f"{self._login_overdue_reply}\r\n".encode())
+                self.socket.shutdown(socket.SHUT_RDWR)
+
+    def ftp_PASS(self, line: str) -> None:
+        # A ban also reaches sessions its address opened before it: they get no more password checks.
+        if not self.authenticated and self.bans.banned(self.remote_ip):
+            self.respond(BANNED)
+            self.close_when_done()
+            return
+        super().ftp_PASS(line)
+
+    def ftp_PORT(self, line: str) -> None:
+        if self._active_mode_allowed():
+            super().ftp_PORT(line)
+
+    def ftp_EPRT(self, line: str) -> None:
+        if self._active_mode_allowed():
+            super().ftp_EPRT(line)
+
+    def _active_mode_allowed(self) -> bool:
+        # Active mode has the server connect wherever the client says: whether that works or not
+        # answers "is this port open?" about the client's own address, a port scan from the server.
+        if not self.active_mode:
+            self.respond("502 Active mode (PORT/EPRT) is off here: use PASV or EPSV.")
+        return self.active_mode
 
     def ftp_PROT(self, line: str) -> None:
         # pyftpdlib checks PROT only at PASV/PORT: PROT C after PASV would send the file in the clear.
@@ -201,13 +279,19 @@ class GrantSession(TLS_FTPHandler):
 
     def on_disconnect(self) -> None:
         # A file opened but never sent (the data connection never came) still ends its transfer.
-        self._transfer_ended()
+        if self._file is not None:
+            self._file.close()
+        self._login_deadline.cancel()
         if self._counted:
             self._counted = False
-            self.sessions.closed()
+            self.sessions.closed(self.remote_ip, waiting=self._waiting_for_login)
 
     def on_login(self, username: str) -> None:
         assert self.permit is not None
+        self._login_deadline.cancel()
+        if self._waiting_for_login:  # once: REIN and a second login do not count it again
+            self._waiting_for_login = False
+            self.sessions.logged_in(self.remote_ip)
         self.bans.succeeded(self.remote_ip)
         secure = self._ssl_established or self.implicit
         log.log(logging.INFO if secure else logging.WARNING, "ftps login to grant %d from %s%s",
@@ -224,6 +308,11 @@ class GrantSession(TLS_FTPHandler):
 
     def open_file(self) -> StoredFile:
         assert self.permit is not None
+        if self._file is not None:
+            if self.data_channel is not None and self.data_channel.file_obj is self._file:
+                raise FilesystemError("a transfer is already running on the data connection")
+            # A RETR whose data connection never came: pyftpdlib forgets its file for this one, we end it.
+            self._file.close()
         # The grant is checked again for each transfer: a revocation ends what a session can fetch.
         try:
             self.permit = self.services.downloads.permit(self.permit.grant_id)
@@ -235,22 +324,19 @@ class GrantSession(TLS_FTPHandler):
         self._file = StoredFile(
             "/" + self.file_name, firmware.size,
             lambda start: iter(storage.read(firmware.storage_key, start, firmware.size - start)),
+            self._file_closed,
         )
         self._transfer = self.services.downloads.begin(self.permit, "ftps", self.remote_ip)
         return self._file
 
-    def on_file_sent(self, file: str) -> None:
-        self._transfer_ended()
-
-    def on_incomplete_file_sent(self, file: str) -> None:
-        self._transfer_ended()
-
-    def _transfer_ended(self) -> None:
-        stored, self._file = self._file, None
-        transfer, self._transfer = self._transfer, None
-        if stored is None or transfer is None:
+    def _file_closed(self, stored: StoredFile) -> None:
+        """The transfer of the file ends: pyftpdlib closed it (sent, aborted, refused) or the session did."""
+        if stored is not self._file or self._transfer is None:
             return
-        sent = self.data_channel.get_transmitted_bytes() if self.data_channel is not None else stored.bytes_read
+        transfer, self._file, self._transfer = self._transfer, None, None
+        channel = self.data_channel
+        # The data connection counts what went out on it; a file it never carried sent nothing.
+        sent = channel.get_transmitted_bytes() if channel is not None and channel.file_obj is stored else 0
         transfer.finish(stored.start, sent)
 
 
@@ -276,6 +362,7 @@ def make_handler(settings: Settings, services: Services, bans: Bans, sessions: S
     attributes: dict[str, Any] = {
         "services": services, "bans": bans, "sessions": sessions, "implicit": implicit, "ssl_context": context,
         "authorizer": GrantAuthorizer(services),
+        "active_mode": settings.ftps_active_mode, "login_timeout": settings.ftps_login_timeout,
         "tls_control_required": not settings.ftp_allow_plain, "tls_data_required": not settings.ftp_allow_plain,
         "masquerade_address": settings.ftps_masquerade_address,
     }
@@ -317,7 +404,8 @@ def open_servers(settings: Settings, services: Services) -> FtpsServers:
     if settings.log_level != "debug":
         logging.getLogger("pyftpdlib").setLevel(logging.WARNING)  # its command log names users; ours does not
     bans = Bans(failed_elsewhere=services.downloads.failed_logins)
-    context, loop, sessions = tls_context(settings, services), IOLoop(), Sessions(services.metrics)
+    sessions = Sessions(services.metrics, settings.ftps_unauthenticated_per_address, settings.ftps_unauthenticated)
+    context, loop = tls_context(settings, services), IOLoop()
     servers = []
     for port, implicit, name in ((settings.ftps_port, False, "FWREPO_FTPS_PORT"),
                                  (settings.ftps_implicit_port, True, "FWREPO_FTPS_IMPLICIT_PORT")):
@@ -329,6 +417,6 @@ def open_servers(settings: Settings, services: Services) -> FtpsServers:
                 server.close_all()
             raise SettingsError(name, f"cannot listen on {settings.ftps_host}:{port}: {error.strerror or error} "
                                 "(another fwrepo? set another port, or FWREPO_FTPS=false)") from None
-        listener.bans, listener.implicit = bans, implicit
+        listener.bans, listener.sessions, listener.implicit = bans, sessions, implicit
         servers.append(listener)
     return FtpsServers(*servers, sessions=sessions)
