@@ -8,9 +8,12 @@ and what is recorded. Each connection runs in its own thread
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import secrets
 import socket
+import struct
+import termios
 import threading
 import time
 from collections import Counter
@@ -41,6 +44,9 @@ CONTROL_IDLE_SECONDS = 120
 SESSIONS_PER_ADDRESS = 16
 BANNED = "421 Too many failed logins from your address; try again later."
 DATA_STALL_SECONDS = 60
+# After the file's last byte, how long a client may take to close the data connection; clients close it
+# as soon as they read the end, so this is only waited out by those that wait for 226 first.
+CLOSE_WAIT_SECONDS = 5
 # Commands that could change or reveal something beyond the one file are not spoken at all.
 UNSPOKEN = ("SITE", "SITE CHMOD", "SITE HELP", "SITE MFMT")
 
@@ -149,7 +155,109 @@ class _Listener(ThreadedFTPServer):
 
 
 class _DataChannel(TLS_DTPHandler):
+    """A data connection that, once it has handed a file's last byte to the network, waits for the client.
+
+    A client that read the file to its end closes its side cleanly (a FIN, a TLS close_notify); one whose
+    link dropped with the tail still in socket buffers resets the connection, or is never heard of again.
+    Only the first delivered the file, as far as the server can know; so does a client still connected
+    with every byte acknowledged when CLOSE_WAIT_SECONDS run out.
+    """
+
     timeout = DATA_STALL_SECONDS
+
+    def __init__(self, sock, cmd_channel) -> None:  # type: ignore[no-untyped-def]
+        self.delivered = False
+        self._waiting: Any = None  # the deadline of the wait for the client, while it runs
+        self._close_notify_pending = False
+        super().__init__(sock, cmd_channel)
+
+    def handle_close(self) -> None:
+        # pyftpdlib calls this when the file's last byte went into the socket, and when the connection fails.
+        if self._waiting is not None:
+            self._client_done(delivered=False)
+        elif self.file_obj is not None and not self.receive and not self.producer_fifo and not self._closed:
+            self._wait_for_client()
+        else:
+            super().handle_close()
+
+    def _wait_for_client(self) -> None:
+        if self._idler is not None:
+            self._idler.cancel()
+        self._waiting = self.ioloop.call_later(CLOSE_WAIT_SECONDS, self._client_silent, _errback=self.handle_error)
+        self._half_close()
+
+    def _half_close(self) -> None:
+        """Say the file ended (close_notify, then FIN), keeping the connection open to hear the client."""
+        try:
+            if isinstance(self.socket, SSL.Connection):
+                self.socket.shutdown()
+                self.socket.sock_shutdown(socket.SHUT_WR)
+            else:
+                self.socket.shutdown(socket.SHUT_WR)
+        except SSL.WantWriteError:
+            self._close_notify_pending = True  # the send buffer is full: again when it drains
+            self.modify_ioloop_events(self.ioloop.READ | self.ioloop.WRITE)
+            return
+        except (SSL.Error, OSError):
+            self._client_done(delivered=False)
+            return
+        self._close_notify_pending = False
+        self.modify_ioloop_events(self.ioloop.READ)
+
+    def readable(self) -> bool:
+        return self._waiting is not None or super().readable()
+
+    def writable(self) -> bool:
+        return self._close_notify_pending if self._waiting is not None else super().writable()
+
+    def handle_write_event(self) -> None:
+        if self._waiting is None:
+            super().handle_write_event()
+        elif self._close_notify_pending:
+            self._half_close()
+
+    def handle_read_event(self) -> None:
+        if self._waiting is None:
+            super().handle_read_event()
+            return
+        try:
+            data = self.socket.recv(4096)
+        except SSL.WantReadError:
+            return
+        except SSL.ZeroReturnError:  # its close_notify
+            self._client_done(delivered=True)
+            return
+        except SSL.SysCallError as error:  # a FIN without close_notify, or a reset
+            self._client_done(delivered=error.args[1] == "Unexpected EOF")
+            return
+        except (SSL.Error, OSError):
+            self._client_done(delivered=False)
+            return
+        if not data:  # a FIN: it read to the end and closed; anything else it sends is ignored
+            self._client_done(delivered=True)
+
+    def _client_silent(self) -> None:
+        self._client_done(delivered=_unacknowledged(self.socket) == 0)
+
+    def _client_done(self, delivered: bool) -> None:
+        if self._waiting is None:
+            return
+        self._waiting.cancel()
+        self._waiting = None
+        self.delivered = delivered
+        # Every byte was sent: 226 whatever became of them. Our close_notify went out already.
+        self.transfer_finished = True
+        self._resp = ("226 Transfer complete.", logging.getLogger("pyftpdlib").debug)
+        self._ssl_established = False
+        self.close()
+
+
+def _unacknowledged(connection: socket.socket | SSL.Connection) -> int:
+    """Bytes sent on the connection that the client's TCP has not acknowledged (Linux's SIOCOUTQ); -1 if unknown."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(connection.fileno(), termios.TIOCOUTQ, struct.pack("i", 0)))[0]
+    except OSError:
+        return -1
 
 
 class GrantSession(TLS_FTPHandler):
@@ -335,8 +443,13 @@ class GrantSession(TLS_FTPHandler):
             return
         transfer, self._file, self._transfer = self._transfer, None, None
         channel = self.data_channel
+        carried = isinstance(channel, _DataChannel) and channel.file_obj is stored
         # The data connection counts what went out on it; a file it never carried sent nothing.
-        sent = channel.get_transmitted_bytes() if channel is not None and channel.file_obj is stored else 0
+        sent = channel.get_transmitted_bytes() if carried else 0
+        if not (carried and channel.delivered):
+            # finish() takes a transfer that reached the image's end as delivered; this one is not known to be
+            # (see _DataChannel), so its last byte stays out of the record and the download does not count.
+            sent = min(sent, max(0, stored.size - stored.start - 1))
         transfer.finish(stored.start, sent)
 
 

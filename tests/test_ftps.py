@@ -682,3 +682,26 @@ def test_transfers_that_never_finish_leave_the_active_downloads_gauge(fwrepo: Fw
         assert eventually(lambda: active_ftps_downloads(fwrepo) == 0, 10), active_ftps_downloads(fwrepo)
     finally:
         idle.quit()
+
+
+def test_a_link_dropped_with_the_whole_image_in_flight_is_not_a_download(fwrepo: Fwrepo) -> None:
+    # Small enough that the server has handed all of it to socket buffers before the charger reads a third.
+    content = image(64 * 1024)
+    firmware, grant = ftps_grant(fwrepo, content)
+    first = session(fwrepo, grant["location"])
+    first.voidcmd("TYPE I")
+    data = first.transfercmd(f"RETR {firmware['filename']}")
+    received = b""
+    while len(received) < 20_000:
+        received += data.recv(20_000 - len(received))
+    data.close()  # with the rest unread: a reset, as a charger losing power sends
+    first.close()
+    resumed = session(fwrepo, grant["location"])
+    rest = io.BytesIO()
+    resumed.retrbinary(f"RETR {firmware['filename']}", rest.write, rest=len(received))
+    resumed.quit()
+    assert received + rest.getvalue() == content
+    assert eventually(lambda: grant_detail(fwrepo, grant["id"])["downloads_completed"] == 1)
+    downloads = [d for d in grant_detail(fwrepo, grant["id"])["downloads"] if d["refusal"] is None]
+    assert [d["completed"] for d in downloads] == [False, True]
+    assert login_reply(fwrepo, grant["location"]) == "530 Login incorrect."
