@@ -183,7 +183,8 @@ class _DataChannel(TLS_DTPHandler):
     def _wait_for_client(self) -> None:
         if self._idler is not None:
             self._idler.cancel()
-        self._waiting = self.ioloop.call_later(CLOSE_WAIT_SECONDS, self._client_silent, _errback=self.handle_error)
+        # Its own call_later: cancelled if the connection is closed first (ABOR, the session ending).
+        self._waiting = self.call_later(CLOSE_WAIT_SECONDS, self._client_silent)
         self._half_close()
 
     def _half_close(self) -> None:
