@@ -22,15 +22,20 @@ Opener = Callable[[int], Iterator[bytes]]
 
 
 class StoredFile:
-    """The firmware as pyftpdlib reads a file: seek to the REST offset once, then read blocks from storage."""
+    """The firmware as pyftpdlib reads a file: seek to the REST offset once, then read blocks from storage.
 
-    def __init__(self, name: str, size: int, open_at: Opener) -> None:
+    pyftpdlib closes the file however its transfer ends (sent, aborted, refused, the session gone);
+    on_closed is then told, once.
+    """
+
+    def __init__(self, name: str, size: int, open_at: Opener, on_closed: Callable[[StoredFile], None]) -> None:
         self.name = name
         self.size = size
         self.closed = False
         self.start = 0
         self.bytes_read = 0
         self._open_at = open_at
+        self._on_closed = on_closed
         self._blocks: Iterator[bytes] | None = None
         self._rest = b""
 
@@ -63,6 +68,7 @@ class StoredFile:
             close = getattr(self._blocks, "close", None)
             if close is not None:
                 close()
+            self._on_closed(self)
 
 
 class OneFileView(AbstractedFS):

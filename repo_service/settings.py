@@ -110,6 +110,7 @@ PORT = Kind("port", _port)
 PORT_RANGE = Kind("port range LOW-HIGH", _port_range)
 BYTES = Kind("bytes", _positive_int, "bytes")
 SECONDS = Kind("seconds", _positive_int, "seconds")
+COUNT = Kind("count", _positive_int)
 BOOLEAN = Kind("boolean", _boolean)
 HTTP_URL = Kind("URL", _http_url)
 DATABASE_URL = Kind("database URL", _database_url)
@@ -224,6 +225,14 @@ class Settings:
     ftps_masquerade_address: str | None = setting(None, optional(TEXT),
                                                   "address sent in PASV replies, for a server behind NAT")
     ftp_allow_plain: bool = setting(False, BOOLEAN, "accept FTP without TLS for legacy chargers (logged as a warning)")
+    ftps_active_mode: bool = setting(False, BOOLEAN, "accept active mode (PORT/EPRT), where the server connects to "
+                                     "the charger; off, since it lets any client make the server probe its own ports")
+    ftps_login_timeout: int = setting(30, SECONDS, "how long an FTPS connection may take to log in, TLS handshake "
+                                      "included")
+    ftps_unauthenticated_per_address: int = setting(8, COUNT, "FTPS connections one address may hold open before "
+                                                    "they log in (chargers behind one carrier NAT share an address)")
+    ftps_unauthenticated: int = setting(128, COUNT, "FTPS connections all addresses together may hold open before "
+                                        "they log in, so that idle ones cannot take every session")
     shutdown_grace: int = setting(30, SECONDS, "how long running downloads get to finish after SIGTERM")
     log_format: str = setting("", choice("text", "json"), "text, or json: one object per line with a request id",
                               "text; json with FWREPO_ENV=production")

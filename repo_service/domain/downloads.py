@@ -180,6 +180,7 @@ class Downloads:
         self._forged_pending = 0
         self._pending: list[DownloadAttempt] = []
         self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         # Set when a transfer gives reserved bytes back: they reach the database at once, not within the
         # second, so a charger resuming right after its link dropped finds its budget as it left it.
         self._give_back = threading.Event()
@@ -266,7 +267,10 @@ class Downloads:
 
     def _reserve(self, permit: Permit, length: int) -> None:
         # What this node's ended transfers give back may still be queued: then write it and ask once more.
-        if self._take(permit, length) or (self.flush() and self._take(permit, length)):
+        if self._take(permit, length):
+            return
+        self.flush()
+        if self._take(permit, length):
             return
         self._grant_cache.forget(permit.grant_id)
         raise DownloadRefused(Refusal.USED_UP, permit.grant_id, permit.charger_id)
@@ -340,21 +344,24 @@ class Downloads:
             self.flush()
 
     def flush(self) -> int:
-        with self._pending_lock:
-            attempts, self._pending = self._pending, []
-            dropped, self._forged_dropped, self._forged_pending = self._forged_dropped, 0, 0
-        if dropped:
-            log.warning("%d more forged download tokens were refused and not recorded one by one", dropped)
-        if not attempts:
-            return 0
-        try:
-            self._write(attempts)
-        except Exception:
-            # Keep them for the next round rather than lose records and counts.
+        """Write the queued records; when it returns, every record queued before the call is written
+        (one flush at a time: a caller never returns while another's batch is still on its way)."""
+        with self._flush_lock:
             with self._pending_lock:
-                self._pending[:0] = attempts
-            raise
-        return len(attempts)
+                attempts, self._pending = self._pending, []
+                dropped, self._forged_dropped, self._forged_pending = self._forged_dropped, 0, 0
+            if dropped:
+                log.warning("%d more forged download tokens were refused and not recorded one by one", dropped)
+            if not attempts:
+                return 0
+            try:
+                self._write(attempts)
+            except Exception:
+                # Keep them for the next round rather than lose records and counts.
+                with self._pending_lock:
+                    self._pending[:0] = attempts
+                raise
+            return len(attempts)
 
     def _write(self, attempts: list[DownloadAttempt]) -> None:
         completed: dict[int, int] = {}

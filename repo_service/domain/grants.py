@@ -32,6 +32,8 @@ MAX_BATCH = 10_000
 MAX_GRANT_ID = 2**31 - 1
 MAX_LOCATION = 255
 MAX_DOWNLOADS = (1, 1000)
+# An FTPS login is one-time: it delivers the image once (resumes included) unless the grant asks for more.
+FTPS_DEFAULT_MAX_DOWNLOADS = 1
 # After the charger's last retry it may still be mid-download; one hour covers a slow cellular link.
 RETRY_PLAN_MARGIN = timedelta(hours=1)
 DEFAULT_LIFETIME = timedelta(hours=24)
@@ -82,6 +84,11 @@ class GrantRecord:
 def retry_plan_end(retrieve_date: datetime, retries: int, retry_interval: int) -> datetime:
     """When a charger that starts at retrieve_date and uses every retry may still be downloading."""
     return retrieve_date + timedelta(seconds=retries * retry_interval) + RETRY_PLAN_MARGIN
+
+
+def default_max_downloads(protocol: str) -> int | None:
+    """The complete downloads a grant allows when its request does not say: one for an FTPS login, else no limit."""
+    return FTPS_DEFAULT_MAX_DOWNLOADS if protocol == "ftps" else None
 
 
 def parse_grant_request(
@@ -136,6 +143,7 @@ def parse_grant_request(
     if install_date is not None and install_date - now > max_lifetime:
         raise InvalidInput("install_date",
                            f"{rfc3339(install_date)} is further ahead than the {max_lifetime} a grant may live")
+    max_downloads = whole_number(document, "max_downloads", None, MAX_DOWNLOADS)
     return GrantRequest(
         firmware_id=firmware_id,
         charger_ids=charger_ids,
@@ -144,7 +152,7 @@ def parse_grant_request(
         expires_at=expires_at,
         retries=retries,
         retry_interval=retry_interval,
-        max_downloads=whole_number(document, "max_downloads", None, MAX_DOWNLOADS),
+        max_downloads=default_max_downloads(protocol) if max_downloads is None else max_downloads,
         install_date=install_date,
         ftps_mode=ftps_mode,
     )
@@ -222,10 +230,13 @@ class Grants:
         """Insert one grant per (charger, retrieve_date, expires_at) in the caller's transaction; their ids.
 
         An FTPS grant inserted without a login cannot be logged into until deliver() gives it one.
+        max_downloads None is the protocol's default (a campaign's FTPS grants are one-time logins too).
         """
         if not plan:
             return []  # a campaign wave that adds nobody (3 chargers in waves of 1 %, 2 %, 100 %)
         now = self.clock()
+        if max_downloads is None:
+            max_downloads = default_max_downloads(protocol)
         rows = [
             {
                 "firmware_id": firmware.id, "charger_id": charger_id, "protocol": protocol, "created_at": now,
