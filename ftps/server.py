@@ -46,6 +46,8 @@ DATA_STALL_SECONDS = 60
 # After the file's last byte, how long a client may take to close the data connection; clients close it
 # as soon as they read the end, so this is only waited out by those that wait for 226 first.
 CLOSE_WAIT_SECONDS = 5
+# How often a client that closed is checked for having acknowledged every byte: about a round trip.
+ACKNOWLEDGED_POLL_SECONDS = 0.02
 # Commands that could change or reveal something beyond the one file are not spoken at all.
 UNSPOKEN = ("SITE", "SITE CHMOD", "SITE HELP", "SITE MFMT")
 
@@ -156,10 +158,12 @@ class _Listener(ThreadedFTPServer):
 class _DataChannel(TLS_DTPHandler):
     """A data connection that, once it has handed a file's last byte to the network, waits for the client.
 
-    A client that read the file to its end closes its side cleanly (a FIN, a TLS close_notify); one whose
-    link dropped with the tail still in socket buffers resets the connection, or is never heard of again.
-    Only the first delivered the file, as far as the server can know; so does a client still connected
-    with every byte acknowledged when CLOSE_WAIT_SECONDS run out.
+    A client that read the file to its end closes its side cleanly (a FIN, a TLS close_notify) having
+    acknowledged every byte; one whose link dropped with the tail still in socket buffers resets the
+    connection, or is never heard of again, and one that closed before the end answers the bytes that
+    came after with a reset, never acknowledging them. Only the first delivered the file, as far as the
+    server can know; so does a client still connected with every byte acknowledged when
+    CLOSE_WAIT_SECONDS run out.
     """
 
     timeout = DATA_STALL_SECONDS
@@ -225,16 +229,34 @@ class _DataChannel(TLS_DTPHandler):
         except SSL.WantReadError:
             return
         except SSL.ZeroReturnError:  # its close_notify
-            self._client_done(delivered=True)
+            self._client_closed()
             return
         except SSL.SysCallError as error:  # a FIN without close_notify, or a reset
-            self._client_done(delivered=error.args[1] == "Unexpected EOF")
+            if error.args[1] == "Unexpected EOF":
+                self._client_closed()
+            else:
+                self._client_done(delivered=False)
             return
         except (SSL.Error, OSError):
             self._client_done(delivered=False)
             return
-        if not data:  # a FIN: it read to the end and closed; anything else it sends is ignored
+        if not data:  # a FIN; anything else it sends is ignored
+            self._client_closed()
+
+    def _client_closed(self) -> None:
+        # Its FIN may have crossed our last bytes: it delivered them only once it acknowledged them all.
+        self.del_channel()  # the end of the stream would be reported again and again
+        self._check_acknowledged()
+
+    def _check_acknowledged(self) -> None:
+        if self._waiting is None:
+            return
+        if _unacknowledged(self.socket) == 0:
             self._client_done(delivered=True)
+        elif self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):  # reset
+            self._client_done(delivered=False)
+        else:
+            self.call_later(ACKNOWLEDGED_POLL_SECONDS, self._check_acknowledged)
 
     def _client_silent(self) -> None:
         self._client_done(delivered=_unacknowledged(self.socket) == 0)
