@@ -1,4 +1,4 @@
-"""Running the app under uvicorn: per-connection buffers and access logs fit for download tokens."""
+"""Running the app under uvicorn: connections limited (``limits``) and access logs fit for download tokens."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from repo_service.errors import SettingsError
+from repo_service.http.limits import ConnectionLimits, limited_protocol
 from repo_service.settings import Settings
 
 # asyncio's TLS transport buffers up to 512 KiB per connection before it asks
@@ -24,12 +24,6 @@ WRITE_HIGH_WATER = 64 * 1024
 # uvicorn's own default: connections waiting to be accepted while the node is busy.
 BACKLOG = 2048
 _TOKEN_IN_PATH = re.compile(r"^/d/[^/?]*")
-
-
-class _BoundedWriteBuffers(HttpToolsProtocol):
-    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
-        super().connection_made(transport)
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
 
 class _RedactDownloadTokens(logging.Filter):
@@ -104,7 +98,8 @@ def serve(app: Starlette, settings: Settings, tls: dict[str, Any], listener: soc
         log_level=settings.log_level,
         log_config=None,  # its lines go through fwrepo's own handler: the same format and request ids
         server_header=False,
-        http=_BoundedWriteBuffers,
+        http=limited_protocol(ConnectionLimits.from_settings(settings, WRITE_HIGH_WATER)),
+        timeout_keep_alive=settings.http_keep_alive_timeout,
         timeout_graceful_shutdown=settings.shutdown_grace,
         backlog=BACKLOG,
         **tls,
