@@ -192,7 +192,8 @@ class Settings:
     http_header_timeout: int = setting(10, SECONDS, "time a connection gets to send a request's line and headers, "
                                        "counted from the TLS handshake or, on a kept-alive connection, from the "
                                        "request's first byte; then it is closed (408)")
-    http_keep_alive_timeout: int = setting(5, SECONDS, "how long a kept-alive connection may stay idle between requests")
+    http_keep_alive_timeout: int = setting(5, SECONDS,
+                                           "how long a kept-alive connection may stay idle between requests")
     http_max_connections_per_address: int = setting(2048, COUNT, "open HTTPS connections one client address (an "
                                                     "IPv6 /64) may hold; more are answered 503 and closed. Chargers "
                                                     "behind carrier NAT share one address: leave room for a wave of "
@@ -298,7 +299,8 @@ def _shown(value: Any, kind: Kind) -> str:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
-    units = {"bytes": ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")), "seconds": ((DAY, "day"), (3600, "hour"), (60, "minute"))}
+    units = {"bytes": ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")),
+             "seconds": ((DAY, "day"), (3600, "hour"), (60, "minute"))}
     for size, unit in units.get(kind.unit or "", ()):
         if value % size == 0:
             count = value // size
