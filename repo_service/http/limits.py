@@ -17,7 +17,7 @@ import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -98,14 +98,16 @@ class LimitedProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits]
     open_connections: ClassVar[Counter[str]]
 
-    _client_key: str | None = None
-    _head_deadline: asyncio.TimerHandle | None = None
-    _reading_head = False
-    _head_began_at = 0  # bytes fed before the chunk in which this head began
-    _bytes_fed = 0
-    _head_bytes = 0  # of the request line and the header fields completed so far
-    _head_fields = 0
-    _refused = False
+    def __init__(self, *arguments: Any, **options: Any) -> None:
+        super().__init__(*arguments, **options)
+        self._client_key: str | None = None
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._reading_head = False
+        self._bytes_fed = 0
+        self._head_began_at = 0  # bytes fed before the chunk in which this head began
+        self._head_bytes = 0  # of the request line and the header fields completed so far
+        self._head_fields = 0
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -184,9 +186,12 @@ class LimitedProtocol(HttpToolsProtocol):
         """Answer ``reply`` and close; the parser may still be mid-chunk, so its callbacks see ``_refused``."""
         self._refused = True
         self._disarm_head_deadline()
-        if not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        # A head pipelined behind a response still being sent gets no reply: it would land inside that one.
+        if self.cycle is None or self.cycle.response_complete:
             self.transport.write(reply)
-            self.transport.close()
+        self.transport.close()
 
     def _arm_head_deadline(self) -> None:
         self._head_deadline = self.loop.call_later(self.limits.head_timeout, self._head_deadline_passed)
