@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from repo_service.errors import SettingsError
 
 PREFIX = "FWREPO_"
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 GiB = 1024 * MiB
 DAY = 86400
 
@@ -110,6 +111,7 @@ PORT = Kind("port", _port)
 PORT_RANGE = Kind("port range LOW-HIGH", _port_range)
 BYTES = Kind("bytes", _positive_int, "bytes")
 SECONDS = Kind("seconds", _positive_int, "seconds")
+BYTES_PER_SECOND = Kind("bytes per second", _positive_int, "bytes")
 COUNT = Kind("count", _positive_int)
 BOOLEAN = Kind("boolean", _boolean)
 HTTP_URL = Kind("URL", _http_url)
@@ -180,6 +182,23 @@ class Settings:
     s3_part_size: int = setting(5 * MiB, BYTES, "bytes per S3 multipart part; smaller writes are one PUT "
                                 "(the default is the S3 minimum: least memory)")
     max_upload_bytes: int = setting(4 * GiB, BYTES, "largest firmware image accepted")
+    upload_min_rate: int = setting(16 * KiB, BYTES_PER_SECOND, "slowest an upload may arrive: each "
+                                   "FWREPO_UPLOAD_RATE_WINDOW spent waiting for the client must bring this many bytes "
+                                   "a second of it, or the upload is abandoned (422) and nothing stored")
+    upload_rate_window: int = setting(10, SECONDS, "the time over which FWREPO_UPLOAD_MIN_RATE is measured: a stalled "
+                                      "upload is abandoned after this long")
+    http_max_header_bytes: int = setting(16 * KiB, BYTES, "largest request line plus headers; more is refused with 431")
+    http_max_header_fields: int = setting(100, COUNT, "most header fields a request may have; more is refused with 431")
+    http_header_timeout: int = setting(10, SECONDS, "time a connection gets to send a request's line and headers, "
+                                       "counted from the TLS handshake or, on a kept-alive connection, from the "
+                                       "request's first byte; then it is closed (408)")
+    http_keep_alive_timeout: int = setting(5, SECONDS,
+                                           "how long a kept-alive connection may stay idle between requests")
+    http_max_connections_per_address: int = setting(2048, COUNT, "open HTTPS connections one client address (an "
+                                                    "IPv6 /64) may hold; more are answered 503 and closed. Chargers "
+                                                    "behind carrier NAT share one address: leave room for a wave of "
+                                                    "them; behind a proxy that terminates TLS every connection is the "
+                                                    "proxy's")
     log_level: str = setting("info", choice("debug", "info", "warning", "error"), "log level")
     env: str = setting("development", choice("development", "production"),
                        "production refuses development keys and secrets")
@@ -305,7 +324,8 @@ def _shown(value: Any, kind: Kind) -> str:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
-    units = {"bytes": ((GiB, "GiB"), (MiB, "MiB")), "seconds": ((DAY, "day"), (3600, "hour"), (60, "minute"))}
+    units = {"bytes": ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")),
+             "seconds": ((DAY, "day"), (3600, "hour"), (60, "minute"))}
     for size, unit in units.get(kind.unit or "", ()):
         if value % size == 0:
             count = value // size

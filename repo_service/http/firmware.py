@@ -19,12 +19,14 @@ from repo_service.domain.uploads import REQUIRED_FIELDS, UploadRequest, parse_up
 from repo_service.errors import InvalidInput, TooLarge
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
-from repo_service.http.forms import StreamingForm
+from repo_service.http.forms import RateFloor, StreamingForm
 from repo_service.http.streaming import firmware_response
 
 # Room for the form's boundaries, headers and metadata fields around the image.
 FORM_OVERHEAD = 2 * 1024 * 1024
-# More uploads than this wait (their clients slowed by backpressure) until one ends.
+# More uploads than this wait (their clients slowed by backpressure) until one ends. An upload
+# takes a thread only once its first block has arrived, and gives it up when its client falls
+# under FWREPO_UPLOAD_MIN_RATE: clients that trickle cannot hold every thread.
 UPLOADS_AT_ONCE = 8
 _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 _MAX_DIGITS = 19
@@ -65,7 +67,7 @@ async def upload(request: Request) -> Response:
     declared_length = request.headers.get("content-length")
     if declared_length and declared_length.isdigit() and int(declared_length) > limit + FORM_OVERHEAD:
         raise TooLarge("file", f"is larger than the {limit} bytes this repository accepts")
-    form = StreamingForm(request)
+    form = StreamingForm(request, RateFloor(services.settings.upload_min_rate, services.settings.upload_rate_window))
 
     def validate_early() -> None:
         # When the fields come before the file (the CLI sends them so), a bad
@@ -84,6 +86,7 @@ async def upload(request: Request) -> Response:
     async with anyio.create_task_group() as group:
         group.start_soon(form.feed)
         try:
+            await form.data_ready()
             outcome = await anyio.to_thread.run_sync(
                 lambda: services.uploads.upload(form.file_blocks(), describe, actor.performer),
                 limiter=_upload_threads(request),

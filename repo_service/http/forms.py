@@ -8,7 +8,9 @@ constant and a slow storage backend slows the client down (backpressure).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import anyio
 import anyio.from_thread
@@ -27,15 +29,31 @@ MAX_BOUNDARY = 70
 # of this size; the channel holds a few, so at most a few MiB are in flight.
 BLOCK = 1024 * 1024
 BLOCKS_IN_FLIGHT = 4
-IDLE_SECONDS = 10
 
 
 class UploadInterrupted(InvalidInput):
     """The body ended before the form did: the client went away or sent a broken form."""
 
 
+@dataclass(frozen=True)
+class RateFloor:
+    """The slowest a body may arrive: ``min_rate`` bytes a second over each ``window`` seconds spent waiting for it.
+
+    Only time spent waiting for the client counts, not time the upload waits
+    for storage (backpressure). A window that brought enough starts the next
+    one at once, without credit: a burst then a stall is abandoned one window later.
+    """
+
+    min_rate: int
+    window: float
+
+    @property
+    def quota(self) -> int:
+        return int(self.min_rate * self.window)
+
+
 class StreamingForm:
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, floor: RateFloor) -> None:
         content_type, params = parse_options_header(request.headers.get("content-type", ""))
         if content_type != b"multipart/form-data" or not params.get(b"boundary"):
             raise InvalidInput("Content-Type", "must be multipart/form-data with a boundary (as curl -F sends)")
@@ -43,6 +61,7 @@ class StreamingForm:
             raise InvalidInput("Content-Type",
                                f"the boundary must be at most {MAX_BOUNDARY} characters (RFC 2046 §5.1.1)")
         self.request = request
+        self.floor = floor
         self.fields: dict[str, list[str]] = {}
         self.filename: str | None = None
         self.file_seen = False
@@ -70,6 +89,7 @@ class StreamingForm:
             },
         )
         self._send, self._receive = anyio.create_memory_object_stream[bytes | BaseException](BLOCKS_IN_FLIGHT)
+        self._first_item = anyio.Event()
         self.on_file_start = lambda: None
 
     async def feed(self) -> None:
@@ -85,35 +105,56 @@ class StreamingForm:
                 await self._fail(UploadInterrupted("body", "the client disconnected before the upload ended"))
             except Exception as error:  # handed to the storage thread so that it aborts the write
                 await self._fail(error)
+            finally:
+                self._first_item.set()
+
+    async def data_ready(self) -> None:
+        """Wait until there are file bytes for the storage side, or the body has ended or failed.
+
+        An upload takes one of the few upload threads only then: a client that
+        trickles its first block holds an event-loop task, not a thread.
+        """
+        await self._first_item.wait()
 
     async def _read_body(self) -> None:
         body = self.request.stream().__aiter__()
+        waited, received = 0.0, 0
         while True:
+            began = time.monotonic()
             try:
-                # A client that sends nothing for this long has gone, whether or not
-                # its connection says so: abort rather than hold a storage thread.
-                with anyio.fail_after(IDLE_SECONDS):
+                # A client that sends too little for this long has gone or is holding the upload
+                # open on purpose, whether or not its connection says so: abandon it.
+                with anyio.fail_after(self.floor.window - waited):
                     chunk = await body.__anext__()
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                raise UploadInterrupted("body", f"no data for {IDLE_SECONDS} s: upload abandoned") from None
+                raise UploadInterrupted("body", f"{received} bytes in {self.floor.window:g} s, under the "
+                                        f"{self.floor.min_rate} bytes/s an upload must keep: abandoned") from None
+            waited += time.monotonic() - began
+            received += len(chunk)
+            if received >= self.floor.quota:
+                waited, received = 0.0, 0
             if chunk:
                 self._parser.write(chunk)
             while len(self._pending) >= BLOCK:
                 with memoryview(self._pending) as pending:
                     block = bytes(pending[:BLOCK])  # one copy, not a slice and then a copy
                 del self._pending[:BLOCK]
-                await self._send.send(block)
+                await self._send_item(block)
         if not self._ended:
             raise UploadInterrupted("body", "the multipart body ended before its closing boundary")
         if self._pending:
-            await self._send.send(bytes(self._pending))
+            await self._send_item(bytes(self._pending))
             self._pending.clear()
+
+    async def _send_item(self, item: bytes | BaseException) -> None:
+        await self._send.send(item)
+        self._first_item.set()
 
     async def _fail(self, error: Exception) -> None:
         try:
-            await self._send.send(error)
+            await self._send_item(error)
         except anyio.BrokenResourceError:
             pass
 

@@ -1,4 +1,4 @@
-"""Running the app under uvicorn: per-connection buffers and access logs fit for download tokens."""
+"""Running the app under uvicorn: connections limited (``limits``) and access logs fit for download tokens."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from repo_service.errors import SettingsError
-from repo_service.http.delivery import EXTENSION, DeliveryProbe
+from repo_service.http.limits import ConnectionLimits, limited_protocol
 from repo_service.settings import Settings
 
 # asyncio's TLS transport buffers up to 512 KiB per connection before it asks
@@ -25,30 +24,6 @@ WRITE_HIGH_WATER = 64 * 1024
 # uvicorn's own default: connections waiting to be accepted while the node is busy.
 BACKLOG = 2048
 _TOKEN_IN_PATH = re.compile(r"^/d/[^/?]*")
-
-
-class _BoundedWriteBuffers(HttpToolsProtocol):
-    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
-        super().connection_made(transport)
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-
-    def on_headers_complete(self) -> None:
-        # Before the request's cycle starts: a download's body asks it whether its last byte arrived.
-        self._probe = self.scope.setdefault("extensions", {})[EXTENSION] = DeliveryProbe(self.transport)
-        super().on_headers_complete()
-
-    def eof_received(self) -> None:
-        # The client closed: whether everything had left for it is known now.
-        probe = getattr(self, "_probe", None)
-        if probe is not None:
-            probe.ended(None)
-        super().eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        probe = getattr(self, "_probe", None)
-        if probe is not None:
-            probe.ended(exc)
-        super().connection_lost(exc)
 
 
 class _RedactDownloadTokens(logging.Filter):
@@ -123,7 +98,8 @@ def serve(app: Starlette, settings: Settings, tls: dict[str, Any], listener: soc
         log_level=settings.log_level,
         log_config=None,  # its lines go through fwrepo's own handler: the same format and request ids
         server_header=False,
-        http=_BoundedWriteBuffers,
+        http=limited_protocol(ConnectionLimits.from_settings(settings, WRITE_HIGH_WATER)),
+        timeout_keep_alive=settings.http_keep_alive_timeout,
         timeout_graceful_shutdown=settings.shutdown_grace,
         backlog=BACKLOG,
         **tls,
