@@ -33,7 +33,6 @@ class StoredFile:
         self.size = size
         self.closed = False
         self.start = 0
-        self.bytes_read = 0
         self._open_at = open_at
         self._on_closed = on_closed
         self._blocks: Iterator[bytes] | None = None
@@ -55,12 +54,7 @@ class StoredFile:
             data, self._rest = self._rest, b""
         else:
             data, self._rest = self._rest[:size], self._rest[size:]
-        self.bytes_read += len(data)
         return data
-
-    @property
-    def reached_end(self) -> bool:
-        return self.start + self.bytes_read == self.size
 
     def close(self) -> None:
         if not self.closed:
