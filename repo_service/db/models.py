@@ -150,6 +150,10 @@ class Grant(SQLModel, table=True):
     # FTPS grants: SHA-256 of the one-time user name and password, never the values themselves.
     login_hash: str | None = Field(default=None, sa_column=Column(String(64), nullable=True, unique=True))
     password_hash: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    # "client_certificate": a download needs a TLS client certificate from FWREPO_CHARGER_CA naming this
+    # charger, by charger_serial when the CSMS gave one (OCPP puts the serial number in the CN), else its id.
+    bind: str | None = Field(default=None, max_length=24)
+    charger_serial: str | None = Field(default=None, max_length=64)
 
 
 class DownloadRecord(SQLModel, table=True):
@@ -206,6 +210,7 @@ class Campaign(SQLModel, table=True):
     thresholds: list[float] = Field(sa_column=Column(JSON, nullable=False))
     window_start: str | None = Field(default=None, max_length=5)
     window_end: str | None = Field(default=None, max_length=5)
+    bind: str | None = Field(default=None, max_length=24)
     # running, paused, halted, cancelled, completed; current_wave counts from 0.
     status: str = Field(max_length=16)
     status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -230,6 +235,8 @@ class CampaignCharger(SQLModel, table=True):
     model: str | None = Field(default=None, max_length=50)
     hardware_revision: str | None = Field(default=None, max_length=50)
     time_zone: str = Field(max_length=64)
+    # The name its client certificate carries, for a campaign whose grants are bound to one.
+    serial: str | None = Field(default=None, max_length=64)
     wave: int | None = Field(default=None)
     skip_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     grant_id: int | None = Field(default=None, sa_column=Column(ForeignKey("grant.id"), nullable=True, index=True))
