@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 from pyftpdlib.authorizers import AuthenticationFailed
 from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
@@ -34,7 +35,7 @@ from repo_service.errors import SettingsError
 from repo_service.metrics import Metrics
 from repo_service.services import Services
 from repo_service.settings import Settings
-from repo_service.tls import ftps_tls_files
+from repo_service.tls import DATE_ERRORS, ftps_tls_files
 
 log = logging.getLogger("fwrepo.ftps")
 PERMISSIONS = "elr"  # change directory (to / only), list, retrieve
@@ -104,7 +105,7 @@ class GrantAuthorizer:
 
     def validate_authentication(self, username: str, password: str, handler: GrantSession) -> None:
         try:
-            handler.permit = self.downloads.login(username, password)
+            handler.permit = self.downloads.login(username, password, peer_certificate(handler.socket))
         except DownloadRefused as refusal:
             handler.refused(refusal)
             # The same words whatever the reason: a login says nothing about the grant behind it.
@@ -173,6 +174,37 @@ class _DataChannel(TLS_DTPHandler):
         self._waiting: Any = None  # the deadline of the wait for the client, while it runs
         self._close_notify_pending = False
         super().__init__(sock, cmd_channel)
+
+    def _bound(self) -> bool:
+        permit = self.cmd_channel.permit
+        return permit is not None and permit.bound
+
+    def initiate_send(self) -> None:
+        # pyOpenSSL finishes a handshake inside the first write, and would send a bound grant's file before
+        # handle_ssl_established has seen the client's certificate: those bytes wait for it.
+        if self._ssl_requested and not self._ssl_established and self._bound():
+            return
+        super().initiate_send()
+
+    def handle_ssl_established(self) -> None:
+        # A grant bound to the charger's certificate is fetched on a data connection of that same
+        # certificate: one handed to another client (a proxy, a stolen login) must not carry the file.
+        if not self._bound():
+            return
+        session = self.cmd_channel
+        permit = session.permit
+        control = peer_certificate(session.socket)
+        if control is not None and peer_certificate(self.socket) == control:
+            if self.producer_fifo:  # a RETR came before the handshake ended: its file may go now
+                self.initiate_send()
+            return
+        session.services.downloads.refuse(
+            DownloadRefused(Refusal.WRONG_CHARGER if peer_certificate(self.socket) else Refusal.NO_CERTIFICATE,
+                            permit.grant_id, permit.charger_id), "ftps", session.remote_ip)
+        if self.file_obj is not None:  # a RETR waits for this connection: it gets the answer
+            self._resp = ("425 The data connection must present the control connection's certificate.",
+                          logging.getLogger("pyftpdlib").warning)
+        self.close()
 
     def handle_close(self) -> None:
         # pyftpdlib calls this when the file's last byte went into the socket, and when the connection fails.
@@ -272,6 +304,14 @@ class _DataChannel(TLS_DTPHandler):
         self._resp = ("226 Transfer complete.", logging.getLogger("pyftpdlib").debug)
         self._ssl_established = False
         self.close()
+
+
+def peer_certificate(connection: object) -> bytes | None:
+    """The DER client certificate a TLS connection presented; None for none, or for plain text."""
+    if not isinstance(connection, SSL.Connection):
+        return None
+    certificate = connection.get_peer_certificate(as_cryptography=True)
+    return certificate.public_bytes(Encoding.DER) if certificate is not None else None
 
 
 def _unacknowledged(connection: socket.socket | SSL.Connection) -> int:
@@ -449,7 +489,7 @@ class GrantSession(TLS_FTPHandler):
         start = self._restart_position
         if start <= self.permit.firmware.size:  # beyond it, pyftpdlib answers 554 and nothing is sent
             try:
-                self.permit = self.services.downloads.permit(self.permit.grant_id)
+                self.permit = self.services.downloads.permit(self.permit.grant_id, peer_certificate(self.socket))
                 self._transfer = self.services.downloads.begin(
                     self.permit, "ftps", self.remote_ip, start, self.permit.firmware.size - start)
             except DownloadRefused as refusal:
@@ -501,6 +541,11 @@ def tls_context(settings: Settings, services: Services) -> SSL.Context:
     # Clients that insist the data connection resume the control connection's TLS session find it cached.
     context.set_session_id(b"fwrepo-ftps")
     context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    if settings.charger_ca is not None:
+        # Asked of every client, required only by bound grants; dates are judged with the grant (repo_service/tls.py).
+        context.load_verify_locations(str(settings.charger_ca))
+        context.set_verify(SSL.VERIFY_PEER, lambda _connection, _certificate, error, _depth, ok:
+                           bool(ok) or error in DATE_ERRORS)
     return context
 
 

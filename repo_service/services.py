@@ -15,6 +15,7 @@ from repo_service.domain.campaigns import Campaigns
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clients import Clients
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.charger_certificates import ChargerCertificates
 from repo_service.domain.downloads import Downloads
 from repo_service.domain.ftp_logins import FtpsEndpoint
 from repo_service.domain.grants import Grants
@@ -81,9 +82,12 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     signers = Signers(database, audit, clock)
     catalog = Catalog(database, open_storage(settings), signing_keys, revocations, clock)
     tokens = TokenSigner(token_secret(settings))
+    certificates = (ChargerCertificates(settings.charger_ca, settings.charger_crl, settings.charger_ocsp, clock)
+                    if settings.charger_ca is not None else None)
     grants = Grants(database, catalog, tokens, revocations, audit, settings.public_url,
-                    timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings))
-    downloads = Downloads(database, catalog, tokens, revocations, audit, clock)
+                    timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings),
+                    certificate_binding=certificates is not None)
+    downloads = Downloads(database, catalog, tokens, revocations, audit, clock, certificates)
     jobs = UpdateJobs(database, catalog, downloads, timedelta(seconds=settings.job_timeout),
                       timedelta(seconds=settings.retry_grace), clock)
     campaigns = Campaigns(database, grants, jobs, clock)

@@ -76,6 +76,15 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _ocsp(value: str) -> str:
+    if value.strip() == "aia":
+        return "aia"
+    try:
+        return _http_url(value)
+    except ValueError:
+        raise ValueError(f"expected aia or an http:// URL of an OCSP responder, got {value!r}") from None
+
+
 def _database_url(value: str) -> str:
     scheme = value.split(":", 1)[0]
     # Operators write the libpq form; SQLAlchemy needs to be told to use psycopg 3.
@@ -116,6 +125,7 @@ COUNT = Kind("count", _positive_int)
 BOOLEAN = Kind("boolean", _boolean)
 HTTP_URL = Kind("URL", _http_url)
 DATABASE_URL = Kind("database URL", _database_url)
+OCSP = Kind("aia or URL", _ocsp)
 
 
 def choice(*allowed: str) -> Kind:
@@ -225,6 +235,15 @@ class Settings:
                                     "a development certificate in DATA_DIR/tls")
     tls_key: Path | None = setting(None, optional(PATH), "PEM private key for HTTPS",
                                    "the development certificate's key")
+    charger_ca: Path | None = setting(None, optional(PATH), "PEM bundle of the CA (and intermediate) certificates "
+                                      "that issue chargers' TLS client certificates; grants with \"bind\": "
+                                      "\"client_certificate\" need it", "none: such grants are refused")
+    charger_crl: Path | None = setting(None, optional(PATH), "CRL file (PEM, several allowed, or DER) of the charger "
+                                       "CA, read again when it changes; a stale one refuses bound downloads",
+                                       "no CRL check")
+    charger_ocsp: str | None = setting(None, optional(OCSP), "ask an OCSP responder about each charger certificate: "
+                                       "its URL, or aia for the one the certificate names; no answer refuses",
+                                       "no OCSP check")
     download_mode: str = setting("stream", choice("stream", "redirect"),
                                  "stream the bytes, or redirect to a short-lived S3 presigned URL")
     ftps: bool = setting(True, BOOLEAN, "run the FTPS server inside fwrepo serve")
@@ -415,6 +434,9 @@ def _check_consistency(settings: Settings) -> None:
         raise SettingsError("FWREPO_TOKEN_SECRET", "required when FWREPO_ENV=production (the same on every node)")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("FWREPO_TLS_KEY", "FWREPO_TLS_CERT and FWREPO_TLS_KEY go together")
+    for name in ("charger_crl", "charger_ocsp"):
+        if getattr(settings, name) is not None and settings.charger_ca is None:
+            raise SettingsError(f"FWREPO_{name.upper()}", "needs FWREPO_CHARGER_CA (the CA whose certificates it checks)")
     if settings.download_mode == "redirect" and settings.storage != "s3":
         raise SettingsError("FWREPO_DOWNLOAD_MODE", "redirect needs FWREPO_STORAGE=s3 (it redirects to S3 presigned URLs)")
     if len(settings.public_url) > 120:

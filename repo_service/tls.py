@@ -11,6 +11,12 @@ from repo_service.domain.owner_files import write_private
 from repo_service.settings import Settings
 
 DEVELOPMENT_HOSTS = ("localhost", "127.0.0.1", "::1")
+# With FWREPO_CHARGER_CA, the handshakes (HTTPS and FTPS) ask for a client certificate and check its chain,
+# but not its dates: an expired charger certificate must reach the download, to be refused there with its
+# reason in the grant's records (domain/charger_certificates.py). OpenSSL's X509_V_FLAG_NO_CHECK_TIME, which
+# Python's ssl passes through though it has no name for it; pyOpenSSL's verify callback forgives these errors:
+NO_CHECK_TIME = 0x200000
+DATE_ERRORS = (9, 10)  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
 
 
 @dataclass(frozen=True)

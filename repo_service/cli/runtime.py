@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,8 @@ def _serve(arguments: argparse.Namespace) -> None:
             announce(settings, f"  development TLS certificate; verify it with: curl --cacert {files.development_ca}")
         tls = {"ssl_certfile": str(files.certificate), "ssl_keyfile": str(files.key),
                "ssl_keyfile_password": files.key_password}
+        if settings.charger_ca is not None:  # asked of every client, required only by bound grants
+            tls |= {"ssl_ca_certs": str(settings.charger_ca), "ssl_cert_reqs": ssl.CERT_OPTIONAL}
     if not services.clients.list():
         announce(settings, "  no API clients yet: create one with `fwrepo clients create --name NAME --role admin`")
     ftps = _started_ftps(settings, services) if settings.ftps else None

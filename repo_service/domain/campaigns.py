@@ -26,7 +26,9 @@ from repo_service.domain.audit import Performer
 from repo_service.domain.background import repeating
 from repo_service.domain.catalog import FirmwareRecord
 from repo_service.domain.clock import Clock, utc_now
-from repo_service.domain.documents import charger_id, protocol_and_mode, refuse_unknown, required_string, retry_plan
+from repo_service.domain.documents import (
+    binding, charger_id, protocol_and_mode, refuse_unknown, required_string, retry_plan,
+)
 from repo_service.domain.grants import DEFAULT_LIFETIME, RETRY_PLAN_MARGIN, GrantRecord, Grants, retry_plan_end
 from repo_service.domain.update_jobs import FAILURES, Job, JobState, UpdateJobs
 from repo_service.domain.versions import parse_version
@@ -63,6 +65,7 @@ class ChargerEntry:
     model: str | None
     hardware_revision: str | None
     time_zone: str
+    serial: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class CampaignRequest:
     window: tuple[str, str] | None
     retries: int
     retry_interval: int
+    bind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ class CampaignReport:
 
 def parse_campaign_request(document: Mapping[str, Any]) -> CampaignRequest:
     known = {"firmware_id", "chargers", "protocol", "ftps_mode", "waves", "failure_threshold", "window",
-             "retries", "retry_interval"}
+             "retries", "retry_interval", "bind"}
     refuse_unknown(document, known)
     firmware_id = required_string(document, "firmware_id")
     raw_chargers = document.get("chargers")
@@ -154,14 +158,21 @@ def parse_campaign_request(document: Mapping[str, Any]) -> CampaignRequest:
     thresholds = _thresholds(document.get("failure_threshold", DEFAULT_THRESHOLD), len(waves))
     window = _window(document["window"]) if "window" in document else None
     retries, retry_interval = retry_plan(document)
+    bind = binding(document)
+    if bind is None:
+        serial = next((index for index, charger in enumerate(chargers) if charger.serial is not None), None)
+        if serial is not None:
+            raise InvalidInput(f"chargers[{serial}].serial",
+                               'names what a client certificate carries: it needs "bind": "client_certificate"')
     return CampaignRequest(firmware_id, chargers, protocol, ftps_mode, waves, thresholds, window, retries,
-                           retry_interval)
+                           retry_interval, bind)
 
 
 def _charger(entry: object, prefix: str) -> ChargerEntry:
     if not isinstance(entry, Mapping):
         raise InvalidInput(prefix.rstrip("."), "must be an object with charger_id and current_version")
-    refuse_unknown(entry, ("charger_id", "current_version", "model", "hardware_revision", "time_zone"), prefix)
+    refuse_unknown(entry, ("charger_id", "current_version", "model", "hardware_revision", "time_zone", "serial"),
+                   prefix)
     identity = charger_id(entry.get("charger_id"), prefix + "charger_id")
     version = entry.get("current_version")
     if not isinstance(version, str) or not 1 <= len(version) <= 50:
@@ -177,7 +188,8 @@ def _charger(entry: object, prefix: str) -> ChargerEntry:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(prefix + "time_zone", f"{zone!r} is not an IANA time zone such as Europe/Berlin") from None
-    return ChargerEntry(identity, version, entry.get("model"), entry.get("hardware_revision"), zone)
+    serial = charger_id(entry["serial"], prefix + "serial") if "serial" in entry else None
+    return ChargerEntry(identity, version, entry.get("model"), entry.get("hardware_revision"), zone, serial)
 
 
 def _waves(raw: object) -> tuple[str | int, ...]:
@@ -314,6 +326,7 @@ class Campaigns:
     def create(self, request: CampaignRequest, by: Performer) -> CampaignReport:
         firmware = self.grants.grantable(request.firmware_id)
         self.grants.require_protocol(request.protocol)
+        self.grants.require_binding(request.bind)
         # The longest a grant may wait for its window (a day) plus the charger's whole retry plan.
         longest = timedelta(days=1, seconds=request.retries * request.retry_interval) + RETRY_PLAN_MARGIN
         if longest > self.grants.max_lifetime:
@@ -332,7 +345,7 @@ class Campaigns:
                 retries=request.retries, retry_interval=request.retry_interval, wave_ends=ends,
                 thresholds=list(request.thresholds), window_start=request.window[0] if request.window else None,
                 window_end=request.window[1] if request.window else None, status=CampaignStatus.RUNNING.value,
-                current_wave=0, created_at=self.clock(), created_by=by.client_id,
+                current_wave=0, created_at=self.clock(), created_by=by.client_id, bind=request.bind,
             ))
             session.flush()
             members, position = [], 0
@@ -345,7 +358,7 @@ class Campaigns:
                     campaign_id=campaign_id, position=index, charger_id=charger.charger_id,
                     current_version=charger.current_version, model=charger.model,
                     hardware_revision=charger.hardware_revision, time_zone=charger.time_zone, wave=wave,
-                    skip_reason=reason,
+                    skip_reason=reason, serial=charger.serial,
                 ))
             session.add_all(members)
             session.flush()
@@ -368,7 +381,8 @@ class Campaigns:
             plan_end = retry_plan_end(retrieve, campaign.retries, campaign.retry_interval)
             plan.append((member.charger_id, retrieve, max(now + DEFAULT_LIFETIME, plan_end)))
         ids = self.grants.insert(session, firmware, plan, protocol=campaign.protocol, retries=campaign.retries,
-                                 retry_interval=campaign.retry_interval, created_by=campaign.created_by)
+                                 retry_interval=campaign.retry_interval, created_by=campaign.created_by,
+                                 bind=campaign.bind, serials=[member.serial for member in members])
         for member, grant_id, (_, retrieve, _) in zip(members, ids, plan, strict=True):
             member.grant_id, member.state, member.granted_at = grant_id, JobState.GRANTED.value, now
             member.due_at = max(now, retrieve) + self.jobs.timeout

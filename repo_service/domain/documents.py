@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from repo_service.domain.charger_certificates import BINDINGS
 from repo_service.domain.clock import parse_moment
 from repo_service.domain.ftp_logins import MODES as FTPS_MODES
 from repo_service.errors import InvalidInput
@@ -72,6 +73,16 @@ def charger_id(value: object, field: str) -> str:
     if len(value) > MAX_CHARGER_ID or not (value.isascii() and value.isprintable()) or value != value.strip():
         raise InvalidInput(field, f"{value[:80]!r} must be 1-{MAX_CHARGER_ID} printable ASCII characters "
                                   "without surrounding spaces")
+    return value
+
+
+def binding(document: Mapping[str, Any]) -> str | None:
+    """What a download must show besides its location: nothing, or the charger's client certificate."""
+    if "bind" not in document:
+        return None
+    value = document["bind"]
+    if value not in BINDINGS:
+        raise InvalidInput("bind", f"must be one of {', '.join(BINDINGS)}, got {_shown(value)}")
     return value
 
 

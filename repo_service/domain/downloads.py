@@ -13,6 +13,9 @@ a crash (a reservation is never given back then), at most N x size + size/2 byte
 never N + 1 whole copies. A charger that resumes where its link dropped is never refused for it.
 Separately, a copy counts as completed (downloads_completed) when its last byte reached the client as
 far as the server can know, and a grant with N completed copies opens no more transfers.
+
+A grant bound to the charger's client certificate opens only for that certificate (charger_certificates.py):
+the adapters pass what the TLS connection presented to authorize, login and permit.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import insert, update
 from sqlmodel import col, func, select
@@ -42,6 +45,9 @@ from repo_service.domain.recent import Recent
 from repo_service.domain.revocations import Revocations
 from repo_service.domain.tokens import InvalidToken, TokenSigner
 from repo_service.errors import FwrepoError
+
+if TYPE_CHECKING:  # charger_certificates needs Refusal from here
+    from repo_service.domain.charger_certificates import ChargerCertificates
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,13 @@ class Refusal(StrEnum):
     USED_UP = "used_up"
     UNSIGNED = "unsigned"
     BANNED = "banned"  # an FTPS address after repeated failed logins
+    # A grant bound to the charger's client certificate, asked without it or with one that does not do.
+    NO_CERTIFICATE = "no_certificate"
+    WRONG_CHARGER = "wrong_charger"
+    CERT_EXPIRED = "cert_expired"
+    CERT_REVOKED = "cert_revoked"
+    # Not issued for TLS clients, issuer not in FWREPO_CHARGER_CA, or revocation status not to be had.
+    CERT_UNVERIFIED = "cert_unverified"
 
 
 class DownloadRefused(FwrepoError):
@@ -81,6 +94,8 @@ class Permit:
     charger_id: str
     firmware: FirmwareRecord
     max_downloads: int | None = None
+    # Opened by the charger's own certificate: the bytes must go over that connection, not a presigned URL.
+    bound: bool = False
 
 
 def byte_budget(max_downloads: int, size: int) -> int:
@@ -167,8 +182,9 @@ class Transfer:
 
 class Downloads:
     def __init__(self, database: Database, catalog: Catalog, tokens: TokenSigner, revocations: Revocations,
-                 audit: Audit, clock: Clock = utc_now) -> None:
+                 audit: Audit, clock: Clock = utc_now, certificates: ChargerCertificates | None = None) -> None:
         self.database = database
+        self.certificates = certificates
         self.catalog = catalog
         self.tokens = tokens
         self.audit = audit
@@ -188,26 +204,28 @@ class Downloads:
 
     # -- opening a download ------------------------------------------------------------------
 
-    def authorize(self, token: str) -> Permit:
-        """Open an HTTPS download: the token first (no database), then the grant's state (cached briefly)."""
+    def authorize(self, token: str, certificate: bytes | None = None) -> Permit:
+        """Open an HTTPS download: the token first (no database), then the grant's state (cached briefly).
+
+        ``certificate`` is the DER client certificate of the TLS connection, if it presented one."""
         try:
             claims = self.tokens.verify(token)
         except InvalidToken:
             raise DownloadRefused(Refusal.FORGED) from None
         if claims.expires_at <= self.clock():
             raise DownloadRefused(Refusal.EXPIRED, claims.grant_id)
-        return self.permit(claims.grant_id)
+        return self.permit(claims.grant_id, certificate)
 
-    def login(self, user: str, password: str) -> Permit:
+    def login(self, user: str, password: str, certificate: bytes | None = None) -> Permit:
         """Open an FTPS session: the one-time login of an FTPS grant, then the grant's state."""
         with self.database.session() as session:
             row = session.exec(select(Grant).where(col(Grant.login_hash) == digest(user))).first()
         if row is None or row.password_hash is None or not hmac.compare_digest(row.password_hash, digest(password)):
             raise DownloadRefused(Refusal.FORGED)
         assert row.id is not None
-        return self.permit(row.id)
+        return self.permit(row.id, certificate)
 
-    def permit(self, grant_id: int) -> Permit:
+    def permit(self, grant_id: int, certificate: bytes | None = None) -> Permit:
         """What the grant opens now; DownloadRefused, whose reason only the audit sees, when nothing."""
         state = self._state(grant_id)
         if state is None:
@@ -223,8 +241,14 @@ class Downloads:
             raise DownloadRefused(Refusal.YANKED, grant_id, grant.charger_id)
         if firmware.signature is None:
             raise DownloadRefused(Refusal.UNSIGNED, grant_id, grant.charger_id)
+        if grant.bind is not None:
+            # Checked on every request, not cached: a certificate revoked since the last one must not pass.
+            refusal = (self.certificates.refusal(certificate, grant.charger_serial or grant.charger_id)
+                       if self.certificates is not None else Refusal.CERT_UNVERIFIED)
+            if refusal is not None:
+                raise DownloadRefused(refusal, grant_id, grant.charger_id)
         return Permit(grant_id=grant_id, charger_id=grant.charger_id, firmware=firmware,
-                      max_downloads=grant.max_downloads)
+                      max_downloads=grant.max_downloads, bound=grant.bind is not None)
 
     def _state(self, grant_id: int) -> tuple[Grant, FirmwareRecord] | None:
         """The grant and its firmware as the database has them, at most STATUS_CACHE_SECONDS old.

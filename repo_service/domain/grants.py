@@ -20,7 +20,7 @@ from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status
 from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.domain.documents import (
-    charger_id, moment, protocol_and_mode, refuse_unknown, required_string, retry_plan, whole_number,
+    binding, charger_id, moment, protocol_and_mode, refuse_unknown, required_string, retry_plan, whole_number,
 )
 from repo_service.domain.ftp_logins import FtpLogin, FtpsEndpoint
 from repo_service.domain.revocations import Revocations
@@ -60,6 +60,9 @@ class GrantRequest:
     max_downloads: int | None
     install_date: datetime | None
     ftps_mode: str | None = None
+    bind: str | None = None
+    # One per charger id: the name its client certificate carries when that is not the id (OCPP: its serial).
+    charger_serials: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class GrantRecord:
     revoked_at: datetime | None
     revoke_reason: str | None
     install_date: datetime | None = None
+    bind: str | None = None
+    charger_serial: str | None = None
 
 
 def retry_plan_end(retrieve_date: datetime, retries: int, retry_interval: int) -> datetime:
@@ -96,7 +101,8 @@ def parse_grant_request(
 ) -> GrantRequest:
     """Check a grant request; raise InvalidInput naming the first bad field."""
     known = {"firmware_id", "protocol", "ftps_mode", "expires_in", "retrieve_date", "install_date", "retries",
-             "retry_interval", "max_downloads", "charger_ids" if batch else "charger_id"}
+             "retry_interval", "max_downloads", "bind", *(("charger_ids", "charger_serials") if batch
+                                                          else ("charger_id", "charger_serial"))}
     refuse_unknown(document, known)
     firmware_id = required_string(document, "firmware_id")
     if batch:
@@ -110,8 +116,15 @@ def parse_grant_request(
             seen: set[str] = set()
             duplicate = next(value for value in charger_ids if value in seen or seen.add(value))  # type: ignore[func-returns-value]
             raise InvalidInput("charger_ids", f"{duplicate!r} appears more than once")
+        serials = _serials_by_charger(document, charger_ids)
     else:
         charger_ids = (charger_id(document.get("charger_id"), "charger_id"),)
+        serials = (charger_id(document["charger_serial"], "charger_serial") if "charger_serial" in document
+                   else None,)
+    bind = binding(document)
+    if bind is None and any(serials):
+        field = "charger_serials" if batch else "charger_serial"
+        raise InvalidInput(field, 'names what a client certificate carries: it needs "bind": "client_certificate"')
     protocol, ftps_mode = protocol_and_mode(document)
     retrieve_date = moment(document, "retrieve_date") or now
     if retrieve_date < now - timedelta(hours=1):
@@ -155,7 +168,23 @@ def parse_grant_request(
         max_downloads=default_max_downloads(protocol) if max_downloads is None else max_downloads,
         install_date=install_date,
         ftps_mode=ftps_mode,
+        bind=bind,
+        charger_serials=serials,
     )
+
+
+def _serials_by_charger(document: Mapping[str, Any], charger_ids: tuple[str, ...]) -> tuple[str | None, ...]:
+    """A batch's charger_serials, {charger id: serial}, as one entry per charger id."""
+    if "charger_serials" not in document:
+        return (None,) * len(charger_ids)
+    raw = document["charger_serials"]
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("charger_serials", "must be an object mapping charger ids to certificate serials")
+    unknown = next((key for key in raw if key not in set(charger_ids)), None)
+    if unknown is not None:
+        raise InvalidInput(f"charger_serials.{unknown[:64]}", "is not one of charger_ids")
+    return tuple(charger_id(raw[identity], f"charger_serials.{identity}") if identity in raw else None
+                 for identity in charger_ids)
 
 
 class GrantObserver(Protocol):
@@ -167,8 +196,9 @@ class GrantObserver(Protocol):
 class Grants:
     def __init__(self, database: Database, catalog: Catalog, tokens: TokenSigner, revocations: Revocations,
                  audit: Audit, public_url: str, max_lifetime: timedelta, clock: Clock = utc_now,
-                 ftps: FtpsEndpoint | None = None) -> None:
+                 ftps: FtpsEndpoint | None = None, certificate_binding: bool = False) -> None:
         self.database = database
+        self.certificate_binding = certificate_binding
         self.ftps = ftps
         self.catalog = catalog
         self.tokens = tokens
@@ -184,11 +214,17 @@ class Grants:
     def parse(self, document: Mapping[str, Any], *, batch: bool) -> GrantRequest:
         request = parse_grant_request(document, batch=batch, now=self.clock(), max_lifetime=self.max_lifetime)
         self.require_protocol(request.protocol)
+        self.require_binding(request.bind)
         return request
 
     def require_protocol(self, protocol: str) -> None:
         if protocol == "ftps" and self.ftps is None:
             raise InvalidInput("protocol", "ftps is switched off on this server (FWREPO_FTPS=false)")
+
+    def require_binding(self, bind: str | None) -> None:
+        if bind is not None and not self.certificate_binding:
+            raise InvalidInput("bind", "this server has no charger CA to check certificates against "
+                                       "(set FWREPO_CHARGER_CA)")
 
     def issue(self, request: GrantRequest, by: Performer) -> tuple[FirmwareRecord, list[GrantRecord]]:
         """Make one grant per charger of the request, audited as one act."""
@@ -200,11 +236,12 @@ class Grants:
                                     for charger_id in request.charger_ids],
                 protocol=request.protocol, retries=request.retries, retry_interval=request.retry_interval,
                 max_downloads=request.max_downloads, install_date=request.install_date, created_by=by.client_id,
-                logins=logins,
+                logins=logins, bind=request.bind, serials=request.charger_serials,
             )
             subject = f"grant {ids[0]}" if len(ids) == 1 else f"grants {ids[0]}-{ids[-1]}"
             detail: dict[str, Any] = {"firmware": firmware.id, "protocol": request.protocol}
             detail |= {"charger": request.charger_ids[0]} if len(ids) == 1 else {"count": len(ids)}
+            detail |= {"bind": request.bind} if request.bind else {}
             self.audit.record(by, "grant", subject, session, **detail)
         if logins:
             locations = self._ftps_locations(logins, firmware, request.ftps_mode)
@@ -215,10 +252,12 @@ class Grants:
             created_at=self.clock(), retrieve_date=request.retrieve_date, expires_at=request.expires_at,
             retries=request.retries, retry_interval=request.retry_interval, max_downloads=request.max_downloads,
             downloads_completed=0, revoked_at=None, revoke_reason=None, install_date=request.install_date,
+            bind=request.bind,
         )
         grants = [
-            replace(template, id=grant_id, charger_id=charger_id, location=location)
-            for grant_id, charger_id, location in zip(ids, request.charger_ids, locations, strict=True)
+            replace(template, id=grant_id, charger_id=charger_id, location=location, charger_serial=serial)
+            for grant_id, charger_id, location, serial in zip(ids, request.charger_ids, locations,
+                                                              request.charger_serials, strict=True)
         ]
         return firmware, grants
 
@@ -226,11 +265,13 @@ class Grants:
         self, session: Session, firmware: FirmwareRecord, plan: Sequence[tuple[str, datetime, datetime]], *,
         protocol: str, retries: int, retry_interval: int, max_downloads: int | None = None,
         install_date: datetime | None = None, created_by: str | None = None, logins: Sequence[FtpLogin] = (),
+        bind: str | None = None, serials: Sequence[str | None] = (),
     ) -> list[int]:
         """Insert one grant per (charger, retrieve_date, expires_at) in the caller's transaction; their ids.
 
         An FTPS grant inserted without a login cannot be logged into until deliver() gives it one.
         max_downloads None is the protocol's default (a campaign's FTPS grants are one-time logins too).
+        serials, when given, has one entry per charger: the name its certificate carries if not its id.
         """
         if not plan:
             return []  # a campaign wave that adds nobody (3 chargers in waves of 1 %, 2 %, 100 %)
@@ -245,6 +286,7 @@ class Grants:
                 "downloads_completed": 0, "created_by": created_by,
                 "login_hash": logins[index].user_hash if logins else None,
                 "password_hash": logins[index].password_hash if logins else None,
+                "bind": bind, "charger_serial": serials[index] if serials else None,
             }
             for index, (charger_id, retrieve_date, expires_at) in enumerate(plan)
         ]
@@ -314,7 +356,7 @@ class Grants:
             retrieve_date=row.retrieve_date, expires_at=row.expires_at, retries=row.retries,
             retry_interval=row.retry_interval, max_downloads=row.max_downloads,
             downloads_completed=row.downloads_completed, revoked_at=row.revoked_at, revoke_reason=row.revoke_reason,
-            install_date=row.install_date,
+            install_date=row.install_date, bind=row.bind, charger_serial=row.charger_serial,
         )
 
     def _stored_location(self, row: Grant, filename: str) -> str:

@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from repo_service.domain.downloads import DownloadRefused, Downloads, Refusal
+from repo_service.http.limits import client_certificate
 from repo_service.http.problems import no_download, problem
 from repo_service.http.streaming import firmware_response
 from repo_service.storage.base import Presigning
@@ -29,12 +30,14 @@ async def download(request: Request) -> Response:
     downloads = services.downloads
     client = request.client.host if request.client else "unknown"
     try:
-        permit = await run_in_threadpool(downloads.authorize, request.path_params["token"])
+        permit = await run_in_threadpool(downloads.authorize, request.path_params["token"],
+                                         client_certificate(request))
     except DownloadRefused as refusal:
         return _refused(downloads, refusal, client)
     firmware = permit.firmware
     storage = services.catalog.storage
-    if services.settings.download_mode == "redirect" and isinstance(storage, Presigning):
+    # A presigned URL is a bearer credential again: a grant bound to the charger's certificate is streamed.
+    if services.settings.download_mode == "redirect" and isinstance(storage, Presigning) and not permit.bound:
         url = await run_in_threadpool(
             storage.presigned_url, firmware.storage_key, timedelta(seconds=PRESIGNED_SECONDS), firmware.filename
         )

@@ -42,6 +42,8 @@ def grant_json(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
         "downloads_completed": grant.downloads_completed,
         "revoked_at": rfc3339(grant.revoked_at) if grant.revoked_at else None,
         "revoke_reason": grant.revoke_reason,
+        "bind": grant.bind,
+        "charger_serial": grant.charger_serial,
         "ocpp": update_firmware_requests(grant, firmware),
     }
 

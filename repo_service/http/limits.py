@@ -7,18 +7,22 @@ took the server from 106 to 516 MB; a header line every 5 s kept a
 connection open indefinitely (slowloris). ``LimitedProtocol`` is that
 protocol with the head bounded in bytes, fields and time, and the
 connections of one client address counted: what it refuses never reaches
-the application.
+the application. It also hands each request the client certificate its
+TLS connection presented (ASGI's "tls" extension), for downloads bound to
+the charger's certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
 
+from starlette.requests import Request
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from repo_service.http.delivery import EXTENSION, DeliveryProbe
@@ -110,10 +114,12 @@ class LimitedProtocol(HttpToolsProtocol):
         self._head_fields = 0
         self._refused = False
         self._probe: DeliveryProbe | None = None
+        self._tls: dict[str, Any] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         transport.set_write_buffer_limits(high=self.limits.write_high_water)
+        self._tls = _tls_extension(transport)
         if self.client is not None:
             key = client_key(self.client[0])
             if self.open_connections[key] >= self.limits.connections_per_address:
@@ -179,7 +185,10 @@ class LimitedProtocol(HttpToolsProtocol):
         self._disarm_head_deadline()
         if not self._refused:
             # Before the request's cycle starts: a download's body asks it whether its last byte left.
-            self._probe = self.scope.setdefault("extensions", {})[EXTENSION] = DeliveryProbe(self.transport)
+            extensions = self.scope.setdefault("extensions", {})
+            self._probe = extensions[EXTENSION] = DeliveryProbe(self.transport)
+            if self._tls is not None:
+                extensions["tls"] = self._tls
             super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -225,6 +234,23 @@ class LimitedProtocol(HttpToolsProtocol):
         else:
             self._refused = True
             self.transport.close()  # nothing was asked: nothing to answer
+
+
+def _tls_extension(transport: asyncio.Transport) -> dict[str, Any] | None:
+    """ASGI's TLS extension for a connection (None without TLS); its handshake is done when the protocol starts."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    leaf = ssl_object.getpeercert(binary_form=True)
+    # Only the leaf: Python 3.11 does not give the chain the client sent (the handshake checked it).
+    return {"server_cert": None, "client_cert_chain": [ssl.DER_cert_to_PEM_cert(leaf)] if leaf else [],
+            "client_cert_name": None, "client_cert_error": None, "tls_version": None, "cipher_suite": None}
+
+
+def client_certificate(request: Request) -> bytes | None:
+    """The DER certificate the request's TLS connection presented, if any."""
+    chain = request.scope.get("extensions", {}).get("tls", {}).get("client_cert_chain")
+    return ssl.PEM_cert_to_DER_cert(chain[0]) if chain else None
 
 
 def limited_protocol(limits: ConnectionLimits) -> type[LimitedProtocol]:

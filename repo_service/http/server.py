@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from repo_service.errors import SettingsError
 from repo_service.http.limits import ConnectionLimits, limited_protocol
 from repo_service.settings import Settings
+from repo_service.tls import NO_CHECK_TIME
 
 # asyncio's TLS transport buffers up to 512 KiB per connection before it asks
 # the app to wait; with thousands of chargers reading slowly that buffer, not
@@ -35,6 +36,13 @@ class _RedactDownloadTokens(logging.Filter):
             arguments[2] = _TOKEN_IN_PATH.sub("/d/[token]", arguments[2])
             record.args = tuple(arguments)
         return True
+
+
+class _Config(uvicorn.Config):
+    def load(self) -> None:
+        super().load()
+        if self.ssl is not None and self.ssl_ca_certs:  # charger certificates asked for (repo_service/tls.py)
+            self.ssl.verify_flags |= NO_CHECK_TIME
 
 
 class _Server(uvicorn.Server):
@@ -91,7 +99,7 @@ def serve(app: Starlette, settings: Settings, tls: dict[str, Any], listener: soc
         app.state.stopping.set()
         on_exit()
 
-    config = uvicorn.Config(
+    config = _Config(
         app,
         host=settings.host,
         port=settings.port,
