@@ -684,11 +684,12 @@ def test_transfers_that_never_finish_leave_the_active_downloads_gauge(fwrepo: Fw
         idle.quit()
 
 
-def test_a_link_dropped_with_the_whole_image_in_flight_is_not_a_download(fwrepo: Fwrepo) -> None:
+def test_a_link_dropped_with_the_tail_in_flight_is_not_a_download(fwrepo: Fwrepo) -> None:
     # The tail in socket buffers when the link drops: the server handed it on, the charger never got it.
-    # (An image small enough to sit in those buffers whole could not resume on a one-download grant:
-    # the budget keeps only half an image for what a dropped link loses; see docs/http-api.md.)
-    content = image(1024 * 1024)
+    # What a dropped link loses is at most the server's send queue (tcp_wmem's 4 MiB at most here) and
+    # the client's window, and the budget keeps half an image for it (docs/http-api.md): a 12 MiB image
+    # resumes on a one-download grant however much a loaded machine lets the server queue first.
+    content = image(12 * 1024 * 1024)
     firmware, grant = ftps_grant(fwrepo, content)
     first = session(fwrepo, grant["location"])
     first.voidcmd("TYPE I")
