@@ -51,6 +51,14 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def refusal_of_literal(host: str) -> str | None:
+    """Why a host written as an address may not be sent to (loopback, private, ...), or None."""
+    try:
+        return _refusal(ipaddress.ip_address(host))
+    except ValueError:
+        return None  # a name: judged when it is resolved
+
+
 def _refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     # An IPv4 address written as IPv6 (::ffff:127.0.0.1) reaches the IPv4 host: judge that one.
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from repo_service import __version__
-from repo_service.http import audit, campaigns, downloads, firmware, grants, jobs, keys, updates
+from repo_service.http import audit, campaigns, downloads, firmware, grants, jobs, keys, updates, webhooks
 from repo_service.http.observability import Observe
 from repo_service.http.problems import EXCEPTION_HANDLERS
 from repo_service.http.urls import RefuseNul
@@ -49,7 +49,7 @@ def create_app(services: Services) -> Starlette:
 
     app = Starlette(
         routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), *firmware.ROUTES, *keys.ROUTES, *updates.ROUTES, *grants.ROUTES,
-                *jobs.ROUTES, *campaigns.ROUTES, *audit.ROUTES, *downloads.ROUTES],
+                *jobs.ROUTES, *campaigns.ROUTES, *webhooks.ROUTES, *audit.ROUTES, *downloads.ROUTES],
         middleware=[Middleware(Observe, metrics=services.metrics), Middleware(RefuseNul)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
