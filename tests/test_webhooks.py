@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import Counter
@@ -14,7 +15,8 @@ import pytest
 
 from tests.support.builds import image, published_build, unique_vendor
 from tests.support.databases import scratch_postgres
-from tests.support.fwrepo import Fwrepo, start_fwrepo
+from tests.support.examples import ocpp_example
+from tests.support.fwrepo import Fwrepo, start_fwrepo, two_nodes
 from tests.support.webhooks import REPLAY_WINDOW, Receiver, running_receiver, verify
 
 # Short waits so that the file runs in seconds: a retry after 1 s, then 2 s; three attempts of at most 2 s.
@@ -236,28 +238,49 @@ def test_without_the_harness_setting_loopback_and_private_destinations_are_refus
         guarded.stop()
 
 
+def test_the_reference_csms_takes_due_grants_and_campaign_ends_as_webhooks(hooked: Fwrepo, csms: httpx.Client) -> None:
+    example = ocpp_example("csms")
+
+    async def scenario() -> None:
+        fwrepo = example.FwrepoClient(hooked.url, hooked.key("csms"), hooked.ca)
+        central = example.Csms(fwrepo)
+        receiver = example.WebhookReceiver(central, secrets.token_hex(32).encode())
+        port = await receiver.start("127.0.0.1", 0)
+        try:
+            await example.register_webhook(fwrepo, f"http://127.0.0.1:{port}/fwrepo", receiver.secret)
+            rollout = await asyncio.to_thread(campaign, hooked, csms, 2)
+            # No charger is connected: the CSMS keeps each pushed grant for its charger's next boot.
+            deadline = time.monotonic() + 10
+            while sorted(central.parked) != ["CP-0", "CP-1"]:
+                assert time.monotonic() < deadline, central.parked
+                await asyncio.sleep(0.05)
+            async with httpx.AsyncClient() as forger:
+                forged = await forger.post(f"http://127.0.0.1:{port}/fwrepo", content=b'{"id": "x"}', headers={
+                    "Fwrepo-Timestamp": str(int(time.time())), "Fwrepo-Signature": "v1=" + "0" * 64})
+            assert forged.status_code == 401
+            cancelled = await asyncio.to_thread(csms.post, f"/api/v1/campaigns/{rollout['id']}/cancel")
+            assert cancelled.status_code == 200
+            report = await asyncio.wait_for(example.run_campaign_pushed(central, receiver, rollout["id"]), 10)
+            assert report["status"] == "cancelled"
+        finally:
+            await receiver.stop()
+            await fwrepo.close()
+
+    asyncio.run(scenario())
+
+
 @pytest.fixture
-def two_nodes(postgres_server_url: str, tmp_path: Path) -> Iterator[tuple[Fwrepo, Fwrepo]]:
+def nodes(postgres_server_url: str, tmp_path: Path) -> Iterator[tuple[Fwrepo, Fwrepo]]:
     shared = {**LOOPBACK_ALLOWED, "FWREPO_KEYS_DIR": str(tmp_path / "keys"),
               "FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24),
               # Seals the webhooks' secrets: the same on every node, as in production.
               "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32), "FWREPO_FTPS": "false"}
     for database_url in scratch_postgres(postgres_server_url):
-        started: list[Fwrepo] = []
-        try:
-            for name in ("a", "b"):
-                (tmp_path / name).mkdir()
-                node = Fwrepo(data_dir=tmp_path / name, environment={**shared, "FWREPO_DATABASE_URL": database_url})
-                started.append(node.start())
-            started[1].keys = started[0].keys
-            yield started[0], started[1]
-        finally:
-            for node in started:
-                node.stop()
+        yield from two_nodes(database_url, tmp_path, shared)
 
 
-def test_two_nodes_on_one_postgresql_send_each_delivery_exactly_once(two_nodes: tuple[Fwrepo, Fwrepo]) -> None:
-    a, b = two_nodes
+def test_two_nodes_on_one_postgresql_send_each_delivery_exactly_once(nodes: tuple[Fwrepo, Fwrepo]) -> None:
+    a, b = nodes
     with a.client("csms") as csms_a, b.client("csms") as csms_b, \
             running_receiver(delay=0.05) as first, running_receiver(delay=0.05) as second:
         webhooks = [register(csms_a, receiver, "job.finished") for receiver in (first, second)]
@@ -279,3 +302,5 @@ def test_two_nodes_on_one_postgresql_send_each_delivery_exactly_once(two_nodes: 
             assert all(item["attempts"] == 1 for item in log)
             granted = sorted(delivery.document["data"]["grant_id"] for delivery in receiver.received)
             assert granted == sorted(grant["id"] for grant in grants)
+    # Both nodes sent some: they competed for the same rows, and still no delivery went twice.
+    assert all(" delivery " in (node.data_dir / "serve.log").read_text() for node in (a, b))

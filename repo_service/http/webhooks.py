@@ -12,10 +12,10 @@ from starlette.routing import Route
 from repo_service.domain.clients import Action
 from repo_service.domain.clock import rfc3339
 from repo_service.domain.webhooks import DELIVERY_LOG_PAGE, DeliveryRecord, WebhookRecord
-from repo_service.errors import InvalidInput
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object
 from repo_service.http.firmware import query_int
+from repo_service.http.urls import path_id
 
 
 def webhook_json(webhook: WebhookRecord) -> dict[str, Any]:
@@ -44,10 +44,7 @@ def delivery_json(delivery: DeliveryRecord) -> dict[str, Any]:
 
 
 def _webhook_id(request: Request) -> str:
-    webhook_id = request.path_params["webhook_id"]
-    if len(webhook_id) != 16 or not all(character in "0123456789abcdef" for character in webhook_id):
-        raise InvalidInput("webhook_id", f"{webhook_id[:40]!r} is not a webhook id")
-    return webhook_id
+    return path_id(request, "webhook_id", "webhook")
 
 
 async def create(request: Request) -> Response:
