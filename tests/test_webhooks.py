@@ -19,10 +19,10 @@ from tests.support.examples import ocpp_example
 from tests.support.fwrepo import Fwrepo, start_fwrepo, two_nodes
 from tests.support.webhooks import REPLAY_WINDOW, Receiver, running_receiver, verify
 
-# Short waits so that the file runs in seconds: a retry after 1 s, then 2 s; three attempts of at most 2 s.
+# Short waits so that the file runs in seconds: two attempts of at most 2 s, the second 1 s after the first.
 FAST_WEBHOOKS = {
     "FWREPO_WEBHOOK_INTERVAL": "1", "FWREPO_WEBHOOK_RETRY_BASE": "1", "FWREPO_WEBHOOK_TIMEOUT": "2",
-    "FWREPO_WEBHOOK_MAX_ATTEMPTS": "3",
+    "FWREPO_WEBHOOK_MAX_ATTEMPTS": "2", "FWREPO_SHUTDOWN_GRACE": "1",
 }
 # The receivers run on this machine: only the test harness lets webhooks reach loopback.
 LOOPBACK_ALLOWED = {**FAST_WEBHOOKS, "FWREPO_WEBHOOK_ALLOW_PRIVATE": "true"}
@@ -117,7 +117,7 @@ def test_a_failing_receiver_is_retried_until_it_answers_and_each_attempt_is_in_t
 def test_a_receiver_that_never_answers_is_cut_at_the_deadline_and_others_still_get_theirs(
     hooked: Fwrepo, csms: httpx.Client,
 ) -> None:
-    with running_receiver(answers=["hang"] * 6) as silent, running_receiver() as listening:
+    with running_receiver(answers=["hang"] * 4) as silent, running_receiver() as listening:
         stuck = register(csms, silent, "wave.started")
         register(csms, listening, "wave.started")
         sent = time.monotonic()
@@ -128,8 +128,8 @@ def test_a_receiver_that_never_answers_is_cut_at_the_deadline_and_others_still_g
         listening.wait_for(lambda: len(listening.events("wave.started")) == 2, seconds=5)
         failed = delivery_log(csms, stuck, lambda items: len(items) == 2 and items[1]["status"] == "failed",
                               seconds=20)[1]
-    assert failed["attempts"] == 3
-    assert [attempt["error"] for attempt in failed["log"]] == ["no answer within 2 s"] * 3
+    assert failed["attempts"] == 2
+    assert [attempt["error"] for attempt in failed["log"]] == ["no answer within 2 s"] * 2
     assert all(1900 <= attempt["duration_ms"] < 4000 for attempt in failed["log"])
 
 
@@ -217,8 +217,10 @@ def test_only_csms_and_admin_keys_manage_webhooks(hooked: Fwrepo) -> None:
     assert ("webhook_create", f"webhook {created['id']}") in acts and ("webhook_delete", f"webhook {created['id']}") in acts
 
 
-def test_without_the_harness_setting_loopback_and_private_destinations_are_refused(tmp_path: Path) -> None:
-    guarded = start_fwrepo(tmp_path, **FAST_WEBHOOKS)
+def test_without_the_harness_setting_loopback_and_private_destinations_are_refused_and_a_webhook_sealed_under_an_old_token_secret_fails(
+    tmp_path: Path,
+) -> None:
+    guarded = start_fwrepo(tmp_path, **FAST_WEBHOOKS, FWREPO_TOKEN_SECRET=secrets.token_urlsafe(32))
     try:
         with guarded.client("csms") as csms, running_receiver() as receiver:
             for address in ("127.0.0.1", "10.1.2.3", "169.254.169.254", "[::1]", "[::ffff:127.0.0.1]"):
@@ -226,14 +228,21 @@ def test_without_the_harness_setting_loopback_and_private_destinations_are_refus
                     "url": f"https://{address}/hook", "events": ["wave.started"], "secret": secrets.token_hex(16)})
                 assert reply.status_code == 422 and reply.json()["field"] == "url", (address, reply.text)
             # A name is judged when it is resolved, at delivery: localhost is loopback, so nothing is sent.
-            webhook = csms.post("/api/v1/webhooks", json={
-                "url": f"http://localhost:{receiver.port}/hook", "events": ["wave.started"],
-                "secret": secrets.token_hex(16)}).json()
+            by_name = {"url": f"http://localhost:{receiver.port}/hook", "events": ["wave.started"],
+                       "secret": secrets.token_hex(16)}
+            sealed_before = csms.post("/api/v1/webhooks", json=by_name).json()
+            guarded.stop()
+            guarded.environment["FWREPO_TOKEN_SECRET"] = secrets.token_urlsafe(32)  # rotated
+            guarded.start()
+            webhook = csms.post("/api/v1/webhooks", json=by_name).json()
             campaign(guarded, csms)
-            [delivery] = delivery_log(csms, webhook, lambda items: items and items[0]["attempts"] >= 1)
+            [refused] = delivery_log(csms, webhook, lambda items: items and items[0]["attempts"] >= 1)
+            # Its secret cannot be unsealed any more: it fails at once, and holds up no other delivery.
+            [unreadable] = delivery_log(csms, sealed_before, lambda items: items and items[0]["status"] == "failed")
             assert receiver.received == []
-        assert delivery["log"][0]["error"].startswith("refused: localhost resolves to")
-        assert "loopback" in delivery["log"][0]["error"]
+        assert refused["log"][0]["error"].startswith("refused: localhost resolves to")
+        assert "loopback" in refused["log"][0]["error"]
+        assert unreadable["log"][0]["error"].startswith("unreadable: sealed with another FWREPO_TOKEN_SECRET")
     finally:
         guarded.stop()
 

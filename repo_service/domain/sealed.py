@@ -21,6 +21,9 @@ NONCE_BYTES = 12
 class Unsealable(Exception):
     """Sealed with another key (the token secret changed) or altered."""
 
+    def __init__(self) -> None:
+        super().__init__("sealed with another FWREPO_TOKEN_SECRET, or altered")
+
 
 class Sealer:
     def __init__(self, secret: bytes, purpose: str) -> None:
@@ -37,4 +40,4 @@ class Sealer:
         try:
             return self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], None)
         except InvalidTag:
-            raise Unsealable("sealed with another FWREPO_TOKEN_SECRET, or altered") from None
+            raise Unsealable() from None

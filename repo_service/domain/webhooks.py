@@ -35,7 +35,7 @@ from repo_service.domain.background import repeating
 from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.domain.documents import refuse_unknown
 from repo_service.domain.outbound import Answer, is_loopback_host, post, refusal_of_literal
-from repo_service.domain.sealed import Sealer
+from repo_service.domain.sealed import Sealer, Unsealable
 from repo_service.errors import InvalidInput, NotFound
 
 GRANTS_DUE = "grants.due"
@@ -339,9 +339,23 @@ class Webhooks:
             rows = session.exec(select(WebhookDelivery, Webhook).join(
                 Webhook, col(Webhook.id) == col(WebhookDelivery.webhook_id)).where(
                 col(WebhookDelivery.id).in_(ids))).all()
-            return [_Claimed(delivery.id or 0, token, webhook.id, delivery.event, delivery.attempts, webhook.url,
-                             self.sealer.open(webhook.secret_sealed), self.sealer.open(delivery.body_sealed))
-                    for delivery, webhook in rows]
+            claimed, unreadable = [], []
+            for delivery, webhook in rows:
+                try:
+                    claimed.append(_Claimed(delivery.id or 0, token, webhook.id, delivery.event, delivery.attempts,
+                                            webhook.url, self.sealer.open(webhook.secret_sealed),
+                                            self.sealer.open(delivery.body_sealed)))
+                except Unsealable:
+                    unreadable.append(delivery.id or 0)
+            if unreadable:
+                # Sealed under another FWREPO_TOKEN_SECRET: no attempt could sign it. It fails now, saying why,
+                # rather than hold up the deliveries claimed with it round after round.
+                session.add_all([WebhookAttempt(delivery_id=delivery_id, at=now, error=f"unreadable: {Unsealable()}"
+                                                " (register the webhook again)", duration_ms=0)
+                                 for delivery_id in unreadable])
+                session.execute(update(WebhookDelivery).where(col(WebhookDelivery.id).in_(unreadable)).values(
+                    status=DeliveryStatus.FAILED.value, claim_token=None, claimed_until=None))
+            return claimed
 
     def _send(self, claimed: _Claimed) -> None:
         try:
