@@ -123,7 +123,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         webhooks=Webhooks(database, audit, outbox, push_due=campaigns.push_due, timeout=settings.webhook_timeout,
                           max_attempts=settings.webhook_max_attempts, retry_base=settings.webhook_retry_base,
                           interval=settings.webhook_interval, allow_http=settings.webhook_allow_http,
-                          allow_private=settings.webhook_allow_private, clock=clock),
+                          allow_private=settings.webhook_allow_private, receiver_ca=settings.webhook_ca,
+                          clock=clock),
     )
 
 

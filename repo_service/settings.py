@@ -289,6 +289,8 @@ class Settings:
                                     "deliveries to send (an event this node decides is sent at once)")
     webhook_allow_http: bool = setting(False, BOOLEAN, "accept http:// webhook URLs to any host; without it "
                                        "http:// is accepted only for loopback addresses, for development")
+    webhook_ca: Path | None = setting(None, optional(PATH), "PEM bundle of the CA certificates webhook receivers' "
+                                      "HTTPS certificates are checked against", "the system's CA certificates")
     webhook_allow_private: bool = setting(False, BOOLEAN, "deliver webhooks to loopback, private and link-local "
                                           "addresses; off, so that a webhook cannot make fwrepo probe its own "
                                           "network (SSRF)")

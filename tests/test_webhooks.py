@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from tests.support.builds import image, published_build, unique_vendor
 from tests.support.databases import scratch_postgres
 from tests.support.examples import ocpp_example
 from tests.support.fwrepo import Fwrepo, start_fwrepo, two_nodes
-from tests.support.webhooks import REPLAY_WINDOW, Receiver, running_receiver, verify
+from tests.support.webhooks import REPLAY_WINDOW, Receiver, receiver_tls, running_receiver, verify
 
 # Short waits so that the file runs in seconds: two attempts of at most 2 s, the second 1 s after the first.
 FAST_WEBHOOKS = {
@@ -29,9 +30,16 @@ LOOPBACK_ALLOWED = {**FAST_WEBHOOKS, "FWREPO_WEBHOOK_ALLOW_PRIVATE": "true"}
 
 
 @pytest.fixture(scope="module")
-def hooked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fwrepo]:
+def receiver_pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext, ssl.SSLContext]:
+    return receiver_tls(tmp_path_factory.mktemp("receiver-pki"))
+
+
+@pytest.fixture(scope="module")
+def hooked(tmp_path_factory: pytest.TempPathFactory,
+           receiver_pki: tuple[Path, ssl.SSLContext, ssl.SSLContext]) -> Iterator[Fwrepo]:
     """fwrepo of this module alone: its webhooks take due grants, which other tests' polls must keep."""
-    server = start_fwrepo(tmp_path_factory.mktemp("webhooks"), **LOOPBACK_ALLOWED)
+    server = start_fwrepo(tmp_path_factory.mktemp("webhooks"), **LOOPBACK_ALLOWED,
+                          FWREPO_WEBHOOK_CA=str(receiver_pki[0]))
     yield server
     server.stop()
 
@@ -87,6 +95,20 @@ def test_a_delivery_is_signed_and_a_receiver_refuses_a_tampered_body_or_an_old_t
     assert not verify(secret, delivery.headers, delivery.body.replace(b'"wave":1', b'"wave":2'))
     assert not verify(secret, delivery.headers, delivery.body, now=time.time() + REPLAY_WINDOW + 1)
     assert not verify("another secret of the right length", delivery.headers, delivery.body)
+
+
+def test_an_https_receiver_gets_its_delivery_only_with_a_certificate_fwrepo_trusts(
+    hooked: Fwrepo, csms: httpx.Client, receiver_pki: tuple[Path, ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    _, trusted, untrusted = receiver_pki
+    with running_receiver(tls=trusted) as genuine, running_receiver(tls=untrusted) as impostor:
+        register(csms, genuine, "wave.started")
+        refused = register(csms, impostor, "wave.started")
+        campaign(hooked, csms)
+        genuine.wait_for(lambda: genuine.events("wave.started"))
+        [delivery] = delivery_log(csms, refused, lambda items: items and items[0]["attempts"] >= 1)
+    assert impostor.received == []
+    assert "CERTIFICATE_VERIFY_FAILED" in delivery["log"][0]["error"]
 
 
 def test_the_secret_is_never_shown_back_nor_logged(hooked: Fwrepo, csms: httpx.Client) -> None:

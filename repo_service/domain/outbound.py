@@ -93,11 +93,12 @@ def resolve(url: str, *, allow_http: bool, allow_private: bool) -> tuple[str, in
 
 
 def post(url: str, body: bytes, headers: Mapping[str, str], *, deadline: float, allow_http: bool,
-         allow_private: bool, tls: ssl.SSLContext | None = None) -> Answer:
-    """POST body to url and wait for the status line at most `deadline` seconds, whatever the receiver does."""
+         allow_private: bool, tls: ssl.SSLContext) -> Answer:
+    """POST body to url and wait for the status line at most `deadline` seconds, whatever the receiver does;
+    an https:// receiver's certificate is checked with tls."""
     started = time.monotonic()
     try:
-        status = _post(url, body, headers, deadline, allow_http, allow_private, tls or ssl.create_default_context())
+        status = _post(url, body, headers, deadline, allow_http, allow_private, tls)
         return Answer(status, None, _since(started))
     except DestinationRefused as refusal:
         return Answer(None, f"refused: {refusal}", _since(started))

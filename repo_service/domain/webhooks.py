@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import secrets
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +38,7 @@ from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.domain.documents import refuse_unknown
 from repo_service.domain.outbound import Answer, is_loopback_host, post, refusal_of_literal
 from repo_service.domain.sealed import Sealer, Unsealable
-from repo_service.errors import InvalidInput, NotFound
+from repo_service.errors import InvalidInput, NotFound, SettingsError
 
 GRANTS_DUE = "grants.due"
 WAVE_STARTED = "wave.started"
@@ -204,7 +206,7 @@ class _Claimed:
 class Webhooks:
     def __init__(self, database: Database, audit: Audit, outbox: Outbox, *, push_due: Callable[[], object], timeout: int,
                  max_attempts: int, retry_base: int, interval: int, allow_http: bool, allow_private: bool,
-                 clock: Clock = utc_now) -> None:
+                 receiver_ca: Path | None = None, clock: Clock = utc_now) -> None:
         self.database = database
         self.audit = audit
         self.outbox = outbox
@@ -217,6 +219,11 @@ class Webhooks:
         self.interval = interval
         self.allow_http = allow_http
         self.allow_private = allow_private
+        # Made once: loading the system's CA certificates for every attempt would cost more than the attempt.
+        try:
+            self.tls = ssl.create_default_context(cafile=str(receiver_ca) if receiver_ca else None)
+        except (OSError, ssl.SSLError) as error:
+            raise SettingsError("FWREPO_WEBHOOK_CA", f"cannot read CA certificates from {receiver_ca}: {error}") from None
         self.clock = clock
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -365,7 +372,7 @@ class Webhooks:
                        "Fwrepo-Signature": signature(claimed.secret, timestamp, claimed.body)}
             started = self.clock()
             answer = post(claimed.url, claimed.body, headers, deadline=self.timeout, allow_http=self.allow_http,
-                          allow_private=self.allow_private)
+                          allow_private=self.allow_private, tls=self.tls)
             self._record(claimed, started, answer)
         except Exception:  # a database hiccup: the claim runs out and the delivery is tried again
             log.exception("webhook %s delivery %s: recording the attempt failed", claimed.webhook_id,

@@ -5,16 +5,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from tests.support.openssl_pki import make_pki
 
 # What the receivers in docs/webhooks.md refuse: a delivery signed longer ago than this is a replay.
 REPLAY_WINDOW = 300
+SERVER_EXTENSIONS = ("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                     "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None = None) -> bool:
@@ -44,12 +50,13 @@ class Receiver:
     delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     port: int = 0
+    scheme: str = "http"
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _hung: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/fwrepo"
+        return f"{self.scheme}://127.0.0.1:{self.port}/hooks/fwrepo"
 
     def answer(self) -> int | str:
         with self._lock:
@@ -68,8 +75,10 @@ class Receiver:
 
 
 @contextmanager
-def running_receiver(answers: list[int | str] | None = None, delay: float = 0.0) -> Iterator[Receiver]:
-    receiver = Receiver(answers=list(answers or []), delay=delay)
+def running_receiver(answers: list[int | str] | None = None, delay: float = 0.0,
+                     tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """A receiver on a free loopback port; HTTPS with the certificate tls holds."""
+    receiver = Receiver(answers=list(answers or []), delay=delay, scheme="https" if tls else "http")
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -89,6 +98,8 @@ def running_receiver(answers: list[int | str] | None = None, delay: float = 0.0)
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     server.block_on_close = False
     receiver.port = server.server_address[1]
@@ -100,3 +111,16 @@ def running_receiver(answers: list[int | str] | None = None, delay: float = 0.0)
         receiver._hung.set()
         server.shutdown()
         server.server_close()
+
+
+def receiver_tls(directory: Path) -> tuple[Path, ssl.SSLContext, ssl.SSLContext]:
+    """A CA (the file fwrepo is told to trust), and TLS for a receiver on 127.0.0.1 that it issued and for one
+    whose certificate comes from a CA nobody trusts."""
+    trusted, untrusted = make_pki(directory / "trusted"), make_pki(directory / "untrusted")
+    contexts = []
+    for pki in (trusted, untrusted):
+        certificate, key = pki.issue("receiver", SERVER_EXTENSIONS)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki.chain(certificate, with_root=False), key)
+        contexts.append(context)
+    return trusted.root, contexts[0], contexts[1]
