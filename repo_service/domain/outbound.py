@@ -111,12 +111,18 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, deadline: float, 
 def _post(url: str, body: bytes, headers: Mapping[str, str], deadline: float, allow_http: bool,
           allow_private: bool, tls: ssl.SSLContext) -> int:
     parts = urlsplit(url)
+    started = time.monotonic()
     host, port, address = resolve(url, allow_http=allow_http, allow_private=allow_private)
-    connection = socket.create_connection((address, port), timeout=deadline)
+    # The system resolver keeps its own time, which nothing here can cut short; but once it has taken the
+    # whole deadline nothing is sent, so that no byte leaves after the deadline (nor after the node's claim).
+    remaining = deadline - (time.monotonic() - started)
+    if remaining <= 0:
+        raise TimeoutError(f"resolving {host} took the whole deadline")
+    connection = socket.create_connection((address, port), timeout=remaining)
     # Socket timeouts bound each read, not the whole answer: a receiver sending a byte a second would
     # hold the attempt forever. At the deadline the socket is shut, which ends any read in progress.
     # Late-bound: after the TLS wrap, the TLS socket is the one to shut.
-    cut = threading.Timer(deadline, lambda: _shut(connection))
+    cut = threading.Timer(remaining, lambda: _shut(connection))
     cut.start()
     try:
         if parts.scheme == "https":
