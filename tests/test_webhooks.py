@@ -197,6 +197,21 @@ def test_a_finished_job_and_a_completed_campaign_are_pushed(hooked: Fwrepo, csms
     assert completed == {"campaign_id": rollout["id"], "waves": 1}
 
 
+def test_a_halted_campaign_that_is_then_cancelled_pushes_both(hooked: Fwrepo, csms: httpx.Client) -> None:
+    with running_receiver() as receiver:
+        register(csms, receiver, "campaign.halted", "campaign.cancelled")
+        rollout = campaign(hooked, csms, failure_threshold=0)
+        grant = csms.get(f"/api/v1/campaigns/{rollout['id']}/grants", params={"due": "now"}).json()["grants"][0]
+        assert csms.post("/api/v1/events", json={"events": [{"request_id": grant["id"], "status": "InstallationFailed",
+                                                             "timestamp": datetime.now(UTC).isoformat()}]}).status_code == 200
+        halted = receiver.wait_for(lambda: receiver.events("campaign.halted"))[0].document["data"]
+        assert csms.post(f"/api/v1/campaigns/{rollout['id']}/cancel").status_code == 200
+        cancelled = receiver.wait_for(lambda: receiver.events("campaign.cancelled"))[0].document
+    assert halted["campaign_id"] == rollout["id"] and halted["status_reason"].startswith("wave 1: 1 of 1 chargers")
+    assert cancelled["data"] == {"campaign_id": rollout["id"]}
+    assert cancelled["id"] == f"campaign.cancelled:{rollout['id']}"
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"url": "ftp://example.com/hook", "events": ["job.finished"]}, "url"),
     ({"url": "https://", "events": ["job.finished"]}, "url"),

@@ -182,7 +182,8 @@ class Outbox:
             event_id = f"{event}:{key}"
             body = json.dumps({"id": event_id, "event": event, "created_at": rfc3339(now), "data": data},
                               separators=(",", ":")).encode()
-            rows += [{"webhook_id": webhook_id, "event": event, "event_key": key[:128],
+            # Keyed with the event's name: a campaign's halt and its later cancel are two deliveries.
+            rows += [{"webhook_id": webhook_id, "event": event, "event_key": event_id[:128],
                       "body_sealed": self.sealer.seal(body), "status": DeliveryStatus.PENDING.value, "attempts": 0,
                       "created_at": now, "next_attempt_at": now} for webhook_id in webhooks]
         session.execute(insert_or_ignore(session, WebhookDelivery), rows)
