@@ -22,11 +22,13 @@ from repo_service.domain.grants import Grants
 from repo_service.domain.keys import SigningKeys, open_signing_keys
 from repo_service.domain.owner_files import read_or_create_secret
 from repo_service.domain.revocations import Revocations
+from repo_service.domain.sealed import Sealer
 from repo_service.domain.signers import Signers
 from repo_service.domain.status_events import StatusEvents
 from repo_service.domain.tokens import TokenSigner
 from repo_service.domain.update_jobs import UpdateJobs
 from repo_service.domain.uploads import Uploads
+from repo_service.domain.webhooks import Outbox, Webhooks
 from repo_service.metrics import Metrics
 from repo_service.settings import Settings
 from repo_service.storage import open_storage
@@ -51,12 +53,15 @@ class Services:
     status_events: StatusEvents
     metrics: Metrics
     audit_checkpoints: CheckpointWriter
+    webhooks: Webhooks
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        """What a serving process does in the background: write download records, tick campaigns, and sign
-        checkpoints of the audit chain (outermost, so the last one covers the download records flushed last)."""
-        with self.audit_checkpoints.writing(), self.downloads.recording(), self.campaigns.ticking():
+        """What a serving process does in the background: write download records, tick campaigns, send
+        webhooks, and sign checkpoints of the audit chain (outermost, so the last one covers the download
+        records flushed last)."""
+        with (self.audit_checkpoints.writing(), self.downloads.recording(), self.campaigns.ticking(),
+              self.webhooks.sending()):
             yield
 
 
@@ -90,7 +95,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     downloads = Downloads(database, catalog, tokens, revocations, audit, clock, certificates)
     jobs = UpdateJobs(database, catalog, downloads, timedelta(seconds=settings.job_timeout),
                       timedelta(seconds=settings.retry_grace), clock)
-    campaigns = Campaigns(database, grants, jobs, clock)
+    outbox = Outbox(Sealer(token_secret(settings), "webhooks"), clock)
+    campaigns = Campaigns(database, grants, jobs, outbox, clock)
     metrics = Metrics()
     grants.observers.append(metrics)
     downloads.observers.append(metrics)
@@ -114,6 +120,11 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         audit_checkpoints=CheckpointWriter(database, open_checkpoint_key(settings.audit_key_path),
                                            settings.audit_checkpoint_log_path, settings.audit_checkpoint_interval,
                                            clock),
+        webhooks=Webhooks(database, audit, outbox, push_due=campaigns.push_due, timeout=settings.webhook_timeout,
+                          max_attempts=settings.webhook_max_attempts, retry_base=settings.webhook_retry_base,
+                          interval=settings.webhook_interval, allow_http=settings.webhook_allow_http,
+                          allow_private=settings.webhook_allow_private, receiver_ca=settings.webhook_ca,
+                          clock=clock),
     )
 
 

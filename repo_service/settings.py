@@ -279,6 +279,21 @@ class Settings:
     retry_grace: int = setting(300, seconds_within(0, DAY), "how long after a charger's DownloadFailed, beyond the "
                                "grant's retry interval, fwrepo waits for its next attempt before calling the "
                                "download failed for good")
+    webhook_timeout: int = setting(10, seconds_within(1, 60), "hard deadline of one webhook delivery attempt, "
+                                   "connecting and the receiver's answer included: a receiver that never answers "
+                                   "costs one attempt this long, then the delivery is retried")
+    webhook_max_attempts: int = setting(8, COUNT, "attempts a webhook delivery gets before it is marked failed")
+    webhook_retry_base: int = setting(10, SECONDS, "wait before a failed webhook delivery's second attempt; each "
+                                      "further wait doubles, up to an hour")
+    webhook_interval: int = setting(2, SECONDS, "how often each node looks for due grants to push and webhook "
+                                    "deliveries to send (an event this node decides is sent at once)")
+    webhook_allow_http: bool = setting(False, BOOLEAN, "accept http:// webhook URLs to any host; without it "
+                                       "http:// is accepted only for loopback addresses, for development")
+    webhook_ca: Path | None = setting(None, optional(PATH), "PEM bundle of the CA certificates webhook receivers' "
+                                      "HTTPS certificates are checked against", "the system's CA certificates")
+    webhook_allow_private: bool = setting(False, BOOLEAN, "deliver webhooks to loopback, private and link-local "
+                                          "addresses; off, so that a webhook cannot make fwrepo probe its own "
+                                          "network (SSRF)")
 
     @property
     def local_storage_dir(self) -> Path:

@@ -277,6 +277,10 @@ def _bodies(admin: httpx.Client) -> dict[str, tuple[str, list[dict]]]:
         "/api/v1/firmware/{firmware_id}/publish": (f"/api/v1/firmware/{firmware['id']}/publish", [{}]),
         "/api/v1/firmware/{firmware_id}/yank": (f"/api/v1/firmware/{doomed['id']}/yank", [{"reason": "bad"}]),
         "/api/v1/signers": ("/api/v1/signers", [{"name": "generated", "public_key": _signer_key()}]),
+        # Never grants.due: a webhook taking it would hand out the due grants other tests poll for. A .invalid
+        # host never resolves (RFC 2606), so nothing leaves the machine.
+        "/api/v1/webhooks": ("/api/v1/webhooks", [{"url": "https://fwrepo-tests.invalid/hook",
+                                                   "events": ["job.finished"], "secret": "s" * 32}]),
         # A multipart upload: a JSON body is refused by its Content-Type, as any other body it cannot read.
         "/api/v1/firmware": ("/api/v1/firmware", [{"vendor": vendor, "version": "3.0.0", "models": "AC22"}]),
     }

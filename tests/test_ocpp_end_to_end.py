@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import importlib.util
 import io
 import signal
 import subprocess
@@ -21,7 +20,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -30,22 +28,11 @@ import pytest
 from tests.support.builds import upload
 from tests.support.campaigns import csv_agrees_with_report
 from tests.support.checkout import ROOT
+from tests.support.examples import ocpp_example
 from tests.support.fwrepo import Fwrepo, free_port, start_fwrepo
 
-
-def _example(name: str) -> ModuleType:
-    # The examples are scripts, not a package: loaded from their files under a name of their own.
-    module_name = f"fwrepo_example_ocpp_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "examples" / "ocpp" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-csms_example = _example("csms")
-charger_example = _example("charger")
+csms_example = ocpp_example("csms")
+charger_example = ocpp_example("charger")
 
 SIZE = 64 * 1024
 OLD, NEW = "1.3.0", "1.4.0"

@@ -19,7 +19,7 @@ import pytest
 from tests.support.builds import image, published_build
 from tests.support.campaigns import csv_agrees_with_report
 from tests.support.databases import scratch_postgres
-from tests.support.fwrepo import Fwrepo, s3_environment
+from tests.support.fwrepo import Fwrepo, s3_environment, two_nodes
 from tests.support.grants import grant_for
 from tests.support.s3servers import S3Server
 
@@ -34,17 +34,7 @@ def nodes(postgres_server_url: str, ceph: S3Server, tmp_path: Path) -> Iterator[
         "FWREPO_SHUTDOWN_GRACE": "1",
     }
     for database_url in scratch_postgres(postgres_server_url):
-        started: list[Fwrepo] = []
-        try:
-            for name in ("a", "b"):
-                (tmp_path / name).mkdir()
-                node = Fwrepo(data_dir=tmp_path / name, environment={**shared, "FWREPO_DATABASE_URL": database_url})
-                started.append(node.start())
-            started[1].keys = started[0].keys  # API keys live in the shared database
-            yield started[0], started[1]
-        finally:
-            for node in started:
-                node.stop()
+        yield from two_nodes(database_url, tmp_path, shared)
 
 
 def on(node: Fwrepo, location: str) -> str:

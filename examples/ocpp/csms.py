@@ -4,8 +4,9 @@ What the CSMS does for fwrepo, and nothing else:
 
 * remembers what each charger said in its BootNotification (vendor, model, firmwareVersion), which is what
   a campaign needs to know about it;
-* pulls the grants that are due (`GET /api/v1/campaigns/{id}/grants?due=now`: each grant is handed out once)
-  and sends each charger the request fwrepo prepared for it: `UpdateFirmware` (OCPP 1.6),
+* pulls the grants that are due (`GET /api/v1/campaigns/{id}/grants?due=now`: each grant is handed out once),
+  or with --webhook-listen takes them pushed (a signed `grants.due` webhook, docs/webhooks.md), and sends
+  each charger the request fwrepo prepared for it: `UpdateFirmware` (OCPP 1.6),
   `SignedUpdateFirmware` (1.6 security extension) or `UpdateFirmware` (2.0.1);
 * forwards every (Signed)FirmwareStatusNotification, and the BootNotification that follows an update as
   `Booted`, to `POST /api/v1/events`, keyed by the grant id (the OCPP requestId). Plain 1.6 notifications
@@ -25,9 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import os
 import re
+import secrets
 import signal
 import ssl
 import time
@@ -462,6 +467,117 @@ class _Csms201Link(ChargePoint201):
         return result201.FirmwareStatusNotification()
 
 
+# -- webhooks instead of polling (docs/webhooks.md) ------------------------------------------------
+
+# Deliveries signed longer ago than this (either way) are refused as replays.
+WEBHOOK_REPLAY_WINDOW = 300
+WEBHOOK_EVENTS = ("grants.due", "campaign.halted", "campaign.completed", "campaign.cancelled")
+MAX_WEBHOOK_BODY = 16 * 1024 * 1024
+
+
+def webhook_verified(secret: bytes, headers: dict[str, str], body: bytes) -> bool:
+    """Fwrepo-Signature is v1=HMAC-SHA256(secret, Fwrepo-Timestamp + "." + body), and the timestamp is recent."""
+    timestamp = headers.get("fwrepo-timestamp", "")
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > WEBHOOK_REPLAY_WINDOW:
+        return False
+    expected = "v1=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers.get("fwrepo-signature", ""))
+
+
+class WebhookReceiver:
+    """A small HTTP server fwrepo POSTs events to: due grants go to the chargers, campaign ends are noted.
+
+    It answers as soon as the delivery is verified, and works on it afterwards: fwrepo counts a slow answer
+    as a failed attempt and sends again. Event ids already handled are dropped (a delivery may come twice when
+    a fwrepo node stopped mid-attempt). Plain HTTP here; behind TLS (a proxy, or ssl= on start) in production.
+    """
+
+    def __init__(self, csms: Csms, secret: bytes) -> None:
+        self.csms = csms
+        self.secret = secret
+        self.seen: set[str] = set()
+        self.over: dict[str, asyncio.Event] = {}
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        self._server = await asyncio.start_server(self._connected, host, port, ssl=tls)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def campaign_over(self, campaign_id: str) -> asyncio.Event:
+        return self.over.setdefault(campaign_id, asyncio.Event())
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, document = await asyncio.wait_for(self._read(reader), 30)
+            writer.write(f"HTTP/1.1 {status} {'No Content' if status == 204 else 'Refused'}\r\n"
+                         "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError):
+            return
+        finally:
+            writer.close()
+        if document is not None and document["id"] not in self.seen:
+            self.seen.add(document["id"])
+            task = asyncio.create_task(self._handle(document))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, Any] | None]:
+        request_line = await reader.readline()
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        if not request_line.startswith(b"POST ") or length > MAX_WEBHOOK_BODY:
+            return 400, None
+        body = await reader.readexactly(length)
+        if not webhook_verified(self.secret, headers, body):
+            LOG.warning("webhook delivery %s refused: bad signature or stale timestamp", headers.get("fwrepo-delivery"))
+            return 401, None
+        return 204, json.loads(body)
+
+    async def _handle(self, document: dict[str, Any]) -> None:
+        data = document["data"]
+        if document["event"] == "grants.due":
+            await asyncio.gather(*(self.csms.send_grant(grant) for grant in data["grants"]))
+        elif document["event"] in ("campaign.halted", "campaign.completed", "campaign.cancelled"):
+            self.campaign_over(data["campaign_id"]).set()
+
+
+async def register_webhook(fwrepo: FwrepoClient, url: str, secret: bytes) -> dict[str, Any]:
+    """POST /api/v1/webhooks for the events this CSMS acts on; fwrepo shows the secret to no one after."""
+    reply = await fwrepo.http.post("/api/v1/webhooks", json={"url": url, "events": list(WEBHOOK_EVENTS),
+                                                             "secret": secret.decode()})
+    return await fwrepo._json(reply)
+
+
+async def run_campaign_pushed(csms: Csms, receiver: WebhookReceiver, campaign_id: str) -> dict[str, Any]:
+    """run_campaign without polling: due grants arrive at the receiver; wait for the campaign's end, then its report."""
+    # A campaign given by id may have ended before the receiver listened: its end event went to no one.
+    if (await csms.fwrepo.report(campaign_id))["status"] not in CAMPAIGN_OVER:
+        await receiver.campaign_over(campaign_id).wait()
+    await csms.events.drain()
+    return await csms.fwrepo.report(campaign_id)
+
+
+async def _with_webhooks(csms: Csms, arguments: argparse.Namespace) -> tuple[WebhookReceiver, dict[str, Any]]:
+    """Listen on --webhook-listen and register it with fwrepo (as --webhook-url, default http://HOST:PORT/fwrepo)."""
+    receiver = WebhookReceiver(csms, secrets.token_hex(32).encode())
+    host, _, port = arguments.webhook_listen.rpartition(":")
+    listening = await receiver.start(host, int(port))
+    webhook = await register_webhook(csms.fwrepo, arguments.webhook_url or f"http://{host}:{listening}/fwrepo",
+                                     receiver.secret)
+    LOG.info("webhook %s: fwrepo pushes %s to %s", webhook["id"], ", ".join(webhook["events"]), webhook["url"])
+    return receiver, webhook
+
+
 async def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fwrepo", default=os.environ.get("FWREPO_URL", "https://127.0.0.1:8443"))
@@ -478,6 +594,9 @@ async def _main() -> None:
     parser.add_argument("--linger", type=float, metavar="SECONDS",
                         help="once the campaign is over, serve chargers until their jobs are final, at most this long "
                              "(default: until fwrepo's job timeout ends them; SIGINT or SIGTERM stops at once)")
+    parser.add_argument("--webhook-listen", metavar="HOST:PORT",
+                        help="take due grants and campaign ends as webhooks on this address instead of polling")
+    parser.add_argument("--webhook-url", help="the URL fwrepo reaches --webhook-listen at (default http://HOST:PORT/fwrepo)")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     api_key = os.environ.get("FWREPO_KEY")
@@ -498,10 +617,14 @@ async def _main() -> None:
         loop.add_signal_handler(signal_number, stop_once)
     host, _, port = arguments.listen.rpartition(":")
     LOG.info("listening on ws://%s:%d", host, await csms.start(host, int(port)))
+    receiver, webhook = await _with_webhooks(csms, arguments) if arguments.webhook_listen else (None, None)
     try:
-        await _unless_stopped(_drive(csms, arguments), stop)
+        await _unless_stopped(_drive(csms, arguments, receiver), stop)
         unfinished = await csms.wait_for_chargers(stop, arguments.linger)
     finally:
+        if receiver is not None and webhook is not None:
+            await fwrepo.http.delete(f"/api/v1/webhooks/{webhook['id']}")
+            await receiver.stop()
         await csms.stop()
         await fwrepo.close()
     never_sent = f", {len(csms.parked)} never connected to get theirs" if csms.parked else ""
@@ -509,7 +632,7 @@ async def _main() -> None:
              len(unfinished), f" ({', '.join(unfinished)})" if unfinished else "", never_sent)
 
 
-async def _drive(csms: Csms, arguments: argparse.Namespace) -> None:
+async def _drive(csms: Csms, arguments: argparse.Namespace, receiver: WebhookReceiver | None = None) -> None:
     """Start or follow the campaign the command line names, until it is over; without one, serve until stopped."""
     campaign_id = arguments.campaign
     if arguments.firmware:
@@ -520,7 +643,8 @@ async def _drive(csms: Csms, arguments: argparse.Namespace) -> None:
         campaign_id = campaign["id"]
         LOG.info("campaign %s started", campaign_id)
     if campaign_id:
-        report = await csms.run_campaign(campaign_id)
+        report = await (run_campaign_pushed(csms, receiver, campaign_id) if receiver is not None
+                        else csms.run_campaign(campaign_id))
         LOG.info("campaign %s %s: %s; serving its chargers until their jobs are final", campaign_id,
                  report["status"], report["states"])
     else:

@@ -24,15 +24,18 @@ from repo_service.contract.jobs import (
 from repo_service.contract.keys import Signer, SignerList, SignerRequest, SigningKey, SigningKeyList
 from repo_service.contract.problem import PROBLEM_MEDIA_TYPE, Problem
 from repo_service.contract.service import Health, Readiness
-from repo_service.contract.webhooks import WEBHOOK_EVENTS
+from repo_service.contract.webhooks import (
+    WEBHOOK_EVENTS, Delivery, DeliveryAttempt, DeliveryList, Webhook, WebhookList, WebhookRequest,
+)
 
 __all__ = [
-    "AuditEvent", "AuditPage", "Body", "Build", "CampaignCharger", "CampaignList", "CampaignListItem", "CampaignReport",
-    "CampaignRequest", "DownloadRecord", "DueGrants", "EventRecorded", "EventsRecorded", "Firmware", "FirmwarePage",
-    "FirmwareStats", "Grant", "GrantBatch", "GrantBatchRequest", "GrantRequest", "GrantStatusEvent",
-    "GrantWithDownloads", "Health", "Job", "JobEvent", "JobSummary", "Manifest", "ManifestDocument", "OcppRequests",
-    "PROBLEM_MEDIA_TYPE", "Percentiles", "Problem", "Readiness", "Reply", "SignedFirmware", "SignedUpdateFirmware",
-    "Signer", "SignerList", "SignerRequest", "SigningKey", "SigningKeyList", "StatusEvent", "StatusEvents",
-    "Timeline", "UpdateFirmware", "UpdateOffer", "UploadForm", "WEBHOOK_EVENTS", "WaveReport", "Window",
-    "YankRequest",
+    "AuditEvent", "AuditPage", "Body", "Build", "CampaignCharger", "CampaignList", "CampaignListItem",
+    "CampaignReport", "CampaignRequest", "Delivery", "DeliveryAttempt", "DeliveryList", "DownloadRecord",
+    "DueGrants", "EventRecorded", "EventsRecorded", "Firmware", "FirmwarePage", "FirmwareStats", "Grant",
+    "GrantBatch", "GrantBatchRequest", "GrantRequest", "GrantStatusEvent", "GrantWithDownloads", "Health", "Job",
+    "JobEvent", "JobSummary", "Manifest", "ManifestDocument", "OcppRequests", "PROBLEM_MEDIA_TYPE", "Percentiles",
+    "Problem", "Readiness", "Reply", "SignedFirmware", "SignedUpdateFirmware", "Signer", "SignerList",
+    "SignerRequest", "SigningKey", "SigningKeyList", "StatusEvent", "StatusEvents", "Timeline", "UpdateFirmware",
+    "UpdateOffer", "UploadForm", "WEBHOOK_EVENTS", "WaveReport", "Webhook", "WebhookList", "WebhookRequest",
+    "Window", "YankRequest",
 ]

@@ -296,3 +296,58 @@ class AuditCheckpoint(SQLModel, table=True):
     node: str = Field(max_length=64)
     key_id: str = Field(max_length=16)
     signature: str = Field(max_length=128)
+
+
+class Webhook(SQLModel, table=True):
+    """An endpoint a CSMS registered: fwrepo POSTs the events it names there, signed with its secret."""
+
+    __tablename__ = "webhook"
+
+    id: str = Field(sa_column=Column(String(32), primary_key=True))
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    # The secret sealed (AES-GCM) with a key derived from FWREPO_TOKEN_SECRET: usable to sign on every node,
+    # useless to whoever reads the database alone. Never sent back.
+    secret_sealed: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    created_by: str | None = Field(default=None, max_length=32)
+    # Deleted endpoints keep their delivery log; nothing more is sent to them.
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint: the outbox row its domain transaction wrote, until delivered or failed."""
+
+    __tablename__ = "webhook_delivery"
+    # The same event for the same endpoint is one delivery, however many nodes or rounds decide it.
+    __table_args__ = (UniqueConstraint("webhook_id", "event_key", name="uq_webhook_delivery_event"),
+                      Index("ix_webhook_delivery_ready", "status", "next_attempt_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: str = Field(sa_column=Column(String(32), ForeignKey("webhook.id"), nullable=False, index=True))
+    event: str = Field(max_length=32)
+    event_key: str = Field(max_length=128)
+    # The body sealed like the webhook's secret: due grants carry download locations and FTPS passwords.
+    body_sealed: str = Field(sa_column=Column(Text, nullable=False))
+    # pending, delivered, failed (out of attempts) or cancelled (its endpoint was deleted).
+    status: str = Field(max_length=16)
+    attempts: int = Field(default=0)
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    next_attempt_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    # A node sending it holds it until then, under its token: no other node sends it meanwhile.
+    claimed_until: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    claim_token: str | None = Field(default=None, max_length=32)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One try at sending a delivery: what the receiver answered, or why there was no answer."""
+
+    __tablename__ = "webhook_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(sa_column=Column(ForeignKey("webhook_delivery.id"), nullable=False, index=True))
+    at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    status_code: int | None = Field(default=None)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    duration_ms: int = Field(default=0)

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
-from sqlmodel import Session
+from sqlalchemy import Engine, Insert, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, SQLModel
 
 from repo_service.domain.owner_files import PRIVATE_FILE, make_private_directory, withhold_from_others
 
@@ -51,6 +53,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def insert_or_ignore(session: Session, table: type[SQLModel]) -> Insert:
+    """INSERT whose rows that break a unique key are dropped by the database (no read first, no race)."""
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+    return insert(table).on_conflict_do_nothing()
 
 
 def _create_engine(url: str) -> Engine:

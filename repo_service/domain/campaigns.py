@@ -25,13 +25,17 @@ from repo_service.domain import leases
 from repo_service.domain.audit import Performer
 from repo_service.domain.background import repeating
 from repo_service.domain.catalog import FirmwareRecord
-from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.domain.documents import (
     binding, charger_id, protocol_and_mode, refuse_unknown, required_string, retry_plan,
 )
 from repo_service.domain.grants import DEFAULT_LIFETIME, RETRY_PLAN_MARGIN, GrantRecord, Grants, retry_plan_end
+from repo_service.domain.ocpp import grant_json
 from repo_service.domain.update_jobs import FAILURES, Job, JobState, UpdateJobs
 from repo_service.domain.versions import parse_version
+from repo_service.domain.webhooks import (
+    CAMPAIGN_CANCELLED, CAMPAIGN_COMPLETED, CAMPAIGN_HALTED, GRANTS_DUE, JOB_FINISHED, WAVE_STARTED, Outbox,
+)
 from repo_service.errors import Conflict, InvalidInput, NotFound
 
 MAX_CHARGERS = 100_000
@@ -298,6 +302,17 @@ def _stored_job(member: CampaignCharger) -> Job | None:
                member.booted_at, (), member.bytes_served, member.final, member.due_at)
 
 
+def _finished_json(grant_id: int, job: Job, member: CampaignCharger | None) -> dict[str, Any]:
+    """job.finished's data: the outcome and its times (the full job is GET /api/v1/grants/{id}/job)."""
+    return {
+        "grant_id": grant_id, "request_id": grant_id, "campaign_id": member.campaign_id if member else None,
+        "charger_id": member.charger_id if member else None, "state": job.state.value,
+        "first_byte": rfc3339(job.first_byte_at) if job.first_byte_at else None,
+        "last_byte": rfc3339(job.last_byte_at) if job.last_byte_at else None,
+        "boot_confirmed": rfc3339(job.booted_at) if job.booted_at else None,
+    }
+
+
 def _skip_kind(reason: str) -> str:
     for prefix, kind in SKIP_KINDS:
         if reason.startswith(prefix):
@@ -315,10 +330,13 @@ class CampaignObserver(Protocol):
 
 
 class Campaigns:
-    def __init__(self, database: Database, grants: Grants, jobs: UpdateJobs, clock: Clock = utc_now) -> None:
+    def __init__(self, database: Database, grants: Grants, jobs: UpdateJobs, outbox: Outbox,
+                 clock: Clock = utc_now) -> None:
         self.database = database
         self.grants = grants
         self.jobs = jobs
+        # Webhook events are written here by the transaction that decides them.
+        self.outbox = outbox
         self.audit = grants.audit
         self.clock = clock
         self.observers: list[CampaignObserver] = []
@@ -387,6 +405,8 @@ class Campaigns:
             member.grant_id, member.state, member.granted_at = grant_id, JobState.GRANTED.value, now
             member.due_at = max(now, retrieve) + self.jobs.timeout
             session.add(member)
+        self.outbox.enqueue(session, WAVE_STARTED, [(f"{campaign.id}:{wave + 1}", {
+            "campaign_id": campaign.id, "wave": wave + 1, "waves": len(campaign.wave_ends), "grants": len(ids)})])
 
     def due(self, campaign_id: str, limit: int = DUE_PAGE) -> list[GrantRecord]:
         """Up to limit grants whose retrieve_date has come and that no CSMS was handed yet; each is handed out once.
@@ -395,29 +415,60 @@ class Campaigns:
         """
         if not 1 <= limit <= MAX_DUE_PAGE:
             raise InvalidInput("limit", f"must be between 1 and {MAX_DUE_PAGE}")
-        now = self.clock()
         # It reads, then claims: on SQLite that needs the write lock from the start (see Database.session).
         with self.database.session(exclusive=True) as session:
-            campaign = self._campaign(session, campaign_id)
-            if campaign.status != CampaignStatus.RUNNING:
-                return []
-            running = select(Campaign.id).where(Campaign.id == campaign_id,
-                                                Campaign.status == CampaignStatus.RUNNING.value)
-            due_now = (select(CampaignCharger.id).join(Grant, col(Grant.id) == col(CampaignCharger.grant_id)).where(
-                col(CampaignCharger.campaign_id).in_(running), col(CampaignCharger.delivered_at).is_(None),
-                col(Grant.retrieve_date) <= now, col(Grant.revoked_at).is_(None),
-            ).order_by(col(CampaignCharger.grant_id)).limit(limit))
-            # Claimed with a conditional update: two CSMS workers (or nodes) never get the same grant.
-            claimed = sorted(grant_id for grant_id in session.execute(
-                update(CampaignCharger).where(col(CampaignCharger.id).in_(due_now),
-                                              col(CampaignCharger.delivered_at).is_(None))
-                .values(delivered_at=now).returning(CampaignCharger.grant_id)
-            ).scalars() if grant_id is not None)
-            if not claimed:
-                return []
-            rows = list(session.exec(select(Grant).where(col(Grant.id).in_(claimed)).order_by(col(Grant.id))).all())
-            firmware = self.grants.catalog.get(campaign.firmware_id)
-            return self.grants.deliver(session, rows, firmware, campaign.ftps_mode)
+            return self._hand_out(session, self._campaign(session, campaign_id), limit)
+
+    def push_due(self) -> int:
+        """grants.due: what ?due=now would hand out, handed out instead to the webhooks that take it, in the
+        transaction that claims the grants; so a grant goes once, to a poll or to the webhooks. How many."""
+        with self.database.session() as session:
+            if not self.outbox.subscribers(session, GRANTS_DUE):
+                return 0
+            running = list(session.exec(select(Campaign.id).where(
+                Campaign.status == CampaignStatus.RUNNING.value)).all())
+        pushed = 0
+        for campaign_id in running:
+            while True:
+                with self.database.session(exclusive=True) as session:
+                    # Checked in the claiming transaction: a webhook deleted meanwhile leaves the grants to polls.
+                    if not self.outbox.subscribers(session, GRANTS_DUE):
+                        return pushed
+                    grants = self._hand_out(session, self._campaign(session, campaign_id), DUE_PAGE)
+                    if grants:
+                        firmware = self.grants.catalog.get(grants[0].firmware_id)
+                        self.outbox.enqueue(session, GRANTS_DUE, [(f"{campaign_id}:{grants[0].id}", {
+                            "campaign_id": campaign_id,
+                            "grants": [grant_json(grant, firmware) for grant in grants]})])
+                pushed += len(grants)
+                if len(grants) < DUE_PAGE:
+                    break
+        return pushed
+
+    def _hand_out(self, session: Session, campaign: Campaign, limit: int) -> list[GrantRecord]:
+        """Claim up to limit due grants no one was handed yet, in the caller's transaction (which holds the
+        write lock on SQLite), and return them with their locations."""
+        if campaign.status != CampaignStatus.RUNNING:
+            return []
+        campaign_id = campaign.id
+        now = self.clock()
+        running = select(Campaign.id).where(Campaign.id == campaign_id,
+                                            Campaign.status == CampaignStatus.RUNNING.value)
+        due_now = (select(CampaignCharger.id).join(Grant, col(Grant.id) == col(CampaignCharger.grant_id)).where(
+            col(CampaignCharger.campaign_id).in_(running), col(CampaignCharger.delivered_at).is_(None),
+            col(Grant.retrieve_date) <= now, col(Grant.revoked_at).is_(None),
+        ).order_by(col(CampaignCharger.grant_id)).limit(limit))
+        # Claimed with a conditional update: two CSMS workers (or nodes) never get the same grant.
+        claimed = sorted(grant_id for grant_id in session.execute(
+            update(CampaignCharger).where(col(CampaignCharger.id).in_(due_now),
+                                          col(CampaignCharger.delivered_at).is_(None))
+            .values(delivered_at=now).returning(CampaignCharger.grant_id)
+        ).scalars() if grant_id is not None)
+        if not claimed:
+            return []
+        rows = list(session.exec(select(Grant).where(col(Grant.id).in_(claimed)).order_by(col(Grant.id))).all())
+        firmware = self.grants.catalog.get(campaign.firmware_id)
+        return self.grants.deliver(session, rows, firmware, campaign.ftps_mode)
 
     def settle(self, grant_ids: Sequence[int]) -> dict[int, Job]:
         """What was just reported about these grants: their jobs derived once, stored, and their waves decided."""
@@ -449,7 +500,8 @@ class Campaigns:
         return repeating("campaign-tick", TICK_SECONDS, self.tick)
 
     def _store(self, jobs: Mapping[int, Job]) -> set[str]:
-        """Store these campaign jobs as derived; the campaigns they belong to."""
+        """Store these campaign jobs as derived, and write job.finished for each job that became final (of a
+        campaign or not); the campaigns they belong to."""
         if not jobs:
             return set()
         # It reads, then writes: on SQLite that needs the write lock from the start, or two of these
@@ -457,6 +509,11 @@ class Campaigns:
         with self.database.session(exclusive=True) as session:
             members = {member.grant_id: member for member in session.exec(select(CampaignCharger).where(
                 col(CampaignCharger.grant_id).in_(list(jobs)))).all()}
+            # Keyed by grant and state: a final job derived again (another event, a tick) is not sent again.
+            self.outbox.enqueue(session, JOB_FINISHED, [
+                (f"{grant_id}:{job.state.value}", _finished_json(grant_id, job, members.get(grant_id)))
+                for grant_id, job in jobs.items()
+                if job.final and not (grant_id in members and members[grant_id].final)])
             for grant_id, job in jobs.items():
                 member = members.get(grant_id)
                 if member is None:
@@ -499,14 +556,20 @@ class Campaigns:
                 worst = ", ".join(f"{count} {state.value}" for state, count in failures.most_common())
                 reason = (f"wave {wave + 1}: {failed} of {size} chargers failed ({failed / size:.0%}), more than "
                           f"its threshold of {threshold:.0%} ({worst})")
-                session.execute(update(Campaign).where(*still).values(status=CampaignStatus.HALTED.value,
-                                                                      status_reason=reason))
+                halted = session.execute(update(Campaign).where(*still).values(
+                    status=CampaignStatus.HALTED.value, status_reason=reason)).rowcount
+                if halted:
+                    self.outbox.enqueue(session, CAMPAIGN_HALTED, [(campaign_id, {
+                        "campaign_id": campaign_id, "wave": wave + 1, "status_reason": reason})])
                 return False
             if finished < size:
                 return False
             if wave + 1 == len(campaign.wave_ends):
-                session.execute(update(Campaign).where(*still).values(
-                    status=CampaignStatus.COMPLETED.value, status_reason="every wave finished"))
+                completed = session.execute(update(Campaign).where(*still).values(
+                    status=CampaignStatus.COMPLETED.value, status_reason="every wave finished")).rowcount
+                if completed:
+                    self.outbox.enqueue(session, CAMPAIGN_COMPLETED, [(campaign_id, {
+                        "campaign_id": campaign_id, "waves": len(campaign.wave_ends)})])
                 return False
             moved = session.execute(update(Campaign).where(*still).values(current_wave=wave + 1)).rowcount
             if moved != 1:
@@ -541,6 +604,7 @@ class Campaigns:
                 self.grants.revocations.revoke(
                     session, col(Grant.id).in_(members) & (col(Grant.downloads_completed) == 0),
                     f"campaign {campaign_id} cancelled")
+                self.outbox.enqueue(session, CAMPAIGN_CANCELLED, [(campaign_id, {"campaign_id": campaign_id})])
             self.audit.record(by, f"campaign_{action}", f"campaign {campaign_id}", session)
         if action == "resume":
             # While paused, events were stored but decided nothing: decide now.

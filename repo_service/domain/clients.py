@@ -38,15 +38,16 @@ class Action(StrEnum):
     MANAGE_SIGNERS = "manage uploader signing keys"
     GRANT = "issue and revoke download grants"
     READ_AUDIT = "read the audit trail"
+    MANAGE_WEBHOOKS = "manage webhooks"
 
 
 # Release engineers own the builds; a CSMS only reads what it needs to offer
-# updates; admins may do everything.
+# updates, and registers the webhooks that push it what it would poll for; admins may do everything.
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.RELEASE: frozenset(
         {Action.READ_CATALOG, Action.DOWNLOAD_CONTENT, Action.UPLOAD, Action.PUBLISH, Action.YANK, Action.QUERY_UPDATES}
     ),
-    Role.CSMS: frozenset({Action.READ_CATALOG, Action.QUERY_UPDATES, Action.GRANT}),
+    Role.CSMS: frozenset({Action.READ_CATALOG, Action.QUERY_UPDATES, Action.GRANT, Action.MANAGE_WEBHOOKS}),
     Role.ADMIN: frozenset(Action),
 }
 

@@ -1,4 +1,5 @@
-"""The OCPP requests a CSMS sends for a grant, ready as JSON: what fwrepo knows of OCPP's UpdateFirmware."""
+"""The OCPP requests a CSMS sends for a grant, ready as JSON: what fwrepo knows of OCPP's UpdateFirmware,
+and the grant as the CSMS gets it with them."""
 
 from __future__ import annotations
 
@@ -26,4 +27,31 @@ def update_firmware_requests(grant: GrantRecord, firmware: FirmwareRecord) -> di
         "update_firmware": {"location": grant.location, "retrieveDate": rfc3339(grant.retrieve_date), **retry_plan},
         "signed_update_firmware": {"requestId": grant.id, **retry_plan, "firmware": signed_firmware},
         "update_firmware_v201": {"requestId": grant.id, **retry_plan, "firmware": dict(signed_firmware)},
+    }
+
+
+def grant_json(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
+    """A grant as the CSMS gets it, in a reply or a webhook: its fields and its OCPP requests."""
+    # Written out rather than dataclasses.asdict: a batch makes 10,000 of these,
+    # and asdict's deep copies were most of the batch's time.
+    return {
+        "id": grant.id,
+        "request_id": grant.id,
+        "firmware_id": grant.firmware_id,
+        "charger_id": grant.charger_id,
+        "protocol": grant.protocol,
+        "location": grant.location,
+        "created_at": rfc3339(grant.created_at),
+        "retrieve_date": rfc3339(grant.retrieve_date),
+        "install_date": rfc3339(grant.install_date) if grant.install_date else None,
+        "expires_at": rfc3339(grant.expires_at),
+        "retries": grant.retries,
+        "retry_interval": grant.retry_interval,
+        "max_downloads": grant.max_downloads,
+        "downloads_completed": grant.downloads_completed,
+        "revoked_at": rfc3339(grant.revoked_at) if grant.revoked_at else None,
+        "revoke_reason": grant.revoke_reason,
+        "bind": grant.bind,
+        "charger_serial": grant.charger_serial,
+        "ocpp": update_firmware_requests(grant, firmware),
     }

@@ -8,12 +8,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 
 from repo_service.db.models import DownloadRecord, Grant, GrantEvent
-from repo_service.db.session import Database
+from repo_service.db.session import Database, insert_or_ignore
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clock import Clock, parse_moment, utc_now
 from repo_service.domain.documents import refuse_unknown
@@ -317,10 +315,8 @@ class UpdateJobs:
             for grant_id, event in keyed
         ]
         with self.database.session() as session:
-            dialect = session.get_bind().dialect.name
-            insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
             # Duplicates (the same grant, status and time) are dropped by the database, not by a read first.
-            statement = insert(GrantEvent).on_conflict_do_nothing().returning(GrantEvent.id)
+            statement = insert_or_ignore(session, GrantEvent).returning(GrantEvent.id)
             return len(session.execute(statement, rows).all())
 
     def job(self, grant_id: int) -> Job:

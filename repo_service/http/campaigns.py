@@ -24,6 +24,7 @@ from repo_service.http.bodies import json_object
 from repo_service.http.firmware import query_int
 from repo_service.http.grants import ISSUE_ERRORS, grant_json
 from repo_service.http.operations import Content, Parameter, conforming, operation, reply
+from repo_service.http.urls import path_id
 
 # 100,000 chargers of about 120 bytes each.
 MAX_CAMPAIGN_BODY = 16 * 1024 * 1024
@@ -64,10 +65,7 @@ def report_json(report: CampaignReport) -> dict[str, Any]:
 
 
 def _campaign_id(request: Request) -> str:
-    campaign_id = request.path_params["campaign_id"]
-    if len(campaign_id) != 16 or not all(character in "0123456789abcdef" for character in campaign_id):
-        raise InvalidInput("campaign_id", f"{campaign_id[:40]!r} is not a campaign id")
-    return campaign_id
+    return path_id(request, "campaign_id", "campaign")
 
 
 CAMPAIGN_ID = Parameter("campaign_id", "path", "the campaign's id",

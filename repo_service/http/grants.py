@@ -11,11 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from repo_service.contract import Grant, GrantBatch, GrantBatchRequest, GrantRequest, GrantWithDownloads
-from repo_service.domain.catalog import FirmwareRecord
 from repo_service.domain.clients import Action
-from repo_service.domain.clock import rfc3339
 from repo_service.domain.grants import MAX_GRANT_ID, GrantRecord
-from repo_service.domain.ocpp import update_firmware_requests
+from repo_service.domain.ocpp import grant_json
 from repo_service.errors import InvalidInput, NotFound
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
@@ -23,32 +21,6 @@ from repo_service.http.operations import Parameter, conforming, operation, reply
 
 # A batch of 10,000 charger ids is about 400 KB of JSON.
 MAX_GRANT_BODY = 2 * 1024 * 1024
-
-
-def grant_json(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
-    # Written out rather than dataclasses.asdict: a batch makes 10,000 of these,
-    # and asdict's deep copies were most of the batch's time.
-    return {
-        "id": grant.id,
-        "request_id": grant.id,
-        "firmware_id": grant.firmware_id,
-        "charger_id": grant.charger_id,
-        "protocol": grant.protocol,
-        "location": grant.location,
-        "created_at": rfc3339(grant.created_at),
-        "retrieve_date": rfc3339(grant.retrieve_date),
-        "install_date": rfc3339(grant.install_date) if grant.install_date else None,
-        "expires_at": rfc3339(grant.expires_at),
-        "retries": grant.retries,
-        "retry_interval": grant.retry_interval,
-        "max_downloads": grant.max_downloads,
-        "downloads_completed": grant.downloads_completed,
-        "revoked_at": rfc3339(grant.revoked_at) if grant.revoked_at else None,
-        "revoke_reason": grant.revoke_reason,
-        "bind": grant.bind,
-        "charger_serial": grant.charger_serial,
-        "ocpp": update_firmware_requests(grant, firmware),
-    }
 
 
 # What refuses a grant for its build, for one charger, a batch or a campaign.

@@ -1,4 +1,4 @@
-"""URLs refused before routing when no database could answer them."""
+"""URLs refused before routing when no database could answer them, and ids read from paths."""
 
 from __future__ import annotations
 
@@ -42,3 +42,11 @@ def _field_with_nul(scope: Scope) -> str | None:
             if "\x00" in name or "\x00" in value:
                 return name[:40]
     return None
+
+
+def path_id(request: Request, name: str, what: str) -> str:
+    """The 16 hex digits of a campaign's or webhook's id in the path; 422 naming it otherwise."""
+    value = request.path_params[name]
+    if len(value) != 16 or not all(character in "0123456789abcdef" for character in value):
+        raise InvalidInput(name, f"{value[:40]!r} is not a {what} id")
+    return value

@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +108,22 @@ class Fwrepo:
 
 def start_fwrepo(data_dir: Path, **environment: str) -> Fwrepo:
     return Fwrepo(data_dir=data_dir, environment=environment).start()
+
+
+def two_nodes(database_url: str, tmp_path: Path, environment: dict[str, str]) -> Iterator[tuple[Fwrepo, Fwrepo]]:
+    """Two `fwrepo serve` nodes on one database, each with a data directory of its own under tmp_path; they
+    are stopped when the generator closes. environment holds what nodes share (keys directory, secrets)."""
+    started: list[Fwrepo] = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            node = Fwrepo(data_dir=tmp_path / name, environment={**environment, "FWREPO_DATABASE_URL": database_url})
+            started.append(node.start())
+        started[1].keys = started[0].keys  # API keys live in the shared database
+        yield started[0], started[1]
+    finally:
+        for node in started:
+            node.stop()
 
 
 def s3_environment(server: S3Server, bucket: str) -> dict[str, str]:
