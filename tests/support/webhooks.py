@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from repo_service.contract import WEBHOOK_EVENTS
 from tests.support.openssl_pki import make_pki
 
 # What the receivers in docs/webhooks.md refuse: a delivery signed longer ago than this is a replay.
@@ -39,7 +40,14 @@ class Received:
 
     @property
     def document(self) -> dict[str, Any]:
-        return json.loads(self.body)
+        """The delivery's body, held to the model the OpenAPI description's webhooks section gives its event."""
+        document = json.loads(self.body)
+        model = WEBHOOK_EVENTS[document["event"]]
+        data = model.model_fields["data"].annotation
+        assert document.keys() == model.model_fields.keys() and document["data"].keys() <= data.model_fields.keys(), \
+            (document, model)
+        model.model_validate(document)
+        return document
 
 
 @dataclass
