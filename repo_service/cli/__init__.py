@@ -2,7 +2,7 @@
 
 - ``runtime``: the server runtime (serve, ftps, db upgrade);
 - ``admin``: local administration on the data directory (clients, keys, signers, storage, audit, verify);
-- ``remote``: the client of a running fwrepo over HTTPS (upload, list, publish, yank, campaigns);
+- ``remote``: commands on a running fwrepo, through repo_service.client (upload, list, publish, yank, campaigns);
 - ``terminal``: what is printed for a person (tables, progress bars, human values);
 - ``arguments``: the grammar they share (settings as flags, unknown options named).
 """
@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from repo_service import __version__
 from repo_service.cli import admin, remote, runtime
 from repo_service.cli.arguments import Parser
-from repo_service.cli.remote import RemoteError
+from repo_service.client import FwrepoError as RemoteError
 from repo_service.errors import FwrepoError, SettingsError
 
 
