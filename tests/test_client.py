@@ -6,6 +6,9 @@ import csv
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -19,6 +22,7 @@ from repo_service.client import (
 )
 from repo_service.contract import CampaignReport, Grant
 from tests.support.builds import image, unique_vendor
+from tests.support.documented import documented_block
 from tests.support.fwrepo import Fwrepo as FwrepoServer, free_port
 from tests.support.scripted_http import ScriptedServer, answer, hang_up
 
@@ -104,6 +108,21 @@ def test_a_release_engineer_and_a_csms_do_their_whole_job_through_the_client(fwr
         assert signer.id not in [item.id for item in admin.signers().items]
         assert release.yank(build.id, "bricks AC22 rev B").yank_reason == "bricks AC22 rev B"
         assert admin.audit(subject=f"firmware {build.id}", action="yank").total == 1
+
+
+def test_the_documented_example_runs_as_written(fwrepo: FwrepoServer, tmp_path: Path) -> None:
+    content = image(300_000)
+    (tmp_path / "fw.bin").write_bytes(content)
+    environment = {**os.environ, "FWREPO_URL": fwrepo.url, "FWREPO_KEY": fwrepo.key("admin"),
+                   "FWREPO_CACERT": fwrepo.ca}
+    result = subprocess.run([sys.executable, "-c", documented_block("client.md", "client example", "python")],
+                            cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"sent all {len(content)} bytes"
+    assert lines[1].startswith(f"UpdateFirmware location: {fwrepo.url}/d/")
+    assert lines[2].startswith("refused: charger_id: ")
+    assert (tmp_path / "fw-copy.bin").read_bytes() == content
 
 
 def test_refusals_are_raised_as_their_own_exceptions_with_the_problem_document(fwrepo: FwrepoServer,

@@ -50,7 +50,7 @@ class _CountingFile:
     def read(self, size: int = -1) -> bytes:
         block = self.file.read(size)
         self.sent += len(block)
-        if self.progress is not None:
+        if block and self.progress is not None:  # the read at the end finds nothing: no news
             self.progress(self.sent, self.total)
         return block
 
@@ -141,7 +141,8 @@ class Fwrepo:
         return self._call(Firmware, "GET", f"/api/v1/firmware/{firmware_id}")
 
     def publish(self, firmware_id: str) -> Firmware:
-        return self._call(Firmware, "POST", f"/api/v1/firmware/{firmware_id}/publish")
+        # Publishing a published build changes nothing: safe to send again.
+        return self._call(Firmware, "POST", f"/api/v1/firmware/{firmware_id}/publish", idempotent=True)
 
     def yank(self, firmware_id: str, reason: str) -> Firmware:
         return self._call(Firmware, "POST", f"/api/v1/firmware/{firmware_id}/yank", json={"reason": reason})
