@@ -233,6 +233,17 @@ def test_a_download_dropped_mid_image_resumes_with_range_and_if_range(tmp_path: 
     assert (resumed["Range"], resumed["If-Range"]) == ("bytes=70000-", f'"{digest}"')
 
 
+def test_a_download_sent_on_to_storage_follows_without_the_api_key_or_storage_s_etag(tmp_path: Path) -> None:
+    content = image(50_000)
+    md5 = {"ETag": f'"{hashlib.md5(content).hexdigest()}"'}  # what S3 calls an ETag: not the SHA-256
+    with ScriptedServer(answer(200, content, "application/octet-stream", md5)) as storage:
+        redirect = answer(302, headers={"Location": f"{storage.url}/bucket/fw.bin?X-Amz-Signature=x"})
+        with ScriptedServer(redirect) as server, Fwrepo(server.url, "key") as fwrepo:
+            fwrepo.download("/d/token/fw.bin", tmp_path / "fw.bin")
+    assert (tmp_path / "fw.bin").read_bytes() == content
+    assert "Authorization" not in storage.requests[0][2]
+
+
 def test_a_download_whose_bytes_are_not_the_image_is_not_kept(tmp_path: Path) -> None:
     with ScriptedServer(answer(200, b"not the image", "application/octet-stream")) as server:
         with pytest.raises(DigestMismatch):

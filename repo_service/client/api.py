@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ Model = TypeVar("Model", bound=BaseModel)
 # (bytes so far, bytes in all): called as an upload's or a download's bytes go.
 Progress = Callable[[int, int], None]
 BLOCK = 1024 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,12 @@ class _CountingFile:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.file, name)
+
+
+def _sha256_etag(reply: httpx.Response) -> str | None:
+    """fwrepo's ETag is the image's SHA-256; storage's (after a redirect) is its own, and says nothing here."""
+    etag = reply.headers.get("etag", "").strip('"').lower()
+    return etag if not reply.history and _SHA256.fullmatch(etag) else None
 
 
 def _present(**values: Any) -> dict[str, Any]:
@@ -187,8 +195,10 @@ class Fwrepo:
             if have and expected:
                 headers["If-Range"] = f'"{expected}"'
             try:
-                with self.transport.stream("GET", path, headers=headers) as reply:
-                    expected = expected or reply.headers.get("etag", "").strip('"').lower() or None
+                # fwrepo may send a charger to storage (FWREPO_DOWNLOAD_MODE=redirect); httpx drops the
+                # API key when a redirect leaves this server.
+                with self.transport.stream("GET", path, headers=headers, follow_redirects=True) as reply:
+                    expected = expected or _sha256_etag(reply)
                     size = self._receive(reply, partial, have, size, progress)
                 break
             except FwrepoError as error:

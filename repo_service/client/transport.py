@@ -78,12 +78,13 @@ class Transport:
         self.sleep(delay)
 
     def _send(self, method: str, path: str, repeatable: bool, accept: tuple[int, ...],
-              prepare: Callable[[], dict[str, Any]] | None, kwargs: dict[str, Any], read: bool) -> httpx.Response:
+              prepare: Callable[[], dict[str, Any]] | None, kwargs: dict[str, Any], read: bool,
+              follow_redirects: bool = False) -> httpx.Response:
         attempt = 0
         while True:
             request = self.http.build_request(method, path, **{**kwargs, **(prepare() if prepare else {})})
             try:
-                reply = self.http.send(request, stream=True)
+                reply = self.http.send(request, stream=True, follow_redirects=follow_redirects)
             except httpx.TransportError as error:
                 # Refused or failed before a byte was sent: the server saw nothing, any call may go again.
                 never_sent = isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
@@ -123,10 +124,12 @@ class Transport:
         return self._send(method, path, repeatable, accept, prepare, kwargs, read=True)
 
     @contextmanager
-    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+    def stream(self, method: str, path: str, *, follow_redirects: bool = False,
+               **kwargs: Any) -> Iterator[httpx.Response]:
         """A reply whose body the caller reads (a download); an error status is raised. Not retried once open:
         the caller knows how much it has and asks for the rest."""
-        reply = self._send(method, path, method in IDEMPOTENT_METHODS, (), None, kwargs, read=False)
+        reply = self._send(method, path, method in IDEMPOTENT_METHODS, (), None, kwargs, read=False,
+                           follow_redirects=follow_redirects)
         try:
             yield reply
         finally:
