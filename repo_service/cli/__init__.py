@@ -14,10 +14,9 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError
 
-from repo_service import __version__
+from repo_service import __version__, client
 from repo_service.cli import admin, remote, runtime
 from repo_service.cli.arguments import Parser
-from repo_service.client import FwrepoError as RemoteError
 from repo_service.errors import FwrepoError, SettingsError
 
 
@@ -38,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"fwrepo: bad setting {error}", file=sys.stderr)
         return 2
-    except (FwrepoError, RemoteError) as error:
+    except (FwrepoError, client.FwrepoError) as error:  # the command's own refusal, or the server's
         print(f"fwrepo: {error}", file=sys.stderr)
         return 1
     except OperationalError as error:
