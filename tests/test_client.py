@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -18,19 +19,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from repo_service.client import (
-    Conflict, DigestMismatch, Forbidden, Fwrepo, Gone, InvalidInput, NotFound, ServiceUnavailable, Unauthorized, Unreachable,
+    Conflict, DigestMismatch, Forbidden, Fwrepo, Gone, InvalidInput, NotFound, ServiceUnavailable, Unauthorized,
+    Unreachable,
 )
 from repo_service.contract import CampaignReport, Grant
 from tests.support.builds import image, unique_vendor
 from tests.support.documented import documented_block
 from tests.support.fwrepo import Fwrepo as FwrepoServer, free_port
-from tests.support.scripted_http import ScriptedServer, answer, hang_up
+from tests.support.scripted_http import Reply, ScriptedServer, answer, hang_up
 
 HEALTH = json.dumps({"status": "ok", "version": "test"}).encode()
 
 
-def client(server: FwrepoServer, role: str | None) -> Fwrepo:
-    return Fwrepo(server.url, server.key(role) if role else None, ca_file=server.ca)
+def client(server: FwrepoServer, role: str) -> Fwrepo:
+    return Fwrepo(server.url, server.key(role), ca_file=server.ca)
 
 
 def now() -> str:
@@ -188,15 +190,20 @@ def test_retries_give_up_with_the_last_answer() -> None:
     assert len(server.requests) == 3
 
 
-@pytest.mark.parametrize("failure", [answer(503, b"{}"), hang_up], ids=["503", "hang-up"])
-def test_a_post_that_reached_the_server_is_never_sent_again(failure: object) -> None:
-    with ScriptedServer(failure, answer(201, b"{}")) as server:  # type: ignore[arg-type]
-        with pytest.raises((ServiceUnavailable, Unreachable)):
-            Fwrepo(server.url, "key", sleep=lambda _: None).grant("f" * 16, "CP-1")
-        with pytest.raises((ServiceUnavailable, Unreachable)):
-            server.replies.insert(0, failure)  # type: ignore[arg-type]
-            Fwrepo(server.url, "key", sleep=lambda _: None).due_grants("c" * 16)
-    assert [method for method, _, _ in server.requests] == ["POST", "GET"]
+@pytest.mark.parametrize(("failure", "raised"), [(answer(503, b"{}"), ServiceUnavailable), (hang_up, Unreachable)],
+                         ids=["503", "hang-up"])
+@pytest.mark.parametrize("call", [
+    lambda fwrepo: fwrepo.grant("f" * 16, "CP-1"),
+    lambda fwrepo: fwrepo.create_campaign("f" * 16, [{"charger_id": "CP-1", "current_version": "1.0"}]),
+    # A GET, but each due grant is handed out once: a lost reply must not be asked for again.
+    lambda fwrepo: fwrepo.due_grants("c" * 16),
+], ids=["grant", "campaign", "due-grants"])
+def test_a_call_that_acts_is_never_sent_again_once_it_reached_the_server(
+        failure: Reply, raised: type[Exception], call: Callable[[Fwrepo], object]) -> None:
+    with ScriptedServer(failure, answer(201, b"{}")) as server, Fwrepo(server.url, "key", sleep=print) as fwrepo:
+        with pytest.raises(raised):
+            call(fwrepo)
+    assert len(server.requests) == 1
 
 
 def test_status_events_are_resent_after_a_lost_reply_since_fwrepo_keeps_each_once() -> None:

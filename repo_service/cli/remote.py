@@ -1,4 +1,4 @@
-"""The remote commands: a running fwrepo over HTTPS through repo_service.client (upload, list, publish, yank, campaigns)."""
+"""The remote commands: a running fwrepo through repo_service.client (upload, list, publish, yank, campaigns)."""
 
 from __future__ import annotations
 
