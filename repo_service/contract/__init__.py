@@ -12,7 +12,7 @@ from repo_service.contract.campaigns import (
     JobSummary, Percentiles, WaveReport, Window,
 )
 from repo_service.contract.firmware import (
-    Firmware, FirmwarePage, Manifest, ManifestDocument, UpdateOffer, UploadForm, YankRequest,
+    Build, Firmware, FirmwarePage, Manifest, ManifestDocument, UpdateOffer, UploadForm, YankRequest,
 )
 from repo_service.contract.grants import (
     DownloadRecord, Grant, GrantBatch, GrantBatchRequest, GrantRequest, GrantWithDownloads, OcppRequests,
@@ -27,7 +27,7 @@ from repo_service.contract.service import Health, Readiness
 from repo_service.contract.webhooks import WEBHOOK_EVENTS
 
 __all__ = [
-    "AuditEvent", "AuditPage", "Body", "CampaignCharger", "CampaignList", "CampaignListItem", "CampaignReport",
+    "AuditEvent", "AuditPage", "Body", "Build", "CampaignCharger", "CampaignList", "CampaignListItem", "CampaignReport",
     "CampaignRequest", "DownloadRecord", "DueGrants", "EventRecorded", "EventsRecorded", "Firmware", "FirmwarePage",
     "FirmwareStats", "Grant", "GrantBatch", "GrantBatchRequest", "GrantRequest", "GrantStatusEvent",
     "GrantWithDownloads", "Health", "Job", "JobEvent", "JobSummary", "Manifest", "ManifestDocument", "OcppRequests",

@@ -36,18 +36,23 @@ class UploadForm(Body):
                                                     "base64 DER, checked against the trusted signer keys")
 
 
-class Firmware(Reply):
+class Build(Reply):
+    """What identifies a build and what it may be installed on: shared by its record and its signed manifest."""
+
     id: str
     vendor: str
     models: list[str]
     hardware_revisions: list[str]
     version: str
     channel: str
-    status: FirmwareStatus
     size: int
     sha256: str
-    filename: str
     min_version: str | None
+
+
+class Firmware(Build):
+    status: FirmwareStatus
+    filename: str
     release_notes: str
     uploaded_by: str | None
     created_at: Moment
@@ -73,16 +78,7 @@ class YankRequest(Body):
                         description="why this build must not be installed, for the people who will ask")
 
 
-class ManifestDocument(Reply):
-    id: str
-    vendor: str
-    models: list[str]
-    hardware_revisions: list[str]
-    version: str
-    channel: str
-    size: int
-    sha256: str
-    min_version: str | None
+class ManifestDocument(Build):
     created: Moment
     signing_key_id: str
 

@@ -33,6 +33,8 @@ GENESIS = "0" * 64
 # Any fixed number: the advisory lock every fwrepo node takes to append to the chain.
 APPEND_LOCK = 0x66777265706F  # "fwrepo"
 MAX_PAGE = 1000
+# The largest OFFSET SQLite and PostgreSQL take: a signed 64-bit integer.
+MAX_OFFSET = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,8 @@ class Audit:
              since: datetime | None = None, limit: int = 100, offset: int = 0) -> tuple[list[AuditEvent], int]:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}")
-        if offset < 0:
-            raise InvalidInput("offset", "must not be negative")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise InvalidInput("offset", f"must be between 0 and {MAX_OFFSET}")
         query = select(AuditEvent)
         for column, value in ((AuditEvent.action, action), (AuditEvent.actor, actor), (AuditEvent.subject, subject)):
             if value is not None:

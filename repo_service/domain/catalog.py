@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature, Grant, SigningKey
 from repo_service.db.session import Database
-from repo_service.domain.audit import Performer
+from repo_service.domain.audit import MAX_OFFSET, Performer
 from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.domain.keys import NoSigningKey, SigningKeys
 from repo_service.domain.pki import canonical_json
@@ -22,8 +22,6 @@ from repo_service.errors import Conflict, InvalidInput, NotFound
 from repo_service.storage import Storage
 
 MAX_PAGE = 500
-# The largest OFFSET SQLite and PostgreSQL take: a signed 64-bit integer.
-MAX_OFFSET = 2**63 - 1
 # A yank reason is read by people deciding whether a charger may keep the build: a paragraph, not a document.
 MAX_YANK_REASON = 2000
 

@@ -10,35 +10,49 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from repo_service import __version__
-from repo_service.http import audit, campaigns, downloads, firmware, grants, jobs, keys, updates
+from repo_service.contract import Health, Readiness
+from repo_service.http import audit, campaigns, downloads, firmware, grants, jobs, keys, openapi, updates
 from repo_service.http.observability import Observe
+from repo_service.http.operations import Content, operation, reply
 from repo_service.http.problems import EXCEPTION_HANDLERS
 from repo_service.http.urls import RefuseNul
 from repo_service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from repo_service.services import Services, readiness
 
 
-async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok", "version": __version__})
+@operation(operation_id="getHealth", summary="Alive: the process answers", tag="service", action=None,
+           replies={200: Health})
+async def healthz(request: Request) -> Response:
+    return reply(Health, {"status": "ok", "version": __version__})
 
 
-async def readyz(request: Request) -> JSONResponse:
+@operation(operation_id="getReadiness", summary="Ready to take traffic", tag="service", action=None,
+           replies={200: Readiness, 503: Readiness},
+           description="Database, storage and signing key usable, and not shutting down; 503 with the failing checks.")
+async def readyz(request: Request) -> Response:
     """Ready to take traffic: database, storage and signing key usable, and not shutting down."""
     if request.app.state.stopping.is_set():
-        return JSONResponse({"status": "stopping"}, status_code=503)
+        return reply(Readiness, {"status": "stopping"}, 503)
     checks = await run_in_threadpool(readiness, request.app.state.services)
     ready = all(result == "ok" for result in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return reply(Readiness, {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 
 
+@operation(operation_id="getMetrics", summary="Prometheus metrics", tag="service", action=None,
+           replies={200: Content("the Prometheus text format: counts, never ids, tokens or charger names",
+                                 METRICS_CONTENT_TYPE.split(";")[0], {"type": "string"})})
 async def metrics(request: Request) -> Response:
     # Unauthenticated like /healthz, for the scraper; it holds counts, never ids, tokens or names of chargers.
     return Response(request.app.state.services.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+ROUTES = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), *firmware.ROUTES,
+          *keys.ROUTES, *updates.ROUTES, *grants.ROUTES, *jobs.ROUTES, *campaigns.ROUTES, *audit.ROUTES,
+          *downloads.ROUTES, *openapi.ROUTES]
 
 
 def create_app(services: Services) -> Starlette:
@@ -48,8 +62,7 @@ def create_app(services: Services) -> Starlette:
             yield
 
     app = Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), *firmware.ROUTES, *keys.ROUTES, *updates.ROUTES, *grants.ROUTES,
-                *jobs.ROUTES, *campaigns.ROUTES, *audit.ROUTES, *downloads.ROUTES],
+        routes=ROUTES,
         middleware=[Middleware(Observe, metrics=services.metrics), Middleware(RefuseNul)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

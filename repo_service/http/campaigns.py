@@ -8,10 +8,13 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from repo_service.domain.campaigns import DUE_PAGE, CampaignReport, JobSummary, parse_campaign_request
+from repo_service.contract import CampaignList, CampaignReport as CampaignReply, CampaignRequest, DueGrants, FirmwareStats
+from repo_service.domain.campaigns import (
+    DUE_PAGE, MAX_DUE_PAGE, CampaignReport, JobSummary, parse_campaign_request,
+)
 from repo_service.domain.clients import Action
 from repo_service.domain.update_jobs import Job
 from repo_service.domain.clock import rfc3339
@@ -20,6 +23,7 @@ from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object
 from repo_service.http.firmware import query_int
 from repo_service.http.grants import grant_json
+from repo_service.http.operations import Content, Parameter, conforming, operation, reply
 
 # 100,000 chargers of about 120 bytes each.
 MAX_CAMPAIGN_BODY = 16 * 1024 * 1024
@@ -66,17 +70,30 @@ def _campaign_id(request: Request) -> str:
     return campaign_id
 
 
+CAMPAIGN_ID = Parameter("campaign_id", "path", "the campaign's id",
+                        {"type": "string", "pattern": "^[0-9a-f]{16}$"}, required=True)
+_NO_CAMPAIGN = {404: "no such campaign"}
+
+
+@operation(operation_id="createCampaign", summary="Start a staged rollout of one build to many chargers",
+           tag="campaigns", action=Action.GRANT, request=CampaignRequest, replies={201: CampaignReply},
+           errors={404: "no such build", 409: "the build is not published, or yanked"})
 async def create(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
-    campaign_request = parse_campaign_request(await json_object(request, MAX_CAMPAIGN_BODY))
+    document = await json_object(request, MAX_CAMPAIGN_BODY)
+    # The domain checks first and names what is wrong in its words; the model then holds the body to the description.
+    campaign_request = parse_campaign_request(document)
+    conforming(CampaignRequest, document)
     report = await run_in_threadpool(request.app.state.services.campaigns.create, campaign_request, actor.performer)
-    return JSONResponse(report_json(report), status_code=201, headers={"Location": f"/api/v1/campaigns/{report.id}"})
+    return reply(CampaignReply, report_json(report), 201, {"Location": f"/api/v1/campaigns/{report.id}"})
 
 
+@operation(operation_id="listCampaigns", summary="Every campaign, newest first", tag="campaigns", action=Action.GRANT,
+           replies={200: CampaignList})
 async def list_campaigns(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     campaigns = await run_in_threadpool(request.app.state.services.campaigns.list)
-    return JSONResponse({"items": [
+    return reply(CampaignList, {"items": [
         {"id": campaign.id, "firmware_id": campaign.firmware_id, "status": campaign.status,
          "current_wave": campaign.current_wave + 1, "waves": len(campaign.wave_ends),
          "created_at": rfc3339(campaign.created_at)}
@@ -84,12 +101,22 @@ async def list_campaigns(request: Request) -> Response:
     ]})
 
 
+@operation(operation_id="getCampaign", summary="A campaign's report: waves, states, timings", tag="campaigns",
+           action=Action.GRANT, parameters=(CAMPAIGN_ID,), replies={200: CampaignReply}, errors=_NO_CAMPAIGN)
 async def show(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     report = await run_in_threadpool(request.app.state.services.campaigns.report, _campaign_id(request))
-    return JSONResponse(report_json(report))
+    return reply(CampaignReply, report_json(report))
 
 
+@operation(operation_id="takeDueGrants", summary="The campaign's grants that became due, each handed out once",
+           tag="campaigns", action=Action.GRANT, replies={200: DueGrants}, errors=_NO_CAMPAIGN, parameters=(
+               CAMPAIGN_ID,
+               Parameter("due", "query", "now: the grants whose retrieve_date has come",
+                         {"type": "string", "enum": ["now"]}, required=True),
+               Parameter("limit", "query", "grants per page",
+                         {"type": "integer", "minimum": 1, "maximum": MAX_DUE_PAGE, "default": DUE_PAGE})),
+           description="Not idempotent: a grant handed out is not handed out again; call until grants is empty.")
 async def due_grants(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     if request.query_params.get("due") != "now":
@@ -98,10 +125,14 @@ async def due_grants(request: Request) -> Response:
     campaign_id = _campaign_id(request)
     grants = await run_in_threadpool(services.campaigns.due, campaign_id, query_int(request, "limit", DUE_PAGE))
     firmware = await run_in_threadpool(services.catalog.get, grants[0].firmware_id) if grants else None
-    return JSONResponse({"campaign_id": campaign_id,
-                         "grants": [grant_json(grant, firmware) for grant in grants] if firmware else []})
+    return reply(DueGrants, {"campaign_id": campaign_id,
+                             "grants": [grant_json(grant, firmware) for grant in grants] if firmware else []})
 
 
+@operation(operation_id="exportCampaignJobs", summary="One CSV row per charger of the campaign", tag="campaigns",
+           action=Action.GRANT, parameters=(CAMPAIGN_ID,), errors=_NO_CAMPAIGN, replies={
+               200: Content(f"columns: {', '.join(CSV_COLUMNS)}", "text/csv",
+                            {"type": "string"}, {"Content-Disposition": "attachment; filename=campaign-ID.csv"})})
 async def jobs_csv(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     report = await run_in_threadpool(request.app.state.services.campaigns.report, _campaign_id(request))
@@ -123,11 +154,13 @@ async def jobs_csv(request: Request) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="campaign-{report.id}.csv"'})
 
 
+@operation(operation_id="getFirmwareStats", summary="What the campaigns of one build add up to", tag="campaigns",
+           action=Action.GRANT, replies={200: FirmwareStats}, errors={404: "no such build"})
 async def firmware_stats(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     firmware_id = request.path_params["firmware_id"]
     summary, campaigns = await run_in_threadpool(request.app.state.services.campaigns.firmware_stats, firmware_id)
-    return JSONResponse({"firmware_id": firmware_id, "campaigns": campaigns, **summary_json(summary)})
+    return reply(FirmwareStats, {"firmware_id": firmware_id, "campaigns": campaigns, **summary_json(summary)})
 
 
 def _csv_state(wave: int | None, job: Job | None) -> str:
@@ -144,12 +177,19 @@ def _cell(value: object) -> object:
     return value
 
 
+_STEERING = {"pause": "Pause a campaign", "resume": "Resume a campaign",
+             "cancel": "Cancel a campaign: every grant no charger has finished downloading is revoked"}
+
+
 def _action(action: str):  # type: ignore[no-untyped-def]
+    @operation(operation_id=f"{action}Campaign", summary=_STEERING[action], tag="campaigns", action=Action.GRANT,
+               parameters=(CAMPAIGN_ID,), replies={200: CampaignReply},
+               errors={**_NO_CAMPAIGN, 409: "not possible in the campaign's state"}, description="A body is ignored.")
     async def act(request: Request) -> Response:
         actor = await authorize(request, Action.GRANT)
         report = await run_in_threadpool(request.app.state.services.campaigns.set_status, _campaign_id(request), action,
                                          actor.performer)
-        return JSONResponse(report_json(report))
+        return reply(CampaignReply, report_json(report))
 
     return act
 

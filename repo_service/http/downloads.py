@@ -15,7 +15,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from repo_service.domain.downloads import DownloadRefused, Downloads, Refusal
+from repo_service.http.firmware import IMAGE, IMAGE_PARAMETERS
 from repo_service.http.limits import client_certificate
+from repo_service.http.operations import Content, Parameter, operation
 from repo_service.http.problems import no_download, problem
 from repo_service.http.streaming import firmware_response
 from repo_service.storage.base import Presigning
@@ -25,6 +27,18 @@ PRESIGNED_SECONDS = 300
 HEADERS = {"Cache-Control": "no-store"}
 
 
+@operation(operation_id="downloadFirmware", summary="A charger's download: the grant's location", tag="downloads",
+           action=None, parameters=(
+               Parameter("token", "path", "the grant's signed token", required=True),
+               Parameter("filename", "path", "the build's file name, for chargers that keep it", required=True),
+               *IMAGE_PARAMETERS),
+           replies={**IMAGE, 302: Content("FWREPO_DOWNLOAD_MODE=redirect: fetch the image from storage", None,
+                                          headers={"Location": "a presigned storage URL, valid for a few minutes"})},
+           errors={404: "no download here: the token is not one fwrepo made",
+                   410: "the grant expired, was revoked or used up, or its build was yanked",
+                   416: "the range starts past the image", 503: "storage failed"},
+           description="No API key: the token in the path is the credential (bound grants also need the charger's "
+                       "TLS client certificate). Replies carry Cache-Control: no-store.")
 async def download(request: Request) -> Response:
     services = request.app.state.services
     downloads = services.downloads

@@ -10,16 +10,19 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URL
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from repo_service.domain.catalog import CatalogFilter, FirmwareRecord, parse_status
+from repo_service.contract import Firmware, FirmwarePage, Manifest, UploadForm, YankRequest
+from repo_service.domain.audit import MAX_OFFSET
+from repo_service.domain.catalog import MAX_PAGE, CatalogFilter, FirmwareRecord, Status, parse_status
 from repo_service.domain.clients import Action
 from repo_service.domain.uploads import REQUIRED_FIELDS, UploadRequest, parse_upload_fields
 from repo_service.errors import InvalidInput, TooLarge
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
 from repo_service.http.forms import RateFloor, StreamingForm
+from repo_service.http.operations import Content, Parameter, conforming, operation, reply
 from repo_service.http.streaming import firmware_response
 
 # Room for the form's boundaries, headers and metadata fields around the image.
@@ -36,6 +39,14 @@ def firmware_json(record: FirmwareRecord) -> dict[str, Any]:
     body = record_json(record)
     del body["storage_key"]  # where bytes live is the repository's business
     return body
+
+
+def page_parameters(default_limit: int, max_limit: int, max_offset: int) -> tuple[Parameter, Parameter]:
+    """limit and offset, as every listing takes them."""
+    return (Parameter("limit", "query", "items per page", {"type": "integer", "minimum": 1, "maximum": max_limit,
+                                                           "default": default_limit}),
+            Parameter("offset", "query", "items to skip", {"type": "integer", "minimum": 0, "maximum": max_offset,
+                                                           "default": 0}))
 
 
 def query_int(request: Request, name: str, default: int) -> int:
@@ -60,6 +71,12 @@ def _upload_threads(request: Request) -> anyio.CapacityLimiter:
     return state.upload_threads
 
 
+@operation(operation_id="uploadFirmware", summary="Upload a build", tag="firmware", action=Action.UPLOAD,
+           request=UploadForm, request_media_type="multipart/form-data",
+           replies={201: Firmware, 200: Firmware}, errors={409: "this version is stored with other bytes",
+                                                           413: "the image is larger than FWREPO_MAX_UPLOAD_BYTES",
+                                                           503: "storage failed; nothing was stored"},
+           description="200: the same version with the same bytes was stored before (an idempotent retry).")
 async def upload(request: Request) -> Response:
     actor = await authorize(request, Action.UPLOAD)
     services = request.app.state.services
@@ -100,9 +117,16 @@ async def upload(request: Request) -> Response:
         raise failure
     status = 201 if outcome.created else 200
     headers = {"Location": f"/api/v1/firmware/{outcome.firmware.id}"}
-    return JSONResponse(firmware_json(outcome.firmware), status_code=status, headers=headers)
+    return reply(Firmware, firmware_json(outcome.firmware), status, headers)
 
 
+@operation(operation_id="listFirmware", summary="List builds, newest first", tag="firmware",
+           action=Action.READ_CATALOG, replies={200: FirmwarePage}, parameters=(
+               Parameter("vendor", "query", "only this vendor's builds"),
+               Parameter("model", "query", "only builds for this model"),
+               Parameter("status", "query", "only builds in this state", {"type": "string", "enum": list(Status)}),
+               Parameter("channel", "query", "only builds of this channel"),
+               *page_parameters(50, MAX_PAGE, MAX_OFFSET)))
 async def list_firmware(request: Request) -> Response:
     await authorize(request, Action.READ_CATALOG)
     params = request.query_params
@@ -121,41 +145,64 @@ async def list_firmware(request: Request) -> Response:
         public = URL(request.app.state.services.settings.public_url.rstrip("/") + request.url.path)
         following = str(public.replace(query=request.url.query).include_query_params(
             offset=page.offset + page.limit, limit=page.limit))
-    return JSONResponse(
-        {
-            "items": [firmware_json(record) for record in page.items],
-            "total": page.total,
-            "limit": page.limit,
-            "offset": page.offset,
-            "next": following,
-        }
-    )
+    return reply(FirmwarePage, {
+        "items": [firmware_json(record) for record in page.items],
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+        "next": following,
+    })
 
 
+@operation(operation_id="getFirmware", summary="One build", tag="firmware", action=Action.READ_CATALOG,
+           replies={200: Firmware}, errors={404: "no such build"})
 async def show(request: Request) -> Response:
     await authorize(request, Action.READ_CATALOG)
     record = await run_in_threadpool(request.app.state.services.catalog.get, request.path_params["firmware_id"])
-    return JSONResponse(firmware_json(record))
+    return reply(Firmware, firmware_json(record))
 
 
+@operation(operation_id="publishFirmware", summary="Publish a build: chargers may get it", tag="firmware",
+           action=Action.PUBLISH, replies={200: Firmware},
+           errors={404: "no such build", 409: "yanked, or no signing key to sign it with"},
+           description="Idempotent: publishing a published build answers it unchanged. A body is ignored.")
 async def publish(request: Request) -> Response:
     actor = await authorize(request, Action.PUBLISH)
     record = await run_in_threadpool(request.app.state.services.catalog.publish, request.path_params["firmware_id"],
                                      actor.performer)
-    return JSONResponse(firmware_json(record))
+    return reply(Firmware, firmware_json(record))
 
 
+@operation(operation_id="yankFirmware", summary="Yank a build: its grants stop working", tag="firmware",
+           action=Action.YANK, request=YankRequest, replies={200: Firmware}, errors={404: "no such build"})
 async def yank(request: Request) -> Response:
     actor = await authorize(request, Action.YANK)
-    reason = (await json_object(request)).get("reason")
+    document = await json_object(request)
+    reason = document.get("reason")
     if not isinstance(reason, str):
         raise InvalidInput("reason", "is required: say why this build must not be installed")
+    # The model holds the body to the description; the domain then trims the reason and refuses a blank one.
     record = await run_in_threadpool(
-        request.app.state.services.catalog.yank, request.path_params["firmware_id"], reason, actor.performer
+        request.app.state.services.catalog.yank, request.path_params["firmware_id"],
+        conforming(YankRequest, document).reason, actor.performer
     )
-    return JSONResponse(firmware_json(record))
+    return reply(Firmware, firmware_json(record))
 
 
+# What the content route and a charger's download send (repo_service.http.streaming).
+IMAGE = {
+    200: Content("the image", "application/octet-stream",
+                 headers={"ETag": "the image's SHA-256, quoted", "Accept-Ranges": "bytes",
+                          "Repr-Digest": "sha-256 of the whole image (RFC 9530)"}),
+    206: Content("the range asked for (RFC 9110 §14)", "application/octet-stream",
+                 headers={"Content-Range": "bytes START-END/SIZE"}),
+}
+IMAGE_PARAMETERS = (Parameter("Range", "header", "bytes=START-[END]: resume an interrupted download"),)
+
+
+@operation(operation_id="getFirmwareContent", summary="The build's bytes, with Range", tag="firmware",
+           action=Action.DOWNLOAD_CONTENT, replies=IMAGE, parameters=IMAGE_PARAMETERS,
+           errors={404: "no such build", 416: "the range starts past the image", 503: "storage failed"})
 async def content(request: Request) -> Response:
     await authorize(request, Action.DOWNLOAD_CONTENT)
     catalog = request.app.state.services.catalog
@@ -163,10 +210,13 @@ async def content(request: Request) -> Response:
     return await firmware_response(request, record, catalog.storage, {})
 
 
+@operation(operation_id="getFirmwareManifest", summary="The build's signed release manifest", tag="firmware",
+           action=Action.READ_CATALOG, replies={200: Manifest},
+           errors={404: "no such build", 409: "not published, or not signed by a valid key"})
 async def manifest(request: Request) -> Response:
     await authorize(request, Action.READ_CATALOG)
     document = await run_in_threadpool(request.app.state.services.catalog.manifest, request.path_params["firmware_id"])
-    return JSONResponse(document)
+    return reply(Manifest, document)
 
 
 ROUTES = [

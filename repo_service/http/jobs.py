@@ -6,16 +6,18 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from repo_service.contract import EventRecorded, EventsRecorded, Job as JobReply, StatusEvent, StatusEvents
 from repo_service.domain.clients import Action
 from repo_service.domain.clock import rfc3339
 from repo_service.domain.update_jobs import MAX_EVENTS, Job
 from repo_service.errors import InvalidInput
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object
-from repo_service.http.grants import grant_id_from
+from repo_service.http.grants import GRANT_ID, grant_id_from
+from repo_service.http.operations import conforming, operation, reply
 
 # 10,000 events of about 150 bytes each, with room to spare.
 MAX_EVENTS_BODY = 4 * 1024 * 1024
@@ -41,29 +43,39 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
+@operation(operation_id="reportStatusEvent", summary="Report a charger's firmware status for its grant", tag="jobs",
+           action=Action.GRANT, parameters=(GRANT_ID,), request=StatusEvent,
+           replies={201: EventRecorded, 200: EventRecorded}, errors={404: "no such grant"},
+           description="200: the same event was reported before (duplicate true); nothing changed.")
 async def record_event(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     grant_id = grant_id_from(request)
     document = await json_object(request)
+    # Checked here, before the domain records it: the domain's own checks come after and name the field too.
+    conforming(StatusEvent, document)
     new, job = await run_in_threadpool(request.app.state.services.status_events.report, grant_id, document)
-    return JSONResponse({"grant_id": grant_id, "duplicate": not new, "job": job_json(job)},
-                        status_code=201 if new else 200)
+    return reply(EventRecorded, {"grant_id": grant_id, "duplicate": not new, "job": job_json(job)}, 201 if new else 200)
 
 
+@operation(operation_id="reportStatusEvents", summary="Report many status events, each naming its grant", tag="jobs",
+           action=Action.GRANT, request=StatusEvents, replies={200: EventsRecorded})
 async def record_events(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     document = await json_object(request, MAX_EVENTS_BODY)
     events = document.get("events")
     if not isinstance(events, list) or not events:
         raise InvalidInput("events", f"must be a non-empty list of at most {MAX_EVENTS} events")
+    conforming(StatusEvents, document)
     recorded = await run_in_threadpool(request.app.state.services.status_events.report_many, events)
-    return JSONResponse({"accepted": recorded.accepted, "duplicates": recorded.duplicates})
+    return reply(EventsRecorded, {"accepted": recorded.accepted, "duplicates": recorded.duplicates})
 
 
+@operation(operation_id="getJob", summary="The update job of a grant: state, timeline, events", tag="jobs",
+           action=Action.GRANT, parameters=(GRANT_ID,), replies={200: JobReply}, errors={404: "no such grant"})
 async def show_job(request: Request) -> Response:
     await authorize(request, Action.GRANT)
     job = await run_in_threadpool(request.app.state.services.jobs.job, grant_id_from(request))
-    return JSONResponse(job_json(job))
+    return reply(JobReply, job_json(job))
 
 
 ROUTES = [

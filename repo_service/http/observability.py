@@ -12,6 +12,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from repo_service.logs import REQUEST_ID
 from repo_service.metrics import Metrics
 
+_CONVERTOR = re.compile(r"{([^}:]+):[^}]+}")
+
+
+def route_template(route: object, unrouted: str = "(no route)") -> str:
+    """A route's path template as clients see it: /api/v1/grants/{grant_id}, without Starlette's convertor names."""
+    path = getattr(route, "path", None)
+    return unrouted if path is None else _CONVERTOR.sub(r"{\1}", path)
+
 # A caller's own id (a load balancer's, a CSMS's) is kept when it is safe to log.
 _CALLER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # The id in the request's scope too, for the error handler that runs outside this middleware.
@@ -44,7 +52,7 @@ class Observe:
             await self.app(scope, receive, send_with_id)
         finally:
             # The route's template, never the path: a download path holds its token.
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_template(scope.get("route"), "unmatched")
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.request_seconds.labels(route).observe(time.monotonic() - began)
             REQUEST_ID.reset(token)

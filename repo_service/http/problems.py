@@ -19,7 +19,7 @@ from repo_service.errors import (
     TooLarge,
     Unauthenticated,
 )
-from repo_service.http.observability import REQUEST_ID_KEY
+from repo_service.http.observability import REQUEST_ID_KEY, route_template
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
 def _route(request: Request) -> str:
     # The route's template, never the path: a download path holds its token. The request id leads to
     # the access line, which has the rest.
-    return getattr(request.scope.get("route"), "path", "(no route)")
+    return route_template(request.scope.get("route"))
 
 
 def _request_id(request: Request) -> dict[str, str]:
