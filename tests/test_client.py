@@ -24,11 +24,30 @@ from repo_service.client import (
 )
 from repo_service.contract import CampaignReport, Grant
 from tests.support.builds import image, unique_vendor
+from tests.support.checkout import ROOT
 from tests.support.documented import documented_block
 from tests.support.fwrepo import Fwrepo as FwrepoServer, free_port
 from tests.support.scripted_http import Reply, ScriptedServer, answer, hang_up
 
 HEALTH = json.dumps({"status": "ok", "version": "test"}).encode()
+# Each operation of the committed OpenAPI description, and the client's method for it (None: why there is none).
+METHODS = {
+    "getHealth": Fwrepo.health, "getReadiness": Fwrepo.readiness, "getOpenApi": Fwrepo.openapi,
+    "getApiDocs": "a page for people, in a browser", "getMetrics": "for Prometheus, which scrapes it itself",
+    "uploadFirmware": Fwrepo.upload, "listFirmware": Fwrepo.list_firmware, "getFirmware": Fwrepo.firmware,
+    "publishFirmware": Fwrepo.publish, "yankFirmware": Fwrepo.yank, "getFirmwareManifest": Fwrepo.manifest,
+    "getFirmwareContent": Fwrepo.download_firmware, "downloadFirmware": Fwrepo.download,
+    "getFirmwareStats": Fwrepo.firmware_stats, "findUpdate": Fwrepo.check_updates,
+    "issueGrant": Fwrepo.grant, "issueGrants": Fwrepo.grant_batch, "getGrant": Fwrepo.show_grant,
+    "revokeGrant": Fwrepo.revoke_grant, "reportStatusEvent": Fwrepo.report_event,
+    "reportStatusEvents": Fwrepo.report_events, "getJob": Fwrepo.job,
+    "createCampaign": Fwrepo.create_campaign, "listCampaigns": Fwrepo.campaigns, "getCampaign": Fwrepo.campaign,
+    "takeDueGrants": Fwrepo.due_grants, "exportCampaignJobs": Fwrepo.campaign_jobs_csv,
+    "pauseCampaign": Fwrepo.pause_campaign, "resumeCampaign": Fwrepo.resume_campaign,
+    "cancelCampaign": Fwrepo.cancel_campaign,
+    "listSigningKeys": Fwrepo.signing_keys, "listSigners": Fwrepo.signers, "addSigner": Fwrepo.add_signer,
+    "removeSigner": Fwrepo.remove_signer, "listAuditEvents": Fwrepo.audit,
+}
 
 
 def client(server: FwrepoServer, role: str) -> Fwrepo:
@@ -39,6 +58,14 @@ def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def test_every_operation_of_the_api_has_a_method() -> None:
+    description = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    operations = {operation["operationId"] for path in description["paths"].values()
+                  for operation in path.values() if isinstance(operation, dict) and "operationId" in operation}
+    # HEAD is the GET without its body: the GET's method stands for both.
+    assert {name for name in operations if not name.endswith("Head")} == set(METHODS)
+
+
 def test_a_release_engineer_and_a_csms_do_their_whole_job_through_the_client(fwrepo: FwrepoServer,
                                                                              tmp_path: Path) -> None:
     vendor, content = unique_vendor(), image(1024 * 1024 + 17)
@@ -47,6 +74,7 @@ def test_a_release_engineer_and_a_csms_do_their_whole_job_through_the_client(fwr
     seen: list[tuple[int, int]] = []
     with client(fwrepo, "release") as release, client(fwrepo, "csms") as csms, client(fwrepo, "admin") as admin:
         assert release.health().status == "ok" and release.readiness().status == "ready"
+        assert release.openapi()["openapi"].startswith("3.1")
         uploaded = release.upload(path, vendor=vendor, models=["AC22"], version="1.4.0", release_notes="fixes",
                                   progress=lambda sent, total: seen.append((sent, total)))
         build = uploaded.firmware

@@ -111,6 +111,10 @@ class Fwrepo:
     def health(self) -> Health:
         return self._call(Health, "GET", "/healthz")
 
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 description of this server's API (docs/openapi.json is the committed copy)."""
+        return self.transport.request("GET", "/api/v1/openapi.json").json()
+
     def readiness(self) -> Readiness:
         """Ready or not (503 is an answer here, not an error, and is not retried)."""
         return self._call(Readiness, "GET", "/readyz", idempotent=False, accept=(503,))
