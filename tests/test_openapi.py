@@ -61,7 +61,7 @@ def test_operations_name_their_roles_and_keyless_ones_need_no_key(document: dict
     for path in ("/api/v1/openapi.json", "/d/{token}/{filename}", "/healthz"):
         assert document["paths"][path]["get"]["security"] == []
     assert {"401", "403", "422"} <= document["paths"]["/api/v1/grants"]["post"]["responses"].keys()
-    problem = document["paths"]["/api/v1/grants"]["post"]["responses"]["404"]["content"]
+    problem = document["paths"]["/api/v1/grants"]["post"]["responses"]["409"]["content"]
     assert problem == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 

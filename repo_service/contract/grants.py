@@ -116,14 +116,15 @@ class Grant(Reply):
 class DownloadRecord(Reply):
     """One download of a grant: a transfer, or a refusal with its reason."""
 
-    charger_id: str | None
-    client_address: str
-    protocol: str
-    range_start: int | None
-    range_end: int | None
+    charger_id: str | None = Field(description="null when the token was refused before its grant was read (expired)")
+    client_address: str = Field(description="the address the request came from, as fwrepo saw it")
+    protocol: str = Field(description="https or ftps")
+    range_start: int | None = Field(description="the first byte asked for (Range, FTP REST); null: from the start")
+    range_end: int | None = Field(description="the last byte asked for; null: to the end")
     bytes_sent: int
-    completed: bool
-    refusal: Literal[tuple(Refusal)] | None  # type: ignore[valid-type]
+    completed: bool = Field(description="the image's last byte was sent")
+    refusal: Literal[tuple(Refusal)] | None = Field(  # type: ignore[valid-type]
+        description="why the download was refused (an open set: new reasons may appear); null for a transfer")
     started_at: Moment
     duration_ms: int
 

@@ -22,7 +22,7 @@ from repo_service.errors import InvalidInput
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object
 from repo_service.http.firmware import query_int
-from repo_service.http.grants import grant_json
+from repo_service.http.grants import ISSUE_ERRORS, grant_json
 from repo_service.http.operations import Content, Parameter, conforming, operation, reply
 
 # 100,000 chargers of about 120 bytes each.
@@ -77,7 +77,7 @@ _NO_CAMPAIGN = {404: "no such campaign"}
 
 @operation(operation_id="createCampaign", summary="Start a staged rollout of one build to many chargers",
            tag="campaigns", action=Action.GRANT, request=CampaignRequest, replies={201: CampaignReply},
-           errors={404: "no such build", 409: "the build is not published, or yanked"})
+           errors=ISSUE_ERRORS)
 async def create(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
     document = await json_object(request, MAX_CAMPAIGN_BODY)

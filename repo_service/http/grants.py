@@ -51,13 +51,14 @@ def grant_json(grant: GrantRecord, firmware: FirmwareRecord) -> dict[str, Any]:
     }
 
 
-_ISSUE_ERRORS = {404: "no such build", 409: "the build is not published, or yanked"}
+# What refuses a grant for its build, for one charger, a batch or a campaign.
+ISSUE_ERRORS = {409: "the build is not published (or yanked), or has no valid signature"}
 GRANT_ID = Parameter("grant_id", "path", "the grant's number (its OCPP requestId)",
                      {"type": "integer", "minimum": 1, "maximum": MAX_GRANT_ID}, required=True)
 
 
 @operation(operation_id="issueGrant", summary="Let one charger download one build: the location for UpdateFirmware",
-           tag="grants", action=Action.GRANT, request=GrantRequest, replies={201: Grant}, errors=_ISSUE_ERRORS)
+           tag="grants", action=Action.GRANT, request=GrantRequest, replies={201: Grant}, errors=ISSUE_ERRORS)
 async def issue(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
     grants = request.app.state.services.grants
@@ -70,7 +71,7 @@ async def issue(request: Request) -> Response:
 
 
 @operation(operation_id="issueGrants", summary="Grants for many chargers at once, all or none", tag="grants",
-           action=Action.GRANT, request=GrantBatchRequest, replies={201: GrantBatch}, errors=_ISSUE_ERRORS)
+           action=Action.GRANT, request=GrantBatchRequest, replies={201: GrantBatch}, errors=ISSUE_ERRORS)
 async def issue_batch(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
     grants = request.app.state.services.grants
