@@ -32,6 +32,7 @@ LIBRARIES = WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | HTTP_CLIENT | PROMETHEUS
 HTTP = "repo_service.http"
 FTPS = "ftps"
 CLI = "repo_service.cli"
+CLIENT = "repo_service.client"
 SERVICES = "repo_service.services"
 STORAGE_BACKENDS = {"repo_service.storage.local", "repo_service.storage.s3"}
 ADAPTERS = {HTTP, FTPS, CLI}
@@ -108,12 +109,24 @@ LAYERS = [
           "the FTPS adapter shares with HTTPS only what both call in the domain, never each other's code"),
     Layer("cli", cli_modules(), WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK,
           "the CLI starts the servers through their adapters' entry points, never through the frameworks"),
+    Layer("client", python_files(PACKAGE / "client"),
+          WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | PROMETHEUS | ADAPTERS | {SERVICES} | STORAGE_BACKENDS,
+          "the typed client knows fwrepo by its wire format (repo_service.contract) alone, like any outside program"),
 ]
+
+# Libraries that make HTTP requests. Only the typed client may call fwrepo with them; tests and benchmarks
+# are independent clients on purpose, and these modules call something else.
+HTTP_REQUESTS = {"httpx", "requests", "urllib3", "aiohttp", "urllib.request", "http.client"}
+OTHER_HTTP_CALLERS = {
+    PACKAGE / "domain" / "charger_certificates.py": "asks the operator's OCSP responder, not fwrepo",
+    ROOT / "examples" / "ocpp" / "charger.py": "a charger downloads its grant as libcurl does, knowing no client",
+}
+SHIPPED_MODULES = [module for place in (PACKAGE, ROOT / "ftps", ROOT / "examples") for module in python_files(place)]
 
 # `fwrepo serve` and `fwrepo ftps` run the servers inside the CLI's process, so the CLI has to build
 # and start them: these are the adapters' entry points for that. Everything else the CLI does goes
-# through services and the domain (local administration) or over HTTP with httpx like any other
-# client (the remote commands), so it needs no other part of repo_service.http or ftps.
+# through services and the domain (local administration) or through the typed client, like any
+# other program (the remote commands), so it needs no other part of repo_service.http or ftps.
 SERVER_ENTRY_POINTS = {
     Import("repo_service.http.app", "create_app"),
     Import("repo_service.http.server", "listen"),  # binds the HTTPS port before anything else starts
@@ -146,6 +159,22 @@ def test_the_cli_imports_of_http_and_ftps_only_what_starts_the_servers() -> None
     # The server runtime is one job of the CLI: one module of it starts the servers.
     starting = sorted({str(module.relative_to(ROOT)) for module, _ in used})
     assert len(starting) == 1, f"the servers should be started by one module of the CLI, not {starting}"
+
+
+@pytest.mark.parametrize("module", SHIPPED_MODULES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_no_module_but_the_typed_client_makes_http_requests(module: Path) -> None:
+    # Issue 14: the CLI and the example CSMS call fwrepo through repo_service.client, so its retries,
+    # errors and TLS options hold for every caller; an ad-hoc request would bypass them.
+    if module.is_relative_to(PACKAGE / "client") or module in OTHER_HTTP_CALLERS:
+        return
+    refused = sorted({str(imported) for imported in imports(module) if imported.reaches(HTTP_REQUESTS)})
+    assert not refused, f"{module.relative_to(ROOT)} makes HTTP requests of its own: {refused}; use repo_service.client"
+
+
+def test_every_other_http_caller_still_is_one() -> None:
+    stale = [str(module.relative_to(ROOT)) for module in OTHER_HTTP_CALLERS
+             if not any(imported.reaches(HTTP_REQUESTS) for imported in imports(module))]
+    assert not stale, f"no longer make HTTP requests, so no longer need leave: {stale}"
 
 
 @pytest.mark.parametrize("module", python_files(TESTS), ids=lambda path: str(path.relative_to(TESTS)))

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from repo_service import client
 from tests.support.builds import image, published_build, unique_vendor
 from tests.support.charger_pki import ChargerCa, OcspResponder, make_charger_ca
 from tests.support.fwrepo import Fwrepo, curl, start_fwrepo
@@ -79,6 +80,18 @@ def test_the_documented_commands_make_a_certificate_that_downloads_a_bound_grant
     assert status == "200"
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(CONTENT).hexdigest()
     assert refusals(bound, grant["id"]) == [None]
+
+
+def test_the_typed_client_presents_the_client_certificate_it_is_given(
+    bound: Fwrepo, charger_ca: ChargerCa, firmware_id: str, tmp_path: Path
+) -> None:
+    grant = bound_grant(bound, firmware_id, "CP-0001")
+    certificate = (charger_ca.directory / "CP-0001.pem", charger_ca.directory / "CP-0001.key")
+    with client.Fwrepo(bound.url, ca_file=bound.ca, client_certificate=certificate) as charger:
+        assert charger.download(grant["location"], tmp_path / "fw.bin").read_bytes() == CONTENT
+    with client.Fwrepo(bound.url, ca_file=bound.ca) as anyone, pytest.raises(client.Gone):
+        anyone.download(grant["location"], tmp_path / "refused.bin")
+    assert refusals(bound, grant["id"]) == [None, "no_certificate"]
 
 
 @pytest.mark.parametrize(("who", "reason"), [

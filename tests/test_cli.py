@@ -192,3 +192,9 @@ def test_upload_json_prints_the_record_scripts_take_the_id_from(fwrepo: Fwrepo, 
     with fwrepo.client() as release:
         assert release.get(f"/api/v1/firmware/{record['id']}").json()["sha256"] == record["sha256"]
     assert result.stderr.strip().startswith(f"stored new build {record['id']}")
+
+
+def test_a_refusal_is_one_line_with_the_problem_s_status_title_and_detail(fwrepo: Fwrepo) -> None:
+    result = fwrepo.cli("show", "0" * 16, "--url", fwrepo.url, "--key", fwrepo.key("release"), check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["fwrepo: 404 Not found: no firmware with id 0000000000000000"]

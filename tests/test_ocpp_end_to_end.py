@@ -124,10 +124,9 @@ async def settle(csms: Any, chargers: list[Simulated], campaign_id: str, bytes_e
 
 async def campaign_grants(client: Any, campaign_id: str) -> dict[str, int]:
     """Each charger's grant id, from the campaign's CSV export."""
-    reply: httpx.Response = await client.http.get(f"/api/v1/campaigns/{campaign_id}/jobs.csv")
-    assert reply.status_code == 200, reply.text
+    export = await asyncio.to_thread(client.client.campaign_jobs_csv, campaign_id)
     # Chargers of a wave not started (pending) have no grant yet.
-    return {row["charger_id"]: int(row["grant_id"]) for row in csv.DictReader(io.StringIO(reply.text))
+    return {row["charger_id"]: int(row["grant_id"]) for row in csv.DictReader(io.StringIO(export))
             if row["grant_id"]}
 
 
@@ -313,8 +312,8 @@ def test_downloads_that_never_reach_fwrepo_end_download_failed_however_the_charg
                 reported = 1 if charger.conventions.download_failed_once else 1 + retries
                 assert charger.observed.statuses.count("DownloadFailed") == reported, charger.charger_id
                 # Nothing reached fwrepo's download endpoint: the charger's word is all there is.
-                grant = (await csms.fwrepo.http.get(f"/api/v1/grants/{grants[charger.charger_id]}")).json()
-                assert grant["downloads"] == [], charger.charger_id
+                grant = await asyncio.to_thread(csms.fwrepo.client.show_grant, grants[charger.charger_id])
+                assert grant.downloads == [], charger.charger_id
 
     asyncio.run(with_csms_and_chargers(fwrepo, [https, ftps], scenario))
 

@@ -34,14 +34,12 @@ import os
 import re
 import secrets
 import signal
-import ssl
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from ocpp.charge_point import camel_to_snake_case
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as ChargePoint16
@@ -54,6 +52,8 @@ from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+
+from repo_service.client import Fwrepo, FwrepoError, InvalidInput
 
 LOG = logging.getLogger("csms")
 SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
@@ -68,43 +68,35 @@ _BAD_EVENT = re.compile(r"^events\[(\d+)\]")
 
 
 class FwrepoClient:
-    """The five fwrepo calls a CSMS makes, with a csms-role API key."""
+    """The five fwrepo calls a CSMS makes, with a csms-role API key, through fwrepo's typed client.
+
+    The typed client is synchronous: each call runs in a thread, so chargers are answered meanwhile.
+    Replies are handed on as their JSON (model_dump): the ocpp library takes its payloads as dicts.
+    The client retries what may be retried (reads, status events) on connection errors and 503.
+    """
 
     def __init__(self, url: str, api_key: str, ca_file: str | None = None, timeout: float = 30) -> None:
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
-        self.http = httpx.AsyncClient(base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"},
-                                      verify=verify, timeout=timeout)
+        self.client = Fwrepo(url, api_key, ca_file=ca_file, timeout=timeout)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await asyncio.to_thread(self.client.close)
 
     async def create_campaign(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._json(await self.http.post("/api/v1/campaigns", json=body))
+        campaign = await asyncio.to_thread(self.client.create_campaign, **body)
+        return campaign.model_dump(mode="json")
 
     async def due_grants(self, campaign_id: str) -> list[dict[str, Any]]:
-        reply = await self.http.get(f"/api/v1/campaigns/{campaign_id}/grants", params={"due": "now"})
-        return (await self._json(reply))["grants"]
+        due = await asyncio.to_thread(self.client.due_grants, campaign_id)
+        return [grant.model_dump(mode="json") for grant in due.grants]
 
     async def report(self, campaign_id: str) -> dict[str, Any]:
-        return await self._json(await self.http.get(f"/api/v1/campaigns/{campaign_id}"))
+        return (await asyncio.to_thread(self.client.campaign, campaign_id)).model_dump(mode="json")
 
-    async def post_events(self, events: list[dict[str, Any]]) -> httpx.Response:
-        return await self.http.post("/api/v1/events", json={"events": events})
+    async def post_events(self, events: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self.client.report_events, events)
 
     async def job(self, grant_id: int) -> dict[str, Any]:
-        return await self._json(await self.http.get(f"/api/v1/grants/{grant_id}/job"))
-
-    @staticmethod
-    async def _json(reply: httpx.Response) -> Any:
-        if reply.is_error:
-            raise FwrepoError(reply.status_code, reply.text)
-        return reply.json()
-
-
-class FwrepoError(Exception):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"fwrepo answered {status}: {body[:500]}")
-        self.status = status
+        return (await asyncio.to_thread(self.client.job, grant_id)).model_dump(mode="json")
 
 
 class EventForwarder:
@@ -157,27 +149,23 @@ class EventForwarder:
             await asyncio.sleep(self.flush_seconds)
             batch = self._pending[:EVENT_BATCH]
             try:
-                reply = await self.fwrepo.post_events(batch)
-            except httpx.HTTPError as error:
-                LOG.warning("fwrepo unreachable, %d events kept for later: %s", len(self._pending), error)
+                await self.fwrepo.post_events(batch)
+            except InvalidInput as refusal:
+                self._drop_refused(batch, refusal)
+            except FwrepoError as error:
+                LOG.warning("fwrepo did not take events, %d kept for later: %s", len(self._pending), error)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30)
                 continue
-            backoff = self.flush_seconds
-            if reply.status_code == 200:
-                del self._pending[:len(batch)]
-            elif reply.status_code == 422:
-                self._drop_refused(batch, reply)
             else:
-                LOG.warning("fwrepo answered %d to events, retrying: %s", reply.status_code, reply.text[:300])
-                await asyncio.sleep(backoff)
+                del self._pending[:len(batch)]
+            backoff = self.flush_seconds
 
-    def _drop_refused(self, batch: list[dict[str, Any]], reply: httpx.Response) -> None:
+    def _drop_refused(self, batch: list[dict[str, Any]], refusal: InvalidInput) -> None:
         # fwrepo refuses a whole batch for one bad event and names it (events[i].field): drop it, resend the rest.
-        problem = reply.json()
-        match = _BAD_EVENT.match(str(problem.get("field", "")))
+        match = _BAD_EVENT.match(refusal.field or "")
         index = int(match.group(1)) if match and int(match.group(1)) < len(batch) else 0
-        LOG.error("fwrepo refused event %s: %s", batch[index], problem.get("detail"))
+        LOG.error("fwrepo refused event %s: %s", batch[index], refusal.detail)
         self._pending.remove(batch[index])
 
 
@@ -327,8 +315,8 @@ class Csms:
                 await asyncio.gather(*(self.send_grant(grant) for grant in grants))
                 await self.events.drain()
                 report = await self.fwrepo.report(campaign_id)
-            except (FwrepoError, httpx.HTTPError) as error:
-                if isinstance(error, FwrepoError) and error.status < 500:
+            except FwrepoError as error:
+                if error.status is not None and error.status < 500:
                     raise
                 # A failed due=now claims nothing (its transaction rolled back): the next poll gets the same grants.
                 LOG.warning("campaign %s: fwrepo failed, polling again: %s", campaign_id, error)
@@ -354,7 +342,7 @@ class Csms:
             for grant_id in list(self.unfinished):
                 try:
                     final = (await self.fwrepo.job(grant_id))["final"]
-                except (FwrepoError, httpx.HTTPError) as error:
+                except FwrepoError as error:
                     LOG.warning("grant %d: job not read: %s", grant_id, error)
                     break
                 if final and self.unfinished.pop(grant_id, None) is not None:  # another waiter may have seen it first

@@ -2,7 +2,7 @@
 
 - ``runtime``: the server runtime (serve, ftps, db upgrade);
 - ``admin``: local administration on the data directory (clients, keys, signers, storage, audit, verify);
-- ``remote``: the client of a running fwrepo over HTTPS (upload, list, publish, yank, campaigns);
+- ``remote``: commands on a running fwrepo, through repo_service.client (upload, list, publish, yank, campaigns);
 - ``terminal``: what is printed for a person (tables, progress bars, human values);
 - ``arguments``: the grammar they share (settings as flags, unknown options named).
 """
@@ -14,10 +14,9 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError
 
-from repo_service import __version__
+from repo_service import __version__, client
 from repo_service.cli import admin, remote, runtime
 from repo_service.cli.arguments import Parser
-from repo_service.cli.remote import RemoteError
 from repo_service.errors import FwrepoError, SettingsError
 
 
@@ -38,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"fwrepo: bad setting {error}", file=sys.stderr)
         return 2
-    except (FwrepoError, RemoteError) as error:
+    except (FwrepoError, client.FwrepoError) as error:  # the command's own refusal, or the server's
         print(f"fwrepo: {error}", file=sys.stderr)
         return 1
     except OperationalError as error:

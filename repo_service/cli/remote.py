@@ -1,4 +1,4 @@
-"""The remote client: a running fwrepo over HTTPS, with an API key (upload, list, publish, yank, campaigns)."""
+"""The remote commands: a running fwrepo through repo_service.client (upload, list, publish, yank, campaigns)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,22 @@ import argparse
 import hashlib
 import json
 import os
-import ssl
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from pydantic import BaseModel
 
 from repo_service.cli.arguments import Parser, read
-from repo_service.cli.terminal import (
-    ProgressFile, StatusLine, bar, duration, moment, percent, print_table, size)
-
-if TYPE_CHECKING:
-    import httpx
+from repo_service.cli.terminal import ProgressBar, StatusLine, bar, duration, moment, percent, print_table, size
+from repo_service.client import Fwrepo
+from repo_service.contract import CampaignReport
+from repo_service.errors import FwrepoError
 
 DEFAULT_URL = "https://127.0.0.1:8443"
 CAMPAIGN_ENDED = ("halted", "cancelled", "completed")
 FOLLOW_SECONDS = 2.0
-
-
-class RemoteError(Exception):
-    """The server refused or could not be reached."""
 
 
 def _client_options() -> Parser:
@@ -105,64 +101,43 @@ def register(commands: Any) -> None:
         steer.set_defaults(handler=_campaigns)
 
 
-def _call(arguments: argparse.Namespace, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """One request to the server; a refusal becomes a RemoteError with the problem's status, title and detail."""
-    import httpx
-
+def _fwrepo(arguments: argparse.Namespace) -> Fwrepo:
+    """The server the options name; its refusals reach main as repo_service.client errors, printed as they read."""
     if not arguments.key:
-        raise RemoteError("an API key is required: --key KEY or FWREPO_KEY")
-    headers = {"Authorization": f"Bearer {arguments.key}"}
-    verify: Any = ssl.create_default_context(cafile=str(arguments.cacert) if arguments.cacert else None)
-    try:
-        with httpx.Client(base_url=arguments.url, headers=headers, timeout=httpx.Timeout(60, write=300),
-                          verify=verify) as http:
-            reply = http.request(method, path, **kwargs)
-    except httpx.HTTPError as error:
-        raise RemoteError(f"cannot reach {arguments.url}: {error}") from None
-    if reply.status_code >= 400:
-        try:
-            problem = reply.json()
-            message = f"{problem.get('status')} {problem.get('title')}: {problem.get('detail')}"
-        except ValueError:
-            message = f"{reply.status_code} {reply.text[:200]}"
-        raise RemoteError(message)
-    return reply
+        raise FwrepoError("an API key is required: --key KEY or FWREPO_KEY")
+    return Fwrepo(arguments.url, arguments.key, ca_file=arguments.cacert)
 
 
-def _request(arguments: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    return _call(arguments, method, path, **kwargs).json()
+def _print_json(reply: BaseModel) -> None:
+    print(json.dumps(reply.model_dump(mode="json"), indent=2))
 
 
 def _upload(arguments: argparse.Namespace) -> None:
     path: Path = arguments.file
     if not path.is_file():
-        raise RemoteError(f"{path}: no such file")
-    fields: dict[str, Any] = {"vendor": arguments.vendor, "models": arguments.models, "version": arguments.firmware_version}
-    for name in ("channel", "min_version", "release_notes", "sha256"):
-        if getattr(arguments, name):
-            fields[name] = getattr(arguments, name)
-    if arguments.hardware_revisions:
-        fields["hardware_revisions"] = arguments.hardware_revisions
-    if arguments.sign_key:
-        fields["signature"] = _sign_locally(path, arguments.sign_key)
-    with open(path, "rb") as file:
-        progress = ProgressFile(file, path.stat().st_size)
+        raise FwrepoError(f"{path}: no such file")
+    signature = _sign_locally(path, arguments.sign_key) if arguments.sign_key else None
+    progress = ProgressBar()
+    with _fwrepo(arguments) as fwrepo:
         try:
-            reply = _call(arguments, "POST", "/api/v1/firmware", data=fields,
-                          files={"file": (path.name, progress, "application/octet-stream")})
+            uploaded = fwrepo.upload(
+                path, vendor=arguments.vendor, models=arguments.models, version=arguments.firmware_version,
+                # An empty option is left out, as if not given.
+                channel=arguments.channel or None, hardware_revisions=arguments.hardware_revisions,
+                min_version=arguments.min_version or None, release_notes=arguments.release_notes or None,
+                sha256=arguments.sha256 or None, signature=signature, progress=progress)
         finally:
             progress.end()
-    record = reply.json()
+    record = uploaded.firmware
     elapsed = time.monotonic() - progress.started
-    # 201: a new build; 200: these very bytes and metadata were already stored, and nothing changed.
-    if reply.status_code == 201:
-        outcome = f"stored new build {record['id']}"
+    if uploaded.created:
+        outcome = f"stored new build {record.id}"
     else:
-        outcome = f"already stored as {record['id']} (same bytes and metadata; nothing changed)"
-    line = (f"{outcome}: {record['vendor']} {record['version']}  models {', '.join(record['models'])}  "
-            f"{size(record['size'])}  sha256 {record['sha256']}  {record['status']}  ({duration(elapsed)})")
+        outcome = f"already stored as {record.id} (same bytes and metadata; nothing changed)"
+    line = (f"{outcome}: {record.vendor} {record.version}  models {', '.join(record.models)}  "
+            f"{size(record.size)}  sha256 {record.sha256}  {record.status}  ({duration(elapsed)})")
     if arguments.json:
-        print(json.dumps(record, indent=2))
+        _print_json(record)
         print(line, file=sys.stderr)
     else:
         print(line)
@@ -187,85 +162,92 @@ def _sign_locally(image: Path, key_path: Path) -> str:
 
 
 def _list(arguments: argparse.Namespace) -> None:
-    params = {name: getattr(arguments, name) for name in ("vendor", "model", "status", "channel") if getattr(arguments, name)}
-    params["limit"] = arguments.limit
-    page = _request(arguments, "GET", "/api/v1/firmware", params=params)
+    with _fwrepo(arguments) as fwrepo:
+        page = fwrepo.list_firmware(vendor=arguments.vendor, model=arguments.model, status=arguments.status,
+                                    channel=arguments.channel, limit=arguments.limit)
     if arguments.json:
-        print(json.dumps(page, indent=2))
+        _print_json(page)
         return
     rows = [
-        [item["id"], item["vendor"], ",".join(item["models"]), item["version"], item["channel"], item["status"],
-         size(item["size"]), moment(item["created_at"])]
-        for item in page["items"]
+        [item.id, item.vendor, ",".join(item.models), item.version, item.channel, item.status, size(item.size),
+         moment(item.created_at)]
+        for item in page.items
     ]
     print_table(["ID", "VENDOR", "MODELS", "VERSION", "CHANNEL", "STATUS", "SIZE", "CREATED"], rows)
-    if page["total"] > len(page["items"]):
-        print(f"({len(page['items'])} of {page['total']}; use --limit or filters)")
+    if page.total > len(page.items):
+        print(f"({len(page.items)} of {page.total}; use --limit or filters)")
 
 
 def _show(arguments: argparse.Namespace) -> None:
-    print(json.dumps(_request(arguments, "GET", f"/api/v1/firmware/{arguments.firmware_id}"), indent=2))
+    with _fwrepo(arguments) as fwrepo:
+        _print_json(fwrepo.firmware(arguments.firmware_id))
 
 
 def _publish(arguments: argparse.Namespace) -> None:
-    record = _request(arguments, "POST", f"/api/v1/firmware/{arguments.firmware_id}/publish")
-    print(f"{record['id']}  {record['vendor']} {record['version']}  {record['status']}")
+    with _fwrepo(arguments) as fwrepo:
+        record = fwrepo.publish(arguments.firmware_id)
+    print(f"{record.id}  {record.vendor} {record.version}  {record.status}")
 
 
 def _yank(arguments: argparse.Namespace) -> None:
-    record = _request(arguments, "POST", f"/api/v1/firmware/{arguments.firmware_id}/yank", json={"reason": arguments.reason})
-    print(f"{record['id']}  {record['vendor']} {record['version']}  {record['status']}: {record['yank_reason']}")
+    with _fwrepo(arguments) as fwrepo:
+        record = fwrepo.yank(arguments.firmware_id, arguments.reason)
+    print(f"{record.id}  {record.vendor} {record.version}  {record.status}: {record.yank_reason}")
 
 
 def _campaigns(arguments: argparse.Namespace) -> None:
+    with _fwrepo(arguments) as fwrepo:
+        _campaign_command(fwrepo, arguments)
+
+
+def _campaign_command(fwrepo: Fwrepo, arguments: argparse.Namespace) -> None:
     command = arguments.campaigns_command
     if command == "list":
-        items = _request(arguments, "GET", "/api/v1/campaigns")["items"]
         print_table(["ID", "FIRMWARE", "STATUS", "WAVE", "CREATED"],
-                    [[item["id"], item["firmware_id"], item["status"], f"{item['current_wave']} of {item['waves']}",
-                      moment(item["created_at"])] for item in items])
+                    [[item.id, item.firmware_id, item.status, f"{item.current_wave} of {item.waves}",
+                      moment(item.created_at)] for item in fwrepo.campaigns().items])
         return
-    path = f"/api/v1/campaigns/{arguments.campaign_id}"
-    if command != "show":
-        print_campaign(_request(arguments, "POST", f"{path}/{command}"))
+    steer = {"pause": fwrepo.pause_campaign, "resume": fwrepo.resume_campaign, "cancel": fwrepo.cancel_campaign}
+    if command in steer:
+        print_campaign(steer[command](arguments.campaign_id))
         return
-    report = _request(arguments, "GET", path)
+    report = fwrepo.campaign(arguments.campaign_id)
     if arguments.json:
-        print(json.dumps(report, indent=2))
+        _print_json(report)
         return
-    if not arguments.follow or report["status"] in CAMPAIGN_ENDED:
+    if not arguments.follow or report.status in CAMPAIGN_ENDED:
         print_campaign(report)
         return
     line = StatusLine(sys.stdout)
-    while report["status"] not in CAMPAIGN_ENDED:
+    while report.status not in CAMPAIGN_ENDED:
         time.sleep(FOLLOW_SECONDS)
-        report = _request(arguments, "GET", path)
+        report = fwrepo.campaign(arguments.campaign_id)
         line.show(campaign_progress(report))
     line.end()
     print_campaign(report)
 
 
-def campaign_progress(report: dict[str, Any]) -> str:
-    jobs, done = sum(wave["chargers"] for wave in report["waves"]), report["finished"]
+def campaign_progress(report: CampaignReport) -> str:
+    jobs, done = sum(wave.chargers for wave in report.waves), report.finished
     return (f"{bar(done / jobs if jobs else 1.0)} {done}/{jobs} finished  "
-            f"wave {report['current_wave']} of {len(report['waves'])}  {report['status']}")
+            f"wave {report.current_wave} of {len(report.waves)}  {report.status}")
 
 
 def _states(states: dict[str, int]) -> str:
     return ", ".join(f"{count} {state}" for state, count in sorted(states.items())) or "-"
 
 
-def print_campaign(report: dict[str, Any]) -> None:
-    reason = f": {report['status_reason']}" if report.get("status_reason") else ""
-    print(f"campaign {report['id']}  firmware {report['firmware_id']}  {report['status']}{reason}  "
-          f"created {moment(report['created_at'])}")
+def print_campaign(report: CampaignReport) -> None:
+    reason = f": {report.status_reason}" if report.status_reason else ""
+    print(f"campaign {report.id}  firmware {report.firmware_id}  {report.status}{reason}  "
+          f"created {moment(report.created_at)}")
     print(campaign_progress(report))
-    rows = [[str(wave["wave"]), str(wave["chargers"]), _states(wave["states"]), percent(wave["failure_rate"]),
-             percent(wave["failure_threshold"])] for wave in report["waves"]]
+    rows = [[str(wave.wave), str(wave.chargers), _states(wave.states), percent(wave.failure_rate),
+             percent(wave.failure_threshold)] for wave in report.waves]
     print_table(["WAVE", "CHARGERS", "STATES", "FAILED", "THRESHOLD"], rows)
-    download, completion = report["download_seconds"], report["completion_seconds"]
-    print(f"success rate {percent(report['success_rate'], 1)}; "
-          f"download median {duration(download['median'])}, p95 {duration(download['p95'])}; "
-          f"completion median {duration(completion['median'])}, p95 {duration(completion['p95'])}; "
-          f"{size(report['bytes_served'])} served; skipped: {_states(report['skipped']) if report['skipped'] else 'none'}; "
-          f"waiting for their wave: {report['pending']}")
+    download, completion = report.download_seconds, report.completion_seconds
+    print(f"success rate {percent(report.success_rate, 1)}; "
+          f"download median {duration(download.median)}, p95 {duration(download.p95)}; "
+          f"completion median {duration(completion.median)}, p95 {duration(completion.p95)}; "
+          f"{size(report.bytes_served)} served; skipped: {_states(report.skipped) if report.skipped else 'none'}; "
+          f"waiting for their wave: {report.pending}")

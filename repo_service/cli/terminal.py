@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, TextIO
+from typing import TextIO
 
 BAR_WIDTH = 30
 # A redraw more often than this only costs the terminal.
@@ -88,29 +88,21 @@ class StatusLine:
             self.stream.flush()
 
 
-class ProgressFile:
-    """A file that draws an upload's progress bar on stderr, when stderr is a terminal, as the HTTP client reads it."""
+class ProgressBar:
+    """An upload's progress bar on stderr, when stderr is a terminal: the client's progress callback."""
 
-    def __init__(self, file: BinaryIO, total: int) -> None:
-        self.file, self.total, self.sent = file, total, 0
+    def __init__(self) -> None:
         self.started = self.drawn = time.monotonic()
         self.line = StatusLine(sys.stderr) if sys.stderr.isatty() else None
 
-    def read(self, size_hint: int = -1) -> bytes:
-        block = self.file.read(size_hint)
-        self.sent += len(block)
+    def __call__(self, sent: int, total: int) -> None:
         now = time.monotonic()
-        if self.line is not None and (now - self.drawn > REDRAW_SECONDS or self.sent == self.total):
+        if self.line is not None and (now - self.drawn > REDRAW_SECONDS or sent == total):
             self.drawn = now
-            fraction = self.sent / self.total if self.total else 1.0
-            rate = self.sent / max(now - self.started, 1e-6)
-            self.line.show(f"{bar(fraction)} {fraction:4.0%} {size(self.sent)} of {size(self.total)} "
-                           f"{size(int(rate))}/s")
-        return block
+            fraction = sent / total if total else 1.0
+            rate = sent / max(now - self.started, 1e-6)
+            self.line.show(f"{bar(fraction)} {fraction:4.0%} {size(sent)} of {size(total)} {size(int(rate))}/s")
 
     def end(self) -> None:
         if self.line is not None:
             self.line.end()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.file, name)

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.documented import documented_block
 from tests.support.fwrepo import free_port
-
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "charger-certificates.md"
 
 
 def documented_commands() -> str:
-    """The shell block between the page's charger-ca markers."""
-    text = DOCS.read_text()
-    block = re.search(r"<!-- charger-ca commands: begin -->\n```sh\n(.*?)```\n<!-- charger-ca commands: end -->",
-                      text, re.DOTALL)
-    assert block is not None, f"{DOCS} lost its charger-ca commands block"
-    return block.group(1)
+    """The shell block between docs/charger-certificates.md's charger-ca markers."""
+    return documented_block("charger-certificates.md", "charger-ca commands", "sh")
 
 
 def _run(*command: str, cwd: Path) -> str:
