@@ -47,6 +47,8 @@ METHODS = {
     "cancelCampaign": Fwrepo.cancel_campaign,
     "listSigningKeys": Fwrepo.signing_keys, "listSigners": Fwrepo.signers, "addSigner": Fwrepo.add_signer,
     "removeSigner": Fwrepo.remove_signer, "listAuditEvents": Fwrepo.audit,
+    "createWebhook": Fwrepo.create_webhook, "listWebhooks": Fwrepo.webhooks, "getWebhook": Fwrepo.webhook,
+    "deleteWebhook": Fwrepo.delete_webhook, "listWebhookDeliveries": Fwrepo.webhook_deliveries,
 }
 
 
@@ -138,6 +140,22 @@ def test_a_release_engineer_and_a_csms_do_their_whole_job_through_the_client(fwr
         assert signer.id not in [item.id for item in admin.signers().items]
         assert release.yank(build.id, "bricks AC22 rev B").yank_reason == "bricks AC22 rev B"
         assert admin.audit(subject=f"firmware {build.id}", action="yank").total == 1
+
+
+def test_a_csms_registers_reads_and_deletes_a_webhook_through_the_client(fwrepo: FwrepoServer) -> None:
+    # A .invalid host: registered like any public name, and nothing it takes is ever due in this test.
+    url = f"https://{unique_vendor().lower()}.invalid/hooks/fwrepo"
+    with client(fwrepo, "csms") as csms:
+        webhook = csms.create_webhook(url, ["job.finished"], "s" * 32)
+        assert (webhook.url, webhook.events, webhook.deleted_at) == (url, ["job.finished"], None)
+        assert webhook.id in {listed.id for listed in csms.webhooks().items}
+        assert csms.webhook(webhook.id) == webhook
+        assert csms.webhook_deliveries(webhook.id, limit=5).items == []
+        assert csms.delete_webhook(webhook.id).deleted_at is not None
+        assert webhook.id not in {listed.id for listed in csms.webhooks().items}
+        with pytest.raises(InvalidInput) as refused:
+            csms.create_webhook(url, ["job.finished"], "short")
+        assert refused.value.field == "secret"
 
 
 def test_the_documented_example_runs_as_written(fwrepo: FwrepoServer, tmp_path: Path) -> None:

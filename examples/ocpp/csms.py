@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
@@ -541,9 +542,8 @@ class WebhookReceiver:
 
 async def register_webhook(fwrepo: FwrepoClient, url: str, secret: bytes) -> dict[str, Any]:
     """POST /api/v1/webhooks for the events this CSMS acts on; fwrepo shows the secret to no one after."""
-    reply = await fwrepo.http.post("/api/v1/webhooks", json={"url": url, "events": list(WEBHOOK_EVENTS),
-                                                             "secret": secret.decode()})
-    return await fwrepo._json(reply)
+    webhook = await asyncio.to_thread(fwrepo.client.create_webhook, url, WEBHOOK_EVENTS, secret.decode())
+    return webhook.model_dump(mode="json")
 
 
 async def run_campaign_pushed(csms: Csms, receiver: WebhookReceiver, campaign_id: str) -> dict[str, Any]:
@@ -611,7 +611,7 @@ async def _main() -> None:
         unfinished = await csms.wait_for_chargers(stop, arguments.linger)
     finally:
         if receiver is not None and webhook is not None:
-            await fwrepo.http.delete(f"/api/v1/webhooks/{webhook['id']}")
+            await asyncio.to_thread(fwrepo.client.delete_webhook, webhook["id"])
             await receiver.stop()
         await csms.stop()
         await fwrepo.close()

@@ -20,8 +20,9 @@ from repo_service.client.transport import Transport
 from repo_service.contract import (
     AuditPage, CampaignList, CampaignReport, DueGrants, EventRecorded, EventsRecorded, Firmware, FirmwarePage,
     FirmwareStats, Grant, GrantBatch, GrantWithDownloads, Health, Job, Manifest, Readiness, Signer, SignerList,
-    SigningKeyList, UpdateOffer,
+    SigningKeyList, UpdateOffer, Webhook, WebhookList,
 )
+from repo_service.contract.webhooks import DeliveryList
 
 Model = TypeVar("Model", bound=BaseModel)
 # (bytes so far, bytes in all): called as an upload's or a download's bytes go.
@@ -333,6 +334,26 @@ class Fwrepo:
 
     def cancel_campaign(self, campaign_id: str) -> CampaignReport:
         return self._call(CampaignReport, "POST", f"/api/v1/campaigns/{campaign_id}/cancel")
+
+    # -- webhooks --------------------------------------------------------------------------------
+
+    def create_webhook(self, url: str, events: Sequence[str], secret: str) -> Webhook:
+        """Have fwrepo push these events to url, signed with secret (docs/webhooks.md); the secret is not shown back."""
+        return self._call(Webhook, "POST", "/api/v1/webhooks", json={"url": url, "events": list(events),
+                                                                     "secret": secret})
+
+    def webhooks(self) -> WebhookList:
+        return self._call(WebhookList, "GET", "/api/v1/webhooks")
+
+    def webhook(self, webhook_id: str) -> Webhook:
+        return self._call(Webhook, "GET", f"/api/v1/webhooks/{webhook_id}")
+
+    def delete_webhook(self, webhook_id: str) -> Webhook:
+        return self._call(Webhook, "DELETE", f"/api/v1/webhooks/{webhook_id}")
+
+    def webhook_deliveries(self, webhook_id: str, limit: int | None = None) -> DeliveryList:
+        return self._call(DeliveryList, "GET", f"/api/v1/webhooks/{webhook_id}/deliveries",
+                          params=_present(limit=limit))
 
     # -- keys and audit --------------------------------------------------------------------------
 
