@@ -193,13 +193,13 @@ class _DataChannel(TLS_DTPHandler):
             return
         session = self.cmd_channel
         permit = session.permit
-        control = peer_certificate(session.socket)
-        if control is not None and peer_certificate(self.socket) == control:
+        control, data = peer_certificate(session.socket), peer_certificate(self.socket)
+        if control is not None and data == control:
             if self.producer_fifo:  # a RETR came before the handshake ended: its file may go now
                 self.initiate_send()
             return
         session.services.downloads.refuse(
-            DownloadRefused(Refusal.WRONG_CHARGER if peer_certificate(self.socket) else Refusal.NO_CERTIFICATE,
+            DownloadRefused(Refusal.WRONG_CHARGER if data else Refusal.NO_CERTIFICATE,
                             permit.grant_id, permit.charger_id), "ftps", session.remote_ip)
         if self.file_obj is not None:  # a RETR waits for this connection: it gets the answer
             self._resp = ("425 The data connection must present the control connection's certificate.",
