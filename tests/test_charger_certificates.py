@@ -332,3 +332,20 @@ def test_bad_or_unavailable_binding_is_refused_naming_the_field(
         reply = csms.post("/api/v1/grants", json={"firmware_id": firmware["id"], "charger_id": "CP-1", **fields})
     assert reply.status_code == 422, reply.text
     assert reply.json()["field"] == field and words in reply.json()["detail"]
+
+
+@pytest.mark.parametrize(("url", "fields", "field"), [
+    ("/api/v1/grants/batch", {"charger_ids": ["CP-1", "CP-2"], "charger_serials": {"CP-2": "SN-2"}},
+     "charger_serials"),
+    ("/api/v1/campaigns", {"chargers": [{"charger_id": "CP-1", "current_version": "0.9.0"},
+                                        {"charger_id": "CP-2", "current_version": "0.9.0", "serial": "SN-2"}]},
+     "chargers[1].serial"),
+])
+def test_a_serial_without_bind_is_refused_in_batches_and_campaigns_naming_it(
+    fwrepo: Fwrepo, url: str, fields: dict, field: str
+) -> None:
+    with fwrepo.client("release") as release, fwrepo.client("csms") as csms:
+        firmware = published_build(release, unique_vendor(), "1.0.0", image(1000))
+        reply = csms.post(url, json={"firmware_id": firmware["id"], **fields})
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["field"] == field and 'needs "bind"' in reply.json()["detail"]

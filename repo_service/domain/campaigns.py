@@ -162,12 +162,8 @@ def parse_campaign_request(document: Mapping[str, Any]) -> CampaignRequest:
     thresholds = _thresholds(document.get("failure_threshold", DEFAULT_THRESHOLD), len(waves))
     window = _window(document["window"]) if "window" in document else None
     retries, retry_interval = retry_plan(document)
-    bind = binding(document)
-    if bind is None:
-        serial = next((index for index, charger in enumerate(chargers) if charger.serial is not None), None)
-        if serial is not None:
-            raise InvalidInput(f"chargers[{serial}].serial",
-                               'names what a client certificate carries: it needs "bind": "client_certificate"')
+    bind = binding(document, next((f"chargers[{index}].serial" for index, charger in enumerate(chargers)
+                                   if charger.serial is not None), None))
     return CampaignRequest(firmware_id, chargers, protocol, ftps_mode, waves, thresholds, window, retries,
                            retry_interval, bind)
 

@@ -76,9 +76,15 @@ def charger_id(value: object, field: str) -> str:
     return value
 
 
-def binding(document: Mapping[str, Any]) -> str | None:
-    """What a download must show besides its location: nothing, or the charger's client certificate."""
+def binding(document: Mapping[str, Any], serial_field: str | None = None) -> str | None:
+    """What a download must show besides its location: nothing, or the charger's client certificate.
+
+    ``serial_field`` names the request's first certificate serial, if it gave one: a serial says what a
+    certificate carries, so it is refused without a binding that asks for the certificate."""
     if "bind" not in document:
+        if serial_field is not None:
+            raise InvalidInput(serial_field,
+                               'names what a client certificate carries: it needs "bind": "client_certificate"')
         return None
     value = document["bind"]
     if value not in BINDINGS:

@@ -121,10 +121,7 @@ def parse_grant_request(
         charger_ids = (charger_id(document.get("charger_id"), "charger_id"),)
         serials = (charger_id(document["charger_serial"], "charger_serial") if "charger_serial" in document
                    else None,)
-    bind = binding(document)
-    if bind is None and any(serials):
-        field = "charger_serials" if batch else "charger_serial"
-        raise InvalidInput(field, 'names what a client certificate carries: it needs "bind": "client_certificate"')
+    bind = binding(document, ("charger_serials" if batch else "charger_serial") if any(serials) else None)
     protocol, ftps_mode = protocol_and_mode(document)
     retrieve_date = moment(document, "retrieve_date") or now
     if retrieve_date < now - timedelta(hours=1):
