@@ -37,6 +37,7 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None 
 class Received:
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived, to tell sent in parallel from in turn
 
     @property
     def document(self) -> dict[str, Any]:
