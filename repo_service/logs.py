@@ -77,3 +77,5 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    # pika logs every step of each connection at INFO; its warnings (a lost broker) are what an operator needs.
+    logging.getLogger("pika").setLevel(max(root.level, logging.WARNING))

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
+from repo_service.csms.citrineos import CitrineOS
 from repo_service.db.migrate import upgrade
 from repo_service.db.session import Database
 from repo_service.domain.audit import Audit
 from repo_service.domain.audit_checkpoints import CheckpointWriter, open_checkpoint_key
 from repo_service.domain.campaigns import Campaigns
 from repo_service.domain.catalog import Catalog
+from repo_service.domain.charger_certificates import ChargerCertificates
 from repo_service.domain.clients import Clients
 from repo_service.domain.clock import Clock, utc_now
-from repo_service.domain.charger_certificates import ChargerCertificates
+from repo_service.domain.dispatch import Dispatcher
 from repo_service.domain.downloads import Downloads
 from repo_service.domain.ftp_logins import FtpsEndpoint
 from repo_service.domain.grants import Grants
@@ -54,14 +56,18 @@ class Services:
     metrics: Metrics
     audit_checkpoints: CheckpointWriter
     webhooks: Webhooks
+    # Campaigns fwrepo carries out itself, through the CSMS each names (none unless one is configured).
+    dispatchers: tuple[Dispatcher, ...] = ()
 
     @contextmanager
     def running(self) -> Iterator[None]:
         """What a serving process does in the background: write download records, tick campaigns, send
-        webhooks, and sign checkpoints of the audit chain (outermost, so the last one covers the download
-        records flushed last)."""
+        webhooks, dispatch through CSMSs, and sign checkpoints of the audit chain (outermost, so the last one
+        covers the download records flushed last)."""
         with (self.audit_checkpoints.writing(), self.downloads.recording(), self.campaigns.ticking(),
-              self.webhooks.sending()):
+              self.webhooks.sending(), ExitStack() as dispatching):
+            for dispatcher in self.dispatchers:
+                dispatching.enter_context(dispatcher.running())
             yield
 
 
@@ -96,7 +102,11 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     jobs = UpdateJobs(database, catalog, downloads, timedelta(seconds=settings.job_timeout),
                       timedelta(seconds=settings.retry_grace), clock)
     outbox = Outbox(Sealer(token_secret(settings), "webhooks"), clock)
-    campaigns = Campaigns(database, grants, jobs, outbox, clock)
+    connectors = [CitrineOS(settings.citrineos_url, settings.citrineos_tenant, settings.citrineos_amqp_url,
+                            settings.citrineos_amqp_exchange, settings.citrineos_queue, settings.citrineos_timeout)
+                  ] if settings.citrineos_url else []
+    campaigns = Campaigns(database, grants, jobs, outbox, clock, dispatchers=[connector.name for connector in connectors])
+    status_events = StatusEvents(jobs, campaigns)
     metrics = Metrics()
     grants.observers.append(metrics)
     downloads.observers.append(metrics)
@@ -115,7 +125,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         downloads=downloads,
         jobs=jobs,
         campaigns=campaigns,
-        status_events=StatusEvents(jobs, campaigns),
+        status_events=status_events,
         metrics=metrics,
         audit_checkpoints=CheckpointWriter(database, open_checkpoint_key(settings.audit_key_path),
                                            settings.audit_checkpoint_log_path, settings.audit_checkpoint_interval,
@@ -125,6 +135,11 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
                           interval=settings.webhook_interval, allow_http=settings.webhook_allow_http,
                           allow_private=settings.webhook_allow_private, receiver_ca=settings.webhook_ca,
                           clock=clock),
+        dispatchers=tuple(Dispatcher(database, campaigns, status_events, connector,
+                                     Sealer(token_secret(settings), "dispatch"),
+                                     retry_base=settings.citrineos_retry_base,
+                                     connect_tries=settings.citrineos_connect_tries,
+                                     timeout=settings.citrineos_timeout, clock=clock) for connector in connectors),
     )
 
 

@@ -85,6 +85,13 @@ def _ocsp(value: str) -> str:
         raise ValueError(f"expected aia or an http:// URL of an OCSP responder, got {value!r}") from None
 
 
+def _amqp_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise ValueError(f"expected an amqp:// or amqps:// URL, got {value!r}")
+    return value
+
+
 def _database_url(value: str) -> str:
     scheme = value.split(":", 1)[0]
     # Operators write the libpq form; SQLAlchemy needs to be told to use psycopg 3.
@@ -125,6 +132,7 @@ COUNT = Kind("count", _positive_int)
 BOOLEAN = Kind("boolean", _boolean)
 HTTP_URL = Kind("URL", _http_url)
 DATABASE_URL = Kind("database URL", _database_url)
+AMQP_URL = Kind("AMQP URL", _amqp_url)
 OCSP = Kind("aia or URL", _ocsp)
 
 
@@ -294,6 +302,24 @@ class Settings:
     webhook_allow_private: bool = setting(False, BOOLEAN, "deliver webhooks to loopback, private and link-local "
                                           "addresses; off, so that a webhook cannot make fwrepo probe its own "
                                           "network (SSRF)")
+
+    citrineos_url: str | None = setting(None, optional(HTTP_URL), "REST API of the CitrineOS that campaigns "
+                                        "created with \"dispatch\": \"citrineos\" send UpdateFirmware through",
+                                        "none: such campaigns are refused")
+    citrineos_tenant: int = setting(1, COUNT, "CitrineOS tenant id the chargers of those campaigns belong to")
+    citrineos_amqp_url: str = setting("amqp://guest:guest@127.0.0.1:5672/", AMQP_URL, "CitrineOS's RabbitMQ "
+                                      "(with its vhost as the path): fwrepo learns what chargers said from there")
+    citrineos_amqp_exchange: str = setting("citrineos", TEXT, "CitrineOS's headers exchange on that broker")
+    citrineos_queue: str = setting("fwrepo", TEXT, "durable queue fwrepo binds to that exchange; every node "
+                                   "consumes it, so that each frame is handled once and none is lost while "
+                                   "fwrepo restarts")
+    citrineos_timeout: int = setting(10, seconds_within(1, 60), "deadline of one UpdateFirmware request to "
+                                     "CitrineOS's REST API")
+    citrineos_retry_base: int = setting(30, SECONDS, "wait before sending again to a charger CitrineOS could "
+                                        "not reach, or while CitrineOS is down; each further wait doubles, up to "
+                                        "an hour (a charger heard from again is tried at once)")
+    citrineos_connect_tries: int = setting(6, COUNT, "times fwrepo sends to a charger CitrineOS has no "
+                                           "connection to before its job is not_connected")
 
     @property
     def local_storage_dir(self) -> Path:

@@ -120,6 +120,7 @@ HTTP_REQUESTS = {"httpx", "requests", "urllib3", "aiohttp", "urllib.request", "h
 OTHER_HTTP_CALLERS = {
     PACKAGE / "domain" / "charger_certificates.py": "asks the operator's OCSP responder, not fwrepo",
     PACKAGE / "domain" / "outbound.py": "delivers webhooks to a CSMS's receiver, not to fwrepo",
+    PACKAGE / "csms" / "citrineos.py": "sends UpdateFirmware through CitrineOS's REST API, not to fwrepo",
     ROOT / "examples" / "ocpp" / "charger.py": "a charger downloads its grant as libcurl does, knowing no client",
 }
 SHIPPED_MODULES = [module for place in (PACKAGE, ROOT / "ftps", ROOT / "examples") for module in python_files(place)]

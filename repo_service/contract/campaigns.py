@@ -8,7 +8,10 @@ from pydantic import Field
 
 from repo_service.contract.base import Body, Moment, Reply
 from repo_service.contract.grants import ChargerId, Grant, RetryPlan
-from repo_service.domain.campaigns import MAX_CHARGERS, MAX_WAVES, CampaignStatus
+from repo_service.domain.campaigns import (
+    DISPATCHES, MAX_CHARGERS, MAX_WAVES, OCPP_VERSIONS, CampaignStatus,
+)
+from repo_service.domain.dispatch import DispatchStatus
 from repo_service.domain.documents import MAX_CHARGER_ID
 
 # Model names, hardware revisions and versions in a campaign's list of chargers, as BootNotification gives them.
@@ -17,6 +20,8 @@ ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):([0-5][0-9])$", e
 Share = Annotated[str, Field(pattern=r"^(100|[1-9][0-9]?)(\.[0-9]+)?%$", examples=["10%"])]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 CampaignState = Literal[tuple(CampaignStatus)]  # type: ignore[valid-type]
+DispatchName = Literal[DISPATCHES]  # type: ignore[valid-type]
+DispatchState = Literal[tuple(DispatchStatus)]  # type: ignore[valid-type]
 
 
 class CampaignCharger(Body):
@@ -27,6 +32,9 @@ class CampaignCharger(Body):
     hardware_revision: str = Field(None, min_length=1, max_length=MAX_CHARGER_FIELD)
     time_zone: str = Field("UTC", min_length=1, max_length=MAX_CHARGER_ID, description="IANA zone, e.g. Europe/Berlin")
     serial: ChargerId = Field(None, description="the name in its client certificate; needs bind")
+    ocpp_version: Literal[OCPP_VERSIONS] = Field(  # type: ignore[valid-type]
+        None, description='the UpdateFirmware fwrepo sends it when the campaign\'s dispatch is not "csms"; '
+                          'default 2.0.1')
 
 
 class Window(Body):
@@ -42,6 +50,9 @@ class CampaignRequest(RetryPlan):
     failure_threshold: Fraction | list[Fraction] = Field(
         0.1, description="halt when a wave's failed share passes this: one value, or one per wave")
     window: Window = Field(None, description="the maintenance window in each charger's local time")
+    dispatch: DispatchName = Field(
+        "csms", description='who sends each charger its UpdateFirmware: "csms" polls for due grants (or takes '
+                            'grants.due webhooks); "citrineos" is fwrepo itself, through FWREPO_CITRINEOS_URL')
 
 
 class WaveReport(Reply):
@@ -77,6 +88,9 @@ class CampaignReport(JobSummary):
     chargers: int
     skipped: dict[str, int]
     pending: int
+    dispatch: DispatchName
+    dispatches: dict[DispatchState, int] | None = Field(
+        description="dispatched campaigns: UpdateFirmware requests by state; null for dispatch csms")
     waves: list[WaveReport]
 
 

@@ -211,6 +211,8 @@ class Campaign(SQLModel, table=True):
     window_start: str | None = Field(default=None, max_length=5)
     window_end: str | None = Field(default=None, max_length=5)
     bind: str | None = Field(default=None, max_length=24)
+    # Who sends each charger its UpdateFirmware: "csms" polls for due grants; "citrineos" is fwrepo itself.
+    dispatch: str = Field(default="csms", sa_column=Column(String(16), nullable=False, server_default="csms"))
     # running, paused, halted, cancelled, completed; current_wave counts from 0.
     status: str = Field(max_length=16)
     status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -237,6 +239,8 @@ class CampaignCharger(SQLModel, table=True):
     time_zone: str = Field(max_length=64)
     # The name its client certificate carries, for a campaign whose grants are bound to one.
     serial: str | None = Field(default=None, max_length=64)
+    # "1.6" or "2.0.1": which UpdateFirmware fwrepo sends it when the campaign is dispatched by fwrepo.
+    ocpp_version: str | None = Field(default=None, max_length=8)
     wave: int | None = Field(default=None)
     skip_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     grant_id: int | None = Field(default=None, sa_column=Column(ForeignKey("grant.id"), nullable=True, index=True))
@@ -351,3 +355,36 @@ class WebhookAttempt(SQLModel, table=True):
     status_code: int | None = Field(default=None)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     duration_ms: int = Field(default=0)
+
+
+class Dispatch(SQLModel, table=True):
+    """One UpdateFirmware fwrepo sends through a CSMS for a grant: the outbox row that is claimed, sent,
+    retried while the CSMS is down or the charger away, and matched to what the CSMS reports back."""
+
+    __tablename__ = "dispatch"
+    __table_args__ = (Index("ix_dispatch_ready", "status", "next_attempt_at"),
+                      Index("ix_dispatch_charger", "charger_id", "status"))
+
+    grant_id: int = Field(sa_column=Column(ForeignKey("grant.id"), primary_key=True))
+    campaign_id: str = Field(sa_column=Column(String(32), ForeignKey("campaign.id"), nullable=False, index=True))
+    charger_id: str = Field(max_length=64)
+    csms: str = Field(max_length=16)
+    ocpp_version: str = Field(max_length=8)
+    # pending, sent, refused, not_connected (see domain/dispatch.py).
+    status: str = Field(max_length=16)
+    # Sends the CSMS could not make: down, or an answer that may or may not have gone out.
+    attempts: int = 0
+    # Sends the CSMS made but found no connection to the charger for.
+    misses: int = 0
+    next_attempt_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    claim_token: str | None = Field(default=None, max_length=32)
+    claimed_until: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    # The OCPP request, sealed: an FTPS location carries a password.
+    body_sealed: str = Field(sa_column=Column(Text, nullable=False))
+    # SHA-256 of the location: how the request is recognised when the CSMS reports it went out.
+    location_digest: str = Field(max_length=64)
+    # The OCPP message id the CSMS gave the request: how the charger's answer to it is recognised.
+    correlation_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True, index=True))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -8,7 +8,7 @@ import re
 import secrets
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from repo_service.db.models import Campaign, CampaignCharger, Grant
+from repo_service.db.models import Campaign, CampaignCharger, Dispatch, Grant
 from repo_service.db.session import Database
 from repo_service.domain import leases
 from repo_service.domain.audit import Performer
@@ -27,14 +27,31 @@ from repo_service.domain.background import repeating
 from repo_service.domain.catalog import FirmwareRecord
 from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.domain.documents import (
-    binding, charger_id, protocol_and_mode, refuse_unknown, required_string, retry_plan,
+    binding,
+    charger_id,
+    protocol_and_mode,
+    refuse_unknown,
+    required_string,
+    retry_plan,
 )
-from repo_service.domain.grants import DEFAULT_LIFETIME, RETRY_PLAN_MARGIN, GrantRecord, Grants, retry_plan_end
+from repo_service.domain.grants import (
+    DEFAULT_LIFETIME,
+    RETRY_PLAN_MARGIN,
+    GrantRecord,
+    Grants,
+    retry_plan_end,
+)
 from repo_service.domain.ocpp import grant_json
 from repo_service.domain.update_jobs import FAILURES, Job, JobState, UpdateJobs
 from repo_service.domain.versions import parse_version
 from repo_service.domain.webhooks import (
-    CAMPAIGN_CANCELLED, CAMPAIGN_COMPLETED, CAMPAIGN_HALTED, GRANTS_DUE, JOB_FINISHED, WAVE_STARTED, Outbox,
+    CAMPAIGN_CANCELLED,
+    CAMPAIGN_COMPLETED,
+    CAMPAIGN_HALTED,
+    GRANTS_DUE,
+    JOB_FINISHED,
+    WAVE_STARTED,
+    Outbox,
 )
 from repo_service.errors import Conflict, InvalidInput, NotFound
 
@@ -52,6 +69,12 @@ MAX_DUE_PAGE = 10_000
 SKIP_KINDS = (("already on", "already_on_target"), ("model", "model"), ("hardware revision", "hardware_revision"),
               ("on ", "below_min_version"))
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+# Who sends each charger its UpdateFirmware: the CSMS, which polls for due grants (or takes grants.due
+# webhooks), or fwrepo itself through a CSMS it drives (repo_service/csms/).
+CSMS_DISPATCH = "csms"
+DISPATCHES = (CSMS_DISPATCH, "citrineos")
+OCPP_VERSIONS = ("1.6", "2.0.1")
+DEFAULT_OCPP_VERSION = "2.0.1"
 
 
 class CampaignStatus(StrEnum):
@@ -70,6 +93,7 @@ class ChargerEntry:
     hardware_revision: str | None
     time_zone: str
     serial: str | None = None
+    ocpp_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,7 @@ class CampaignRequest:
     retries: int
     retry_interval: int
     bind: str | None = None
+    dispatch: str = CSMS_DISPATCH
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,9 @@ class CampaignReport:
     pending: int
     summary: JobSummary
     created_at: datetime
+    dispatch: str = CSMS_DISPATCH
+    # Dispatched campaigns: how many UpdateFirmware requests are pending, sent, refused, not_connected.
+    dispatches: dict[str, int] | None = None
     jobs: list[tuple[CampaignCharger, Job | None]] = field(repr=False, default_factory=list)
 
 
@@ -143,7 +171,7 @@ class CampaignReport:
 
 def parse_campaign_request(document: Mapping[str, Any]) -> CampaignRequest:
     known = {"firmware_id", "chargers", "protocol", "ftps_mode", "waves", "failure_threshold", "window",
-             "retries", "retry_interval", "bind"}
+             "retries", "retry_interval", "bind", "dispatch"}
     refuse_unknown(document, known)
     firmware_id = required_string(document, "firmware_id")
     raw_chargers = document.get("chargers")
@@ -164,15 +192,18 @@ def parse_campaign_request(document: Mapping[str, Any]) -> CampaignRequest:
     retries, retry_interval = retry_plan(document)
     bind = binding(document, next((f"chargers[{index}].serial" for index, charger in enumerate(chargers)
                                    if charger.serial is not None), None))
+    dispatch = document.get("dispatch", CSMS_DISPATCH)
+    if dispatch not in DISPATCHES:
+        raise InvalidInput("dispatch", f"must be one of {', '.join(DISPATCHES)}, got {str(dispatch)[:40]!r}")
     return CampaignRequest(firmware_id, chargers, protocol, ftps_mode, waves, thresholds, window, retries,
-                           retry_interval, bind)
+                           retry_interval, bind, dispatch)
 
 
 def _charger(entry: object, prefix: str) -> ChargerEntry:
     if not isinstance(entry, Mapping):
         raise InvalidInput(prefix.rstrip("."), "must be an object with charger_id and current_version")
-    refuse_unknown(entry, ("charger_id", "current_version", "model", "hardware_revision", "time_zone", "serial"),
-                   prefix)
+    refuse_unknown(entry, ("charger_id", "current_version", "model", "hardware_revision", "time_zone", "serial",
+                           "ocpp_version"), prefix)
     identity = charger_id(entry.get("charger_id"), prefix + "charger_id")
     version = entry.get("current_version")
     if not isinstance(version, str) or not 1 <= len(version) <= 50:
@@ -189,7 +220,12 @@ def _charger(entry: object, prefix: str) -> ChargerEntry:
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(prefix + "time_zone", f"{zone!r} is not an IANA time zone such as Europe/Berlin") from None
     serial = charger_id(entry["serial"], prefix + "serial") if "serial" in entry else None
-    return ChargerEntry(identity, version, entry.get("model"), entry.get("hardware_revision"), zone, serial)
+    ocpp_version = entry.get("ocpp_version")
+    if "ocpp_version" in entry and ocpp_version not in OCPP_VERSIONS:
+        raise InvalidInput(prefix + "ocpp_version", f"must be one of {', '.join(OCPP_VERSIONS)}, "
+                           f"got {str(ocpp_version)[:20]!r}")
+    return ChargerEntry(identity, version, entry.get("model"), entry.get("hardware_revision"), zone, serial,
+                        ocpp_version)
 
 
 def _waves(raw: object) -> tuple[str | int, ...]:
@@ -327,7 +363,7 @@ class CampaignObserver(Protocol):
 
 class Campaigns:
     def __init__(self, database: Database, grants: Grants, jobs: UpdateJobs, outbox: Outbox,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, dispatchers: Sequence[str] = ()) -> None:
         self.database = database
         self.grants = grants
         self.jobs = jobs
@@ -336,11 +372,16 @@ class Campaigns:
         self.audit = grants.audit
         self.clock = clock
         self.observers: list[CampaignObserver] = []
+        # The dispatches besides "csms" this service can carry out (a CSMS connector is configured).
+        self.dispatchers = frozenset(dispatchers)
 
     def create(self, request: CampaignRequest, by: Performer) -> CampaignReport:
         firmware = self.grants.grantable(request.firmware_id)
         self.grants.require_protocol(request.protocol)
         self.grants.require_binding(request.bind)
+        if request.dispatch != CSMS_DISPATCH and request.dispatch not in self.dispatchers:
+            raise InvalidInput("dispatch", f"{request.dispatch} dispatch needs FWREPO_{request.dispatch.upper()}_URL "
+                               "set on the service")
         # The longest a grant may wait for its window (a day) plus the charger's whole retry plan.
         longest = timedelta(days=1, seconds=request.retries * request.retry_interval) + RETRY_PLAN_MARGIN
         if longest > self.grants.max_lifetime:
@@ -360,6 +401,7 @@ class Campaigns:
                 thresholds=list(request.thresholds), window_start=request.window[0] if request.window else None,
                 window_end=request.window[1] if request.window else None, status=CampaignStatus.RUNNING.value,
                 current_wave=0, created_at=self.clock(), created_by=by.client_id, bind=request.bind,
+                dispatch=request.dispatch,
             ))
             session.flush()
             members, position = [], 0
@@ -372,13 +414,13 @@ class Campaigns:
                     campaign_id=campaign_id, position=index, charger_id=charger.charger_id,
                     current_version=charger.current_version, model=charger.model,
                     hardware_revision=charger.hardware_revision, time_zone=charger.time_zone, wave=wave,
-                    skip_reason=reason, serial=charger.serial,
+                    skip_reason=reason, serial=charger.serial, ocpp_version=charger.ocpp_version,
                 ))
             session.add_all(members)
             session.flush()
             self._start_wave(session, session.get(Campaign, campaign_id), firmware, 0)
             self.audit.record(by, "campaign", f"campaign {campaign_id}", session, firmware=firmware.id,
-                              chargers=len(request.chargers))
+                              chargers=len(request.chargers), dispatch=request.dispatch)
         return self.report(campaign_id)
 
     def _start_wave(self, session: Session, campaign: Campaign | None, firmware: FirmwareRecord, wave: int) -> None:
@@ -413,7 +455,11 @@ class Campaigns:
             raise InvalidInput("limit", f"must be between 1 and {MAX_DUE_PAGE}")
         # It reads, then claims: on SQLite that needs the write lock from the start (see Database.session).
         with self.database.session(exclusive=True) as session:
-            return self._hand_out(session, self._campaign(session, campaign_id), limit)
+            campaign = self._campaign(session, campaign_id)
+            if campaign.dispatch != CSMS_DISPATCH:
+                raise Conflict(f"campaign {campaign_id} is dispatched by fwrepo through {campaign.dispatch}: "
+                               "its grants are sent, not handed out")
+            return self._hand_out(session, campaign, limit)
 
     def push_due(self) -> int:
         """grants.due: what ?due=now would hand out, handed out instead to the webhooks that take it, in the
@@ -421,25 +467,37 @@ class Campaigns:
         with self.database.session() as session:
             if not self.outbox.subscribers(session, GRANTS_DUE):
                 return 0
+
+        def into_outbox(session: Session, campaign: Campaign, grants: list[GrantRecord]) -> None:
+            firmware = self.grants.catalog.get(grants[0].firmware_id)
+            self.outbox.enqueue(session, GRANTS_DUE, [(f"{campaign.id}:{grants[0].id}", {
+                "campaign_id": campaign.id, "grants": [grant_json(grant, firmware) for grant in grants]})])
+
+        # Checked in each claiming transaction: a webhook deleted meanwhile leaves the grants to polls.
+        return self.hand_out_running(CSMS_DISPATCH, into_outbox,
+                                     still=lambda session: self.outbox.subscribers(session, GRANTS_DUE))
+
+    def hand_out_running(self, dispatch: str, take: Callable[[Session, Campaign, list[GrantRecord]], None],
+                         still: Callable[[Session], bool] = lambda session: True) -> int:
+        """Every running campaign of this dispatch: its due grants handed out a page at a time, each page given to
+        take() in the transaction that claims it, while still() holds there. How many."""
+        with self.database.session() as session:
             running = list(session.exec(select(Campaign.id).where(
-                Campaign.status == CampaignStatus.RUNNING.value)).all())
-        pushed = 0
+                Campaign.status == CampaignStatus.RUNNING.value, Campaign.dispatch == dispatch)).all())
+        handed = 0
         for campaign_id in running:
             while True:
                 with self.database.session(exclusive=True) as session:
-                    # Checked in the claiming transaction: a webhook deleted meanwhile leaves the grants to polls.
-                    if not self.outbox.subscribers(session, GRANTS_DUE):
-                        return pushed
-                    grants = self._hand_out(session, self._campaign(session, campaign_id), DUE_PAGE)
+                    if not still(session):
+                        return handed
+                    campaign = self._campaign(session, campaign_id)
+                    grants = self._hand_out(session, campaign, DUE_PAGE)
                     if grants:
-                        firmware = self.grants.catalog.get(grants[0].firmware_id)
-                        self.outbox.enqueue(session, GRANTS_DUE, [(f"{campaign_id}:{grants[0].id}", {
-                            "campaign_id": campaign_id,
-                            "grants": [grant_json(grant, firmware) for grant in grants]})])
-                pushed += len(grants)
+                        take(session, campaign, grants)
+                handed += len(grants)
                 if len(grants) < DUE_PAGE:
                     break
-        return pushed
+        return handed
 
     def _hand_out(self, session: Session, campaign: Campaign, limit: int) -> list[GrantRecord]:
         """Claim up to limit due grants no one was handed yet, in the caller's transaction (which holds the
@@ -640,6 +698,8 @@ class Campaigns:
             pending=sum(1 for member, job in pairs if member.wave is not None and job is None),
             summary=summary,
             created_at=campaign.created_at,
+            dispatch=campaign.dispatch,
+            dispatches=self._dispatches(campaign) if campaign.dispatch != CSMS_DISPATCH else None,
             jobs=pairs,
         )
 
@@ -651,6 +711,12 @@ class Campaigns:
             campaigns = len(session.exec(select(Campaign.id).where(Campaign.firmware_id == firmware.id)).all())
         jobs = self.jobs.jobs([grant_id for grant_id in grant_ids if grant_id is not None])
         return JobSummary.of(list(jobs.values())), campaigns
+
+    def _dispatches(self, campaign: Campaign) -> dict[str, int]:
+        with self.database.session() as session:
+            return {status: count for status, count in session.exec(
+                select(Dispatch.status, func.count()).where(Dispatch.campaign_id == campaign.id)
+                .group_by(col(Dispatch.status))).all()}
 
     @staticmethod
     def _campaign(session: Session, campaign_id: str) -> Campaign:

@@ -55,6 +55,8 @@ def report_json(report: CampaignReport) -> dict[str, Any]:
         "chargers": report.chargers,
         "skipped": report.skipped,
         "pending": report.pending,
+        "dispatch": report.dispatch,
+        "dispatches": report.dispatches,
         **summary_json(report.summary),
         "waves": [
             {"wave": wave.number, "chargers": wave.chargers, "states": wave.states,
