@@ -229,7 +229,7 @@ class Dispatcher:
         lost), and the charger's answer will carry this correlation id."""
         if frame.location is None:
             return
-        with self.database.session() as session:
+        with self.database.session(exclusive=True) as session:
             row = session.exec(select(Dispatch).where(
                 Dispatch.charger_id == frame.charger_id, Dispatch.csms == self.connector.name,
                 Dispatch.location_digest == location_digest(frame.location))).first()
