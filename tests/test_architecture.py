@@ -27,7 +27,8 @@ FTP_FRAMEWORK = {"pyftpdlib", "OpenSSL"}  # pyOpenSSL is imported for pyftpdlib'
 S3_SDK = {"boto3", "botocore"}
 HTTP_CLIENT = {"httpx"}
 PROMETHEUS = {"prometheus_client"}
-LIBRARIES = WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | HTTP_CLIENT | PROMETHEUS
+AMQP_CLIENT = {"pika"}
+LIBRARIES = WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | HTTP_CLIENT | PROMETHEUS | AMQP_CLIENT
 
 HTTP = "repo_service.http"
 FTPS = "ftps"
@@ -35,6 +36,8 @@ CLI = "repo_service.cli"
 CLIENT = "repo_service.client"
 SERVICES = "repo_service.services"
 STORAGE_BACKENDS = {"repo_service.storage.local", "repo_service.storage.s3"}
+# Like the storage backends: the domain knows the interface (repo_service.csms), services picks the connector.
+CSMS_CONNECTORS = {"repo_service.csms.citrineos"}
 ADAPTERS = {HTTP, FTPS, CLI}
 
 
@@ -92,10 +95,10 @@ class Layer:
 
 LAYERS = [
     Layer("domain", python_files(PACKAGE / "domain"),
-          LIBRARIES | ADAPTERS | {SERVICES} | STORAGE_BACKENDS,
+          LIBRARIES | ADAPTERS | {SERVICES} | STORAGE_BACKENDS | CSMS_CONNECTORS,
           "the domain core is plain Python: adapters call it, it calls the storage interface and the database"),
     Layer("contract", python_files(PACKAGE / "contract"),
-          LIBRARIES | ADAPTERS | {SERVICES} | STORAGE_BACKENDS,
+          LIBRARIES | ADAPTERS | {SERVICES} | STORAGE_BACKENDS | CSMS_CONNECTORS,
           "the wire models are shared by the HTTP adapter and clients: they take the domain's limits, nothing else"),
     Layer("services", python_files(PACKAGE / "services.py"),
           WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | HTTP_CLIENT | ADAPTERS,
@@ -109,6 +112,10 @@ LAYERS = [
           "the FTPS adapter shares with HTTPS only what both call in the domain, never each other's code"),
     Layer("cli", cli_modules(), WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK,
           "the CLI starts the servers through their adapters' entry points, never through the frameworks"),
+    Layer("csms", python_files(PACKAGE / "csms"),
+          WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | PROMETHEUS | ADAPTERS | {SERVICES} | STORAGE_BACKENDS,
+          "a CSMS connector translates between its CSMS and the domain's dispatch, like an adapter turned outward: "
+          "it knows no other adapter and decides nothing"),
     Layer("client", python_files(PACKAGE / "client"),
           WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | PROMETHEUS | ADAPTERS | {SERVICES} | STORAGE_BACKENDS,
           "the typed client knows fwrepo by its wire format (repo_service.contract) alone, like any outside program"),

@@ -251,3 +251,5 @@ def print_campaign(report: CampaignReport) -> None:
           f"completion median {duration(completion.median)}, p95 {duration(completion.p95)}; "
           f"{size(report.bytes_served)} served; skipped: {_states(report.skipped) if report.skipped else 'none'}; "
           f"waiting for their wave: {report.pending}")
+    if report.dispatches is not None:
+        print(f"dispatched by fwrepo through {report.dispatch}: {_states(report.dispatches)}")

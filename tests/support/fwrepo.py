@@ -52,6 +52,11 @@ class Fwrepo:
         return ssl.create_default_context(cafile=self.ca)
 
     @property
+    def keys_dir(self) -> Path:
+        """Where its signing keys and the firmware root its chargers trust are (shared by nodes that share it)."""
+        return Path(self.environment.get("FWREPO_KEYS_DIR", self.data_dir / "keys"))
+
+    @property
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
