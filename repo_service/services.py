@@ -105,8 +105,13 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     connectors = [CitrineOS(settings.citrineos_url, settings.citrineos_tenant, settings.citrineos_amqp_url,
                             settings.citrineos_amqp_exchange, settings.citrineos_queue, settings.citrineos_timeout)
                   ] if settings.citrineos_url else []
-    campaigns = Campaigns(database, grants, jobs, outbox, clock, dispatchers=[connector.name for connector in connectors])
+    campaigns = Campaigns(database, grants, jobs, outbox, clock)
     status_events = StatusEvents(jobs, campaigns)
+    dispatchers = tuple(Dispatcher(database, campaigns, status_events, connector,
+                                   Sealer(token_secret(settings), "dispatch"), retry_base=settings.citrineos_retry_base,
+                                   connect_tries=settings.citrineos_connect_tries, timeout=settings.citrineos_timeout,
+                                   clock=clock) for connector in connectors)
+    campaigns.dispatchers.update({dispatcher.connector.name: dispatcher.wake for dispatcher in dispatchers})
     metrics = Metrics()
     grants.observers.append(metrics)
     downloads.observers.append(metrics)
@@ -135,11 +140,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
                           interval=settings.webhook_interval, allow_http=settings.webhook_allow_http,
                           allow_private=settings.webhook_allow_private, receiver_ca=settings.webhook_ca,
                           clock=clock),
-        dispatchers=tuple(Dispatcher(database, campaigns, status_events, connector,
-                                     Sealer(token_secret(settings), "dispatch"),
-                                     retry_base=settings.citrineos_retry_base,
-                                     connect_tries=settings.citrineos_connect_tries,
-                                     timeout=settings.citrineos_timeout, clock=clock) for connector in connectors),
+        dispatchers=dispatchers,
     )
 
 

@@ -7,6 +7,7 @@ import math
 import re
 import secrets
 import statistics
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -16,6 +17,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy import event as orm_event
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
@@ -363,7 +365,7 @@ class CampaignObserver(Protocol):
 
 class Campaigns:
     def __init__(self, database: Database, grants: Grants, jobs: UpdateJobs, outbox: Outbox,
-                 clock: Clock = utc_now, dispatchers: Sequence[str] = ()) -> None:
+                 clock: Clock = utc_now) -> None:
         self.database = database
         self.grants = grants
         self.jobs = jobs
@@ -372,8 +374,9 @@ class Campaigns:
         self.audit = grants.audit
         self.clock = clock
         self.observers: list[CampaignObserver] = []
-        # The dispatches besides "csms" this service can carry out (a CSMS connector is configured).
-        self.dispatchers = frozenset(dispatchers)
+        # The dispatches besides "csms" this service can carry out (a CSMS connector is configured), each with
+        # the event that wakes its worker when a wave of such a campaign starts.
+        self.dispatchers: dict[str, threading.Event] = {}
 
     def create(self, request: CampaignRequest, by: Performer) -> CampaignReport:
         firmware = self.grants.grantable(request.firmware_id)
@@ -443,6 +446,9 @@ class Campaigns:
             member.grant_id, member.state, member.granted_at = grant_id, JobState.GRANTED.value, now
             member.due_at = max(now, retrieve) + self.jobs.timeout
             session.add(member)
+        if campaign.dispatch in self.dispatchers:
+            wake = self.dispatchers[campaign.dispatch]
+            orm_event.listen(session, "after_commit", lambda _: wake.set(), once=True)
         self.outbox.enqueue(session, WAVE_STARTED, [(f"{campaign.id}:{wave + 1}", {
             "campaign_id": campaign.id, "wave": wave + 1, "waves": len(campaign.wave_ends), "grants": len(ids)})])
 

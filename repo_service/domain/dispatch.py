@@ -25,7 +25,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import exists, or_, update
 from sqlmodel import Session, col, select
 
 from repo_service.csms import Connector, Heard, Kind, Sent
@@ -130,11 +130,11 @@ class Dispatcher:
                 location_digest=location_digest(grant.location), created_at=now))
 
     def _cancel_revoked(self) -> None:
+        """Pending requests whose grant was revoked (a cancelled campaign, a yanked build) never go out."""
+        revoked = exists().where(col(Grant.id) == col(Dispatch.grant_id), col(Grant.revoked_at).is_not(None))
         with self.database.session() as session:
-            session.execute(update(Dispatch).where(
-                col(Dispatch.status) == DispatchStatus.PENDING.value,
-                col(Dispatch.grant_id).in_(select(Grant.id).where(col(Grant.revoked_at).is_not(None))),
-            ).values(status=DispatchStatus.CANCELLED.value))
+            session.execute(update(Dispatch).where(col(Dispatch.status) == DispatchStatus.PENDING.value, revoked)
+                            .values(status=DispatchStatus.CANCELLED.value))
 
     def _claim(self, limit: int) -> list[_Claimed]:
         now = self.clock()
