@@ -8,9 +8,10 @@ from pydantic import Field
 
 from repo_service.contract.base import Body, Moment, MomentText, Reply
 from repo_service.contract.grants import GrantId
-from repo_service.domain.update_jobs import BOOTED, MAX_EVENTS, MAX_INFO, OCPP_STATUSES, JobState
+from repo_service.domain.update_jobs import BOOTED, EXTRA_STATUSES, MAX_EVENTS, MAX_INFO, OCPP_STATUSES, JobState
 
-STATUS_DESCRIPTION = (f"an OCPP firmware status ({', '.join(OCPP_STATUSES)}) or {BOOTED} (the charger sent "
+STATUS_DESCRIPTION = (f"an OCPP firmware status ({', '.join(OCPP_STATUSES)}), the charger's answer to UpdateFirmware "
+                      f"or a firmware security event ({', '.join(EXTRA_STATUSES)}), or {BOOTED} (the charger sent "
                       "BootNotification with firmware_version); compared without regard to case")
 
 

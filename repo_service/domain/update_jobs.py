@@ -29,7 +29,14 @@ OCPP_STATUSES = (
 )
 # Not an OCPP status: the CSMS's word that the charger sent BootNotification with this firmwareVersion.
 BOOTED = "Booted"
-STATUSES = {status.lower(): status for status in (*OCPP_STATUSES, BOOTED)}
+# The charger's answer to UpdateFirmware (UpdateFirmwareStatusEnumType of 2.0.1; 1.6's empty answer is Accepted),
+# and the firmware kinds of SecurityEventNotification: a CSMS may report these as events too.
+ANSWERS = ("Accepted", "AcceptedCanceled", "Rejected", "InvalidCertificate", "RevokedCertificate")
+SECURITY_EVENTS = ("InvalidFirmwareSignature", "InvalidFirmwareSigningCertificate", "FirmwareUpdated")
+# Not an OCPP word: fwrepo's, when it dispatched the request itself and the CSMS never reached the charger.
+NOT_CONNECTED = "NotConnected"
+EXTRA_STATUSES = (*ANSWERS, *SECURITY_EVENTS, NOT_CONNECTED)
+STATUSES = {status.lower(): status for status in (*OCPP_STATUSES, *EXTRA_STATUSES, BOOTED)}
 # A charger's clock may run ahead of ours by this much; later than that is a mistake, not a report.
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_INFO = 255  # OCPP 2.0.1 statusInfo's additionalInfo is at most 512; 1.6 has none
@@ -50,12 +57,16 @@ class JobState(StrEnum):
     DOWNLOAD_FAILED = "download_failed"
     INVALID_SIGNATURE = "invalid_signature"
     INSTALLATION_FAILED = "installation_failed"
+    REJECTED = "rejected"
+    CERTIFICATE_REFUSED = "certificate_refused"
+    NOT_CONNECTED = "not_connected"
     ROLLED_BACK = "rolled_back"
     TIMED_OUT = "timed_out"
 
 
 FAILURES = frozenset({JobState.DOWNLOAD_FAILED, JobState.INVALID_SIGNATURE, JobState.INSTALLATION_FAILED,
-                      JobState.ROLLED_BACK, JobState.TIMED_OUT})
+                      JobState.ROLLED_BACK, JobState.TIMED_OUT, JobState.REJECTED, JobState.CERTIFICATE_REFUSED,
+                      JobState.NOT_CONNECTED})
 FINISHED = FAILURES | {JobState.SUCCEEDED}
 
 # What each status says about the job; statuses not here (Idle, Booted) are read in derive_job.
@@ -68,6 +79,12 @@ _STATE_OF = {
     "InstallScheduled": JobState.INSTALLING, "Installing": JobState.INSTALLING,
     "InstallRebooting": JobState.INSTALLING, "Installed": JobState.INSTALLING,
     "InstallationFailed": JobState.INSTALLATION_FAILED,
+    # The charger refused the request (or, dispatched by fwrepo, never got it): nothing more will happen.
+    "Rejected": JobState.REJECTED,
+    "InvalidCertificate": JobState.CERTIFICATE_REFUSED, "RevokedCertificate": JobState.CERTIFICATE_REFUSED,
+    "NotConnected": JobState.NOT_CONNECTED,
+    "InvalidFirmwareSignature": JobState.INVALID_SIGNATURE,
+    "InvalidFirmwareSigningCertificate": JobState.INVALID_SIGNATURE,
 }
 
 
@@ -127,8 +144,9 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
     status = document.get("status")
     canonical = STATUSES.get(status.lower()) if isinstance(status, str) else None
     if canonical is None:
-        raise InvalidInput(f"{field_prefix}status", f"{status!r} is not an OCPP firmware status nor Booted; "
-                           f"expected one of {', '.join((*OCPP_STATUSES, BOOTED))}")
+        raise InvalidInput(f"{field_prefix}status", f"{str(status)[:60]!r} is not an OCPP firmware status, answer "
+                           f"or firmware security event, nor Booted; expected one of "
+                           f"{', '.join((*OCPP_STATUSES, *EXTRA_STATUSES, BOOTED))}")
     raw_time = document.get("timestamp")
     if raw_time is None:
         raise InvalidInput(f"{field_prefix}timestamp", "must be an ISO 8601 date-time with a zone, as OCPP sends it")
@@ -230,7 +248,8 @@ def derive_job(
             failed_reports, last_failure, download_since_failure = failed_reports + 1, moment, None
         new_state = _STATE_OF.get(happening.status)
         if new_state is None:
-            continue  # Idle: the charger is doing nothing, which says nothing new
+            # Idle (the charger is doing nothing), an accepted request, FirmwareUpdated: the timeline's alone
+            continue
         if boot_decided:
             if state != JobState.ROLLED_BACK or happening.status not in _REOPENS_AFTER_ROLLBACK:
                 continue
