@@ -21,10 +21,19 @@ import pytest
 
 from tests.support.builds import unique_vendor
 from tests.support.campaigns import csv_agrees_with_report
-from tests.support.citrineos import CitrineOS, citrineos_or_skip, citrineos_unavailable_reason
+from tests.support.citrineos import (
+    CitrineOS,
+    citrineos_or_skip,
+    citrineos_unavailable_reason,
+)
 from tests.support.databases import POSTGRES_SKIP, scratch_postgres
 from tests.support.fwrepo import Fwrepo, s3_environment, start_fwrepo
-from tests.support.s3servers import S3Server, ceph_unavailable_reason, running_ceph_rgw, running_moto
+from tests.support.s3servers import (
+    S3Server,
+    ceph_unavailable_reason,
+    running_ceph_rgw,
+    running_moto,
+)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
