@@ -1,4 +1,4 @@
-"""Real servers, started once per session: fwrepo itself, PostgreSQL databases, Ceph RGW and moto.
+"""Real servers, started once per session: fwrepo itself, PostgreSQL databases, Ceph RGW, moto and CitrineOS.
 
 Every test that touches the database runs twice: on SQLite and on
 PostgreSQL (``FWREPO_TEST_DATABASE_URL``, a server URL; a scratch database is
@@ -21,9 +21,19 @@ import pytest
 
 from tests.support.builds import unique_vendor
 from tests.support.campaigns import csv_agrees_with_report
+from tests.support.citrineos import (
+    CitrineOS,
+    citrineos_or_skip,
+    citrineos_unavailable_reason,
+)
 from tests.support.databases import POSTGRES_SKIP, scratch_postgres
 from tests.support.fwrepo import Fwrepo, s3_environment, start_fwrepo
-from tests.support.s3servers import S3Server, ceph_unavailable_reason, running_ceph_rgw, running_moto
+from tests.support.s3servers import (
+    S3Server,
+    ceph_unavailable_reason,
+    running_ceph_rgw,
+    running_moto,
+)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -33,7 +43,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     reason = ceph_unavailable_reason()
     if reason:
         lines.append(f"Ceph RGW tests skipped: {reason}")
+    reason = citrineos_unavailable_reason(build=False)
+    if reason:
+        lines.append(f"CitrineOS tests skipped: {reason}")
     return lines
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used a CitrineOS shows the end of its log: most failures against it are told there."""
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, CitrineOS):
+                report.sections.append((f"CitrineOS log {value.log}", value.log_tail(60)))
+    return report
 
 
 # -- databases --------------------------------------------------------------------------
@@ -88,6 +112,23 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def s3(request: pytest.FixtureRequest) -> S3Server:
     """Each real S3 implementation in turn."""
     return request.getfixturevalue(request.param)
+
+
+# -- CitrineOS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def citrineos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CitrineOS]:
+    """One CitrineOS per xdist worker (a start is 6-14 s and 400 MB), shared by every test that never stops it."""
+    with citrineos_or_skip(tmp_path_factory.mktemp("citrineos")) as instance:
+        yield instance
+
+
+@pytest.fixture
+def own_citrineos(tmp_path: Path) -> Iterator[CitrineOS]:
+    """A CitrineOS of the test's own, for a test that restarts or stops it."""
+    with citrineos_or_skip(tmp_path) as instance:
+        yield instance
 
 
 # -- fwrepo itself -----------------------------------------------------------------------------

@@ -5,10 +5,13 @@ SignedUpdateFirmware) or OCPP 2.0.1 (UpdateFirmware), fetches `location` over
 HTTPS (resuming with Range) or FTPS (`ftp://` with AUTH TLS, `ftps://`
 implicit), checks what it can (the transport's SHA-256, the signature against
 the signingCertificate it was sent), reports every step and reboots into the
-new image by reconnecting with a BootNotification.
+new image by reconnecting with a BootNotification. A CSMS that answers a
+status notification with a CALLERROR (CitrineOS 1.8.3 does for every OCPP 1.6
+FirmwareStatusNotification) is logged and the update goes on: a charger does
+not stop installing because its CSMS did not understand a report.
 
     python charger.py --csms ws://127.0.0.1:9000 --id CP-0001 --version 1.3.0 \\
-        --cacert var/tls/ca.pem --firmware-root var/keys/root-ca.pem [--ocpp 2.0.1] [--fail-install]
+        --cacert var/tls/ca.pem --firmware-root var/keys/root-ca.pem [--ocpp 2.0.1] [--fail-install] [--offline-for 30]
 
 The image's first line names its version (`SIMFW 1.4.0`): real chargers read
 it from the image header too, since UpdateFirmware does not say which version
@@ -36,6 +39,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from ocpp.exceptions import OCPPError
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call as call16
@@ -57,6 +61,9 @@ MAX_RESUMES = 5
 # that (jitter), so that a fleet that lost its CSMS does not come back at the same instant.
 RECONNECT_FIRST_SECONDS = 1.0
 RECONNECT_CAP_SECONDS = 60.0
+# A BootNotification answered Pending or Rejected is sent again after the interval the CSMS asked for
+# (OCPP 1.6 4.2, 2.0.1 B02/B03), but never sooner than this nor later than RECONNECT_CAP_SECONDS.
+BOOT_RETRY_FLOOR_SECONDS = 1.0
 # OCPP 1.6 FirmwareStatusNotification knows only these; the others exist in the security extension and 2.0.1.
 PLAIN_16_STATUSES = {"Downloaded", "DownloadFailed", "Downloading", "Idle", "InstallationFailed", "Installing",
                      "Installed"}
@@ -180,7 +187,9 @@ class Observed:
     bytes_received: int = 0
     link_drops: int = 0
     downloads_completed: int = 0
-    boots: list[str] = field(default_factory=list)
+    boots: list[str] = field(default_factory=list)  # the version of each accepted BootNotification
+    # (action, error code) of each CALLERROR the CSMS answered a call with, in order.
+    call_errors: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Charger:
@@ -189,7 +198,7 @@ class Charger:
     def __init__(self, charger_id: str, csms_url: str, *, version: str, vendor: str = "ACME", model: str = "AC22",
                  ocpp_version: str = "1.6", ca_file: str | None = None, firmware_root: str | None = None,
                  faults: Faults | None = None, conventions: Conventions | None = None, install_seconds: float = 0.05,
-                 reboot_seconds: float = 0.1) -> None:
+                 reboot_seconds: float = 0.1, start_offline: bool = False) -> None:
         if ocpp_version not in ("1.6", "2.0.1"):
             raise ValueError(f"ocpp_version must be 1.6 or 2.0.1, not {ocpp_version!r}")
         self.charger_id = charger_id
@@ -210,14 +219,24 @@ class Charger:
         self._connection: ClientConnection | None = None
         self._reboot = asyncio.Event()
         self._stopping = asyncio.Event()
+        # Unset: run() waits for go_online() before its first connection (a charger powered on later).
+        self._online = asyncio.Event()
+        if not start_offline:
+            self._online.set()
         self._update_task: asyncio.Task[None] | None = None
         self._boot_reason = "PowerUp"
 
     async def run(self) -> None:
         """Stay connected; a reboot closes the connection and boots again with whatever image is installed.
 
-        A CSMS that cannot be reached is tried again after a capped, jittered exponential pause.
+        A CSMS that cannot be reached is tried again after a capped, jittered exponential pause. A charger
+        made with start_offline does not connect before go_online().
         """
+        powered = asyncio.create_task(self._online.wait())
+        stopped = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({powered, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        powered.cancel()
+        stopped.cancel()
         failures = 0
         while not self._stopping.is_set():
             rebooting = False
@@ -226,6 +245,10 @@ class Charger:
                 failures = 0
             except (OSError, WebSocketException) as error:
                 LOG.warning("%s: no connection to the CSMS: %s", self.charger_id, error or type(error).__name__)
+                failures += 1
+            except OCPPError as error:
+                # A BootNotification refused with a CALLERROR: as if the CSMS were not there, try again later.
+                LOG.warning("%s: CSMS answered BootNotification with CALLERROR %s", self.charger_id, error.code)
                 failures += 1
             pause = self.reboot_seconds if rebooting else reconnect_pause(failures)
             try:
@@ -243,7 +266,7 @@ class Charger:
             listener = asyncio.create_task(link.start())
             stopper: asyncio.Task[bool] | None = None
             try:
-                await link.boot()
+                await self._boot(link)
                 self.observed.boots.append(self.version)
                 self._reboot.clear()
                 self.booted.set()
@@ -257,6 +280,20 @@ class Charger:
                 await asyncio.gather(listener, return_exceptions=True)
                 self._link = None
                 self.booted.clear()
+
+    def go_online(self) -> None:
+        """Let a charger made with start_offline connect for the first time."""
+        self._online.set()
+
+    async def _boot(self, link: _Link16 | _Link201) -> None:
+        """BootNotification until the CSMS accepts it; the CSMS may take no other call before (OCPP 1.6 4.2)."""
+        while True:
+            status, interval = await link.boot()
+            if status == "Accepted":
+                return
+            pause = min(max(float(interval), BOOT_RETRY_FLOOR_SECONDS), RECONNECT_CAP_SECONDS)
+            LOG.warning("%s: BootNotification %s, again in %.0f s", self.charger_id, status, pause)
+            await asyncio.sleep(pause)
 
     async def settled(self) -> None:
         """Return once no update is in progress and the charger is connected and booted."""
@@ -292,6 +329,14 @@ class Charger:
             return
         try:
             await self._link.firmware_status(status, request)
+        except OCPPError as error:
+            # The CSMS got the report and refused it (CitrineOS 1.8.3: NotSupported for 1.6, citrineos#216);
+            # the update itself goes on.
+            action = "SignedFirmwareStatusNotification" if self.ocpp_version == "1.6" and request.signature \
+                else "FirmwareStatusNotification"
+            self.observed.call_errors.append((action, error.code))
+            LOG.warning("%s: CSMS answered %s %s with CALLERROR %s: %s", self.charger_id, action, status,
+                        error.code, error.description)
         except (ConnectionClosed, asyncio.TimeoutError) as error:
             LOG.warning("%s: %s not reported: %s", self.charger_id, status, error)
 
@@ -492,16 +537,21 @@ class _Link16(ChargePoint16):
         super().__init__(charger.charger_id, connection)
         self.charger = charger
 
-    async def boot(self) -> None:
+    async def boot(self) -> tuple[str, int]:
+        """The CSMS's answer: status and interval."""
         facts = self.charger.boot_request()
-        await self.call(call16.BootNotification(charge_point_model=facts["model"], charge_point_vendor=facts["vendor"],
-                                                firmware_version=facts["version"]))
+        reply = await self.call(call16.BootNotification(
+            charge_point_model=facts["model"], charge_point_vendor=facts["vendor"],
+            firmware_version=facts["version"]), suppress=False)
+        return reply.status, reply.interval
 
     async def firmware_status(self, status: str, request: UpdateRequest) -> None:
+        """Report a status; raises OCPPError when the CSMS answers with a CALLERROR."""
         if request.signature is not None:
-            await self.call(call16.SignedFirmwareStatusNotification(status=status, request_id=request.request_id))
+            await self.call(call16.SignedFirmwareStatusNotification(status=status, request_id=request.request_id),
+                            suppress=False)
         elif status in PLAIN_16_STATUSES:
-            await self.call(call16.FirmwareStatusNotification(status=status))
+            await self.call(call16.FirmwareStatusNotification(status=status), suppress=False)
 
     @on(Action16.update_firmware)
     def on_update_firmware(self, location: str, retrieve_date: str, retries: int = 0,
@@ -537,15 +587,19 @@ class _Link201(ChargePoint201):
         super().__init__(charger.charger_id, connection)
         self.charger = charger
 
-    async def boot(self) -> None:
+    async def boot(self) -> tuple[str, int]:
+        """The CSMS's answer: status and interval."""
         facts = self.charger.boot_request()
-        await self.call(call201.BootNotification(
+        reply = await self.call(call201.BootNotification(
             charging_station={"vendor_name": facts["vendor"], "model": facts["model"],
                               "firmware_version": facts["version"]},
-            reason=facts["reason"]))
+            reason=facts["reason"]), suppress=False)
+        return reply.status, reply.interval
 
     async def firmware_status(self, status: str, request: UpdateRequest) -> None:
-        await self.call(call201.FirmwareStatusNotification(status=status, request_id=request.request_id))
+        """Report a status; raises OCPPError when the CSMS answers with a CALLERROR."""
+        await self.call(call201.FirmwareStatusNotification(status=status, request_id=request.request_id),
+                        suppress=False)
 
     @on(Action201.update_firmware)
     def on_update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int = 0,
@@ -585,6 +639,8 @@ async def _main() -> None:
                         help="fault: abort every download's TLS handshake (fwrepo sees no request)")
     parser.add_argument("--installed-after-reboot", action="store_true",
                         help="report InstallRebooting, reboot, boot, then Installed (instead of Installed, reboot)")
+    parser.add_argument("--offline-for", type=float, default=0.0,
+                        help="stay off the network this many seconds before the first connection")
     parser.add_argument("--download-failed-once", action="store_true",
                         help="report one DownloadFailed after the last of 1 + retries attempts, not one per attempt")
     arguments = parser.parse_args()
@@ -595,8 +651,11 @@ async def _main() -> None:
     ids = [arguments.id] if arguments.count == 1 else [f"{arguments.id}-{n:04d}" for n in range(arguments.count)]
     chargers = [Charger(charger_id, arguments.csms, version=arguments.version, vendor=arguments.vendor,
                         model=arguments.model, ocpp_version=arguments.ocpp, ca_file=arguments.cacert,
-                        firmware_root=arguments.firmware_root, faults=faults, conventions=conventions)
+                        firmware_root=arguments.firmware_root, faults=faults, conventions=conventions,
+                        start_offline=arguments.offline_for > 0)
                 for charger_id in ids]
+    for charger in chargers:
+        asyncio.get_running_loop().call_later(arguments.offline_for, charger.go_online)
     await asyncio.gather(*(charger.run() for charger in chargers))
 
 

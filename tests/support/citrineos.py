@@ -40,6 +40,7 @@ __all__ = [
     "citrineos_or_skip",
     "citrineos_unavailable_reason",
     "running_citrineos",
+    "status_patch_applied",
 ]
 
 KIT_VARIABLE = "FWREPO_CITRINEOS_KIT"
@@ -299,3 +300,10 @@ def citrineos_or_skip(tmp_dir: Path) -> Iterator[CitrineOS]:
         pytest.skip(f"CitrineOS not available: {reason}")
     with running_citrineos(tmp_dir) as instance:
         yield instance
+
+
+def status_patch_applied() -> bool:
+    """Whether the build answers OCPP 1.6 FirmwareStatusNotification (setup --apply-16-status-patch); plain
+    upstream 1.8.3 answers it with CALLERROR NotSupported (citrineos#216)."""
+    stamp = citrineos_home() / "built.stamp"
+    return stamp.is_file() and "patch16=none" not in stamp.read_text()
