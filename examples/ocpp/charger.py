@@ -641,6 +641,8 @@ async def _main() -> None:
                         help="report InstallRebooting, reboot, boot, then Installed (instead of Installed, reboot)")
     parser.add_argument("--offline-for", type=float, default=0.0,
                         help="stay off the network this many seconds before the first connection")
+    parser.add_argument("--reboot-seconds", type=float, default=0.1,
+                        help="how long a reboot takes (CitrineOS 1.8.3 exits when a station is back within a second)")
     parser.add_argument("--download-failed-once", action="store_true",
                         help="report one DownloadFailed after the last of 1 + retries attempts, not one per attempt")
     arguments = parser.parse_args()
@@ -652,7 +654,7 @@ async def _main() -> None:
     chargers = [Charger(charger_id, arguments.csms, version=arguments.version, vendor=arguments.vendor,
                         model=arguments.model, ocpp_version=arguments.ocpp, ca_file=arguments.cacert,
                         firmware_root=arguments.firmware_root, faults=faults, conventions=conventions,
-                        start_offline=arguments.offline_for > 0)
+                        start_offline=arguments.offline_for > 0, reboot_seconds=arguments.reboot_seconds)
                 for charger_id in ids]
     for charger in chargers:
         asyncio.get_running_loop().call_later(arguments.offline_for, charger.go_online)

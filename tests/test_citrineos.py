@@ -1,0 +1,290 @@
+"""Campaigns carried out through a real CitrineOS: fwrepo sends UpdateFirmware by CitrineOS's REST API and learns
+what chargers did from its RabbitMQ exchange; nothing is written on the CSMS's side.
+
+The chargers are examples/ocpp/charger.py on the `ocpp` package, connected to CitrineOS over OCPP 2.0.1 (whose
+UpdateFirmware carries the signing certificate and signature, which they verify) and 1.6 (whose
+FirmwareStatusNotification CitrineOS 1.8.3 answers with a CALLERROR; the frame still reaches the exchange).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.builds import published_build, unique_vendor
+from tests.support.citrineos import CitrineOS
+from tests.support.examples import ocpp_example
+from tests.support.fwrepo import Fwrepo, start_fwrepo
+
+charger_example = ocpp_example("charger")
+
+OLD, NEW = "1.0.0", "2.0.0"
+SIZE = 48 * 1024
+# Short waits, so that a charger away at first is tried again within seconds (1, 2, 4 s ...).
+FAST = {"FWREPO_CITRINEOS_RETRY_BASE": "1", "FWREPO_SHUTDOWN_GRACE": "1"}
+CAMPAIGN_SECONDS = 60
+# CitrineOS 1.8.3 exits when a station connects again while it is still tearing down that station's last
+# connection (its per-station queue is deleted under the new binding: "QueueBind; 404 (NOT-FOUND)", then an
+# unhandled "Channel ended"). A charger takes far longer than this to reboot; the simulator's default 0.1 s
+# meets the race.
+REBOOT_SECONDS = 2.0
+
+
+def citrineos_settings(citrineos: CitrineOS, queue: str, **more: str) -> dict[str, str]:
+    return {"FWREPO_CITRINEOS_URL": citrineos.rest_url, "FWREPO_CITRINEOS_AMQP_URL": citrineos.amqp_url,
+            "FWREPO_CITRINEOS_AMQP_EXCHANGE": citrineos.exchange, "FWREPO_CITRINEOS_TENANT": str(citrineos.tenant_id),
+            "FWREPO_CITRINEOS_QUEUE": queue, **FAST, **more}
+
+
+@pytest.fixture
+def driven(tmp_path: Path, citrineos: CitrineOS) -> Iterator[Fwrepo]:
+    """A fwrepo that dispatches through this CitrineOS, with a queue of its own on CitrineOS's broker."""
+    server = start_fwrepo(tmp_path, **citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}"))
+    yield server
+    server.stop()
+
+
+def build(fwrepo: Fwrepo, vendor: str, version: str = NEW) -> dict[str, Any]:
+    with fwrepo.client("release") as release:
+        return published_build(release, vendor, version, charger_example.make_image(version, SIZE), models="AC22")
+
+
+def charger(fwrepo: Fwrepo, citrineos: CitrineOS, charger_id: str, vendor: str, ocpp_version: str,
+            **faults: bool) -> Any:
+    return charger_example.Charger(
+        charger_id, citrineos.ws201_url if ocpp_version == "2.0.1" else citrineos.ws16_url, version=OLD,
+        vendor=vendor, model="AC22", ocpp_version=ocpp_version, ca_file=fwrepo.ca,
+        firmware_root=str(fwrepo.keys_dir / "root-ca.pem"), faults=charger_example.Faults(**faults),
+        reboot_seconds=REBOOT_SECONDS)
+
+
+def campaign(fwrepo: Fwrepo, firmware: dict[str, Any], chargers: list[Any], **fields: Any) -> dict[str, Any]:
+    with fwrepo.client("csms") as csms:
+        reply = csms.post("/api/v1/campaigns", json={
+            "firmware_id": firmware["id"], "dispatch": "citrineos", **fields,
+            "chargers": [{"charger_id": one.charger_id, "current_version": OLD, "model": "AC22",
+                          "ocpp_version": one.ocpp_version} for one in chargers]})
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def report(fwrepo: Fwrepo, campaign_id: str) -> dict[str, Any]:
+    with fwrepo.client("csms") as csms:
+        return csms.get(f"/api/v1/campaigns/{campaign_id}").json()
+
+
+def jobs(fwrepo: Fwrepo, campaign_id: str) -> dict[str, dict[str, str]]:
+    with fwrepo.client("csms") as csms:
+        reply = csms.get(f"/api/v1/campaigns/{campaign_id}/jobs.csv")
+        assert reply.status_code == 200, reply.text
+    return {row["charger_id"]: row for row in csv.DictReader(io.StringIO(reply.text))}
+
+
+def timeline(fwrepo: Fwrepo, grant_id: str | int) -> list[str]:
+    with fwrepo.client("csms") as csms:
+        return [event["status"] for event in csms.get(f"/api/v1/grants/{grant_id}/job").json()["events"]]
+
+
+def logged(fwrepo: Fwrepo, text: str) -> bool:
+    return text in (fwrepo.data_dir / "serve.log").read_text()
+
+
+async def eventually(check: Callable[[], bool], seconds: float = CAMPAIGN_SECONDS, what: str = "") -> None:
+    deadline = time.monotonic() + seconds
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.25)
+
+
+@asynccontextmanager
+async def connected(chargers: list[Any]):  # type: ignore[no-untyped-def]
+    """The chargers running (each connects, boots and stays connected) while the block runs."""
+    runs = [asyncio.create_task(one.run()) for one in chargers]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(one.booted.wait() for one in chargers)), 30)
+        yield
+    finally:
+        await asyncio.gather(*(one.stop() for one in chargers))
+        await asyncio.gather(*runs, return_exceptions=True)
+
+
+def run(scenario: Awaitable[None]) -> None:
+    asyncio.run(scenario)  # type: ignore[arg-type]
+
+
+# -- what a campaign request may say ---------------------------------------------------------------------
+
+
+def chargers_on(version: str = OLD, **fields: Any) -> list[dict[str, Any]]:
+    return [{"charger_id": "CP-1", "current_version": version, **fields}]
+
+
+def test_a_dispatch_the_service_cannot_carry_out_is_refused_naming_what_is_missing(fwrepo: Fwrepo) -> None:
+    firmware = build(fwrepo, unique_vendor())
+    with fwrepo.client("csms") as csms:
+        unknown = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "dispatch": "steve",
+                                                       "chargers": chargers_on()})
+        unconfigured = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "dispatch": "citrineos",
+                                                            "chargers": chargers_on()})
+        version = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "dispatch": "csms",
+                                                       "chargers": chargers_on(ocpp_version="2.1")})
+    assert unknown.status_code == 422 and unknown.json()["field"] == "dispatch"
+    assert "csms, citrineos" in unknown.json()["detail"]
+    assert unconfigured.status_code == 422 and "FWREPO_CITRINEOS_URL" in unconfigured.json()["detail"]
+    assert version.status_code == 422 and version.json()["field"] == "chargers[0].ocpp_version"
+
+
+def test_a_dispatched_campaign_hands_no_grant_to_a_poll(tmp_path: Path) -> None:
+    # CitrineOS need not run: the campaign is made and its sends wait for it.
+    fwrepo = start_fwrepo(tmp_path, FWREPO_CITRINEOS_URL="http://127.0.0.1:9", **FAST)
+    try:
+        firmware = build(fwrepo, unique_vendor())
+        with fwrepo.client("csms") as csms:
+            created = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "dispatch": "citrineos",
+                                                           "chargers": chargers_on()}).json()
+            poll = csms.get(f"/api/v1/campaigns/{created['id']}/grants", params={"due": "now"})
+    finally:
+        fwrepo.stop()
+    assert poll.status_code == 409 and "dispatched by fwrepo through citrineos" in poll.json()["detail"]
+    assert created["dispatch"] == "citrineos"
+
+
+# -- end to end ----------------------------------------------------------------------------------------
+
+
+def test_a_campaign_runs_through_citrineos_with_nothing_written_on_its_side(
+    driven: Fwrepo, citrineos: CitrineOS,
+) -> None:
+    vendor = unique_vendor()
+    firmware = build(driven, vendor)
+    fleet = [charger(driven, citrineos, f"{vendor}-V2-{n}", vendor, "2.0.1") for n in range(5)]
+    fleet += [charger(driven, citrineos, f"{vendor}-V16-{n}", vendor, "1.6") for n in range(4)]
+    failing = charger(driven, citrineos, f"{vendor}-FAIL", vendor, "2.0.1", fail_install=True)
+    late = charger(driven, citrineos, f"{vendor}-LATE", vendor, "1.6")
+    everyone = [*fleet, failing, late]
+
+    async def scenario() -> None:
+        async with connected([*fleet, failing]):
+            started = time.monotonic()
+            created = campaign(driven, firmware, everyone, waves=["50%", "100%"], failure_threshold=0.2)
+            # The late one is not connected when its UpdateFirmware is first sent: it is sent again when
+            # CitrineOS reports it booting.
+            await eventually(lambda: logged(driven, f"to {late.charger_id} through citrineos: not_connected"),
+                             what="the late charger's first try")
+            async with connected([late]):
+                await eventually(lambda: report(driven, created["id"])["status"] != "running",
+                                 what="the campaign finishing")
+                finished = report(driven, created["id"])
+                elapsed = time.monotonic() - started
+        print(f"11-charger campaign through CitrineOS: {elapsed:.1f} s end to end")
+        assert finished["status"] == "completed", finished
+        assert finished["states"] == {"succeeded": 10, "installation_failed": 1}
+        assert finished["dispatches"] == {"sent": 11}
+        assert [wave["chargers"] for wave in finished["waves"]] == [6, 5]
+        by_charger = jobs(driven, created["id"])
+        for one in everyone:
+            expected = "installation_failed" if one is failing else "succeeded"
+            assert by_charger[one.charger_id]["state"] == expected, (one.charger_id, by_charger[one.charger_id])
+            assert len(one.observed.updates) == 1, one.charger_id  # each sent once, the late one too
+            assert one.observed.downloads_completed == 1
+            assert one.version == (OLD if one is failing else NEW)
+        signed = [one for one in everyone if one.ocpp_version == "2.0.1"]
+        assert all(one.observed.updates[0].signature and "SignatureVerified" in one.observed.statuses
+                   for one in signed)
+
+    run(scenario())
+
+
+def test_a_wave_that_fails_too_often_halts_the_campaign_and_the_rest_is_never_sent(
+    driven: Fwrepo, citrineos: CitrineOS,
+) -> None:
+    vendor = unique_vendor()
+    firmware = build(driven, vendor)
+    first = charger(driven, citrineos, f"{vendor}-FIRST", vendor, "2.0.1", fail_install=True)
+    rest = [charger(driven, citrineos, f"{vendor}-REST-{n}", vendor, "1.6") for n in range(2)]
+
+    async def scenario() -> None:
+        async with connected([first, *rest]):
+            created = campaign(driven, firmware, [first, *rest], waves=[1, "100%"], failure_threshold=0.0)
+            await eventually(lambda: report(driven, created["id"])["status"] == "halted", what="the halt")
+            halted = report(driven, created["id"])
+            await asyncio.sleep(2)  # two rounds of the dispatcher: nothing more goes out
+        assert halted["states"] == {"installation_failed": 1} and halted["pending"] == 2
+        assert halted["dispatches"] == {"sent": 1}
+        assert "wave 1" in halted["status_reason"]
+        assert all(one.observed.updates == [] for one in rest)
+
+    run(scenario())
+
+
+# -- when things go wrong ------------------------------------------------------------------------------
+
+
+def test_a_charger_that_never_connects_is_tried_a_bounded_number_of_times_then_not_connected(
+    tmp_path: Path, citrineos: CitrineOS,
+) -> None:
+    fwrepo = start_fwrepo(tmp_path, **citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}",
+                                                         FWREPO_CITRINEOS_CONNECT_TRIES="3"))
+    try:
+        vendor = unique_vendor()
+        firmware = build(fwrepo, vendor)
+        away = charger(fwrepo, citrineos, f"{vendor}-AWAY", vendor, "2.0.1")
+        created = campaign(fwrepo, firmware, [away], failure_threshold=0.5)
+        run(eventually(lambda: report(fwrepo, created["id"])["status"] != "running", 30, "the campaign ending"))
+        ended = report(fwrepo, created["id"])
+        [job] = jobs(fwrepo, created["id"]).values()
+        tries = (fwrepo.data_dir / "serve.log").read_text().count(f"to {away.charger_id} through citrineos: not_con")
+        events = timeline(fwrepo, job["grant_id"])
+    finally:
+        fwrepo.stop()
+    assert tries == 3  # 1 s, then 2 s apart
+    assert ended["states"] == {"not_connected": 1} and ended["dispatches"] == {"not_connected": 1}
+    assert ended["status"] == "halted"  # a failure like any other: 1 of 1 is above the threshold
+    assert job["state"] == "not_connected"
+    assert events == ["NotConnected"]
+
+
+def test_what_chargers_say_while_fwrepo_restarts_waits_in_its_queue(tmp_path: Path, citrineos: CitrineOS) -> None:
+    fwrepo = start_fwrepo(tmp_path, **citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}"))
+    try:
+        vendor = unique_vendor()
+        firmware = build(fwrepo, vendor)
+        one = charger(fwrepo, citrineos, f"{vendor}-R", vendor, "2.0.1")
+
+        async def scenario() -> None:
+            async with connected([one]):
+                created = campaign(fwrepo, firmware, [one])
+                await eventually(lambda: one.observed.downloads_completed == 1, 30, "the download")
+                await asyncio.to_thread(fwrepo.stop)
+                await eventually(lambda: one.version == NEW and one.booted.is_set(), 30, "the reboot")
+                await asyncio.to_thread(fwrepo.start)
+                await eventually(lambda: report(fwrepo, created["id"])["status"] == "completed",
+                                 what="the statuses sent while fwrepo was down")
+
+        run(scenario())
+    finally:
+        fwrepo.stop()
+
+
+def test_a_cancelled_campaign_sends_nothing_more(tmp_path: Path) -> None:
+    # CitrineOS is down for good here: every send waits, and the cancel must end them all.
+    fwrepo = start_fwrepo(tmp_path, FWREPO_CITRINEOS_URL="http://127.0.0.1:9", **FAST)
+    try:
+        firmware = build(fwrepo, unique_vendor())
+        with fwrepo.client("csms") as csms:
+            created = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "dispatch": "citrineos",
+                                                           "chargers": chargers_on()}).json()
+            run(eventually(lambda: logged(fwrepo, "CitrineOS cannot be reached"), 20, "a first try"))
+            assert csms.post(f"/api/v1/campaigns/{created['id']}/cancel").status_code == 200
+            run(eventually(lambda: report(fwrepo, created["id"])["dispatches"] == {"cancelled": 1}, 20,
+                           "the request cancelled"))
+    finally:
+        fwrepo.stop()
