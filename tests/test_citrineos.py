@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.builds import published_build, unique_vendor
@@ -142,17 +143,24 @@ def test_a_dispatch_the_service_cannot_carry_out_is_refused_naming_what_is_missi
     assert version.status_code == 422 and version.json()["field"] == "chargers[0].ocpp_version"
 
 
-def test_a_dispatched_campaign_hands_no_grant_to_a_poll(tmp_path: Path) -> None:
-    # CitrineOS need not run: the campaign is made and its sends wait for it.
-    fwrepo = start_fwrepo(tmp_path, FWREPO_CITRINEOS_URL="http://127.0.0.1:9", **FAST)
-    try:
-        firmware = build(fwrepo, unique_vendor())
-        with fwrepo.client("csms") as csms:
-            created = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "dispatch": "citrineos",
-                                                           "chargers": chargers_on()}).json()
-            poll = csms.get(f"/api/v1/campaigns/{created['id']}/grants", params={"due": "now"})
-    finally:
-        fwrepo.stop()
+@pytest.fixture
+def stranded(tmp_path: Path) -> Iterator[Fwrepo]:
+    """A fwrepo whose CitrineOS never answers (nothing listens on its port): campaigns are made, sends wait."""
+    server = start_fwrepo(tmp_path, FWREPO_CITRINEOS_URL="http://127.0.0.1:9", **FAST)
+    yield server
+    server.stop()
+
+
+def dispatched_campaign(fwrepo: Fwrepo, csms: httpx.Client) -> dict[str, Any]:
+    firmware = build(fwrepo, unique_vendor())
+    return csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "dispatch": "citrineos",
+                                                "chargers": chargers_on()}).json()
+
+
+def test_a_dispatched_campaign_hands_no_grant_to_a_poll(stranded: Fwrepo) -> None:
+    with stranded.client("csms") as csms:
+        created = dispatched_campaign(stranded, csms)
+        poll = csms.get(f"/api/v1/campaigns/{created['id']}/grants", params={"due": "now"})
     assert poll.status_code == 409 and "dispatched by fwrepo through citrineos" in poll.json()["detail"]
     assert created["dispatch"] == "citrineos"
 
@@ -274,17 +282,11 @@ def test_what_chargers_say_while_fwrepo_restarts_waits_in_its_queue(tmp_path: Pa
         fwrepo.stop()
 
 
-def test_a_cancelled_campaign_sends_nothing_more(tmp_path: Path) -> None:
-    # CitrineOS is down for good here: every send waits, and the cancel must end them all.
-    fwrepo = start_fwrepo(tmp_path, FWREPO_CITRINEOS_URL="http://127.0.0.1:9", **FAST)
-    try:
-        firmware = build(fwrepo, unique_vendor())
-        with fwrepo.client("csms") as csms:
-            created = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "dispatch": "citrineos",
-                                                           "chargers": chargers_on()}).json()
-            run(eventually(lambda: logged(fwrepo, "CitrineOS cannot be reached"), 20, "a first try"))
-            assert csms.post(f"/api/v1/campaigns/{created['id']}/cancel").status_code == 200
-            run(eventually(lambda: report(fwrepo, created["id"])["dispatches"] == {"cancelled": 1}, 20,
-                           "the request cancelled"))
-    finally:
-        fwrepo.stop()
+def test_a_cancelled_campaign_sends_nothing_more(stranded: Fwrepo) -> None:
+    # Every send waits for a CitrineOS that never answers; the cancel must end them all.
+    with stranded.client("csms") as csms:
+        created = dispatched_campaign(stranded, csms)
+        run(eventually(lambda: logged(stranded, "CitrineOS cannot be reached"), 20, "a first try"))
+        assert csms.post(f"/api/v1/campaigns/{created['id']}/cancel").status_code == 200
+        run(eventually(lambda: report(stranded, created["id"])["dispatches"] == {"cancelled": 1}, 20,
+                       "the request cancelled"))

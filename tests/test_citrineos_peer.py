@@ -112,23 +112,30 @@ async def updated(simulated: Any) -> None:
     await asyncio.wait_for(installed(), UPDATE_SECONDS)
 
 
-def test_a_201_charger_takes_signed_update_firmware_sent_through_citrineos_and_boots_the_new_version(
-        citrineos: CitrineOS, fwrepo_for_chargers: Fwrepo) -> None:
-    fwrepo = fwrepo_for_chargers
-    simulated = charger(citrineos, fwrepo, "CP-C201", "2.0.1")
-    grant = grant_of_new_firmware(fwrepo, "CP-C201")
+def updated_through_citrineos(citrineos: CitrineOS, fwrepo: Fwrepo, charger_id: str, ocpp_version: str,
+                              request: str) -> tuple[Any, dict[str, Any]]:
+    """A charger on OLD, sent the grant's OCPP request (its `ocpp` key `request`) by REST, once it is back on NEW."""
+    simulated = charger(citrineos, fwrepo, charger_id, ocpp_version)
+    grant = grant_of_new_firmware(fwrepo, charger_id)
 
     async def scenario() -> None:
         runs = await running(simulated)
         try:
-            # fwrepo's 2.0.1 request is CitrineOS's REST body as it is: requestId, firmware, retries.
-            reply = await update_firmware(citrineos, "CP-C201", "2.0.1", grant["ocpp"]["update_firmware_v201"])
+            reply = await update_firmware(citrineos, charger_id, ocpp_version, grant["ocpp"][request])
             assert reply == [{"success": True}]
             await updated(simulated)
         finally:
             await stopped([simulated], runs)
 
     asyncio.run(scenario())
+    return simulated, grant
+
+
+def test_a_201_charger_takes_signed_update_firmware_sent_through_citrineos_and_boots_the_new_version(
+        citrineos: CitrineOS, fwrepo_for_chargers: Fwrepo) -> None:
+    fwrepo = fwrepo_for_chargers
+    # fwrepo's 2.0.1 request is CitrineOS's REST body as it is: requestId, firmware, retries.
+    simulated, grant = updated_through_citrineos(citrineos, fwrepo, "CP-C201", "2.0.1", "update_firmware_v201")
     assert simulated.version == NEW and simulated.observed.boots == [OLD, NEW]
     assert simulated.observed.updates[0].request_id == grant["request_id"]
     assert simulated.observed.statuses == ["Downloading", "Downloaded", "SignatureVerified", "Installing", "Installed"]
@@ -141,19 +148,7 @@ def test_a_16_charger_takes_update_firmware_sent_through_citrineos_and_goes_on_p
         citrineos: CitrineOS, fwrepo_for_chargers: Fwrepo) -> None:
     """CitrineOS 1.8.3 answers every 1.6 FirmwareStatusNotification with CALLERROR NotSupported (citrineos#216)."""
     fwrepo = fwrepo_for_chargers
-    simulated = charger(citrineos, fwrepo, "CP-C16", "1.6")
-    grant = grant_of_new_firmware(fwrepo, "CP-C16")
-
-    async def scenario() -> None:
-        runs = await running(simulated)
-        try:
-            reply = await update_firmware(citrineos, "CP-C16", "1.6", grant["ocpp"]["update_firmware"])
-            assert reply == [{"success": True}]
-            await updated(simulated)
-        finally:
-            await stopped([simulated], runs)
-
-    asyncio.run(scenario())
+    simulated, grant = updated_through_citrineos(citrineos, fwrepo, "CP-C16", "1.6", "update_firmware")
     assert simulated.version == NEW and simulated.observed.boots == [OLD, NEW]
     assert simulated.observed.statuses == PLAIN_16_STATUSES
     refused = [] if status_patch_applied() else [("FirmwareStatusNotification", "NotSupported")] * 4
