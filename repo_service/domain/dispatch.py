@@ -243,12 +243,16 @@ class Dispatcher:
     def _charger_is_here(self, frame: Heard) -> None:
         """A charger that was not connected when last tried is tried again now."""
         now = self.clock()
+        waiting = (col(Dispatch.charger_id) == frame.charger_id, col(Dispatch.csms) == self.connector.name,
+                   col(Dispatch.status) == DispatchStatus.PENDING.value, col(Dispatch.misses) > 0,
+                   col(Dispatch.next_attempt_at) > now)
+        # Every heartbeat of every charger comes here, and almost none is awaited: look before taking the write
+        # lock (a row made waiting in between is tried at its backoff instead).
         with self.database.session() as session:
-            woken = session.execute(update(Dispatch).where(
-                col(Dispatch.charger_id) == frame.charger_id, col(Dispatch.csms) == self.connector.name,
-                col(Dispatch.status) == DispatchStatus.PENDING.value, col(Dispatch.misses) > 0,
-                col(Dispatch.next_attempt_at) > now,
-            ).values(next_attempt_at=now)).rowcount
+            if session.exec(select(Dispatch.grant_id).where(*waiting).limit(1)).first() is None:
+                return
+        with self.database.session() as session:
+            woken = session.execute(update(Dispatch).where(*waiting).values(next_attempt_at=now)).rowcount
         if woken:
             self.wake.set()
 
