@@ -11,19 +11,26 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
+import secrets
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pika
 import pytest
 
+from repo_service.domain.clock import rfc3339
 from tests.support.builds import published_build, unique_vendor
 from tests.support.citrineos import CitrineOS
+from tests.support.databases import scratch_postgres
 from tests.support.examples import ocpp_example
-from tests.support.fwrepo import Fwrepo, start_fwrepo
+from tests.support.fwrepo import Fwrepo, start_fwrepo, two_nodes
 
 charger_example = ocpp_example("charger")
 
@@ -260,6 +267,34 @@ def test_a_charger_that_never_connects_is_tried_a_bounded_number_of_times_then_n
     assert events == ["NotConnected"]
 
 
+def test_an_error_citrineos_answers_is_the_grants_refusal_with_its_message(tmp_path: Path, citrineos: CitrineOS) -> None:
+    # An operator's slip: the URL names a path under which CitrineOS serves nothing, and it answers 404.
+    settings = citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}")
+    fwrepo = start_fwrepo(tmp_path, **{**settings, "FWREPO_CITRINEOS_URL": citrineos.rest_url + "/no-such-api"})
+    try:
+        vendor = unique_vendor()
+        firmware = build(fwrepo, vendor)
+        one = charger(fwrepo, citrineos, f"{vendor}-ONE", vendor, "2.0.1")
+
+        async def scenario() -> None:
+            async with connected([one]):
+                created = campaign(fwrepo, firmware, [one], failure_threshold=0.5)
+                await eventually(lambda: report(fwrepo, created["id"])["status"] != "running", 30, "the refusal")
+                ended = report(fwrepo, created["id"])
+                [job] = jobs(fwrepo, created["id"]).values()
+                with fwrepo.client("csms") as csms:
+                    events = csms.get(f"/api/v1/grants/{job['grant_id']}/job").json()["events"]
+            assert ended["states"] == {"rejected": 1} and ended["dispatches"] == {"refused": 1}
+            assert ended["status"] == "halted"
+            assert [event["status"] for event in events] == ["Rejected"]
+            assert "CitrineOS answered 404" in events[0]["info"]
+            assert one.observed.updates == []
+
+        run(scenario())
+    finally:
+        fwrepo.stop()
+
+
 def test_what_chargers_say_while_fwrepo_restarts_waits_in_its_queue(tmp_path: Path, citrineos: CitrineOS) -> None:
     fwrepo = start_fwrepo(tmp_path, **citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}"))
     try:
@@ -290,3 +325,137 @@ def test_a_cancelled_campaign_sends_nothing_more(stranded: Fwrepo) -> None:
         assert csms.post(f"/api/v1/campaigns/{created['id']}/cancel").status_code == 200
         run(eventually(lambda: report(stranded, created["id"])["dispatches"] == {"cancelled": 1}, 20,
                        "the request cancelled"))
+
+
+def test_a_citrineos_down_at_dispatch_and_restarting_mid_update_gets_each_request_once(tmp_path: Path, own_citrineos: CitrineOS) -> None:
+    (tmp_path / "fwrepo").mkdir()
+    fwrepo = start_fwrepo(tmp_path / "fwrepo", **citrineos_settings(own_citrineos, "fwrepo-restart"))
+    try:
+        vendor = unique_vendor()
+        firmware = build(fwrepo, vendor)
+        fleet = [charger(fwrepo, own_citrineos, f"{vendor}-{n}", vendor, version)
+                 for n, version in enumerate(["2.0.1", "2.0.1", "1.6"])]
+
+        async def scenario() -> None:
+            async with connected(fleet):
+                await asyncio.to_thread(own_citrineos.stop)
+                created = campaign(fwrepo, firmware, fleet)
+                await eventually(lambda: logged(fwrepo, "CitrineOS cannot be reached"), 20, "a send that fails")
+                await asyncio.to_thread(own_citrineos.start)
+                await eventually(lambda: report(fwrepo, created["id"])["dispatches"] == {"sent": 3}, 30,
+                                 "the sends after CitrineOS came back")
+                # And once more while the chargers download and reboot: what they say meanwhile is lost, their
+                # BootNotification on the new build when they are back says enough.
+                await asyncio.to_thread(own_citrineos.restart)
+                await eventually(lambda: report(fwrepo, created["id"])["status"] != "running",
+                                 what="the campaign finishing after CitrineOS restarted")
+                finished = report(fwrepo, created["id"])
+            assert finished["status"] == "completed", finished
+            assert finished["states"] == {"succeeded": 3} and finished["dispatches"] == {"sent": 3}
+            assert all(len(one.observed.updates) == 1 and one.version == NEW for one in fleet)
+
+        run(scenario())
+    finally:
+        fwrepo.stop()
+
+
+def publish(citrineos: CitrineOS, frames: list[tuple[dict[str, Any], bytes]]) -> None:
+    """Frames put on CitrineOS's exchange as whoever holds its broker's credentials could."""
+    connection = pika.BlockingConnection(pika.URLParameters(citrineos.amqp_url))
+    try:
+        channel = connection.channel()
+        for headers, body in frames:
+            channel.basic_publish(citrineos.exchange, "", body, pika.BasicProperties(headers=headers))
+    finally:
+        connection.close()
+
+
+def status_frame(citrineos: CitrineOS, station: str, status: str, request_id: int, timestamp: str,
+                 tenant: int | None = None, **headers: str) -> tuple[dict[str, Any], bytes]:
+    return ({"origin": "cs", "state": "1", "action": "FirmwareStatusNotification", "stationId": station,
+             "tenantId": str(citrineos.tenant_id if tenant is None else tenant), "timestamp": timestamp,
+             "correlationId": f"forged-{status}", **headers},
+            json.dumps({"payload": {"status": status, "requestId": request_id}}).encode())
+
+
+def test_duplicate_foreign_and_forged_frames_change_nothing(driven: Fwrepo, citrineos: CitrineOS) -> None:
+    vendor = unique_vendor()
+    firmware = build(driven, vendor)
+    one = charger(driven, citrineos, f"{vendor}-ONE", vendor, "2.0.1")
+
+    async def scenario() -> None:
+        async with connected([one]):
+            created = campaign(driven, firmware, [one])
+            await eventually(lambda: report(driven, created["id"])["status"] == "completed", what="the update")
+            [job] = jobs(driven, created["id"]).values()
+            grant_id = int(job["grant_id"])
+            with driven.client("csms") as csms:
+                before = csms.get(f"/api/v1/grants/{grant_id}/job").json()
+            now = rfc3339(datetime.now(UTC))
+            frames = [
+                # What the charger said, said again: the same status at the same moment.
+                *(status_frame(citrineos, one.charger_id, event["status"], grant_id, event["timestamp"])
+                  for event in before["events"] if event["status"] not in ("Booted", "Accepted")),
+                # Another tenant's station of the same name, and a station of this tenant naming our request.
+                status_frame(citrineos, one.charger_id, "InstallationFailed", grant_id, now, tenant=99),
+                status_frame(citrineos, f"{vendor}-OTHER", "InstallationFailed", grant_id, now),
+                # A refusal answering no request fwrepo sent.
+                ({"origin": "cs", "state": "2", "action": "UpdateFirmware", "stationId": one.charger_id,
+                  "tenantId": str(citrineos.tenant_id), "timestamp": now, "correlationId": "forged"},
+                 json.dumps({"payload": {"status": "Rejected"}}).encode()),
+                # Garbage, and a frame without the headers fwrepo reads, last: once both are logged, every
+                # frame before them was handled (one consumer takes them in order).
+                status_frame(citrineos, one.charger_id, "Installed", grant_id, "yesterday"),
+                ({"origin": "cs", "state": "1", "action": "FirmwareStatusNotification",
+                  "tenantId": str(citrineos.tenant_id)}, b"{not json"),
+            ]
+            await asyncio.to_thread(publish, citrineos, frames)
+            await eventually(lambda: logged(driven, "yesterday") and logged(driven, "{not json"), 20,
+                             "the forged frames handled")
+            with driven.client("csms") as csms:
+                after = csms.get(f"/api/v1/grants/{grant_id}/job").json()
+            assert logged(driven, f"{vendor}-OTHER names request {grant_id}, not one fwrepo sent it")
+            assert after == before
+            assert after["state"] == "succeeded"
+            assert report(driven, created["id"])["states"] == {"succeeded": 1}
+
+    run(scenario())
+
+
+@pytest.fixture
+def two_dispatchers(postgres_server_url: str, tmp_path: Path, citrineos: CitrineOS) -> Iterator[tuple[Fwrepo, Fwrepo]]:
+    """Two fwrepo nodes on one PostgreSQL and one storage directory, both dispatching through one CitrineOS and
+    sharing one queue on its broker, as replicas do."""
+    shared = {**citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}"),
+              "FWREPO_KEYS_DIR": str(tmp_path / "keys"), "FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24),
+              "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32), "FWREPO_STORAGE_DIR": str(tmp_path / "storage"),
+              "FWREPO_FTPS": "false"}
+    for database_url in scratch_postgres(postgres_server_url):
+        yield from two_nodes(database_url, tmp_path, shared)
+
+
+def test_two_nodes_dispatch_each_grant_once(two_dispatchers: tuple[Fwrepo, Fwrepo], citrineos: CitrineOS,
+                                           tmp_path: Path) -> None:
+    a, b = two_dispatchers
+    # Each node has a TLS certificate of its own; a charger is sent to whichever node handed its grant out.
+    both = tmp_path / "both-cas.pem"
+    both.write_text(Path(a.ca).read_text() + Path(b.ca).read_text())
+    vendor = unique_vendor()
+    firmware = build(a, vendor)
+    fleet = [charger(a, citrineos, f"{vendor}-{n}", vendor, "2.0.1" if n % 2 else "1.6") for n in range(6)]
+    for one in fleet:
+        one.tls = ssl.create_default_context(cafile=str(both))
+
+    async def scenario() -> None:
+        async with connected(fleet):
+            created = campaign(b, firmware, fleet, waves=["50%", "100%"])
+            await eventually(lambda: report(a, created["id"])["status"] != "running", what="the campaign")
+            finished = report(b, created["id"])
+            await asyncio.sleep(2)  # a round more on each node: nothing goes out again
+        assert finished["status"] == "completed", finished
+        assert finished["states"] == {"succeeded": 6} and finished["dispatches"] == {"sent": 6}
+        assert all(len(one.observed.updates) == 1 and one.version == NEW for one in fleet)
+        sends = [(node.data_dir / "serve.log").read_text().count("through citrineos: sent") for node in (a, b)]
+        assert sum(sends) == 6, sends
+
+    run(scenario())
