@@ -326,10 +326,12 @@ def test_the_csms_stops_when_told_and_names_the_chargers_it_stopped_waiting_for(
     port = free_port()
     example = ROOT / "examples" / "ocpp"
     log = tmp_path / "csms.log"
+    # The campaign takes the chargers connected when --wait ends; two chargers starting on a loaded machine took
+    # over 5 s to connect, and a campaign without the OK one never has a finished job.
     with open(log, "wb") as output:
         csms = subprocess.Popen(
             [sys.executable, str(example / "csms.py"), "--fwrepo", fwrepo.url, "--cacert", fwrepo.ca,
-             "--listen", f"127.0.0.1:{port}", "--firmware", firmware["id"], "--wait", "5", "--waves", "100%",
+             "--listen", f"127.0.0.1:{port}", "--firmware", firmware["id"], "--wait", "15", "--waves", "100%",
              "--failure-threshold", "1"],
             env={**fwrepo.env, "FWREPO_KEY": fwrepo.key("csms")}, stderr=output)
     charger = [sys.executable, str(example / "charger.py"), "--csms", f"ws://127.0.0.1:{port}", "--version", OLD,
