@@ -12,9 +12,9 @@ The signature scheme is a choice per signing key, named by its algorithm:
 rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32``). Every scheme hashes with
 SHA-256, P-384 too: the OCPP 1.6 security white paper (edition 2, use case
 L01, secure firmware update) has the charger validate the signature over the
-whole file "with SHA256 hashing", and chargers run ``openssl dgst -sha256``.
-ECDSA over a digest shorter than the curve order is standard (FIPS 186-5,
-section 6.4.1); P-384 then buys a stronger key, not a stronger hash.
+whole file with SHA-256 hashing, and chargers run ``openssl dgst -sha256``.
+ECDSA over a digest shorter than the curve order is standard (FIPS 186-5);
+P-384 then buys a stronger key, not a stronger hash.
 
 OCPP 1.6 security extension, SignedUpdateFirmware.req: ``signature`` is at most
 800 characters of base64 and ``signingCertificate`` at most 5500 of PEM. That
@@ -48,9 +48,9 @@ ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096", "rsa-pss-3072"
 # How an RSA key pads its signatures; ECDSA has no such choice. An imported RSA key does not say which
 # its chargers expect, so the importer chooses.
 RSA_PADDINGS = ("pkcs1v15", "pss")
-# RSA-PSS as the white paper's chargers and `openssl dgst -sha256 -sigopt rsa_padding_mode:pss
-# -sigopt rsa_pss_saltlen:32` verify it: the salt as long as the digest (RFC 8017 section 9.1's usual
-# choice), MGF1 with the message's hash.
+# RSA-PSS as `openssl dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32` verifies
+# it: the white paper names PSS without its parameters, so the usual ones (RFC 8017 section 9.1), the
+# salt as long as the digest and MGF1 with the message's hash.
 PSS_SALT_LENGTH = 32
 _CURVES: dict[str, type[ec.EllipticCurve]] = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1}
 _RSA_SIZES = (3072, 4096)
