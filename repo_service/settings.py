@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from repo_service.domain.pki import ALGORITHMS
 from repo_service.errors import SettingsError
 
 PREFIX = "FWREPO_"
@@ -223,8 +224,9 @@ class Settings:
     keys_dir: Path | None = setting(None, optional(PATH), "signing keys and certificates", "DATA_DIR/keys")
     key_passphrase: str | None = setting(None, optional(TEXT), "passphrase that encrypts the signing keys at rest "
                                          "(required in production)", "a generated one in KEYS_DIR/dev-passphrase")
-    signing_algorithm: str = setting("ecdsa-p256", choice("ecdsa-p256", "rsa-3072", "rsa-4096"),
-                                     "algorithm of keys made by keys init/rotate")
+    signing_algorithm: str = setting("ecdsa-p256", choice(*ALGORITHMS),
+                                     "algorithm and signature scheme of keys made by keys init/rotate "
+                                     "(docs/signing.md shows openssl verifying each)")
     audit_key: Path | None = setting(None, optional(PATH), "Ed25519 private key (PEM) that signs audit checkpoints: "
                                      "outside the database, the same file on every node",
                                      "KEYS_DIR/audit_key.pem, made on first start")

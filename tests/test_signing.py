@@ -20,7 +20,13 @@ from repo_service.domain import pki
 from tests.support.builds import image, published_build, upload
 from tests.support.fwrepo import FWREPO, Fwrepo, start_fwrepo
 from tests.support.openssl_pki import LEAF_EXTENSIONS, make_pki, new_key, public_key
-from tests.support.signatures import openssl_chain_verifies, openssl_verifies
+from tests.support.signatures import (
+    VERIFY_BLOCKS,
+    cryptography_verifies,
+    documented_verification,
+    openssl_chain_verifies,
+    openssl_verifies,
+)
 
 
 @pytest.fixture
@@ -130,6 +136,117 @@ def test_rsa_signing_keys_sign_what_openssl_verifies(own_fwrepo: Fwrepo, tmp_pat
     assert openssl_verifies(tmp_path, record["signing_certificate"], record["signature"], content)
 
 
+# -- signature schemes, checked by docs/signing.md's openssl commands ----------------------------
+
+
+def canonical_json(document: dict) -> bytes:
+    """The manifest's signed form, as docs/signing.md defines it: sorted keys, no spaces, UTF-8."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("algorithm", pki.ALGORITHMS)
+def test_each_scheme_signs_builds_and_manifests_that_the_documented_openssl_commands_verify(
+    own_fwrepo: Fwrepo, tmp_path: Path, algorithm: str
+) -> None:
+    assert f"({algorithm}) active" in own_fwrepo.cli("keys", "rotate", "--algorithm", algorithm).stdout
+    content = image(60_000)
+    with own_fwrepo.client("release") as client:
+        record = published_build(client, "ACME", "1.0.0", content)
+    assert record["signing_algorithm"] == algorithm
+    checked = documented_verification(own_fwrepo, tmp_path, record["id"], content, VERIFY_BLOCKS[algorithm])
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.splitlines() == [algorithm, "signing.pem: OK", "Verified OK"]
+    assert cryptography_verifies(record["signing_certificate"], record["signature"], content, algorithm)
+    with own_fwrepo.client("csms") as csms:
+        keys = csms.get("/api/v1/signing-keys").json()["items"]
+        manifest = csms.get(f"/api/v1/firmware/{record['id']}/manifest").json()
+    assert next(key for key in keys if key["id"] == record["signing_key_id"])["algorithm"] == algorithm
+    assert manifest["manifest"]["signing_algorithm"] == algorithm
+    assert cryptography_verifies(manifest["signing_certificate"], manifest["signature"],
+                                 canonical_json(manifest["manifest"]), algorithm)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    verified = own_fwrepo.cli("verify", str(tmp_path / "image.bin"), "--manifest", str(tmp_path / "manifest.json"),
+                              "--root", str(own_fwrepo.keys_dir / "root-ca.pem"))
+    assert f"{algorithm})" in verified.stdout and "image signature OK" in verified.stdout
+
+
+def test_a_tampered_image_fails_the_documented_pss_check_and_a_pss_signature_fails_the_pkcs1_one(
+    own_fwrepo: Fwrepo, tmp_path: Path
+) -> None:
+    own_fwrepo.cli("keys", "rotate", "--algorithm", "rsa-pss-3072")
+    content = image(60_000)
+    with own_fwrepo.client("release") as client:
+        record = published_build(client, "ACME", "1.0.0", content)
+    tampered = documented_verification(own_fwrepo, tmp_path, record["id"], flip(content, 4321), "verify rsa-pss")
+    assert tampered.returncode == 1 and "Verification failure" in tampered.stdout
+    assert not cryptography_verifies(record["signing_certificate"], record["signature"], flip(content, 4321),
+                                     "rsa-pss-3072")
+    # A charger that verifies the other RSA scheme refuses the build: the scheme is part of what it checks.
+    as_pkcs1 = documented_verification(own_fwrepo, tmp_path, record["id"], content, "verify rsa-pkcs1v15")
+    assert as_pkcs1.returncode == 1 and "Verification failure" in as_pkcs1.stdout
+    assert documented_verification(own_fwrepo, tmp_path, record["id"], content, "verify rsa-pss").returncode == 0
+    # A manifest that claims another scheme: its signature covers the claim, or the key cannot sign so.
+    with own_fwrepo.client("csms") as csms:
+        document = csms.get(f"/api/v1/firmware/{record['id']}/manifest").json()
+    for claim, refusal in (("rsa-3072", "manifest's signature does not verify"),
+                           ("ecdsa-p256", "signing_algorithm: ecdsa-p256 does not fit the key")):
+        document["manifest"]["signing_algorithm"] = claim
+        (tmp_path / "manifest.json").write_text(json.dumps(document))
+        verified = own_fwrepo.cli("verify", str(tmp_path / "image.bin"), "--manifest", str(tmp_path / "manifest.json"),
+                                  check=False)
+        assert verified.returncode == 1 and refusal in verified.stderr
+
+
+def test_an_imported_rsa_key_signs_in_the_scheme_its_import_names(own_fwrepo: Fwrepo, tmp_path: Path) -> None:
+    operator = make_pki(tmp_path / "pki")
+    # Issued by the root itself, so that the documented `openssl verify` needs no intermediate.
+    certificate, key = operator.issue("fw-signing-pss", algorithm="rsa3072", by_root=True)
+    result = own_fwrepo.cli("keys", "import", "--cert", str(operator.chain(certificate, with_intermediate=False)),
+                            "--key", str(key), "--scheme", "pss")
+    assert "(rsa-pss-3072) imported and active" in result.stdout
+    content = image(30_000)
+    with own_fwrepo.client("release") as client:
+        record = published_build(client, "ACME", "1.0.0", content)
+    assert record["signing_algorithm"] == "rsa-pss-3072"
+    checked = documented_verification(own_fwrepo, tmp_path, record["id"], content, "verify rsa-pss", operator.root)
+    assert checked.returncode == 0, checked.stderr
+    assert cryptography_verifies(record["signing_certificate"], record["signature"], content, "rsa-pss-3072")
+    assert "rsa-pss-3072" in own_fwrepo.cli("keys", "list").stdout
+
+
+@pytest.mark.parametrize(
+    ("key_algorithm", "scheme", "message"),
+    [
+        ("ec", "pss", "--scheme: pss is a padding of RSA signatures; this key is ecdsa-p256, which signs with ECDSA"),
+        ("ec384", "pkcs1v15", "--scheme: pkcs1v15 is a padding of RSA signatures; this key is ecdsa-p384"),
+        ("rsa3072", "oaep", "--scheme: must be one of pkcs1v15, pss, got 'oaep'"),
+    ],
+)
+def test_an_import_naming_a_scheme_the_key_cannot_sign_with_is_refused_naming_the_flag(
+    offline_repo: Fwrepo, tmp_path: Path, key_algorithm: str, scheme: str, message: str
+) -> None:
+    operator = make_pki(tmp_path / "pki")
+    certificate, key = operator.issue("signing", algorithm=key_algorithm)
+    before = offline_repo.cli("keys", "list").stdout
+    result = offline_repo.cli("keys", "import", "--cert", str(operator.chain(certificate)), "--key", str(key),
+                              "--scheme", scheme, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert offline_repo.cli("keys", "list").stdout == before
+
+
+def test_an_unknown_algorithm_is_refused_by_rotate_and_by_the_setting(offline_repo: Fwrepo) -> None:
+    rotated = offline_repo.cli("keys", "rotate", "--algorithm", "rsa-pss-2048", check=False)
+    assert rotated.returncode == 2 and "--algorithm: invalid choice: 'rsa-pss-2048'" in rotated.stderr
+    result = subprocess.run([FWREPO, "keys", "rotate"], env={**offline_repo.env, "FWREPO_SIGNING_ALGORITHM": "ecdsa-p521"},
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        ("fwrepo: bad setting FWREPO_SIGNING_ALGORITHM: expected one of ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096, "
+         "rsa-pss-3072, rsa-pss-4096, got 'ecdsa-p521'")
+    ]
+
+
 # -- production keys -----------------------------------------------------------------------------
 
 
@@ -215,10 +332,11 @@ def test_unusable_production_keys_are_refused_with_the_reason(offline_repo: Fwre
 # -- uploader signatures ----------------------------------------------------------------------
 
 
-def engineer_signature(tmp_path: Path, key: Path, content: bytes) -> str:
-    """Signed the way a release engineer's script would: openssl dgst -sha256 -sign."""
+def engineer_signature(tmp_path: Path, key: Path, content: bytes, *options: str) -> str:
+    """Signed the way a release engineer's script would: openssl dgst -sha256 -sign, with options (-sigopt)."""
     (tmp_path / "upload.bin").write_bytes(content)
-    subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key), "-out", "upload.sig", "upload.bin"], cwd=tmp_path, check=True)
+    subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key), *options, "-out", "upload.sig", "upload.bin"],
+                   cwd=tmp_path, check=True)
     return base64.b64encode((tmp_path / "upload.sig").read_bytes()).decode()
 
 
@@ -229,6 +347,32 @@ def test_a_registered_engineers_signature_is_verified_and_recorded(fwrepo: Fwrep
     reply = upload(release, vendor, "1.0.0", content, signature=engineer_signature(tmp_path, key, content))
     assert reply.status_code == 201, reply.text
     assert reply.json()["signed_by"] == f"alice-{vendor}"
+
+
+@pytest.mark.parametrize(
+    ("key_algorithm", "options", "algorithm"),
+    [
+        ("ec384", (), "ecdsa-p384"),
+        ("rsa3072", (), "rsa-3072"),
+        # openssl's own default salt for PSS signing (as long as the key allows), and the digest's length
+        ("rsa3072", ("-sigopt", "rsa_padding_mode:pss"), "rsa-3072"),
+        ("rsa3072", ("-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32"), "rsa-3072"),
+    ],
+)
+def test_engineers_may_sign_uploads_with_p384_or_rsa_in_either_padding(
+    fwrepo: Fwrepo, release: httpx.Client, vendor: str, tmp_path: Path, key_algorithm: str, options: tuple[str, ...],
+    algorithm: str,
+) -> None:
+    key = new_key(tmp_path, "carol", key_algorithm)
+    added = fwrepo.cli("signers", "add", f"carol-{vendor}", "--key", str(public_key(tmp_path, key)))
+    assert f"  {algorithm}  " in added.stdout
+    content = image()
+    reply = upload(release, vendor, "1.0.0", content, signature=engineer_signature(tmp_path, key, content, *options))
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["signed_by"] == f"carol-{vendor}"
+    tampered = upload(release, vendor, "1.0.1", flip(content, 99),
+                      signature=engineer_signature(tmp_path, key, content, *options))
+    assert tampered.status_code == 422 and tampered.json()["field"] == "signature"
 
 
 def test_a_signature_no_registered_key_made_is_refused_and_nothing_is_stored(release: httpx.Client, vendor: str, tmp_path: Path) -> None:

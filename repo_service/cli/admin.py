@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from repo_service.cli.arguments import DATABASE, SIGNING_KEYS, STORAGE, add_settings, read, settings_from
 from repo_service.cli.runtime import SWEEP_AGE
 from repo_service.cli.terminal import moment, print_table
+from repo_service.domain.pki import ALGORITHMS, RSA_PADDINGS
 from repo_service.errors import FwrepoError
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 # What `audit verify` reads: the chain, the checkpoints, and the key to check them with.
 AUDIT = (*DATABASE, "keys_dir", "audit_key", "audit_checkpoint_log", "audit_checkpoint_interval")
 ROLES = ["release", "csms", "admin"]
-ALGORITHMS = ["ecdsa-p256", "rsa-3072", "rsa-4096"]
 
 
 def register(commands: Any) -> None:
@@ -65,8 +65,13 @@ def register(commands: Any) -> None:
     key_import.add_argument("--pkcs12", type=Path, help="a PKCS#12 file with key, certificate and chain instead")
     key_import.add_argument("--passphrase-env", metavar="VARIABLE",
                             help="environment variable holding the key's or PKCS#12 file's passphrase")
+    # Checked by the domain, not by choices=, so that a wrong one is refused with why (docs/signing.md).
+    key_import.add_argument("--scheme", metavar="|".join(RSA_PADDINGS),
+                            help="how an RSA key pads its signatures: what your chargers verify (default "
+                            "pkcs1v15); not for ECDSA keys")
     rotate = key_commands.add_parser("rotate", help="new signing key under the same root")
-    rotate.add_argument("--algorithm", choices=ALGORITHMS, help="of the new key (default FWREPO_SIGNING_ALGORITHM)")
+    rotate.add_argument("--algorithm", choices=ALGORITHMS,
+                        help="of the new key, and its signature scheme (default FWREPO_SIGNING_ALGORITHM)")
     resign = key_commands.add_parser("resign", help="sign published firmware with the active key")
     key_revoke = key_commands.add_parser("revoke", help="stop a key; its signatures stop counting")
     key_revoke.add_argument("key_id", help="the ID that `fwrepo keys list` shows")
@@ -220,9 +225,10 @@ def _keys(arguments: argparse.Namespace) -> None:
                 raise FwrepoError(f"--passphrase-env: {arguments.passphrase_env} is not set")
             passphrase = os.environ[arguments.passphrase_env].encode()
         if arguments.pkcs12:
-            key = keys.import_pkcs12(read(arguments.pkcs12), passphrase, _operator())
+            key = keys.import_pkcs12(read(arguments.pkcs12), passphrase, _operator(), arguments.scheme, "--scheme")
         elif arguments.cert and arguments.key_file:
-            key = keys.import_key(read(arguments.cert), read(arguments.key_file), passphrase, _operator())
+            key = keys.import_key(read(arguments.cert), read(arguments.key_file), passphrase, _operator(),
+                                  arguments.scheme, "--scheme")
         else:
             raise FwrepoError("give --cert CHAIN.pem and --key KEY.pem, or --pkcs12 FILE.p12")
         print(f"signing key {key.id} ({key.algorithm}) imported and active; expires {moment(key.not_after)}")

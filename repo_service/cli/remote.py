@@ -158,7 +158,7 @@ def _sign_locally(image: Path, key_path: Path) -> str:
     with open(image, "rb") as file:
         while block := file.read(1024 * 1024):
             digest.update(block)
-    return pki.sign_digest(key, digest.hexdigest())
+    return pki.sign_digest(key, pki.algorithm_of(key), digest.hexdigest())
 
 
 def _list(arguments: argparse.Namespace) -> None:

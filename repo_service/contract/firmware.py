@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from repo_service.contract.base import Body, Moment, Reply
+from repo_service.contract.keys import SIGNING_ALGORITHM
 from repo_service.domain.catalog import MAX_YANK_REASON, Status
 from repo_service.domain.uploads import MAX_LIST, MAX_NAME, MAX_RELEASE_NOTES
 from repo_service.domain.versions import MAX_LENGTH as MAX_VERSION
@@ -63,6 +64,7 @@ class Firmware(Build):
     signature: str | None = Field(description="the repository's signature (base64 DER), for SignedUpdateFirmware")
     signing_certificate: str | None = Field(description="PEM certificate of the repository key that signed it")
     signing_key_id: str | None
+    signing_algorithm: str | None = Field(description=SIGNING_ALGORITHM)
 
 
 class FirmwarePage(Reply):
@@ -81,6 +83,7 @@ class YankRequest(Body):
 class ManifestDocument(Build):
     created: Moment
     signing_key_id: str
+    signing_algorithm: str = Field(description=SIGNING_ALGORITHM + "; it signed the manifest too")
 
 
 class Manifest(Reply):

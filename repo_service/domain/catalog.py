@@ -56,6 +56,7 @@ class FirmwareRecord:
     signature: str | None
     signing_certificate: str | None
     signing_key_id: str | None
+    signing_algorithm: str | None
     storage_key: str
 
 
@@ -87,6 +88,7 @@ class CurrentSignature:
     signature: str
     certificate_pem: str
     key_id: str
+    algorithm: str
 
 
 def to_record(row: Firmware, models: list[str], signature: CurrentSignature | None) -> FirmwareRecord:
@@ -112,6 +114,7 @@ def to_record(row: Firmware, models: list[str], signature: CurrentSignature | No
         signature=signature.signature if signature else None,
         signing_certificate=signature.certificate_pem if signature else None,
         signing_key_id=signature.key_id if signature else None,
+        signing_algorithm=signature.algorithm if signature else None,
         storage_key=row.storage_key,
     )
 
@@ -137,7 +140,8 @@ def load_records(session: Session, rows: list[Firmware]) -> list[FirmwareRecord]
         models.setdefault(link.firmware_id, []).append(link.model)
     signatures: dict[str, CurrentSignature] = {}
     for signature, key in session.exec(valid_signatures().where(col(FirmwareSignature.firmware_id).in_(ids))).all():
-        signatures.setdefault(signature.firmware_id, CurrentSignature(signature.signature, key.certificate_pem, key.id))
+        signatures.setdefault(signature.firmware_id, CurrentSignature(signature.signature, key.certificate_pem, key.id,
+                                                                        key.algorithm))
     return [to_record(row, models.get(row.id, []), signatures.get(row.id)) for row in rows]
 
 
@@ -218,6 +222,7 @@ class Catalog:
             "min_version": record.min_version,
             "created": rfc3339(record.created_at),
             "signing_key_id": record.signing_key_id,
+            "signing_algorithm": record.signing_algorithm,
         }
         return {
             "manifest": document,

@@ -140,40 +140,46 @@ class SigningKeys:
             )
         root_key = pki.load_private_key(root_key_path.read_bytes(), self.passphrase, "root-ca.key")
         root = x509.load_pem_x509_certificate(self.root_certificate_path.read_bytes())
-        key = pki.generate_key(algorithm or self.algorithm)
+        algorithm = pki.parse_algorithm(algorithm or self.algorithm)
+        key = pki.generate_key(algorithm)
         key_id = secrets.token_hex(6)
         certificate = pki.make_signing_certificate(
             key, root_key, root, f"fwrepo firmware signing {key_id}", self.clock(), SIGNING_DAYS
         )
         chain = pki.CheckedChain(leaf=certificate, intermediates=(), root=root)
-        return self._register(key_id, key, chain, "generated", by, action)
+        return self._register(key_id, key, algorithm, chain, "generated", by, action)
 
     def import_key(self, certificates_pem: bytes, key_pem: bytes, key_passphrase: bytes | None,
-                   by: Performer) -> KeyRecord:
+                   by: Performer, padding: str | None = None, padding_field: str = "scheme") -> KeyRecord:
+        """Bring in a production key; an RSA key signs with padding (default PKCS#1 v1.5), which the key
+        cannot tell, so the importer says it (padding_field is what the caller calls it, for refusals)."""
         key = pki.load_private_key(key_pem, key_passphrase, "key")
+        algorithm = pki.algorithm_of(key, padding_name=padding, padding_field=padding_field)
         chain = pki.check_signing_chain(key, pki.load_certificates(certificates_pem, "cert"), self.clock())
-        return self._register(secrets.token_hex(6), key, chain, "imported", by, "key_import")
+        return self._register(secrets.token_hex(6), key, algorithm, chain, "imported", by, "key_import")
 
-    def import_pkcs12(self, data: bytes, password: bytes | None, by: Performer) -> KeyRecord:
+    def import_pkcs12(self, data: bytes, password: bytes | None, by: Performer, padding: str | None = None,
+                      padding_field: str = "scheme") -> KeyRecord:
+        """import_key, from a PKCS#12 file."""
         try:
             key, certificate, additional = pkcs12.load_key_and_certificates(data, password)
         except ValueError:
             raise pki.KeyMaterialError("pkcs12", "cannot be read: not PKCS#12, or the password is wrong") from None
         if key is None or certificate is None:
             raise pki.KeyMaterialError("pkcs12", "must hold a private key and its certificate")
-        pki.algorithm_of(key)  # type: ignore[arg-type]
+        algorithm = pki.algorithm_of(key, padding_name=padding, padding_field=padding_field)  # type: ignore[arg-type]
         chain = pki.check_signing_chain(key, [certificate, *additional], self.clock(), "pkcs12")  # type: ignore[arg-type]
-        return self._register(secrets.token_hex(6), key, chain, "imported", by, "key_import")  # type: ignore[arg-type]
+        return self._register(secrets.token_hex(6), key, algorithm, chain, "imported", by, "key_import")  # type: ignore[arg-type]
 
-    def _register(self, key_id: str, key: pki.PrivateKey, chain: pki.CheckedChain, origin: str, by: Performer,
-                  action: str) -> KeyRecord:
+    def _register(self, key_id: str, key: pki.PrivateKey, algorithm: str, chain: pki.CheckedChain, origin: str,
+                  by: Performer, action: str) -> KeyRecord:
         self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(self.keys_dir / f"signing-{key_id}.key", pki.encrypt_private_key(key, self.passphrase))
         chain_pem = "".join(pki.pem(cert) for cert in (*chain.intermediates, chain.root))
         _write_public(self.keys_dir / f"signing-{key_id}.pem", (pki.pem(chain.leaf) + chain_pem).encode())
         row = SigningKey(
             id=key_id,
-            algorithm=pki.algorithm_of(key),
+            algorithm=algorithm,
             status=KeyStatus.ACTIVE.value,
             origin=origin,
             certificate_pem=pki.pem(chain.leaf),
@@ -255,13 +261,14 @@ class SigningKeys:
         active = self.active()
         if active is None:
             raise NoSigningKey("no active signing key: run `fwrepo keys init` (development) or `fwrepo keys import`")
-        return active, pki.sign_digest(self._private_key(active.id), sha256_hex)
+        return active, pki.sign_digest(self._private_key(active.id), active.algorithm, sha256_hex)
 
     def sign_document(self, key_id: str, document: bytes) -> str:
+        """Sign a document (a manifest's canonical JSON) with the key, in the key's scheme."""
         key = self.get(key_id)
         if key.status == KeyStatus.REVOKED:
             raise NoSigningKey(f"signing key {key_id} is revoked")
-        return pki.sign_bytes(self._private_key(key_id), document)
+        return pki.sign_bytes(self._private_key(key_id), key.algorithm, document)
 
     def resign(self, by: Performer) -> int:
         """Sign every published firmware not yet signed by the active key with it; returns how many."""
@@ -277,9 +284,8 @@ class SigningKeys:
             now = self.clock()
             for row in rows:
                 session.add(
-                    FirmwareSignature(
-                        firmware_id=row.id, key_id=active.id, signature=pki.sign_digest(key, row.sha256), created_at=now
-                    )
+                    FirmwareSignature(firmware_id=row.id, key_id=active.id,
+                                      signature=pki.sign_digest(key, active.algorithm, row.sha256), created_at=now)
                 )
             session.flush()
             self.audit.record(by, "key_resign", "published firmware", session, count=len(rows))

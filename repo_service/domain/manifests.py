@@ -27,9 +27,15 @@ def verify_release(document: dict[str, Any], image: BinaryIO, root_pem: bytes | 
     except (KeyError, TypeError, ValueError, pki.KeyMaterialError) as error:
         raise ManifestError(f"not a fwrepo manifest document ({error})") from None
     public_key = certificate.public_key()
-    if not pki.verify_digest(public_key, hashlib.sha256(pki.canonical_json(manifest)).hexdigest(), signature):  # type: ignore[arg-type]
+    try:
+        # Manifests from before schemes were a choice carry none: theirs is the one the key's type implies.
+        algorithm = manifest.get("signing_algorithm") or pki.algorithm_of(public_key)  # type: ignore[arg-type]
+        pki.check_algorithm(public_key, algorithm, "signing_algorithm")  # type: ignore[arg-type]
+    except pki.KeyMaterialError as error:
+        raise ManifestError(f"the manifest's {error}") from None
+    if not pki.verify_digest(public_key, algorithm, hashlib.sha256(pki.canonical_json(manifest)).hexdigest(), signature):  # type: ignore[arg-type]
         raise ManifestError("the manifest's signature does not verify with its signing certificate")
-    findings = [f"manifest signature OK (signing key {manifest.get('signing_key_id')})"]
+    findings = [f"manifest signature OK (signing key {manifest.get('signing_key_id')}, {algorithm})"]
     if root_pem is not None:
         root = x509.load_pem_x509_certificate(root_pem)
         try:
@@ -50,7 +56,7 @@ def verify_release(document: dict[str, Any], image: BinaryIO, root_pem: bytes | 
     findings.append(f"image size and SHA-256 match ({manifest.get('vendor')} {manifest.get('version')})")
     if document.get("image_signature"):
         image_signature = pki.decode_signature(document["image_signature"], "image_signature")
-        if not pki.verify_digest(public_key, digest.hexdigest(), image_signature):  # type: ignore[arg-type]
+        if not pki.verify_digest(public_key, algorithm, digest.hexdigest(), image_signature):  # type: ignore[arg-type]
             raise ManifestError("the image signature does not verify with the signing certificate")
         findings.append("image signature OK")
     return findings

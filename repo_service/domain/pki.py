@@ -1,15 +1,25 @@
 """Firmware-signing cryptography that chargers agree with.
 
 A charger checks firmware the way ``openssl dgst -sha256 -verify pub.pem
--signature sig.der image.bin`` does: a DER signature (ECDSA-Sig-Value, or
-PKCS#1 v1.5 for RSA) over the SHA-256 of the image. fwrepo hashes the image
-once while it streams in, so signing here works on that digest (prehashed):
-signing costs nothing per byte.
+-signature sig.der image.bin`` does: a DER signature over the SHA-256 of the
+image. fwrepo hashes the image once while it streams in, so signing here works
+on that digest (prehashed): signing costs nothing per byte.
+
+The signature scheme is a choice per signing key, named by its algorithm:
+``ecdsa-p256`` and ``ecdsa-p384`` (ECDSA-Sig-Value), ``rsa-3072`` and
+``rsa-4096`` (RSASSA-PKCS1-v1_5), ``rsa-pss-3072`` and ``rsa-pss-4096``
+(RSASSA-PSS, MGF1 with SHA-256, a 32-byte salt: openssl's ``-sigopt
+rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32``). Every scheme hashes with
+SHA-256, P-384 too: the OCPP 1.6 security white paper (edition 2, use case
+L01, secure firmware update) has the charger validate the signature over the
+whole file with SHA-256 hashing, and chargers run ``openssl dgst -sha256``.
+ECDSA over a digest shorter than the curve order is standard (FIPS 186-5);
+P-384 then buys a stronger key, not a stronger hash.
 
 OCPP 1.6 security extension, SignedUpdateFirmware.req: ``signature`` is at most
 800 characters of base64 and ``signingCertificate`` at most 5500 of PEM. That
-allows ECDSA P-256 and RSA up to 4096 bits; RSA 8192 (1368 characters) would
-overflow it.
+allows ECDSA P-256/P-384 and RSA up to 4096 bits; RSA 8192 (1368 characters)
+would overflow it.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import binascii
 import hashlib
 import ipaddress
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +44,16 @@ from repo_service.errors import InvalidInput
 
 MAX_SIGNATURE_CHARS = 800
 MAX_CERTIFICATE_CHARS = 5500
-ALGORITHMS = ("ecdsa-p256", "rsa-3072", "rsa-4096")
+ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096", "rsa-pss-3072", "rsa-pss-4096")
+# How an RSA key pads its signatures; ECDSA has no such choice. An imported RSA key does not say which
+# its chargers expect, so the importer chooses.
+RSA_PADDINGS = ("pkcs1v15", "pss")
+# RSA-PSS as `openssl dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32` verifies
+# it: the white paper names PSS without its parameters, so the usual ones (RFC 8017 section 9.1), the
+# salt as long as the digest and MGF1 with the message's hash.
+PSS_SALT_LENGTH = 32
+_CURVES: dict[str, type[ec.EllipticCurve]] = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1}
+_RSA_SIZES = (3072, 4096)
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -44,47 +63,83 @@ class KeyMaterialError(InvalidInput):
     """Key or certificate material that cannot be used for firmware signing."""
 
 
+def parse_algorithm(algorithm: str, field: str = "algorithm") -> str:
+    if algorithm not in ALGORITHMS:
+        raise KeyMaterialError(field, f"must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    return algorithm
+
+
 def generate_key(algorithm: str) -> PrivateKey:
-    if algorithm == "ecdsa-p256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if algorithm in ("rsa-3072", "rsa-4096"):
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm.split("-")[1]))
-    raise KeyMaterialError("algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    parse_algorithm(algorithm)
+    if algorithm in _CURVES:
+        return ec.generate_private_key(_CURVES[algorithm]())
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm.rsplit("-", 1)[1]))
 
 
-def algorithm_of(key: PrivateKey | PublicKey, field: str = "key") -> str:
-    """The algorithm name of a key fwrepo can sign or verify with; KeyMaterialError naming field otherwise."""
+def algorithm_of(key: PrivateKey | PublicKey, field: str = "key", padding_name: str | None = None,
+                 padding_field: str = "scheme") -> str:
+    """The algorithm of a key fwrepo can sign or verify with, RSA keys padding as padding_name says
+    (default PKCS#1 v1.5); KeyMaterialError naming field (the key) or padding_field (the padding) otherwise."""
+    if padding_name is not None and padding_name not in RSA_PADDINGS:
+        raise KeyMaterialError(padding_field, f"must be one of {', '.join(RSA_PADDINGS)}, got {padding_name!r}")
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
-        if isinstance(key.curve, ec.SECP256R1):
-            return "ecdsa-p256"
-        raise KeyMaterialError(field, f"ECDSA curve {key.curve.name} is not supported: use P-256 (prime256v1)")
+        algorithm = next((name for name, curve in _CURVES.items() if isinstance(key.curve, curve)), None)
+        if algorithm is None:
+            raise KeyMaterialError(field, f"ECDSA curve {key.curve.name} is not supported: use P-256 (prime256v1) "
+                                          "or P-384 (secp384r1)")
+        if padding_name is not None:
+            raise KeyMaterialError(padding_field, f"{padding_name} is a padding of RSA signatures; this key is "
+                                                  f"{algorithm}, which signs with ECDSA (leave the scheme out)")
+        return algorithm
     if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
-        if key.key_size in (3072, 4096):
-            return f"rsa-{key.key_size}"
-        raise KeyMaterialError(
-            field,
-            f"RSA {key.key_size} bits is not supported: use 3072 or 4096 (smaller is weak; larger overflows "
-            "OCPP's 800-character signature field)",
-        )
-    raise KeyMaterialError(field, "only ECDSA P-256 and RSA 3072/4096 keys can sign firmware")
+        if key.key_size not in _RSA_SIZES:
+            raise KeyMaterialError(
+                field,
+                f"RSA {key.key_size} bits is not supported: use 3072 or 4096 (smaller is weak; larger overflows "
+                "OCPP's 800-character signature field)",
+            )
+        return f"rsa-pss-{key.key_size}" if padding_name == "pss" else f"rsa-{key.key_size}"
+    raise KeyMaterialError(field, "only ECDSA P-256/P-384 and RSA 3072/4096 keys can sign firmware")
 
 
-def sign_digest(key: PrivateKey, sha256_hex: str) -> str:
-    """Single-line base64 of the DER signature openssl dgst -sha256 -sign would make over the image."""
+def algorithms_of(key: PrivateKey | PublicKey) -> tuple[str, ...]:
+    """The algorithms a key can sign with: its one for ECDSA, one per padding for RSA."""
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return tuple(algorithm_of(key, padding_name=name) for name in RSA_PADDINGS)
+    return (algorithm_of(key),)
+
+
+def check_algorithm(key: PrivateKey | PublicKey, algorithm: str, field: str = "algorithm") -> None:
+    """KeyMaterialError naming field unless key can sign with algorithm."""
+    if parse_algorithm(algorithm, field) not in algorithms_of(key):
+        raise KeyMaterialError(field, f"{algorithm} does not fit the key, which signs with "
+                                      f"{' or '.join(algorithms_of(key))}")
+
+
+def _rsa_padding(algorithm: str) -> padding.AsymmetricPadding:
+    if algorithm.startswith("rsa-pss-"):
+        return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LENGTH)
+    return padding.PKCS1v15()
+
+
+def sign_digest(key: PrivateKey, algorithm: str, sha256_hex: str) -> str:
+    """Single-line base64 of the DER signature openssl dgst -sha256 -sign would make over the image with
+    algorithm's scheme (for RSA-PSS, with the -sigopt options of the module docstring)."""
+    check_algorithm(key, algorithm)
     digest = bytes.fromhex(sha256_hex)
     prehashed = utils.Prehashed(hashes.SHA256())
     if isinstance(key, ec.EllipticCurvePrivateKey):
         raw = key.sign(digest, ec.ECDSA(prehashed))
     else:
-        raw = key.sign(digest, padding.PKCS1v15(), prehashed)
+        raw = key.sign(digest, _rsa_padding(algorithm), prehashed)
     signature = base64.b64encode(raw).decode()
     if len(signature) > MAX_SIGNATURE_CHARS:
         raise KeyMaterialError("key", f"signature of {len(signature)} characters exceeds OCPP's {MAX_SIGNATURE_CHARS}")
     return signature
 
 
-def sign_bytes(key: PrivateKey, data: bytes) -> str:
-    return sign_digest(key, hashlib.sha256(data).hexdigest())
+def sign_bytes(key: PrivateKey, algorithm: str, data: bytes) -> str:
+    return sign_digest(key, algorithm, hashlib.sha256(data).hexdigest())
 
 
 def decode_signature(signature: str, field: str = "signature") -> bytes:
@@ -99,14 +154,32 @@ def decode_signature(signature: str, field: str = "signature") -> bytes:
         raise InvalidInput(field, "is not valid base64") from None
 
 
-def verify_digest(public_key: PublicKey, sha256_hex: str, signature: bytes) -> bool:
+def verify_digest(public_key: PublicKey, algorithm: str, sha256_hex: str, signature: bytes) -> bool:
+    """Whether signature is algorithm's over the digest, by public_key's private half (PSS: salt of 32 exactly)."""
+    return _verifies(public_key, sha256_hex, signature, [_rsa_padding(algorithm)])
+
+
+def verify_digest_any_scheme(public_key: PublicKey, sha256_hex: str, signature: bytes) -> bool:
+    """Whether signature is public_key's over the digest in any scheme it may sign with: an uploader's key
+    is registered without one. RSA-PSS of any salt length is accepted: `openssl dgst -sigopt
+    rsa_padding_mode:pss` on the engineer's machine salts as long as the key allows unless told
+    otherwise, and the salt length does not weaken the check."""
+    pss_any_salt = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+    return _verifies(public_key, sha256_hex, signature, [padding.PKCS1v15(), pss_any_salt])
+
+
+def _verifies(public_key: PublicKey, sha256_hex: str, signature: bytes,
+              rsa_paddings: Sequence[padding.AsymmetricPadding]) -> bool:
     digest = bytes.fromhex(sha256_hex)
     prehashed = utils.Prehashed(hashes.SHA256())
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return _holds(lambda: public_key.verify(signature, digest, ec.ECDSA(prehashed)))
+    return any(_holds(lambda pad=pad: public_key.verify(signature, digest, pad, prehashed)) for pad in rsa_paddings)
+
+
+def _holds(check: Callable[[], None]) -> bool:
     try:
-        if isinstance(public_key, ec.EllipticCurvePublicKey):
-            public_key.verify(signature, digest, ec.ECDSA(prehashed))
-        else:
-            public_key.verify(signature, digest, padding.PKCS1v15(), prehashed)
+        check()
     except (InvalidSignature, ValueError):
         return False
     return True

@@ -96,6 +96,6 @@ class Signers:
         """The name of the registered signer whose key made this signature over the image, if any."""
         for signer in self.list():
             key = serialization.load_pem_public_key(signer.public_key_pem.encode())
-            if pki.verify_digest(key, sha256_hex, signature):  # type: ignore[arg-type]
+            if pki.verify_digest_any_scheme(key, sha256_hex, signature):  # type: ignore[arg-type]
                 return signer.name
         return None

@@ -15,9 +15,11 @@ def openssl(*arguments: str, cwd: Path) -> str:
 
 
 def new_key(directory: Path, name: str, algorithm: str = "ec") -> Path:
+    """A private key: "ec" (P-256), "ec384" (P-384), or "rsa" and its bits ("rsa3072")."""
     path = directory / f"{name}.key.pem"
-    if algorithm == "ec":
-        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(path), cwd=directory)
+    if algorithm in ("ec", "ec384"):
+        curve = "P-384" if algorithm == "ec384" else "P-256"
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", f"ec_paramgen_curve:{curve}", "-out", str(path), cwd=directory)
     else:
         bits = algorithm.removeprefix("rsa")
         openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", f"rsa_keygen_bits:{bits}", "-out", str(path), cwd=directory)
