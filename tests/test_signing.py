@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from repo_service.domain import pki
 from tests.support.builds import image, published_build, upload
+from tests.support.examples import ocpp_example
 from tests.support.fwrepo import FWREPO, Fwrepo, start_fwrepo
 from tests.support.openssl_pki import LEAF_EXTENSIONS, make_pki, new_key, public_key
 from tests.support.signatures import (
@@ -139,6 +140,9 @@ def test_rsa_signing_keys_sign_what_openssl_verifies(own_fwrepo: Fwrepo, tmp_pat
 # -- signature schemes, checked by docs/signing.md's openssl commands ----------------------------
 
 
+charger_example = ocpp_example("charger")
+
+
 def canonical_json(document: dict) -> bytes:
     """The manifest's signed form, as docs/signing.md defines it: sorted keys, no spaces, UTF-8."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -157,6 +161,8 @@ def test_each_scheme_signs_builds_and_manifests_that_the_documented_openssl_comm
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.splitlines() == [algorithm, "signing.pem: OK", "Verified OK"]
     assert cryptography_verifies(record["signing_certificate"], record["signature"], content, algorithm)
+    root = x509.load_pem_x509_certificate((own_fwrepo.keys_dir / "root-ca.pem").read_bytes())
+    assert charger_example.verify_signature(content, record["signing_certificate"], record["signature"], root) is None
     with own_fwrepo.client("csms") as csms:
         keys = csms.get("/api/v1/signing-keys").json()["items"]
         manifest = csms.get(f"/api/v1/firmware/{record['id']}/manifest").json()

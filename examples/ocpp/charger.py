@@ -89,7 +89,7 @@ def image_version(image: bytes) -> str | None:
 
 def verify_signature(image: bytes, certificate_pem: str, signature_b64: str,
                      root: x509.Certificate | None = None) -> str | None:
-    """Why the image's signature does not hold (None when it does): ECDSA P-256 or RSA PKCS#1 v1.5 over SHA-256."""
+    """Why the image's signature does not hold (None when it does): ECDSA, RSA PKCS#1 v1.5 or RSA-PSS over SHA-256."""
     try:
         certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
         signature = base64.b64decode(signature_b64, validate=True)
@@ -105,7 +105,12 @@ def verify_signature(image: bytes, certificate_pem: str, signature_b64: str,
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, image, ec.ECDSA(hashes.SHA256()))
         elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, image, padding.PKCS1v15(), hashes.SHA256())
+            # OCPP's request does not say how an RSA signature is padded: a real charger knows the one its
+            # operator chose, this simulator takes PKCS#1 v1.5 or RSA-PSS (fwrepo's 32-byte salt).
+            try:
+                key.verify(signature, image, padding.PKCS1v15(), hashes.SHA256())
+            except InvalidSignature:
+                key.verify(signature, image, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
         else:
             return f"unsupported key type {type(key).__name__}"
     except InvalidSignature:
