@@ -40,6 +40,7 @@ def test_curl_upload_is_stored_with_its_digest_and_answered_201(fwrepo: Fwrepo, 
     assert record["version"] == "V1.2.3"
     assert record["size"] == len(content)
     assert record["sha256"] == hashlib.sha256(content).hexdigest()
+    assert record["md5"] == hashlib.md5(content).hexdigest()  # OCPP 2.0.1 PublishFirmware's checksum
     assert record["status"] == "uploaded"
     assert record["channel"] == "stable"
     assert record["hardware_revisions"] == ["B"]
