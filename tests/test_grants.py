@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from repo_service.domain.clock import rfc3339 as iso
 from repo_service.domain.grants import Grants
 from repo_service.domain.tokens import TokenSigner
-from tests.support.builds import published_build, upload
+from tests.support.builds import image, published_build, upload
 from tests.support.fwrepo import Fwrepo
 
 SCHEMAS = Path(ocpp.__file__).parent
@@ -22,6 +23,7 @@ OCPP_SCHEMAS = {
     "update_firmware": SCHEMAS / "v16" / "schemas" / "UpdateFirmware.json",
     "signed_update_firmware": SCHEMAS / "v16" / "schemas" / "SignedUpdateFirmware.json",
     "update_firmware_v201": SCHEMAS / "v201" / "schemas" / "UpdateFirmwareRequest.json",
+    "publish_firmware_v201": SCHEMAS / "v201" / "schemas" / "PublishFirmwareRequest.json",
 }
 
 
@@ -29,10 +31,11 @@ def when(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def test_a_grant_carries_three_ocpp_requests_that_validate_against_the_ocpp_schemas(
+def test_a_grant_carries_four_ocpp_requests_that_validate_against_the_ocpp_schemas(
     release: httpx.Client, csms: httpx.Client, vendor: str
 ) -> None:
-    firmware = published_build(release, vendor)
+    content = image(70_000)
+    firmware = published_build(release, vendor, content=content)
     retrieve = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
     install = retrieve + timedelta(hours=1)
     reply = csms.post("/api/v1/grants", json={
@@ -52,6 +55,10 @@ def test_a_grant_carries_three_ocpp_requests_that_validate_against_the_ocpp_sche
     assert signed["firmware"]["signingCertificate"] == firmware["signing_certificate"]
     assert signed["firmware"]["installDateTime"] == iso(install)
     assert grant["ocpp"]["update_firmware_v201"]["firmware"] == signed["firmware"]
+    assert grant["ocpp"]["publish_firmware_v201"] == {
+        "location": grant["location"], "checksum": hashlib.md5(content).hexdigest(), "requestId": grant["id"],
+        "retries": 5, "retryInterval": 900,
+    }
     # stable: the same requestId when the grant is read back
     again = csms.get(f"/api/v1/grants/{grant['id']}").json()
     assert again["ocpp"] == grant["ocpp"]
