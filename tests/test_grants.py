@@ -14,6 +14,7 @@ import pytest
 
 from repo_service.domain.clock import rfc3339 as iso
 from repo_service.domain.grants import Grants
+from repo_service.domain.ocpp import location_fits
 from repo_service.domain.tokens import TokenSigner
 from tests.support.builds import image, published_build, upload
 from tests.support.fwrepo import Fwrepo
@@ -55,6 +56,7 @@ def test_a_grant_carries_four_ocpp_requests_that_validate_against_the_ocpp_schem
     assert signed["firmware"]["signingCertificate"] == firmware["signing_certificate"]
     assert signed["firmware"]["installDateTime"] == iso(install)
     assert grant["ocpp"]["update_firmware_v201"]["firmware"] == signed["firmware"]
+    assert grant["location_fits"] == {"1.6": True, "2.0.1": True, "2.1": True}
     assert grant["ocpp"]["publish_firmware_v201"] == {
         "location": grant["location"], "checksum": hashlib.md5(content).hexdigest(), "requestId": grant["id"],
         "retries": 5, "retryInterval": 900,
@@ -185,6 +187,21 @@ def test_a_location_with_a_40_character_host_stays_within_255_printable_ascii_ch
         assert location.startswith(f"https://{host}/d/")
         assert location.isascii() and location.isprintable() and " " not in location
     assert grants.location(7, far_future, "A" * 300 + ".bin").endswith(".bin")
+
+
+@pytest.mark.parametrize(("length", "limit"), [(120, 255), (199, 255), (200, 512), (400, 512)])
+def test_a_long_public_url_gives_locations_within_512_that_say_they_do_not_fit_ocpp_1_6(length: int,
+                                                                                         limit: int) -> None:
+    public_url = "https://fw.example.net/" + "p" * (length - len("https://fw.example.net/"))
+    grants = Grants(None, None, TokenSigner(b"k" * 32), None, None, public_url, timedelta(days=30))  # type: ignore[arg-type]
+    assert grants.location_limit == limit
+    far_future = datetime(2099, 12, 31, tzinfo=UTC)
+    location = grants.location(2**31 - 1, far_future, "vendor-model_1.2.3-rc1+build.5-" + "x" * 600 + ".bin")
+    assert len(location) == limit and location.endswith(".bin") and location.startswith(public_url + "/d/")
+    assert location_fits(location) == {"1.6": limit == 255, "2.0.1": True, "2.1": True}
+    # what a grant reply says is of its own location: a short one still fits 1.6 on a server whose longest do not
+    assert location_fits("https://fw.example.net/d/7.x.y/fw.bin") == {"1.6": True, "2.0.1": True, "2.1": True}
+    assert location_fits("x" * 513) == {"1.6": False, "2.0.1": False, "2.1": True}
 
 
 def test_a_retrieve_date_with_another_offset_is_converted_to_utc(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:
