@@ -124,8 +124,8 @@ class Grant(Reply):
     firmware_id: str
     charger_id: str
     protocol: Protocol
-    location: str = Field(description="what goes into OCPP location: at most 255 characters unless "
-                                      "FWREPO_PUBLIC_URL is long, then at most 512")
+    location: str = Field(description="what goes into OCPP location: at most 255 characters, or 512 where "
+                                      "FWREPO_PUBLIC_URL is over 199 characters (HTTPS only)")
     location_fits: LocationFits = Field(description="which OCPP versions' location limits it is within")
     created_at: Moment
     retrieve_date: Moment
