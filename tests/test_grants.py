@@ -13,9 +13,11 @@ import ocpp
 import pytest
 
 from repo_service.domain.clock import rfc3339 as iso
+from repo_service.domain.ftp_logins import FtpsEndpoint
 from repo_service.domain.grants import Grants
 from repo_service.domain.ocpp import location_fits
 from repo_service.domain.tokens import TokenSigner
+from repo_service.errors import SettingsError
 from tests.support.builds import image, published_build, upload
 from tests.support.fwrepo import Fwrepo
 
@@ -187,6 +189,17 @@ def test_a_location_with_a_40_character_host_stays_within_255_printable_ascii_ch
         assert location.startswith(f"https://{host}/d/")
         assert location.isascii() and location.isprintable() and " " not in location
     assert grants.location(7, far_future, "A" * 300 + ".bin").endswith(".bin")
+
+
+def test_an_ftps_host_too_long_for_a_file_name_within_255_stops_start_up_naming_it() -> None:
+    def grants(host: str) -> Grants:
+        return Grants(None, None, TokenSigner(b"k" * 32), None, None, "https://" + "p" * 300,  # type: ignore[arg-type]
+                      timedelta(days=30), ftps=FtpsEndpoint(host, 2121, 9990))
+
+    assert grants("h" * 150).location_limit == 512  # long HTTPS locations, FTPS ones within 255
+    with pytest.raises(SettingsError) as refused:
+        grants("h" * 200)
+    assert refused.value.name == "FWREPO_FTPS_PUBLIC_HOST"
 
 
 @pytest.mark.parametrize(("length", "limit"), [(120, 255), (199, 255), (200, 512), (400, 512)])

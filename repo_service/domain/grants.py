@@ -213,10 +213,8 @@ class Grants:
         longest_prefix = len(self._prefix(MAX_GRANT_ID, _LATEST))
         # One answer per deployment, not per grant: whether a campaign's 1.6 chargers can be served is known
         # before any of its grants exist.
+        # (settings.MAX_PUBLIC_URL leaves a file name room within 2.0.1's limit.)
         self.location_limit = MAX_LOCATION if longest_prefix + MIN_FILENAME <= MAX_LOCATION else MAX_LONG_LOCATION
-        if longest_prefix + MIN_FILENAME > self.location_limit:
-            raise SettingsError("FWREPO_PUBLIC_URL", f"leaves no room for a file name within {self.location_limit} "
-                                "characters")
         if ftps is not None and ftps.longest_prefix + MIN_FILENAME > MAX_LOCATION:
             raise SettingsError("FWREPO_FTPS_PUBLIC_HOST", f"is too long: FTPS locations must stay within "
                                 f"{MAX_LOCATION} characters with room for a file name")
