@@ -39,8 +39,8 @@ def update_firmware_requests(grant: GrantRecord, firmware: FirmwareRecord) -> di
         "signed_update_firmware": {"requestId": grant.id, **retry_plan, "firmware": signed_firmware},
         "update_firmware_v201": {"requestId": grant.id, **retry_plan, "firmware": dict(signed_firmware)},
     }
-    # PublishFirmwareRequest requires checksum (OCPP 2.0.1 L01): a build stored before fwrepo computed MD5s has
-    # none to give until `fwrepo storage checksum` read it, and a made-up one would fail the controller's check.
+    # PublishFirmwareRequest requires checksum (OCPP 2.0.1 use case L03): a build stored before fwrepo computed MD5s
+    # has none to give until `fwrepo storage checksum` read it, and a made-up one would fail the controller's check.
     if firmware.md5 is not None:
         requests["publish_firmware_v201"] = {"location": grant.location, "checksum": firmware.md5,
                                              "requestId": grant.id, **retry_plan}
