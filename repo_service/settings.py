@@ -177,12 +177,18 @@ def setting(default: Any, kind: Kind, help: str, derived: str | None = None) -> 
     return dataclasses.field(default=default, metadata={"kind": kind, "help": help, "derived": derived})
 
 
+# Locations are the public URL, a token of up to 36 characters, and a file name: 400 leaves a file name 72
+# characters within OCPP 2.0.1's 512. Up to 199 they also fit 1.6's 255 (repo_service.domain.grants).
+MAX_PUBLIC_URL = 400
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = setting(Path("var"), PATH, "directory for the SQLite file and local storage")
     host: str = setting("127.0.0.1", TEXT, "address the API listens on")
     port: int = setting(8443, PORT, "API and download port")
-    public_url: str = setting("", HTTP_URL, "base URL that goes into download locations",
+    public_url: str = setting("", HTTP_URL, "base URL that goes into download locations (at most 400 characters; "
+                              "over 199, locations exceed OCPP 1.6's 255)",
                               "https://HOST:PORT (http:// with --no-tls); required with a wildcard host")
     database_url: str = setting("", DATABASE_URL, "sqlite:///PATH or postgresql://...",
                                 "sqlite:///DATA_DIR/fwrepo.sqlite3")
@@ -482,8 +488,9 @@ def _check_consistency(settings: Settings) -> None:
             raise SettingsError(f"FWREPO_{name.upper()}", "needs FWREPO_CHARGER_CA (the CA whose certificates it checks)")
     if settings.download_mode == "redirect" and settings.storage != "s3":
         raise SettingsError("FWREPO_DOWNLOAD_MODE", "redirect needs FWREPO_STORAGE=s3 (it redirects to S3 presigned URLs)")
-    if len(settings.public_url) > 120:
-        raise SettingsError("FWREPO_PUBLIC_URL", "must be at most 120 characters: download locations must stay under 255")
+    if len(settings.public_url) > MAX_PUBLIC_URL:
+        raise SettingsError("FWREPO_PUBLIC_URL", f"must be at most {MAX_PUBLIC_URL} characters: download locations "
+                            "must stay within OCPP 2.0.1's 512 (within 1.6's 255 up to 199)")
     if (settings.ftps_tls_cert is None) != (settings.ftps_tls_key is None):
         raise SettingsError("FWREPO_FTPS_TLS_KEY", "FWREPO_FTPS_TLS_CERT and FWREPO_FTPS_TLS_KEY go together")
     if settings.ftps and settings.ftps_port == settings.ftps_implicit_port:

@@ -274,6 +274,36 @@ def test_bad_campaigns_are_refused_422_naming_the_field(fwrepo: Fwrepo, csms: ht
     assert reply.status_code == 422 and reply.json()["field"] == field, reply.text
 
 
+def test_with_a_public_url_too_long_for_ocpp_1_6_a_campaign_refuses_1_6_chargers_over_https(tmp_path: Path) -> None:
+    public_url = "https://fw.example.net/" + "p" * 250  # behind a proxy that strips the path
+    server = start_fwrepo(tmp_path, FWREPO_PUBLIC_URL=public_url)
+    try:
+        firmware = published(server)
+        chargers = [{"charger_id": "CP-201", "current_version": "1.3.0", "ocpp_version": "2.0.1"},
+                    {"charger_id": "CP-16", "current_version": "1.3.0", "ocpp_version": "1.6"},
+                    {"charger_id": "CP-any", "current_version": "1.3.0"}]
+        with server.client("csms") as csms:
+            refused = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "chargers": chargers})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["field"] == "chargers[1].ocpp_version"
+            assert "512" in refused.json()["detail"] and "255" in refused.json()["detail"]
+            # FTPS logins stay within 255: the same chargers are served that way
+            over_ftps = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"], "chargers": chargers,
+                                                             "protocol": "ftps"})
+            assert over_ftps.status_code == 201, over_ftps.text
+            assert {grant["location_fits"]["1.6"] for grant in due(csms, over_ftps.json())} == {True}
+            without_16 = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"],
+                                                              "chargers": [chargers[0], chargers[2]]})
+            assert without_16.status_code == 201, without_16.text
+            grants = due(csms, without_16.json())
+            assert len(grants) == 2
+            for grant in grants:
+                assert grant["location"].startswith(public_url + "/d/") and 255 < len(grant["location"]) <= 512
+                assert grant["location_fits"] == {"1.6": False, "2.0.1": True, "2.1": True}
+    finally:
+        server.stop()
+
+
 def test_a_campaign_nobody_needs_is_refused(fwrepo: Fwrepo, csms: httpx.Client) -> None:
     firmware = published(fwrepo)
     reply = csms.post("/api/v1/campaigns", json={"firmware_id": firmware["id"],

@@ -105,6 +105,9 @@ def test_a_release_engineer_and_a_csms_do_their_whole_job_through_the_client(fwr
 
         grant = csms.grant(build.id, "CP-1")
         assert isinstance(grant, Grant) and grant.ocpp.update_firmware.location == grant.location
+        assert grant.location_fits.ocpp_1_6 and grant.location_fits.ocpp_2_0_1
+        assert grant.ocpp.publish_firmware_v201 is not None
+        assert grant.ocpp.publish_firmware_v201.checksum == build.md5 == hashlib.md5(content).hexdigest()
         csms.download(grant.location, tmp_path / "charger.bin", sha256=build.sha256)
         assert (tmp_path / "charger.bin").read_bytes() == content
         recorded = csms.report_event(grant.id, "Downloaded", now())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -12,9 +13,12 @@ import ocpp
 import pytest
 
 from repo_service.domain.clock import rfc3339 as iso
+from repo_service.domain.ftp_logins import FtpsEndpoint
 from repo_service.domain.grants import Grants
+from repo_service.domain.ocpp import location_fits
 from repo_service.domain.tokens import TokenSigner
-from tests.support.builds import published_build, upload
+from repo_service.errors import SettingsError
+from tests.support.builds import image, published_build, upload
 from tests.support.fwrepo import Fwrepo
 
 SCHEMAS = Path(ocpp.__file__).parent
@@ -22,6 +26,7 @@ OCPP_SCHEMAS = {
     "update_firmware": SCHEMAS / "v16" / "schemas" / "UpdateFirmware.json",
     "signed_update_firmware": SCHEMAS / "v16" / "schemas" / "SignedUpdateFirmware.json",
     "update_firmware_v201": SCHEMAS / "v201" / "schemas" / "UpdateFirmwareRequest.json",
+    "publish_firmware_v201": SCHEMAS / "v201" / "schemas" / "PublishFirmwareRequest.json",
 }
 
 
@@ -29,10 +34,11 @@ def when(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def test_a_grant_carries_three_ocpp_requests_that_validate_against_the_ocpp_schemas(
+def test_a_grant_carries_four_ocpp_requests_that_validate_against_the_ocpp_schemas(
     release: httpx.Client, csms: httpx.Client, vendor: str
 ) -> None:
-    firmware = published_build(release, vendor)
+    content = image(70_000)
+    firmware = published_build(release, vendor, content=content)
     retrieve = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
     install = retrieve + timedelta(hours=1)
     reply = csms.post("/api/v1/grants", json={
@@ -52,6 +58,11 @@ def test_a_grant_carries_three_ocpp_requests_that_validate_against_the_ocpp_sche
     assert signed["firmware"]["signingCertificate"] == firmware["signing_certificate"]
     assert signed["firmware"]["installDateTime"] == iso(install)
     assert grant["ocpp"]["update_firmware_v201"]["firmware"] == signed["firmware"]
+    assert grant["location_fits"] == {"1.6": True, "2.0.1": True, "2.1": True}
+    assert grant["ocpp"]["publish_firmware_v201"] == {
+        "location": grant["location"], "checksum": hashlib.md5(content).hexdigest(), "requestId": grant["id"],
+        "retries": 5, "retryInterval": 900,
+    }
     # stable: the same requestId when the grant is read back
     again = csms.get(f"/api/v1/grants/{grant['id']}").json()
     assert again["ocpp"] == grant["ocpp"]
@@ -178,6 +189,32 @@ def test_a_location_with_a_40_character_host_stays_within_255_printable_ascii_ch
         assert location.startswith(f"https://{host}/d/")
         assert location.isascii() and location.isprintable() and " " not in location
     assert grants.location(7, far_future, "A" * 300 + ".bin").endswith(".bin")
+
+
+def test_an_ftps_host_too_long_for_a_file_name_within_255_stops_start_up_naming_it() -> None:
+    def grants(host: str) -> Grants:
+        return Grants(None, None, TokenSigner(b"k" * 32), None, None, "https://" + "p" * 300,  # type: ignore[arg-type]
+                      timedelta(days=30), ftps=FtpsEndpoint(host, 2121, 9990))
+
+    assert grants("h" * 150).location_limit == 512  # long HTTPS locations, FTPS ones within 255
+    with pytest.raises(SettingsError) as refused:
+        grants("h" * 200)
+    assert refused.value.name == "FWREPO_FTPS_PUBLIC_HOST"
+
+
+@pytest.mark.parametrize(("length", "limit"), [(120, 255), (199, 255), (200, 512), (400, 512)])
+def test_a_long_public_url_gives_locations_within_512_that_say_they_do_not_fit_ocpp_1_6(length: int,
+                                                                                         limit: int) -> None:
+    public_url = "https://fw.example.net/" + "p" * (length - len("https://fw.example.net/"))
+    grants = Grants(None, None, TokenSigner(b"k" * 32), None, None, public_url, timedelta(days=30))  # type: ignore[arg-type]
+    assert grants.location_limit == limit
+    far_future = datetime(2099, 12, 31, tzinfo=UTC)
+    location = grants.location(2**31 - 1, far_future, "vendor-model_1.2.3-rc1+build.5-" + "x" * 600 + ".bin")
+    assert len(location) == limit and location.endswith(".bin") and location.startswith(public_url + "/d/")
+    assert location_fits(location) == {"1.6": limit == 255, "2.0.1": True, "2.1": True}
+    # what a grant reply says is of its own location: a short one still fits 1.6 on a server whose longest do not
+    assert location_fits("https://fw.example.net/d/7.x.y/fw.bin") == {"1.6": True, "2.0.1": True, "2.1": True}
+    assert location_fits("x" * 513) == {"1.6": False, "2.0.1": False, "2.1": True}
 
 
 def test_a_retrieve_date_with_another_offset_is_converted_to_utc(release: httpx.Client, csms: httpx.Client, vendor: str) -> None:

@@ -42,6 +42,7 @@ def test_libpq_style_postgres_urls_use_psycopg() -> None:
         ({"FWREPO_PORT": "70000"}, "FWREPO_PORT"),
         ({"FWREPO_STORAGE": "ftp"}, "FWREPO_STORAGE"),
         ({"FWREPO_PUBLIC_URL": "fw.example.net"}, "FWREPO_PUBLIC_URL"),
+        ({"FWREPO_PUBLIC_URL": "https://fw.example.net/" + "p" * 378}, "FWREPO_PUBLIC_URL"),  # 401: no 2.0.1 room
         ({"FWREPO_DATABASE_URL": "mysql://x"}, "FWREPO_DATABASE_URL"),
         ({"FWREPO_STORAGE": "s3"}, "FWREPO_S3_BUCKET"),
         ({"FWREPO_S3_PART_SIZE": "1024"}, "FWREPO_S3_PART_SIZE"),

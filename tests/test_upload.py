@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.builds import image, upload
+from tests.support.builds import image, published_build, upload
 from tests.support.fwrepo import TEST_MAX_UPLOAD, Fwrepo, start_fwrepo
 
 
@@ -40,6 +40,7 @@ def test_curl_upload_is_stored_with_its_digest_and_answered_201(fwrepo: Fwrepo, 
     assert record["version"] == "V1.2.3"
     assert record["size"] == len(content)
     assert record["sha256"] == hashlib.sha256(content).hexdigest()
+    assert record["md5"] == hashlib.md5(content).hexdigest()  # OCPP 2.0.1 PublishFirmware's checksum
     assert record["status"] == "uploaded"
     assert record["channel"] == "stable"
     assert record["hardware_revisions"] == ["B"]
@@ -336,5 +337,46 @@ def test_storage_check_finds_missing_corrupted_and_extra_objects(tmp_path: Path)
         assert any(line.startswith(f"corrupted: firmware/{ids[1]}") for line in lines)
         assert any(line.startswith("extra: firmware/0000000000000000") for line in lines)
         assert lines[-1] == "3 problems"
+    finally:
+        server.stop()
+
+
+def test_builds_stored_before_md5s_get_them_from_storage_checksum_and_only_then_publish_firmware(
+    tmp_path: Path,
+) -> None:
+    import sqlalchemy
+
+    server = start_fwrepo(tmp_path)
+    try:
+        contents = [image(50_000) for _ in range(3)]
+        with server.client("release") as release:
+            ids = [published_build(release, "Vold", f"1.0.{n}", content)["id"] for n, content in enumerate(contents)]
+        # As migration 0015 leaves builds stored before it: no MD5.
+        engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'fwrepo.sqlite3'}")
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("UPDATE firmware SET md5 = NULL"))
+        engine.dispose()
+        corrupted = tmp_path / "storage" / "firmware" / ids[2]
+        stored = corrupted.read_bytes()
+        corrupted.write_bytes(bytes([stored[0] ^ 0xFF]) + stored[1:])
+        with server.client("csms") as csms:
+            old = csms.post("/api/v1/grants", json={"firmware_id": ids[0], "charger_id": "LC-1"}).json()
+            assert "publish_firmware_v201" not in old["ocpp"] and "update_firmware_v201" in old["ocpp"]
+            assert csms.get(f"/api/v1/firmware/{ids[0]}").json()["md5"] is None
+            # reading a grant never computes one: reads never write
+            assert "publish_firmware_v201" not in csms.get(f"/api/v1/grants/{old['id']}").json()["ocpp"]
+
+            result = server.cli("storage", "checksum", check=False)
+            assert result.returncode == 1
+            lines = result.stdout.splitlines()
+            assert f"firmware {ids[0]}: MD5 {hashlib.md5(contents[0]).hexdigest()}" in lines
+            assert any(line.startswith(f"corrupted: firmware/{ids[2]}") for line in lines)
+            assert lines[-1] == "2 builds given an MD5, 1 problems"
+            assert csms.get(f"/api/v1/firmware/{ids[1]}").json()["md5"] == hashlib.md5(contents[1]).hexdigest()
+            assert csms.get(f"/api/v1/firmware/{ids[2]}").json()["md5"] is None  # no checksum vouches for bad bytes
+            publish = csms.get(f"/api/v1/grants/{old['id']}").json()["ocpp"]["publish_firmware_v201"]
+            assert publish["checksum"] == hashlib.md5(contents[0]).hexdigest()
+        again = server.cli("storage", "checksum", check=False).stdout.splitlines()
+        assert again == [line for line in lines if line.startswith("corrupted")] + ["0 builds given an MD5, 1 problems"]
     finally:
         server.stop()

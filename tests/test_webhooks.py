@@ -178,7 +178,9 @@ def test_due_grants_are_pushed_once_and_a_poll_gets_none_of_them_nor_a_push_what
     grant = pushed["grants"][0]
     assert {"id", "request_id", "location", "retrieve_date", "ocpp"} <= set(grant)
     assert grant["ocpp"]["update_firmware"]["location"] == grant["location"]
-    assert set(grant["ocpp"]) == {"update_firmware", "signed_update_firmware", "update_firmware_v201"}
+    assert set(grant["ocpp"]) == {"update_firmware", "signed_update_firmware", "update_firmware_v201",
+                                  "publish_firmware_v201"}
+    assert grant["location_fits"] == {"1.6": True, "2.0.1": True, "2.1": True}
 
 
 def test_a_finished_job_and_a_completed_campaign_are_pushed(hooked: Fwrepo, csms: httpx.Client) -> None:

@@ -52,7 +52,10 @@ def register(commands: Any) -> None:
                        help="only writes started at least this long ago (default 24 h)")
     check = storage_commands.add_parser(
         "check", help="re-read every stored image: missing, corrupted and extra objects; exit 1 if any")
-    for command in (sweep, check):
+    checksum = storage_commands.add_parser(
+        "checksum", help="read each build stored without an MD5 (before 0015) once and record it, so its grants "
+                         "carry OCPP 2.0.1 PublishFirmware; exit 1 if any is missing or corrupted")
+    for command in (sweep, check, checksum):
         add_settings(command, STORAGE)
         command.set_defaults(handler=_storage)
 
@@ -201,6 +204,19 @@ def _storage(arguments: argparse.Namespace) -> int | None:
             print(f"{finding.kind}: {finding.key}: {finding.detail}", flush=True)
         print(f"{findings} problems" if findings else "storage and catalog agree")
         return 1 if findings else None
+    if arguments.storage_command == "checksum":
+        from repo_service.domain.scrub import Finding, fill_checksums
+
+        filled = problems = 0
+        for firmware_id, result in fill_checksums(services.catalog, _operator()):
+            if isinstance(result, Finding):
+                problems += 1
+                print(f"{result.kind}: {result.key}: {result.detail}", flush=True)
+            else:
+                filled += 1
+                print(f"firmware {firmware_id}: MD5 {result.md5}", flush=True)
+        print(f"{filled} builds given an MD5" + (f", {problems} problems" if problems else ""))
+        return 1 if problems else None
     swept = services.uploads.sweep(timedelta(seconds=arguments.older_than))
     print(f"removed {len(swept)} interrupted uploads")
     return None

@@ -94,6 +94,7 @@ def _started_ftps(settings: Settings, services: Services) -> FtpsServers:
 
 
 def _serve(arguments: argparse.Namespace) -> None:
+    from repo_service.domain.grants import MAX_LOCATION
     from repo_service.http.app import create_app
     from repo_service.http.server import listen, serve
     from repo_service.tls import tls_files
@@ -111,6 +112,10 @@ def _serve(arguments: argparse.Namespace) -> None:
                "ssl_keyfile_password": files.key_password}
         if settings.charger_ca is not None:  # asked of every client, required only by bound grants
             tls |= {"ssl_ca_certs": str(settings.charger_ca), "ssl_cert_reqs": ssl.CERT_OPTIONAL}
+    if services.grants.location_limit > MAX_LOCATION:
+        announce(settings, f"  download locations are up to {services.grants.location_limit} characters "
+                 f"(FWREPO_PUBLIC_URL is {len(settings.public_url)}): over OCPP 1.6's {MAX_LOCATION}, so only "
+                 "2.0.1 and later chargers (or FTPS grants) take them", logging.WARNING)
     if not services.clients.list():
         announce(settings, "  no API clients yet: create one with `fwrepo clients create --name NAME --role admin`")
     ftps = _started_ftps(settings, services) if settings.ftps else None

@@ -53,6 +53,9 @@ class Build(Reply):
 
 class Firmware(Build):
     status: FirmwareStatus
+    md5: str | None = Field(None, pattern=r"^[0-9a-f]{32}$",
+                            description="the image's MD5 in hex (OCPP 2.0.1 PublishFirmware checksum); null for a "
+                                        "build stored before fwrepo computed it, until `fwrepo storage checksum` ran")
     filename: str
     release_notes: str
     uploaded_by: str | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -14,6 +14,7 @@ from repo_service.domain.documents import (
 from repo_service.domain.downloads import Refusal
 from repo_service.domain.ftp_logins import MODES as FTPS_MODES
 from repo_service.domain.grants import MAX_BATCH, MAX_DOWNLOADS, MAX_GRANT_ID
+from repo_service.domain.ocpp import LOCATION_LIMITS
 
 Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 FtpsMode = Literal[FTPS_MODES]  # type: ignore[valid-type]
@@ -85,10 +86,36 @@ class SignedUpdateFirmware(Reply):
     firmware: SignedFirmware
 
 
+class PublishFirmware(Reply):
+    """OCPP 2.0.1 PublishFirmwareRequest, which a CSMS sends a local controller to fetch and serve the build."""
+
+    location: str
+    checksum: str = Field(pattern=r"^[0-9a-f]{32}$", description="the image's MD5, 32 hexadecimal characters")
+    requestId: int
+    retries: int
+    retryInterval: int
+
+
 class OcppRequests(Reply):
     update_firmware: UpdateFirmware
     signed_update_firmware: SignedUpdateFirmware
     update_firmware_v201: SignedUpdateFirmware
+    publish_firmware_v201: PublishFirmware | None = Field(
+        None, description="absent when the build has no MD5 yet (stored before fwrepo computed it; "
+                          "`fwrepo storage checksum` fills it)")
+
+
+def _fits(version: str) -> Any:
+    return Field(alias=version, description=f"location is at most {LOCATION_LIMITS[version]} characters, "
+                                            f"what OCPP {version} takes")
+
+
+class LocationFits(Reply):
+    """For each OCPP version, whether the location is within what it takes (an open set: versions may be added)."""
+
+    ocpp_1_6: bool = _fits("1.6")
+    ocpp_2_0_1: bool = _fits("2.0.1")
+    ocpp_2_1: bool = _fits("2.1")
 
 
 class Grant(Reply):
@@ -97,7 +124,9 @@ class Grant(Reply):
     firmware_id: str
     charger_id: str
     protocol: Protocol
-    location: str = Field(description="what goes into OCPP location: at most 255 characters")
+    location: str = Field(description="what goes into OCPP location: at most 255 characters, or 512 where "
+                                      "FWREPO_PUBLIC_URL is over 199 characters (HTTPS only)")
+    location_fits: LocationFits = Field(description="which OCPP versions' location limits it is within")
     created_at: Moment
     retrieve_date: Moment
     install_date: Moment | None

@@ -382,6 +382,8 @@ class Campaigns:
         firmware = self.grants.grantable(request.firmware_id)
         self.grants.require_protocol(request.protocol)
         self.grants.require_binding(request.bind)
+        self.grants.require_location_fits(request.protocol, [charger.ocpp_version for charger in request.chargers],
+                                          "chargers")
         if request.dispatch != CSMS_DISPATCH and request.dispatch not in self.dispatchers:
             raise InvalidInput("dispatch", f"{request.dispatch} dispatch needs FWREPO_{request.dispatch.upper()}_URL "
                                "set on the service")

@@ -43,6 +43,8 @@ class FirmwareRecord:
     status: Status
     size: int
     sha256: str
+    # None for a build stored before fwrepo computed MD5s, until `fwrepo firmware checksum` ran.
+    md5: str | None
     filename: str
     min_version: str | None
     release_notes: str
@@ -102,6 +104,7 @@ def to_record(row: Firmware, models: list[str], signature: CurrentSignature | No
         status=Status(row.status),
         size=row.size,
         sha256=row.sha256,
+        md5=row.md5,
         filename=row.filename,
         min_version=row.min_version,
         release_notes=row.release_notes,

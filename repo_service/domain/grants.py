@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -23,14 +23,22 @@ from repo_service.domain.documents import (
     binding, charger_id, moment, protocol_and_mode, refuse_unknown, required_string, retry_plan, whole_number,
 )
 from repo_service.domain.ftp_logins import FtpLogin, FtpsEndpoint
+from repo_service.domain.ocpp import LOCATION_LIMITS
 from repo_service.domain.revocations import Revocations
 from repo_service.domain.tokens import TokenSigner
-from repo_service.errors import Conflict, InvalidInput, NotFound
+from repo_service.errors import Conflict, InvalidInput, NotFound, SettingsError
 
 MAX_BATCH = 10_000
 # Grant ids are OCPP requestIds, and a 32-bit integer column.
 MAX_GRANT_ID = 2**31 - 1
-MAX_LOCATION = 255
+# Locations are cut to fit OCPP 1.6 (our bar for its chargers' buffers) whenever FWREPO_PUBLIC_URL leaves a file
+# name room there, else to fit 2.0.1, which also bounds the public URL (settings.py). FTPS logins always fit 1.6.
+MAX_LOCATION = LOCATION_LIMITS["1.6"]
+MAX_LONG_LOCATION = LOCATION_LIMITS["2.0.1"]
+# Enough of a file name for a person to recognise the build and for the charger to see its extension.
+MIN_FILENAME = 16
+# The longest token: the largest grant number, expiring at the end of the last year a datetime holds.
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 MAX_DOWNLOADS = (1, 1000)
 # An FTPS login is one-time: it delivers the image once (resumes included) unless the grant asks for more.
 FTPS_DEFAULT_MAX_DOWNLOADS = 1
@@ -202,6 +210,14 @@ class Grants:
         self.revocations = revocations
         self.audit = audit
         self.public_url = public_url.rstrip("/")
+        longest_prefix = len(self._prefix(MAX_GRANT_ID, _LATEST))
+        # One answer per deployment, not per grant: whether a campaign's 1.6 chargers can be served is known
+        # before any of its grants exist.
+        # (settings.MAX_PUBLIC_URL leaves a file name room within 2.0.1's limit.)
+        self.location_limit = MAX_LOCATION if longest_prefix + MIN_FILENAME <= MAX_LOCATION else MAX_LONG_LOCATION
+        if ftps is not None and ftps.longest_prefix + MIN_FILENAME > MAX_LOCATION:
+            raise SettingsError("FWREPO_FTPS_PUBLIC_HOST", f"is too long: FTPS locations must stay within "
+                                f"{MAX_LOCATION} characters with room for a file name")
         self.max_lifetime = max_lifetime
         self.clock = clock
         self.observers: list[GrantObserver] = []
@@ -327,9 +343,27 @@ class Grants:
         return firmware
 
     def location(self, grant_id: int, expires_at: datetime, filename: str) -> str:
-        """https://HOST/d/TOKEN/FILENAME, at most 255 printable ASCII characters."""
-        prefix = f"{self.public_url}/d/{self.tokens.issue(grant_id, expires_at)}/"
-        return prefix + _shortened(quote(filename, safe=""), MAX_LOCATION - len(prefix))
+        """https://HOST/d/TOKEN/FILENAME, printable ASCII within location_limit characters."""
+        prefix = self._prefix(grant_id, expires_at)
+        return prefix + _shortened(quote(filename, safe=""), self.location_limit - len(prefix))
+
+    def _prefix(self, grant_id: int, expires_at: datetime) -> str:
+        return f"{self.public_url}/d/{self.tokens.issue(grant_id, expires_at)}/"
+
+    def require_location_fits(self, protocol: str, ocpp_versions: Sequence[str | None], field: str) -> None:
+        """Refuse chargers known to speak an OCPP version whose limit this server's locations exceed;
+        field is the list they came in (chargers[3].ocpp_version)."""
+        if protocol == "ftps":
+            return  # FTPS locations are kept within 1.6's limit
+        for index, version in enumerate(ocpp_versions):
+            if version is not None and self.location_limit > LOCATION_LIMITS[version]:
+                raise InvalidInput(
+                    f"{field}[{index}].ocpp_version",
+                    f"download locations here are up to {self.location_limit} characters (FWREPO_PUBLIC_URL is "
+                    f"{len(self.public_url)}), longer than the {LOCATION_LIMITS[version]} OCPP {version} chargers "
+                    "take: give them their own campaign with protocol ftps, or ask the operator for a shorter "
+                    "FWREPO_PUBLIC_URL",
+                )
 
     def ftp_filename(self, filename: str) -> str:
         """The name an FTPS grant's file has in its location and in the server's one-file view."""

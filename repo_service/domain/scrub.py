@@ -1,16 +1,18 @@
-"""Storage scrub: every stored image read back and compared with what the catalog says it is."""
+"""Storage scrub: every stored image read back and compared with what the catalog says it is; and the MD5s
+of builds stored before fwrepo computed them, filled in by reading each image once."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlmodel import select
+from sqlmodel import col, select, update
 
 from repo_service.db.models import Firmware, PendingWrite
+from repo_service.domain.audit import Performer
 from repo_service.domain.catalog import Catalog
 from repo_service.errors import NotFound
+from repo_service.storage.base import Digest, StoredObject
 
 PREFIX = "firmware/"
 
@@ -33,16 +35,43 @@ def scrub(catalog: Catalog) -> Iterator[Finding]:
         if key not in stored:
             yield Finding("missing", key, f"firmware {firmware.id} ({firmware.vendor} {firmware.version}) has no bytes")
             continue
-        digest, size = hashlib.sha256(), 0
-        try:
-            for block in catalog.storage.read(key):
-                digest.update(block)
-                size += len(block)
-        except NotFound:
-            yield Finding("missing", key, f"firmware {firmware.id} vanished while being read")
-            continue
-        if size != firmware.size or digest.hexdigest() != firmware.sha256:
-            yield Finding("corrupted", key, f"firmware {firmware.id}: {size} bytes with SHA-256 {digest.hexdigest()}, "
-                          f"the catalog says {firmware.size} bytes with SHA-256 {firmware.sha256}")
+        finding = _read_back(catalog, firmware)
+        if isinstance(finding, Finding):
+            yield finding
     for key in sorted(stored - expected.keys() - in_flight):
         yield Finding("extra", key, "stored, but no firmware record names it (an interrupted upload? see storage sweep)")
+
+
+def _read_back(catalog: Catalog, firmware: Firmware) -> StoredObject | Finding:
+    """The stored object's digests when it is the bytes the catalog describes, else what is wrong with it."""
+    key = firmware.storage_key
+    digest = Digest()
+    try:
+        for _ in digest.observe(catalog.storage.read(key)):
+            pass
+    except NotFound:
+        return Finding("missing", key, f"firmware {firmware.id} vanished while being read")
+    stored = digest.result(key)
+    if stored.size != firmware.size or stored.sha256 != firmware.sha256:
+        return Finding("corrupted", key, f"firmware {firmware.id}: {stored.size} bytes with SHA-256 {stored.sha256}, "
+                       f"the catalog says {firmware.size} bytes with SHA-256 {firmware.sha256}")
+    return stored
+
+
+def fill_checksums(catalog: Catalog, by: Performer) -> Iterator[tuple[str, StoredObject | Finding]]:
+    """Read each build without an MD5 once and record it; (firmware id, its digests or what is wrong) for each.
+
+    Only bytes that still match the catalog's SHA-256 get an MD5: a PublishFirmware checksum over corrupted bytes
+    would send a local controller bad firmware with a checksum that vouches for it.
+    """
+    with catalog.database.session() as session:
+        rows = session.exec(select(Firmware).where(col(Firmware.md5).is_(None)).order_by(col(Firmware.id))).all()
+    for firmware in rows:
+        result = _read_back(catalog, firmware)
+        if isinstance(result, StoredObject):
+            with catalog.database.session() as session:
+                # Another run may have filled it meanwhile: the same bytes, the same MD5, recorded once.
+                if session.execute(update(Firmware).where(col(Firmware.id) == firmware.id, col(Firmware.md5).is_(None))
+                                   .values(md5=result.md5)).rowcount:
+                    catalog.audit.record(by, "checksum", f"firmware {firmware.id}", session, md5=result.md5)
+        yield firmware.id, result

@@ -309,6 +309,7 @@ class Uploads:
             status=Status.UPLOADED.value,
             size=stored.size,
             sha256=stored.sha256,
+            md5=stored.md5,
             storage_key=key,
             filename=filename,
             min_version=request.min_version,

@@ -23,6 +23,8 @@ class StoredObject:
     key: str
     size: int
     sha256: str
+    # OCPP 2.0.1 PublishFirmwareRequest.checksum is the image's MD5: computed in the same pass, never by a second read.
+    md5: str
 
 
 Check = Callable[[StoredObject], None]
@@ -69,18 +71,21 @@ def check_key(key: str) -> str:
 
 
 class Digest:
-    """SHA-256 and size of a stream, computed while it passes through."""
+    """SHA-256, MD5 and size of a stream, computed while it passes through."""
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
+        # Not a security check (SHA-256 and the signature are): the checksum OCPP 2.0.1 PublishFirmware carries.
+        self._md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
 
     def observe(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
             if chunk:
                 self._hash.update(chunk)
+                self._md5.update(chunk)
                 self.size += len(chunk)
                 yield chunk
 
     def result(self, key: str) -> StoredObject:
-        return StoredObject(key=key, size=self.size, sha256=self._hash.hexdigest())
+        return StoredObject(key=key, size=self.size, sha256=self._hash.hexdigest(), md5=self._md5.hexdigest())
