@@ -192,6 +192,11 @@ class GrantEvent(SQLModel, table=True):
     info: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     firmware_version: str | None = Field(default=None, max_length=50)
     received_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    # OCPP's statusInfo, and the message when it is not the charger's own firmware story (a local controller's
+    # PublishFirmwareStatusNotification); the same status at the same instant is still one event.
+    reason_code: str | None = Field(default=None, max_length=20)
+    additional_info: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    notification: str | None = Field(default=None, max_length=40)
 
 
 class Campaign(SQLModel, table=True):

@@ -1,0 +1,28 @@
+"""Status events carry OCPP's statusInfo (reason code, additional info) and, for a local controller's
+PublishFirmwareStatusNotification, the message they came in.
+
+Revision ID: 0017
+Revises: 0014
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0017"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("grant_event") as table:
+        table.add_column(sa.Column("reason_code", sa.String(20), nullable=True))
+        table.add_column(sa.Column("additional_info", sa.Text(), nullable=True))
+        table.add_column(sa.Column("notification", sa.String(40), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("grant_event") as table:
+        table.drop_column("notification")
+        table.drop_column("additional_info")
+        table.drop_column("reason_code")
