@@ -187,7 +187,8 @@ class GrantEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     grant_id: int = Field(sa_column=Column(ForeignKey("grant.id"), nullable=False, index=True))
-    status: str = Field(max_length=32)
+    # InvalidFirmwareSigningCertificate, the longest word an event may carry, is 33 characters.
+    status: str = Field(max_length=40)
     timestamp: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     info: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     firmware_version: str | None = Field(default=None, max_length=50)
