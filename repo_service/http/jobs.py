@@ -19,7 +19,7 @@ from repo_service.http.bodies import json_object
 from repo_service.http.grants import GRANT_ID, grant_id_from
 from repo_service.http.operations import conforming, operation, reply
 
-# 10,000 events of about 150 bytes each, with room to spare.
+# 10,000 events of about 150 bytes each, with room to spare; long status_info goes in smaller batches.
 MAX_EVENTS_BODY = 4 * 1024 * 1024
 
 
