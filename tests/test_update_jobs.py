@@ -403,6 +403,7 @@ BAD_NOTIFICATIONS_AND_STATUS_INFO = [
     ({"status": "Installing", "notification": PUBLISH_NOTIFICATION}, "status"),
     ({"status": "Booted", "firmware_version": "1.0", "notification": "FirmwareStatusNotification"}, "status"),
     ({"status": "Downloading", "notification": "BootNotification"}, "notification"),
+    ({"status": "Downloading", "notification": [PUBLISH_NOTIFICATION]}, "notification"),
     ({"status": "Downloading", "status_info": "Busy"}, "status_info"),
     ({"status": "Downloading", "status_info": {}}, "status_info.reason_code"),
     ({"status": "Downloading", "status_info": {"reason_code": "x" * 21}}, "status_info.reason_code"),

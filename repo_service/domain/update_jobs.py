@@ -175,7 +175,7 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
         raise InvalidInput(field_prefix.rstrip(".") or "body", "must be a JSON object")
     refuse_unknown(document, (*EVENT_FIELDS, *keys), field_prefix)
     notification = document.get("notification")
-    if "notification" in document and notification not in NOTIFICATIONS:
+    if "notification" in document and (not isinstance(notification, str) or notification not in NOTIFICATIONS):
         raise InvalidInput(f"{field_prefix}notification", f"must be one of {', '.join(NOTIFICATIONS)}, or absent")
     allowed = NOTIFICATIONS[notification] if notification is not None else CHARGER_STATUSES
     status = document.get("status")
@@ -240,7 +240,8 @@ def _printable(value: Any, limit: int) -> bool:
 #    the last byte moves it to downloaded (also after a failed download: the charger's retry got through).
 #    They never undo what the charger itself said later.
 # 2. Last word. Before a boot has decided, each status sets the state it names (_STATE_OF): a later
-#    report supersedes an earlier one, so a charger that retries after a failure moves on.
+#    report supersedes an earlier one, so a charger that retries after a failure moves on. A local
+#    controller's publish statuses follow this rule alone: it never boots into the build, Published is its end.
 # 3. The boot decides. A Booted event into the target version is success; into any other version after the
 #    charger began installing (Installing, InstallRebooting, Installed, ...), a rollback; a reboot before
 #    that says nothing about the update, and one after the charger itself named its failure
