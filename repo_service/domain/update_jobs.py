@@ -415,8 +415,8 @@ class UpdateJobs:
             return len(inserted)
 
     def _audit_security_events(self, session: Session, alarms: Sequence[Row[Any]], by: Performer) -> None:
-        """A charger's firmware security events on the trail, with the charger and build they concern: one query
-        for their grants, however many there are (a batch may hold 10,000 events, few of them alarms)."""
+        """A charger's firmware security events on the trail, with the charger and build they concern: their grants
+        read a chunk at a time, never one query per event (a batch may hold 10,000 events, few of them alarms)."""
         grant_ids = sorted({alarm.grant_id for alarm in alarms})
         grants = {grant.id: grant for start in range(0, len(grant_ids), QUERY_CHUNK)
                   for grant in session.exec(select(Grant).where(
