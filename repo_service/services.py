@@ -99,7 +99,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
                     timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings),
                     certificate_binding=certificates is not None)
     downloads = Downloads(database, catalog, tokens, revocations, audit, clock, certificates)
-    jobs = UpdateJobs(database, catalog, downloads, timedelta(seconds=settings.job_timeout),
+    jobs = UpdateJobs(database, catalog, downloads, audit, timedelta(seconds=settings.job_timeout),
                       timedelta(seconds=settings.retry_grace), clock)
     outbox = Outbox(Sealer(token_secret(settings), "webhooks"), clock)
     connectors = [CitrineOS(settings.citrineos_url, settings.citrineos_tenant, settings.citrineos_amqp_url,

@@ -159,6 +159,46 @@ def test_yanks_campaigns_and_signers_are_each_audited_once_and_a_repeated_revoke
         assert acts.count(act) == 1, (act, acts)
 
 
+def test_a_chargers_firmware_security_events_are_audited_once_each_with_charger_grant_and_firmware(
+        fwrepo: Fwrepo) -> None:
+    firmware, grant = grant_for(fwrepo, image(2000))
+    moment = utc_now() - timedelta(seconds=30)
+
+    def event(status: str, seconds: int, **fields: object) -> dict:
+        return {"grant_id": grant["id"], "status": status, "timestamp": rfc3339(moment + timedelta(seconds=seconds)),
+                **fields}
+
+    alarm = event("InvalidFirmwareSignature", 1, info="signature does not verify")
+    with fwrepo.client("csms") as csms, fwrepo.client("admin") as admin:
+        one = {key: value for key, value in alarm.items() if key != "grant_id"}
+        for _ in range(2):  # the CSMS retrying its forward: one event, one audit record
+            csms.post(f"/api/v1/grants/{grant['id']}/events", json=one).raise_for_status()
+        bulk = csms.post("/api/v1/events", json={"events": [
+            event("Downloading", 0), alarm, event("InvalidFirmwareSigningCertificate", 2), event("Installing", 3),
+            event("FirmwareUpdated", 4)]}).json()
+        assert bulk == {"accepted": 4, "duplicates": 1}
+        csms.post("/api/v1/events", json={"events": [event("FirmwareUpdated", 4)]}).raise_for_status()
+        audited = admin.get("/api/v1/audit", params={"action": "security_event",
+                                                     "subject": f"grant {grant['id']}"}).json()["items"]
+        job = csms.get(f"/api/v1/grants/{grant['id']}/job").json()
+    assert sorted(record["detail"]["event"] for record in audited) == [
+        "FirmwareUpdated", "InvalidFirmwareSignature", "InvalidFirmwareSigningCertificate"]
+    for record in audited:
+        assert record["actor"].startswith("client ") and record["actor"].endswith("(test-csms)")  # who reported it
+        assert (record["detail"]["charger"], record["detail"]["firmware"]) == ("CP-7", firmware["id"])
+    signature = next(record for record in audited if record["detail"]["event"] == "InvalidFirmwareSignature")
+    assert signature["detail"]["info"] == "signature does not verify"
+    assert signature["detail"]["timestamp"] == alarm["timestamp"]
+    assert [entry["status"] for entry in job["events"]] == [
+        "Downloading", "InvalidFirmwareSignature", "InvalidFirmwareSigningCertificate", "Installing",
+        "FirmwareUpdated"]
+    listed = subprocess.run([FWREPO, "audit", "list", "--action", "security_event", "--subject", f"grant {grant['id']}",
+                             "--json"], env=fwrepo.env, capture_output=True, text=True, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert [record["detail"]["event"] for record in json.loads(listed.stdout)["items"]] == [
+        record["detail"]["event"] for record in audited]
+
+
 # -- signed checkpoints: rewrites and truncations --------------------------------------------
 
 

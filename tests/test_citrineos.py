@@ -25,6 +25,7 @@ import httpx
 import pika
 import pytest
 
+from repo_service.csms.citrineos import CitrineOS as CitrineOSConnector
 from repo_service.domain.clock import rfc3339
 from tests.support.builds import published_build, unique_vendor
 from tests.support.citrineos import CitrineOS
@@ -173,6 +174,19 @@ def test_a_dispatched_campaign_hands_no_grant_to_a_poll(stranded: Fwrepo) -> Non
 
 
 # -- end to end ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["FirmwareStatusNotification", "PublishFirmwareStatusNotification"])
+def test_a_status_frame_keeps_its_status_info_and_says_when_a_local_controller_sent_it(action: str) -> None:
+    connector = CitrineOSConnector("http://citrineos.invalid", 1, "amqp://broker.invalid", "citrineos", "fwrepo", 5)
+    headers = {"action": action, "origin": "cs", "state": "1", "tenantId": "1", "stationId": "LC-1",
+               "timestamp": "2026-12-03T08:00:00Z"}
+    payload = {"status": "InvalidChecksum" if action.startswith("Publish") else "InstallRebooting", "requestId": 7,
+               "statusInfo": {"reasonCode": "R" * 30, "additionalInfo": "MD5 differs"}}
+    frame = connector.translate(headers, json.dumps({"payload": payload}).encode())
+    assert frame is not None and (frame.status, frame.request_id) == (payload["status"], 7)
+    assert frame.status_info == {"reason_code": "R" * 20, "additional_info": "MD5 differs"}  # cut to OCPP's bound
+    assert frame.notification == (action if action.startswith("Publish") else None)
 
 
 def test_a_campaign_runs_through_citrineos_with_nothing_written_on_its_side(

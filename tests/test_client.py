@@ -110,8 +110,9 @@ def test_a_release_engineer_and_a_csms_do_their_whole_job_through_the_client(fwr
         assert grant.ocpp.publish_firmware_v201.checksum == build.md5 == hashlib.md5(content).hexdigest()
         csms.download(grant.location, tmp_path / "charger.bin", sha256=build.sha256)
         assert (tmp_path / "charger.bin").read_bytes() == content
-        recorded = csms.report_event(grant.id, "Downloaded", now())
+        recorded = csms.report_event(grant.id, "Downloaded", now(), status_info={"reason_code": "Resumed"})
         assert not recorded.duplicate and recorded.job.state in ("downloaded", "installing", "downloading")
+        assert recorded.job.events[-1].status_info.reason_code == "Resumed"
         assert csms.report_events([{"request_id": grant.id, "status": "Installed", "timestamp": now()}]).accepted == 1
         assert [event.status for event in csms.job(grant.id).events][-1] == "Installed"
         assert csms.show_grant(grant.id).downloads[0].completed

@@ -254,17 +254,21 @@ def _bodies(admin: httpx.Client) -> dict[str, tuple[str, list[dict]]]:
     }).json()
     grant_body = {"firmware_id": firmware["id"], "protocol": "https", "retrieve_date": soon, "install_date": later,
                   "retries": 3, "retry_interval": 60, "expires_in": 86400, "max_downloads": 2}
-    downloading = {"status": "Downloading", "timestamp": rfc3339(now), "info": "started"}
+    downloading = {"status": "Downloading", "timestamp": rfc3339(now), "info": "started",
+                   "status_info": {"reason_code": "Started", "additional_info": "at 1 Mbit/s"},
+                   "notification": "FirmwareStatusNotification"}
     booted = {"status": "Booted", "timestamp": rfc3339(now), "firmware_version": "2.0.0"}
+    published = {"status": "Published", "timestamp": rfc3339(now), "notification": "PublishFirmwareStatusNotification"}
     return {
         "/api/v1/grants": ("/api/v1/grants", [
             {**grant_body, "charger_id": "CP-3"},
             {**grant_body, "charger_id": "CP-4", "protocol": "ftps", "ftps_mode": "implicit"},
         ]),
         "/api/v1/grants/batch": ("/api/v1/grants/batch", [{**grant_body, "charger_ids": ["CP-5", "CP-6"]}]),
-        "/api/v1/grants/{grant_id}/events": (f"/api/v1/grants/{grant['id']}/events", [downloading, booted]),
+        "/api/v1/grants/{grant_id}/events": (f"/api/v1/grants/{grant['id']}/events", [downloading, booted, published]),
         "/api/v1/events": ("/api/v1/events", [{"events": [{**downloading, "grant_id": grant["id"]},
-                                                          {**booted, "request_id": grant["id"]}]}]),
+                                                          {**booted, "request_id": grant["id"]},
+                                                          {**published, "grant_id": grant["id"]}]}]),
         "/api/v1/campaigns": ("/api/v1/campaigns", [{
             "firmware_id": firmware["id"], "protocol": "https", "waves": ["50%", 2], "failure_threshold": [0.1, 0.5],
             "window": {"start": "01:00", "end": "05:00"}, "retries": 3, "retry_interval": 60,
@@ -325,7 +329,8 @@ _OUT_OF_RANGE: dict[str, list[object]] = {
     "charger_ids": ["C" * 65], "failure_threshold": [-0.5, 1.5], "waves": [0, "101%"], "start": ["24:00"],
     "time_zone": ["Mars/Olympus"], "current_version": ["v" * 51], "model": ["m" * 51], "info": ["i" * 256],
     "grant_id": [0, 2**31], "request_id": [0, 2**31], "timestamp": ["2999-01-01T00:00:00Z"],
-    "status": ["Exploded"], "protocol": ["gopher"], "ftps_mode": ["passive"], "reason": [" ", "r" * 2001],
+    "status": ["Exploded"], "reason_code": ["", "r" * 21], "additional_info": ["a" * 1025, "a\tb"],
+    "notification": ["BootNotification"], "protocol": ["gopher"], "ftps_mode": ["passive"], "reason": [" ", "r" * 2001],
     "name": [" ", "n" * 101], "public_key": ["-----BEGIN PUBLIC KEY-----", _signer_key(ec.SECP384R1())],
 }
 _EVERY_TYPE: list[object] = [None, True, 7, 7.5, "seven", [], {}]

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import ocpp.v16.enums
 import ocpp.v201.enums
+import ocpp.v21.enums
 import pytest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repo_service.domain.update_jobs import (
-    BOOTED, OCPP_STATUSES, Job, JobState, StatusEvent, Transfer, derive_job,
+    BOOTED, FAILURES, OCPP_STATUSES, PUBLISH_NOTIFICATION, PUBLISH_STATUSES, Job, JobState, StatusEvent, Transfer,
+    derive_job, parse_event,
 )
+from repo_service.errors import InvalidInput
 from tests.support.builds import image
 from tests.support.fwrepo import Fwrepo
 from tests.support.grants import grant_for
@@ -45,6 +48,9 @@ def derive(*events: StatusEvent, transfers: tuple[Transfer, ...] = (), now: date
 def test_the_accepted_statuses_are_exactly_ocpps() -> None:
     assert set(OCPP_STATUSES) == {status.value for status in ocpp.v16.enums.FirmwareStatus}
     assert set(OCPP_STATUSES) == {status.value for status in ocpp.v201.enums.FirmwareStatusEnumType}
+    assert set(OCPP_STATUSES) == {status.value for status in ocpp.v21.enums.FirmwareStatusEnumType}
+    assert set(PUBLISH_STATUSES) == {status.value for status in ocpp.v201.enums.PublishFirmwareStatusEnumType}
+    assert set(PUBLISH_STATUSES) == {status.value for status in ocpp.v21.enums.PublishFirmwareStatusEnumType}
 
 
 # -- deriving the state -------------------------------------------------------------------
@@ -252,6 +258,20 @@ def test_every_order_a_charger_may_send_ends_in_the_state_its_story_implies(
                                                         sorted(events, key=lambda event: event.timestamp)]
 
 
+def test_a_local_controller_that_published_the_build_succeeded_and_a_bad_checksum_or_publish_fails() -> None:
+    def publishing(*statuses: str) -> Job:
+        return derive(*(StatusEvent(status, at(minute), notification=PUBLISH_NOTIFICATION)
+                        for minute, status in enumerate(statuses, 1)))
+
+    assert publishing("DownloadScheduled", "Downloading", "DownloadPaused").state == JobState.DOWNLOADING
+    assert publishing("Downloading", "Downloaded", "ChecksumVerified").state == JobState.DOWNLOADED
+    published = publishing("Downloading", "Downloaded", "ChecksumVerified", "Published")
+    assert (published.state, published.final) == (JobState.SUCCEEDED, True)
+    for failure, state in (("InvalidChecksum", JobState.INVALID_CHECKSUM), ("PublishFailed", JobState.PUBLISH_FAILED)):
+        failed = publishing("Downloading", "Downloaded", failure)
+        assert (failed.state, failed.final, failed.state in FAILURES) == (state, True, True)
+
+
 # -- over the API ---------------------------------------------------------------------------
 
 
@@ -315,6 +335,100 @@ def test_a_duplicate_is_accepted_once_and_ignored_after(fwrepo: Fwrepo) -> None:
             {"request_id": grant["id"], "status": "Downloaded", "timestamp": moment},
         ]}).json()
     assert bulk == {"accepted": 1, "duplicates": 1}
+
+
+def post_events(fwrepo: Fwrepo, *events: dict):  # type: ignore[no-untyped-def]
+    with fwrepo.client("csms") as csms:
+        return csms.post("/api/v1/events", json={"events": list(events)})
+
+
+def timeline(fwrepo: Fwrepo, grant_id: int) -> dict:
+    with fwrepo.client("csms") as csms:
+        return csms.get(f"/api/v1/grants/{grant_id}/job").json()
+
+
+@pytest.mark.parametrize("enums", [ocpp.v201.enums, ocpp.v21.enums], ids=["2.0.1", "2.1"])
+def test_every_firmware_status_of_ocpp_2_is_accepted_and_shows_in_the_timeline_with_its_status_info(
+        fwrepo: Fwrepo, enums: object) -> None:
+    _, grant = grant_for(fwrepo, image(1000))
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    statuses = [status.value for status in enums.FirmwareStatusEnumType]  # type: ignore[attr-defined]
+    reply = post_events(fwrepo, *(
+        {"request_id": grant["id"], "status": status, "timestamp": (start + timedelta(seconds=n)).isoformat(),
+         "status_info": {"reason_code": f"Code{n}", "additional_info": f"{status} as the charger said it"}}
+        for n, status in enumerate(statuses)))
+    assert reply.json() == {"accepted": len(statuses), "duplicates": 0}, reply.text
+    job = timeline(fwrepo, grant["id"])
+    assert [event["status"] for event in job["events"]] == statuses
+    shown = {event["status"]: event for event in job["events"]}
+    for status in ("InstallScheduled", "InstallRebooting", "DownloadPaused"):
+        assert shown[status]["status_info"]["additional_info"] == f"{status} as the charger said it"
+        assert shown[status]["notification"] is None
+    assert job["state"] == "downloaded"  # the last of them: SignatureVerified
+
+
+@pytest.mark.parametrize(("status", "state"), [
+    ("InstallScheduled", "installing"), ("InstallRebooting", "installing"), ("DownloadPaused", "downloading"),
+    ("InstallVerificationFailed", "invalid_signature"), ("Idle", "granted"),
+])
+def test_each_2_0_1_status_moves_the_job_to_its_state(fwrepo: Fwrepo, status: str, state: str) -> None:
+    _, grant = grant_for(fwrepo, image(1000))
+    job = post_event(fwrepo, grant["id"], status=status, timestamp=now_iso(),
+                     status_info={"reason_code": "NoReason"}).json()["job"]
+    assert job["state"] == state
+    assert job["events"][0]["status_info"] == {"reason_code": "NoReason", "additional_info": None}
+
+
+def test_a_local_controllers_publish_statuses_are_accepted_named_by_their_notification(fwrepo: Fwrepo) -> None:
+    _, grant = grant_for(fwrepo, image(1000))
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    statuses = [status.value for status in ocpp.v201.enums.PublishFirmwareStatusEnumType
+                if status.value not in ("Published", "InvalidChecksum", "PublishFailed")] + ["Published"]
+    reply = post_events(fwrepo, *(
+        {"grant_id": grant["id"], "status": status, "notification": PUBLISH_NOTIFICATION,
+         "timestamp": (start + timedelta(seconds=n)).isoformat()} for n, status in enumerate(statuses)))
+    assert reply.json() == {"accepted": len(statuses), "duplicates": 0}, reply.text
+    job = timeline(fwrepo, grant["id"])
+    assert (job["state"], job["final"]) == ("succeeded", True)
+    assert {event["notification"] for event in job["events"]} == {PUBLISH_NOTIFICATION}
+    for failure, state in (("InvalidChecksum", "invalid_checksum"), ("PublishFailed", "publish_failed")):
+        _, grant = grant_for(fwrepo, image(1000))
+        failed = post_event(fwrepo, grant["id"], status=failure, timestamp=now_iso(), notification=PUBLISH_NOTIFICATION,
+                            status_info={"reason_code": "MD5Mismatch"}).json()["job"]
+        assert (failed["state"], failed["final"]) == (state, True)
+
+
+BAD_NOTIFICATIONS_AND_STATUS_INFO = [
+    ({"status": "Published"}, "status"),  # a publish status needs its notification: it is not the charger's firmware
+    ({"status": "Installing", "notification": PUBLISH_NOTIFICATION}, "status"),
+    ({"status": "Booted", "firmware_version": "1.0", "notification": "FirmwareStatusNotification"}, "status"),
+    ({"status": "Downloading", "notification": "BootNotification"}, "notification"),
+    ({"status": "Downloading", "notification": [PUBLISH_NOTIFICATION]}, "notification"),
+    ({"status": "Downloading", "status_info": "Busy"}, "status_info"),
+    ({"status": "Downloading", "status_info": {}}, "status_info.reason_code"),
+    ({"status": "Downloading", "status_info": {"reason_code": "x" * 21}}, "status_info.reason_code"),
+    ({"status": "Downloading", "status_info": {"reason_code": "Busy", "additional_info": "x" * 1025}},
+     "status_info.additional_info"),
+    ({"status": "Downloading", "status_info": {"reason_code": "Busy", "additional_info": "a\nb"}},
+     "status_info.additional_info"),
+    ({"status": "Downloading", "status_info": {"reason_code": "Busy", "reasonCode": "Busy"}}, "status_info.reasonCode"),
+]
+
+
+@pytest.mark.parametrize(("event", "field"), BAD_NOTIFICATIONS_AND_STATUS_INFO)
+def test_bad_notifications_and_status_info_are_refused_422_naming_the_field(fwrepo: Fwrepo, event: dict,
+                                                                           field: str) -> None:
+    _, grant = grant_for(fwrepo, image(1000))
+    reply = post_event(fwrepo, grant["id"], timestamp="2026-01-01T00:00:00Z", **event)
+    assert reply.status_code == 422 and reply.json()["field"] == field, reply.text
+
+
+@pytest.mark.parametrize(("event", "field"), BAD_NOTIFICATIONS_AND_STATUS_INFO)
+def test_the_domain_refuses_them_too_as_the_dispatcher_records_without_http(event: dict, field: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        parse_event({"timestamp": "2026-01-01T00:00:00Z", **event}, now=T0, field_prefix="events[3].",
+                    keys=("grant_id",))
+    assert refused.value.field == f"events[3].{field}"
 
 
 def test_bulk_takes_at_most_10000_events(fwrepo: Fwrepo) -> None:

@@ -96,7 +96,16 @@ def register(commands: Any) -> None:
         command.set_defaults(handler=_signers)
 
     audit = commands.add_parser("audit", help="the audit trail (local)")
-    audit_verify = audit.add_commands(dest="audit_command", required=True, metavar="COMMAND").add_parser(
+    audit_commands = audit.add_commands(dest="audit_command", required=True, metavar="COMMAND")
+    audit_list = audit_commands.add_parser("list", help="the trail, newest first, as GET /api/v1/audit shows it")
+    for name, example in (("action", "security_event"), ("actor", "client 3f2a (csms)"), ("subject", "grant 17")):
+        audit_list.add_argument(f"--{name}", metavar=name.upper(), help=f"only events with this {name}, e.g. {example}")
+    audit_list.add_argument("--since", metavar="TIME", help="only events at or after this moment (RFC 3339)")
+    audit_list.add_argument("--limit", type=int, default=100, help="at most this many (default 100, at most 1000)")
+    audit_list.add_argument("--json", action="store_true", help="the page as JSON, like the API's reply")
+    add_settings(audit_list, DATABASE)
+    audit_list.set_defaults(handler=_audit_list)
+    audit_verify = audit_commands.add_parser(
         "verify", help="check the hash chain against its signed checkpoints; name the first row edited, removed, "
         "reordered or rewritten, a forged checkpoint, or rows cut from the end; exit 1 if any")
     audit_verify.add_argument("--checkpoints", type=Path, action="append", default=[], metavar="FILE",
@@ -146,6 +155,25 @@ def _operator() -> Performer:
     from repo_service.domain.audit import Performer
 
     return Performer(f"cli {getpass.getuser()}@{socket.gethostname()}")
+
+
+def _audit_list(arguments: argparse.Namespace) -> None:
+    from repo_service.domain.audit import Audit, as_document
+    from repo_service.domain.clock import parse_moment
+    from repo_service.services import open_database
+
+    since = parse_moment(arguments.since, "--since") if arguments.since else None
+    events, total = Audit(open_database(settings_from(arguments))).list(
+        action=arguments.action, actor=arguments.actor, subject=arguments.subject, since=since, limit=arguments.limit)
+    documents = [as_document(event) for event in events]
+    if arguments.json:
+        print(json.dumps({"total": total, "items": documents}, indent=2))
+        return
+    print_table(["SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"], [
+        [document["seq"], moment(document["at"]), document["actor"], document["action"], document["subject"],
+         json.dumps(document["detail"], sort_keys=True)[:120]] for document in documents])
+    if total > len(documents):
+        print(f"{len(documents)} of {total}: narrow with --action, --subject or --since, or raise --limit")
 
 
 def _audit_command(arguments: argparse.Namespace) -> int:

@@ -290,11 +290,15 @@ class Fwrepo:
         return self._call(GrantWithDownloads, "DELETE", f"/api/v1/grants/{grant_id}")
 
     def report_event(self, grant_id: int, status: str, timestamp: str, *, info: str | None = None,
+                     status_info: Mapping[str, str] | None = None, notification: str | None = None,
                      firmware_version: str | None = None) -> EventRecorded:
+        """status_info: {"reason_code", "additional_info"}; notification: "PublishFirmwareStatusNotification" for
+        a local controller's status."""
         # fwrepo keeps an event (grant, status, timestamp) once: a repeat is answered as a duplicate.
         return self._call(EventRecorded, "POST", f"/api/v1/grants/{grant_id}/events", idempotent=True,
                           json={"status": status, "timestamp": timestamp,
-                                **_present(info=info, firmware_version=firmware_version)})
+                                **_present(info=info, status_info=dict(status_info) if status_info else None,
+                                           notification=notification, firmware_version=firmware_version)})
 
     def report_events(self, events: Sequence[Mapping[str, Any]]) -> EventsRecorded:
         """Events of many grants at once (each with grant_id or request_id); kept once each, so retried."""

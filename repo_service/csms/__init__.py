@@ -55,6 +55,10 @@ class Heard:
     location: str | None = None
     status: str | None = None
     info: str | None = None
+    # OCPP's statusInfo as fwrepo's events take it ({"reason_code", "additional_info"}), and the message a status
+    # came in when it is a local controller's PublishFirmwareStatusNotification.
+    status_info: Mapping[str, str] | None = None
+    notification: str | None = None
     firmware_version: str | None = None
 
 

@@ -171,7 +171,8 @@ class CitrineOS:
             return None
         if action in ("FirmwareStatusNotification", "PublishFirmwareStatusNotification"):
             request_id = payload.get("requestId")
-            return Heard(Kind.STATUS, status=str(payload.get("status")), info=_status_info(payload),
+            return Heard(Kind.STATUS, status=str(payload.get("status")), status_info=_status_info(payload),
+                         notification=action if action == "PublishFirmwareStatusNotification" else None,
                          request_id=request_id if isinstance(request_id, int) else None, **facts)
         if action == "BootNotification":
             station = payload.get("chargingStation")
@@ -184,13 +185,16 @@ class CitrineOS:
         return Heard(Kind.ALIVE, **facts)
 
 
-def _status_info(payload: Mapping[str, Any]) -> str | None:
-    """OCPP 2.1's statusInfo ({reasonCode, additionalInfo}) as one line."""
+def _status_info(payload: Mapping[str, Any]) -> dict[str, str] | None:
+    """OCPP statusInfo ({reasonCode, additionalInfo}) as fwrepo's events take it; None without a reason code."""
     status_info = payload.get("statusInfo")
-    if not isinstance(status_info, dict):
+    if not isinstance(status_info, dict) or not status_info.get("reasonCode"):
         return None
-    parts = [str(status_info[key]) for key in ("reasonCode", "additionalInfo") if status_info.get(key)]
-    return ": ".join(parts) or None
+    # Within OCPP 2.1's bounds, which fwrepo holds events to: a longer one from a lax charger is cut, not lost.
+    translated = {"reason_code": str(status_info["reasonCode"])[:20]}
+    if status_info.get("additionalInfo"):
+        translated["additional_info"] = str(status_info["additionalInfo"])[:1024]
+    return translated
 
 
 def _message(reply: httpx.Response) -> str:

@@ -190,11 +190,17 @@ class GrantEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     grant_id: int = Field(sa_column=Column(ForeignKey("grant.id"), nullable=False, index=True))
-    status: str = Field(max_length=32)
+    # InvalidFirmwareSigningCertificate, the longest word an event may carry, is 33 characters.
+    status: str = Field(max_length=40)
     timestamp: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     info: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     firmware_version: str | None = Field(default=None, max_length=50)
     received_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    # OCPP's statusInfo, and the message when it is not the charger's own firmware story (a local controller's
+    # PublishFirmwareStatusNotification); the same status at the same instant is still one event.
+    reason_code: str | None = Field(default=None, max_length=20)
+    additional_info: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    notification: str | None = Field(default=None, max_length=40)
 
 
 class Campaign(SQLModel, table=True):

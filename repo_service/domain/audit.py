@@ -78,6 +78,12 @@ def _rows(first: int, last: int) -> str:
     return f"row {first} was" if first == last else f"a row of {first}-{last} was"
 
 
+def as_document(event: AuditEvent) -> dict[str, Any]:
+    """One row as the trail shows it (the API's AuditEvent, `fwrepo audit list --json`)."""
+    return {"seq": event.seq, "at": rfc3339(event.at), "actor": event.actor, "action": event.action,
+            "subject": event.subject, "detail": json.loads(event.detail), "hash": event.hash}
+
+
 def row_hash(seq: int, at: datetime, actor: str, action: str, subject: str, detail: str, prev_hash: str) -> str:
     content = json.dumps([seq, at.isoformat(), actor, action, subject, detail, prev_hash], separators=(",", ":"))
     return hashlib.sha256(content.encode()).hexdigest()

@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 from repo_service.csms import Connector, Heard, Kind, Sent
 from repo_service.db.models import Campaign, CampaignCharger, Dispatch, Grant
 from repo_service.db.session import Database
+from repo_service.domain.audit import Performer
 from repo_service.domain.background import repeating
 from repo_service.domain.campaigns import (
     DEFAULT_OCPP_VERSION,
@@ -83,6 +84,8 @@ class Dispatcher:
         self.database = database
         self.campaigns = campaigns
         self.events = events
+        # Who the audit trail names as having reported a charger's firmware security event.
+        self.performer = Performer(f"csms {connector.name} (dispatch)")
         self.connector = connector
         self.sealer = sealer
         self.retry_base = timedelta(seconds=retry_base)
@@ -214,11 +217,15 @@ class Dispatcher:
             document.update(status=frame.status)
             if frame.info:
                 document.update(info=frame.info[:255])
+            if frame.status_info:
+                document.update(status_info=frame.status_info)
+            if frame.notification:
+                document.update(notification=frame.notification)
         self._record([document])
 
     def _record(self, documents: Sequence[Mapping[str, Any]]) -> None:
         try:
-            self.events.report_many(documents)
+            self.events.report_many(documents, self.performer)
         except InvalidInput as error:  # a status fwrepo does not know: logged, and nothing changes
             log.warning("%s reported what fwrepo cannot record (%s): %s", self.connector.name, error, documents)
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from repo_service.domain.audit import Performer
 from repo_service.domain.campaigns import Campaigns
 from repo_service.domain.update_jobs import Job, Recorded, UpdateJobs
 
@@ -18,15 +19,16 @@ class StatusEvents:
         self.jobs = jobs
         self.campaigns = campaigns
 
-    def report(self, grant_id: int, document: Mapping[str, Any]) -> tuple[bool, Job]:
-        """One event for a grant: whether it was new (a duplicate changes nothing), and the job now."""
-        if not self.jobs.record(grant_id, document):
+    def report(self, grant_id: int, document: Mapping[str, Any], by: Performer) -> tuple[bool, Job]:
+        """One event for a grant: whether it was new (a duplicate changes nothing), and the job now. A firmware
+        security event is audited as reported by `by`."""
+        if not self.jobs.record(grant_id, document, by):
             return False, self.jobs.job(grant_id)
         return True, self.campaigns.settle([grant_id])[grant_id]
 
-    def report_many(self, documents: Sequence[Any]) -> Recorded:
+    def report_many(self, documents: Sequence[Any], by: Performer) -> Recorded:
         """Up to MAX_EVENTS events keyed by grant_id or request_id, all or nothing."""
-        recorded = self.jobs.record_many(documents)
+        recorded = self.jobs.record_many(documents, by)
         if recorded.accepted:
             self.campaigns.settle(recorded.grant_ids)
         return recorded

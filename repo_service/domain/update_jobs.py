@@ -8,12 +8,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlmodel import col, select
+from sqlalchemy import Row
+from sqlmodel import Session, col, select
 
 from repo_service.db.models import DownloadRecord, Grant, GrantEvent
 from repo_service.db.session import Database, insert_or_ignore
+from repo_service.domain.audit import Act, Audit, Performer
 from repo_service.domain.catalog import Catalog
-from repo_service.domain.clock import Clock, parse_moment, utc_now
+from repo_service.domain.clock import Clock, parse_moment, rfc3339, utc_now
 from repo_service.domain.documents import refuse_unknown
 from repo_service.domain.downloads import Downloads
 from repo_service.domain.grants import MAX_GRANT_ID
@@ -27,6 +29,16 @@ OCPP_STATUSES = (
     "InstallationFailed", "Installing", "Installed", "InstallRebooting", "InstallScheduled",
     "InstallVerificationFailed", "InvalidSignature", "SignatureVerified",
 )
+# PublishFirmwareStatusEnumType of OCPP 2.0.1 (and 2.1): a local controller fetching a build to serve it to the
+# chargers behind it. The download words are FirmwareStatus's and mean the same for the job; the others are its own.
+PUBLISH_STATUSES = (
+    "Idle", "DownloadScheduled", "Downloading", "Downloaded", "Published", "DownloadFailed", "DownloadPaused",
+    "InvalidChecksum", "ChecksumVerified", "PublishFailed",
+)
+PUBLISH_NOTIFICATION = "PublishFirmwareStatusNotification"
+# An event's notification names the OCPP message it forwards when that is not the charger's own firmware story;
+# absent, it is FirmwareStatusNotification (or its security-extension twin), a boot, an answer or a security event.
+NOTIFICATIONS = {"FirmwareStatusNotification": OCPP_STATUSES, PUBLISH_NOTIFICATION: PUBLISH_STATUSES}
 # Not an OCPP status: the CSMS's word that the charger sent BootNotification with this firmwareVersion.
 BOOTED = "Booted"
 # The charger's answer to UpdateFirmware (UpdateFirmwareStatusEnumType of 2.0.1; 1.6's empty answer is Accepted),
@@ -36,11 +48,16 @@ SECURITY_EVENTS = ("InvalidFirmwareSignature", "InvalidFirmwareSigningCertificat
 # Not an OCPP word: fwrepo's, when it dispatched the request itself and the CSMS never reached the charger.
 NOT_CONNECTED = "NotConnected"
 EXTRA_STATUSES = (*ANSWERS, *SECURITY_EVENTS, NOT_CONNECTED)
-STATUSES = {status.lower(): status for status in (*OCPP_STATUSES, *EXTRA_STATUSES, BOOTED)}
+CHARGER_STATUSES = (*OCPP_STATUSES, *EXTRA_STATUSES, BOOTED)
+STATUSES = {status.lower(): status for status in (*CHARGER_STATUSES, *PUBLISH_STATUSES)}
 # A charger's clock may run ahead of ours by this much; later than that is a mistake, not a report.
 CLOCK_SKEW = timedelta(minutes=5)
-MAX_INFO = 255  # OCPP 2.0.1 statusInfo's additionalInfo is at most 512; 1.6 has none
-EVENT_FIELDS = ("status", "timestamp", "info", "firmware_version")
+MAX_INFO = 255  # free text: the techInfo of a security event, a CSMS's note; 1.6 has none
+# OCPP 2.1 FirmwareStatusNotification's (and both versions' PublishFirmwareStatusNotification's) StatusInfoType.
+MAX_REASON_CODE = 20
+MAX_ADDITIONAL_INFO = 1024
+STATUS_INFO_FIELDS = ("reason_code", "additional_info")
+EVENT_FIELDS = ("status", "timestamp", "info", "status_info", "notification", "firmware_version")
 # A bulk event names its grant by either (they are the same number: the grant id is OCPP's requestId).
 GRANT_KEYS = ("grant_id", "request_id")
 MAX_EVENTS = 10_000
@@ -60,13 +77,15 @@ class JobState(StrEnum):
     REJECTED = "rejected"
     CERTIFICATE_REFUSED = "certificate_refused"
     NOT_CONNECTED = "not_connected"
+    INVALID_CHECKSUM = "invalid_checksum"
+    PUBLISH_FAILED = "publish_failed"
     ROLLED_BACK = "rolled_back"
     TIMED_OUT = "timed_out"
 
 
 FAILURES = frozenset({JobState.DOWNLOAD_FAILED, JobState.INVALID_SIGNATURE, JobState.INSTALLATION_FAILED,
                       JobState.ROLLED_BACK, JobState.TIMED_OUT, JobState.REJECTED, JobState.CERTIFICATE_REFUSED,
-                      JobState.NOT_CONNECTED})
+                      JobState.NOT_CONNECTED, JobState.INVALID_CHECKSUM, JobState.PUBLISH_FAILED})
 FINISHED = FAILURES | {JobState.SUCCEEDED}
 
 # What each status says about the job; statuses not here (Idle, Booted) are read in derive_job.
@@ -85,7 +104,18 @@ _STATE_OF = {
     "NotConnected": JobState.NOT_CONNECTED,
     "InvalidFirmwareSignature": JobState.INVALID_SIGNATURE,
     "InvalidFirmwareSigningCertificate": JobState.INVALID_SIGNATURE,
+    # A local controller's PublishFirmware: serving the build to its chargers is its success (OCPP 2.0.1 L03).
+    "ChecksumVerified": JobState.DOWNLOADED, "Published": JobState.SUCCEEDED,
+    "InvalidChecksum": JobState.INVALID_CHECKSUM, "PublishFailed": JobState.PUBLISH_FAILED,
 }
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    """OCPP's StatusInfoType: a predefined reason code (case-insensitive in OCPP) and free text."""
+
+    reason_code: str
+    additional_info: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,9 @@ class StatusEvent:
     timestamp: datetime
     info: str | None = None
     firmware_version: str | None = None
+    status_info: StatusInfo | None = None
+    # PUBLISH_NOTIFICATION for a local controller's publish statuses; None for the charger's own firmware.
+    notification: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,12 +174,21 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
     if not isinstance(document, Mapping):
         raise InvalidInput(field_prefix.rstrip(".") or "body", "must be a JSON object")
     refuse_unknown(document, (*EVENT_FIELDS, *keys), field_prefix)
+    notification = document.get("notification")
+    if "notification" in document and (not isinstance(notification, str) or notification not in NOTIFICATIONS):
+        raise InvalidInput(f"{field_prefix}notification", f"must be one of {', '.join(NOTIFICATIONS)}, or absent")
+    allowed = NOTIFICATIONS[notification] if notification is not None else CHARGER_STATUSES
     status = document.get("status")
     canonical = STATUSES.get(status.lower()) if isinstance(status, str) else None
-    if canonical is None:
-        raise InvalidInput(f"{field_prefix}status", f"{str(status)[:60]!r} is not an OCPP firmware status, answer "
-                           f"or firmware security event, nor Booted; expected one of "
-                           f"{', '.join((*OCPP_STATUSES, *EXTRA_STATUSES, BOOTED))}")
+    if canonical is None or canonical not in allowed:
+        shown = str(status)[:60]
+        if notification is not None:
+            reason = f"{shown!r} is not a status of {notification}"
+        elif canonical is not None:
+            reason = f"{shown!r} is a status of {PUBLISH_NOTIFICATION}: send it with that notification"
+        else:
+            reason = f"{shown!r} is not an OCPP firmware status, answer or firmware security event, nor Booted"
+        raise InvalidInput(f"{field_prefix}status", f"{reason}; expected one of {', '.join(allowed)}")
     raw_time = document.get("timestamp")
     if raw_time is None:
         raise InvalidInput(f"{field_prefix}timestamp", "must be an ISO 8601 date-time with a zone, as OCPP sends it")
@@ -155,8 +197,9 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
         raise InvalidInput(f"{field_prefix}timestamp", f"{raw_time} is in the future (more than {CLOCK_SKEW} ahead)")
     # Absent is no info; null is refused like any other wrong type (issue 13).
     info = document.get("info")
-    if "info" in document and (not isinstance(info, str) or len(info) > MAX_INFO or not info.isprintable()):
+    if "info" in document and not _printable(info, MAX_INFO):
         raise InvalidInput(f"{field_prefix}info", f"must be printable text of at most {MAX_INFO} characters")
+    status_info = _status_info(document, f"{field_prefix}status_info") if "status_info" in document else None
     version = document.get("firmware_version")
     if canonical == BOOTED:
         if not isinstance(version, str) or not version.strip() or len(version) > 50 or not version.isprintable():
@@ -164,7 +207,28 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
                                "a Booted event needs the firmwareVersion the charger's BootNotification reported")
     elif "firmware_version" in document:
         raise InvalidInput(f"{field_prefix}firmware_version", "belongs to Booted events only")
-    return StatusEvent(canonical, timestamp, info, version)
+    return StatusEvent(canonical, timestamp, info, version, status_info,
+                       PUBLISH_NOTIFICATION if notification == PUBLISH_NOTIFICATION else None)
+
+
+def _status_info(document: Mapping[str, Any], field: str) -> StatusInfo:
+    """OCPP's statusInfo in snake_case: {reason_code, additional_info}, within OCPP 2.1's bounds."""
+    status_info = document["status_info"]
+    if not isinstance(status_info, Mapping):
+        raise InvalidInput(field, "must be an object: reason_code and, optionally, additional_info")
+    refuse_unknown(status_info, STATUS_INFO_FIELDS, f"{field}.")
+    reason_code = status_info.get("reason_code")
+    if not _printable(reason_code, MAX_REASON_CODE) or not reason_code:
+        raise InvalidInput(f"{field}.reason_code", f"must be printable text of 1 to {MAX_REASON_CODE} characters")
+    additional_info = status_info.get("additional_info")
+    if "additional_info" in status_info and not _printable(additional_info, MAX_ADDITIONAL_INFO):
+        raise InvalidInput(f"{field}.additional_info",
+                           f"must be printable text of at most {MAX_ADDITIONAL_INFO} characters")
+    return StatusInfo(reason_code, additional_info)
+
+
+def _printable(value: Any, limit: int) -> bool:
+    return isinstance(value, str) and len(value) <= limit and value.isprintable()
 
 
 # The rules derive_job applies, in the order of a charger's story. tests/test_update_jobs.py generates
@@ -176,7 +240,8 @@ def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str
 #    the last byte moves it to downloaded (also after a failed download: the charger's retry got through).
 #    They never undo what the charger itself said later.
 # 2. Last word. Before a boot has decided, each status sets the state it names (_STATE_OF): a later
-#    report supersedes an earlier one, so a charger that retries after a failure moves on.
+#    report supersedes an earlier one, so a charger that retries after a failure moves on. A local
+#    controller's publish statuses follow this rule alone: it never boots into the build, Published is its end.
 # 3. The boot decides. A Booted event into the target version is success; into any other version after the
 #    charger began installing (Installing, InstallRebooting, Installed, ...), a rollback; a reboot before
 #    that says nothing about the update, and one after the charger itself named its failure
@@ -288,24 +353,25 @@ class Recorded:
 class UpdateJobs:
     """Status events stored once each, and the jobs derived from them."""
 
-    def __init__(self, database: Database, catalog: Catalog, downloads: Downloads, timeout: timedelta,
+    def __init__(self, database: Database, catalog: Catalog, downloads: Downloads, audit: Audit, timeout: timedelta,
                  retry_grace: timedelta, clock: Clock = utc_now) -> None:
         self.database = database
         self.catalog = catalog
         self.downloads = downloads
+        self.audit = audit
         self.timeout = timeout
         self.retry_grace = retry_grace
         self.clock = clock
 
-    def record(self, grant_id: int, document: Mapping[str, Any]) -> bool:
+    def record(self, grant_id: int, document: Mapping[str, Any], by: Performer) -> bool:
         """Store one event for a grant (NotFound if there is none); whether it was new."""
         event = parse_event(document, now=self.clock())
         with self.database.session() as session:
             if session.get(Grant, grant_id) is None:
                 raise NotFound(f"no grant with id {grant_id}")
-        return self._insert([(grant_id, event)]) == 1
+        return self._insert([(grant_id, event)], by) == 1
 
-    def record_many(self, documents: Sequence[Any]) -> Recorded:
+    def record_many(self, documents: Sequence[Any], by: Performer) -> Recorded:
         """Store up to MAX_EVENTS events keyed by grant_id or request_id (the same number); all or nothing."""
         if len(documents) > MAX_EVENTS:
             raise InvalidInput("events", f"at most {MAX_EVENTS} per request, got {len(documents)}")
@@ -321,22 +387,47 @@ class UpdateJobs:
         for index, (grant_id, _) in enumerate(keyed):
             if grant_id not in known:
                 raise InvalidInput(f"events[{index}].grant_id", f"no grant with id {grant_id}")
-        accepted = self._insert(keyed)
+        accepted = self._insert(keyed, by)
         return Recorded(accepted, len(keyed) - accepted, sorted(wanted))
 
-    def _insert(self, keyed: Sequence[tuple[int, StatusEvent]]) -> int:
+    def _insert(self, keyed: Sequence[tuple[int, StatusEvent]], by: Performer) -> int:
+        """Store the events not stored before, and audit the security events among them in the same transaction."""
         if not keyed:
             return 0
         received = self.clock()
         rows = [
             {"grant_id": grant_id, "status": event.status, "timestamp": event.timestamp, "info": event.info,
-             "firmware_version": event.firmware_version, "received_at": received}
+             "firmware_version": event.firmware_version, "received_at": received,
+             "reason_code": event.status_info.reason_code if event.status_info else None,
+             "additional_info": event.status_info.additional_info if event.status_info else None,
+             "notification": event.notification}
             for grant_id, event in keyed
         ]
         with self.database.session() as session:
-            # Duplicates (the same grant, status and time) are dropped by the database, not by a read first.
-            statement = insert_or_ignore(session, GrantEvent).returning(GrantEvent.id)
-            return len(session.execute(statement, rows).all())
+            # Duplicates (the same grant, status and time) are dropped by the database, not by a read first;
+            # what it returns is what was new, so a security event posted twice is audited once.
+            statement = insert_or_ignore(session, GrantEvent).returning(
+                GrantEvent.grant_id, GrantEvent.status, GrantEvent.timestamp, GrantEvent.info)
+            inserted = session.execute(statement, rows).all()
+            alarms = [row for row in inserted if row.status in SECURITY_EVENTS]
+            if alarms:
+                self._audit_security_events(session, alarms, by)
+            return len(inserted)
+
+    def _audit_security_events(self, session: Session, alarms: Sequence[Row[Any]], by: Performer) -> None:
+        """A charger's firmware security events on the trail, with the charger and build they concern: their grants
+        read a chunk at a time, never one query per event (a batch may hold 10,000 events, few of them alarms)."""
+        grant_ids = sorted({alarm.grant_id for alarm in alarms})
+        grants = {grant.id: grant for start in range(0, len(grant_ids), QUERY_CHUNK)
+                  for grant in session.exec(select(Grant).where(
+                      col(Grant.id).in_(grant_ids[start : start + QUERY_CHUNK]))).all()}
+        self.audit.append([
+            Act(by.label, "security_event", f"grant {alarm.grant_id}", {
+                "event": alarm.status, "charger": grants[alarm.grant_id].charger_id,
+                "firmware": grants[alarm.grant_id].firmware_id, "timestamp": rfc3339(alarm.timestamp),
+            } | ({"info": alarm.info} if alarm.info else {}))
+            for alarm in alarms
+        ], session)
 
     def job(self, grant_id: int) -> Job:
         jobs = self.jobs([grant_id])
@@ -357,8 +448,9 @@ class UpdateJobs:
                 # In arrival order, so that events of the same instant replay the same way every time.
                 for row in session.exec(select(GrantEvent).where(col(GrantEvent.grant_id).in_(chunk))
                                         .order_by(col(GrantEvent.id))).all():
-                    events.setdefault(row.grant_id, []).append(
-                        StatusEvent(row.status, row.timestamp, row.info, row.firmware_version))
+                    status_info = StatusInfo(row.reason_code, row.additional_info) if row.reason_code else None
+                    events.setdefault(row.grant_id, []).append(StatusEvent(
+                        row.status, row.timestamp, row.info, row.firmware_version, status_info, row.notification))
                 served = select(DownloadRecord).where(col(DownloadRecord.grant_id).in_(chunk),
                                                       col(DownloadRecord.refusal).is_(None))
                 for record in session.exec(served).all():

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from repo_service.contract import AuditPage
-from repo_service.domain.audit import MAX_OFFSET, MAX_PAGE
+from repo_service.domain.audit import MAX_OFFSET, MAX_PAGE, as_document
 from repo_service.domain.clients import Action
-from repo_service.domain.clock import parse_moment, rfc3339
+from repo_service.domain.clock import parse_moment
 from repo_service.http.auth import authorize
 from repo_service.http.firmware import page_parameters, query_int
 from repo_service.http.operations import Parameter, operation, reply
@@ -34,11 +33,7 @@ async def list_events(request: Request) -> Response:
         subject=params.get("subject"), since=since, limit=query_int(request, "limit", 100),
         offset=query_int(request, "offset", 0),
     )
-    return reply(AuditPage, {"total": total, "items": [
-        {"seq": event.seq, "at": rfc3339(event.at), "actor": event.actor, "action": event.action,
-         "subject": event.subject, "detail": json.loads(event.detail), "hash": event.hash}
-        for event in events
-    ]})
+    return reply(AuditPage, {"total": total, "items": [as_document(event) for event in events]})
 
 
 ROUTES = [Route("/api/v1/audit", list_events, methods=["GET"])]

@@ -19,7 +19,7 @@ from repo_service.http.bodies import json_object
 from repo_service.http.grants import GRANT_ID, grant_id_from
 from repo_service.http.operations import conforming, operation, reply
 
-# 10,000 events of about 150 bytes each, with room to spare.
+# 10,000 events of about 150 bytes each, with room to spare; long status_info goes in smaller batches.
 MAX_EVENTS_BODY = 4 * 1024 * 1024
 
 
@@ -37,7 +37,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "completion_seconds": job.completion_seconds,
         "events": [
             {"status": event.status, "timestamp": rfc3339(event.timestamp), "info": event.info,
-             "firmware_version": event.firmware_version}
+             "status_info": {"reason_code": event.status_info.reason_code,
+                             "additional_info": event.status_info.additional_info} if event.status_info else None,
+             "notification": event.notification, "firmware_version": event.firmware_version}
             for event in job.events
         ],
     }
@@ -48,25 +50,27 @@ def job_json(job: Job) -> dict[str, Any]:
            replies={201: EventRecorded, 200: EventRecorded}, errors={404: "no such grant"},
            description="200: the same event was reported before (duplicate true); nothing changed.")
 async def record_event(request: Request) -> Response:
-    await authorize(request, Action.GRANT)
+    actor = await authorize(request, Action.GRANT)
     grant_id = grant_id_from(request)
     document = await json_object(request)
     # Checked here, before the domain records it: the domain's own checks come after and name the field too.
     conforming(StatusEvent, document)
-    new, job = await run_in_threadpool(request.app.state.services.status_events.report, grant_id, document)
+    new, job = await run_in_threadpool(request.app.state.services.status_events.report, grant_id, document,
+                                       actor.performer)
     return reply(EventRecorded, {"grant_id": grant_id, "duplicate": not new, "job": job_json(job)}, 201 if new else 200)
 
 
 @operation(operation_id="reportStatusEvents", summary="Report many status events, each naming its grant", tag="jobs",
            action=Action.GRANT, request=StatusEvents, replies={200: EventsRecorded})
 async def record_events(request: Request) -> Response:
-    await authorize(request, Action.GRANT)
+    actor = await authorize(request, Action.GRANT)
     document = await json_object(request, MAX_EVENTS_BODY)
     events = document.get("events")
     if not isinstance(events, list) or not events:
         raise InvalidInput("events", f"must be a non-empty list of at most {MAX_EVENTS} events")
     conforming(StatusEvents, document)
-    recorded = await run_in_threadpool(request.app.state.services.status_events.report_many, events)
+    recorded = await run_in_threadpool(request.app.state.services.status_events.report_many, events,
+                                       actor.performer)
     return reply(EventsRecorded, {"accepted": recorded.accepted, "duplicates": recorded.duplicates})
 
 
