@@ -331,7 +331,7 @@ _OUT_OF_RANGE: dict[str, list[object]] = {
     "grant_id": [0, 2**31], "request_id": [0, 2**31], "timestamp": ["2999-01-01T00:00:00Z"],
     "status": ["Exploded"], "reason_code": ["", "r" * 21], "additional_info": ["a" * 1025, "a\tb"],
     "notification": ["BootNotification"], "protocol": ["gopher"], "ftps_mode": ["passive"], "reason": [" ", "r" * 2001],
-    "name": [" ", "n" * 101], "public_key": ["-----BEGIN PUBLIC KEY-----", _signer_key(ec.SECP384R1())],
+    "name": [" ", "n" * 101], "public_key": ["-----BEGIN PUBLIC KEY-----", _signer_key(ec.SECP521R1())],
 }
 _EVERY_TYPE: list[object] = [None, True, 7, 7.5, "seven", [], {}]
 
