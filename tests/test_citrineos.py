@@ -16,7 +16,7 @@ import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,12 +53,21 @@ def citrineos_settings(citrineos: CitrineOS, queue: str, **more: str) -> dict[st
             "FWREPO_CITRINEOS_QUEUE": queue, **FAST, **more}
 
 
+@contextmanager
+def driving(data_dir: Path, citrineos: CitrineOS, queue: str, **more: str) -> Iterator[Fwrepo]:
+    """A fwrepo that dispatches through this CitrineOS while the block runs, stopped after it."""
+    server = start_fwrepo(data_dir, **citrineos_settings(citrineos, queue, **more))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def driven(tmp_path: Path, citrineos: CitrineOS) -> Iterator[Fwrepo]:
     """A fwrepo that dispatches through this CitrineOS, with a queue of its own on CitrineOS's broker."""
-    server = start_fwrepo(tmp_path, **citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}"))
-    yield server
-    server.stop()
+    with driving(tmp_path, citrineos, f"fwrepo-{tmp_path.name}") as server:
+        yield server
 
 
 def build(fwrepo: Fwrepo, vendor: str, version: str = NEW) -> dict[str, Any]:
@@ -260,9 +269,7 @@ def test_a_wave_that_fails_too_often_halts_the_campaign_and_the_rest_is_never_se
 def test_a_charger_that_never_connects_is_tried_a_bounded_number_of_times_then_not_connected(
     tmp_path: Path, citrineos: CitrineOS,
 ) -> None:
-    fwrepo = start_fwrepo(tmp_path, **citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}",
-                                                         FWREPO_CITRINEOS_CONNECT_TRIES="3"))
-    try:
+    with driving(tmp_path, citrineos, f"fwrepo-{tmp_path.name}", FWREPO_CITRINEOS_CONNECT_TRIES="3") as fwrepo:
         vendor = unique_vendor()
         firmware = build(fwrepo, vendor)
         away = charger(fwrepo, citrineos, f"{vendor}-AWAY", vendor, "2.0.1")
@@ -272,8 +279,6 @@ def test_a_charger_that_never_connects_is_tried_a_bounded_number_of_times_then_n
         [job] = jobs(fwrepo, created["id"]).values()
         tries = (fwrepo.data_dir / "serve.log").read_text().count(f"to {away.charger_id} through citrineos: not_con")
         events = timeline(fwrepo, job["grant_id"])
-    finally:
-        fwrepo.stop()
     assert tries == 3  # 1 s, then 2 s apart
     assert ended["states"] == {"not_connected": 1} and ended["dispatches"] == {"not_connected": 1}
     assert ended["status"] == "halted"  # a failure like any other: 1 of 1 is above the threshold
@@ -283,9 +288,8 @@ def test_a_charger_that_never_connects_is_tried_a_bounded_number_of_times_then_n
 
 def test_an_error_citrineos_answers_is_the_grants_refusal_with_its_message(tmp_path: Path, citrineos: CitrineOS) -> None:
     # An operator's slip: the URL names a path under which CitrineOS serves nothing, and it answers 404.
-    settings = citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}")
-    fwrepo = start_fwrepo(tmp_path, **{**settings, "FWREPO_CITRINEOS_URL": citrineos.rest_url + "/no-such-api"})
-    try:
+    with driving(tmp_path, citrineos, f"fwrepo-{tmp_path.name}",
+                 FWREPO_CITRINEOS_URL=citrineos.rest_url + "/no-such-api") as fwrepo:
         vendor = unique_vendor()
         firmware = build(fwrepo, vendor)
         one = charger(fwrepo, citrineos, f"{vendor}-ONE", vendor, "2.0.1")
@@ -305,13 +309,10 @@ def test_an_error_citrineos_answers_is_the_grants_refusal_with_its_message(tmp_p
             assert one.observed.updates == []
 
         run(scenario())
-    finally:
-        fwrepo.stop()
 
 
 def test_what_chargers_say_while_fwrepo_restarts_waits_in_its_queue(tmp_path: Path, citrineos: CitrineOS) -> None:
-    fwrepo = start_fwrepo(tmp_path, **citrineos_settings(citrineos, f"fwrepo-{tmp_path.name}"))
-    try:
+    with driving(tmp_path, citrineos, f"fwrepo-{tmp_path.name}") as fwrepo:
         vendor = unique_vendor()
         firmware = build(fwrepo, vendor)
         one = charger(fwrepo, citrineos, f"{vendor}-R", vendor, "2.0.1")
@@ -327,8 +328,6 @@ def test_what_chargers_say_while_fwrepo_restarts_waits_in_its_queue(tmp_path: Pa
                                  what="the statuses sent while fwrepo was down")
 
         run(scenario())
-    finally:
-        fwrepo.stop()
 
 
 def test_a_cancelled_campaign_sends_nothing_more(stranded: Fwrepo) -> None:
@@ -343,8 +342,7 @@ def test_a_cancelled_campaign_sends_nothing_more(stranded: Fwrepo) -> None:
 
 def test_a_citrineos_down_at_dispatch_and_restarting_mid_update_gets_each_request_once(tmp_path: Path, own_citrineos: CitrineOS) -> None:
     (tmp_path / "fwrepo").mkdir()
-    fwrepo = start_fwrepo(tmp_path / "fwrepo", **citrineos_settings(own_citrineos, "fwrepo-restart"))
-    try:
+    with driving(tmp_path / "fwrepo", own_citrineos, "fwrepo-restart") as fwrepo:
         vendor = unique_vendor()
         firmware = build(fwrepo, vendor)
         fleet = [charger(fwrepo, own_citrineos, f"{vendor}-{n}", vendor, version)
@@ -369,8 +367,6 @@ def test_a_citrineos_down_at_dispatch_and_restarting_mid_update_gets_each_reques
             assert all(len(one.observed.updates) == 1 and one.version == NEW for one in fleet)
 
         run(scenario())
-    finally:
-        fwrepo.stop()
 
 
 def publish(citrineos: CitrineOS, frames: list[tuple[dict[str, Any], bytes]]) -> None:
