@@ -40,7 +40,7 @@ class Firmware(SQLModel, table=True):
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str = Field(max_length=64)
     # Hex MD5 for OCPP 2.0.1 PublishFirmware; null for builds stored before fwrepo computed it (migration 0015)
-    # until `fwrepo firmware checksum` reads them once.
+    # until `fwrepo storage checksum` reads them once.
     md5: str | None = Field(default=None, max_length=32)
     storage_key: str = Field(max_length=200)
     filename: str = Field(max_length=200)

@@ -43,7 +43,7 @@ class FirmwareRecord:
     status: Status
     size: int
     sha256: str
-    # None for a build stored before fwrepo computed MD5s, until `fwrepo firmware checksum` ran.
+    # None for a build stored before fwrepo computed MD5s, until `fwrepo storage checksum` ran.
     md5: str | None
     filename: str
     min_version: str | None

@@ -1,7 +1,7 @@
 """The MD5 of each build, which OCPP 2.0.1 PublishFirmware sends as its checksum.
 
 Builds stored before are left null: a migration has the database but not the storage, and reading every image
-(gigabytes on S3) would hold start-up for as long. `fwrepo firmware checksum` fills them by reading each once.
+(gigabytes on S3) would hold start-up for as long. `fwrepo storage checksum` fills them by reading each once.
 
 Revision ID: 0015
 Revises: 0014
