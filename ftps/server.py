@@ -200,7 +200,7 @@ class _DataChannel(TLS_DTPHandler):
             return
         session.services.downloads.refuse(
             DownloadRefused(Refusal.WRONG_CHARGER if data else Refusal.NO_CERTIFICATE,
-                            permit.grant_id, permit.charger_id), "ftps", session.remote_ip)
+                            permit.grant_id, permit.charger_id, permit.tenant), "ftps", session.remote_ip)
         if self.file_obj is not None:  # a RETR waits for this connection: it gets the answer
             self._resp = ("425 The data connection must present the control connection's certificate.",
                           logging.getLogger("pyftpdlib").warning)

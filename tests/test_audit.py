@@ -305,7 +305,7 @@ def test_a_checkpoint_signed_with_another_key_is_forged(trail: Trail, tmp_path: 
     impostor = CheckpointWriter(trail.audit.database, Ed25519PrivateKey.generate(), tmp_path / "impostor.log", 60)
     with trail.audit.database.session() as session:
         session.execute(delete(AuditCheckpoint))
-    forged = impostor.write("periodic")
+    [forged] = impostor.write("periodic")
     result = trail.verify("--checkpoints", str(tmp_path / "impostor.log"))
     assert result.returncode == 1
     assert result.stderr.strip() == (

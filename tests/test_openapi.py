@@ -57,7 +57,7 @@ def test_operations_name_their_roles_and_keyless_ones_need_no_key(document: dict
     issue = document["paths"]["/api/v1/grants"]["post"]
     assert issue["x-fwrepo-roles"] == ["csms", "admin"] and "Roles: csms, admin" in issue["description"]
     assert document["paths"]["/api/v1/firmware"]["post"]["x-fwrepo-roles"] == ["release", "admin"]
-    assert document["paths"]["/api/v1/audit"]["get"]["x-fwrepo-roles"] == ["admin"]
+    assert document["paths"]["/api/v1/audit"]["get"]["x-fwrepo-roles"] == ["admin", "platform"]
     for path in ("/api/v1/openapi.json", "/d/{token}/{filename}", "/healthz"):
         assert document["paths"][path]["get"]["security"] == []
     assert {"401", "403", "422"} <= document["paths"]["/api/v1/grants"]["post"]["responses"].keys()

@@ -1,4 +1,8 @@
-"""Local administration, run on the server's own data directory and database: clients, keys, signers, storage, audit.
+"""Local administration, run on the server's own data directory and database: tenants, clients, keys, signers,
+storage, audit.
+
+An operator at the machine is the platform: commands that list read every tenant's rows unless --tenant
+names one; commands that make something make it in the tenant --tenant names (default: default).
 
 Each command takes as flags only the settings it uses; the rest still come
 from their FWREPO_* variables, so these commands see what `fwrepo serve` sees.
@@ -20,25 +24,43 @@ from typing import TYPE_CHECKING, Any
 from repo_service.cli.arguments import DATABASE, SIGNING_KEYS, STORAGE, add_settings, read, settings_from
 from repo_service.cli.runtime import SWEEP_AGE
 from repo_service.cli.terminal import moment, print_table
+from repo_service.db.tenancy import EVERY_TENANT, acting_in
 from repo_service.domain.pki import ALGORITHMS, RSA_PADDINGS
 from repo_service.errors import FwrepoError
 
 if TYPE_CHECKING:
     from repo_service.domain.audit import Performer
+    from repo_service.domain.signers import Signers
 
 # What `audit verify` reads: the chain, the checkpoints, and the key to check them with.
 AUDIT = (*DATABASE, "keys_dir", "audit_key", "audit_checkpoint_log", "audit_checkpoint_interval")
-ROLES = ["release", "csms", "admin"]
+ROLES = ["release", "csms", "admin", "platform"]
+TENANT_HELP = "the tenant it belongs to (`fwrepo tenants list`; default: default)"
 
 
 def register(commands: Any) -> None:
+    tenants = commands.add_parser("tenants", help="the parties this service holds apart (local)")
+    tenant_commands = tenants.add_commands(dest="tenants_command", required=True, metavar="COMMAND")
+    tenant_create = tenant_commands.add_parser("create", help="add a tenant")
+    tenant_create.add_argument("name", help="1-63 lowercase letters, digits and inner hyphens, e.g. acme-cpo")
+    tenant_list = tenant_commands.add_parser("list", help="tenants, and whether they are disabled")
+    tenant_disable = tenant_commands.add_parser(
+        "disable", help="stop a tenant's keys, download URLs and FTPS logins at once; nothing is deleted")
+    tenant_disable.add_argument("name", help="the tenant's name")
+    for command in (tenant_create, tenant_list, tenant_disable):
+        add_settings(command, DATABASE)
+        command.set_defaults(handler=_tenants)
+
     clients = commands.add_parser("clients", help="API clients and their keys (local: on the data directory)")
     client_commands = clients.add_commands(dest="clients_command", required=True, metavar="COMMAND")
     create = client_commands.add_parser("create", help="make a client; prints its key alone")
     create.add_argument("--name", required=True, help="who or what the client is, e.g. the CSMS's host name")
     create.add_argument("--role", required=True, choices=ROLES,
-                        help="release: upload, publish, yank; csms: grants, campaigns, status events; admin: everything")
+                        help="release: upload, publish, yank; csms: grants, campaigns, status events; admin: everything "
+                        "in its tenant; platform: manage tenants, read every tenant's catalog and audit trail")
+    create.add_argument("--tenant", default="default", help=TENANT_HELP)
     client_list = client_commands.add_parser("list", help="list clients (never their keys)")
+    client_list.add_argument("--tenant", help="only this tenant's clients (default: every tenant's)")
     revoke = client_commands.add_parser("revoke", help="revoke a client's key")
     revoke.add_argument("client_id", help="the ID that `fwrepo clients list` shows")
     for command in (create, client_list, revoke):
@@ -92,6 +114,7 @@ def register(commands: Any) -> None:
     signer_remove = signer_commands.add_parser("remove", help="stop trusting a key")
     signer_remove.add_argument("signer", help="the signer's ID or name")
     for command in (signer_add, signer_list, signer_remove):
+        command.add_argument("--tenant", default="default", help="whose uploads the key signs (default: default)")
         add_settings(command, DATABASE)
         command.set_defaults(handler=_signers)
 
@@ -103,6 +126,7 @@ def register(commands: Any) -> None:
     audit_list.add_argument("--since", metavar="TIME", help="only events at or after this moment (RFC 3339)")
     audit_list.add_argument("--limit", type=int, default=100, help="at most this many (default 100, at most 1000)")
     audit_list.add_argument("--json", action="store_true", help="the page as JSON, like the API's reply")
+    audit_list.add_argument("--tenant", help="only this tenant's trail (default: every tenant's)")
     add_settings(audit_list, DATABASE)
     audit_list.set_defaults(handler=_audit_list)
     audit_verify = audit_commands.add_parser(
@@ -114,6 +138,8 @@ def register(commands: Any) -> None:
     audit_verify.add_argument("--public-key", type=Path, action="append", default=[], metavar="PEM",
                               help="the audit key's public half (repeat for a retired key); "
                               "default: derived from FWREPO_AUDIT_KEY")
+    audit_verify.add_argument("--tenant", action="append", default=[], metavar="NAME",
+                              help="check this tenant's chain (repeatable; default: every tenant's, each on its own)")
     audit_verify.add_argument("--max-age", type=float, metavar="SECONDS",
                               help="also exit 1 when the newest checkpoint is older than this: the writer stopped")
     add_settings(audit_verify, AUDIT)
@@ -134,7 +160,7 @@ def _clients(arguments: argparse.Namespace) -> None:
     database = open_database(settings_from(arguments))
     clients = Clients(database, Audit(database))
     if arguments.clients_command == "create":
-        record, key = clients.create(arguments.name, Role(arguments.role), _operator())
+        record, key = clients.create(arguments.name, Role(arguments.role), _operator(), arguments.tenant)
         # The key alone on stdout, so that `KEY=$(fwrepo clients create ...)` works.
         print(key)
         return
@@ -143,11 +169,31 @@ def _clients(arguments: argparse.Namespace) -> None:
         print(f"revoked {record.id} ({record.name})")
         return
     rows = [
-        [record.id, record.name, record.role.value, record.key_prefix + "…", moment(record.created_at),
+        [record.id, record.tenant, record.name, record.role.value, record.key_prefix + "…", moment(record.created_at),
          moment(record.revoked_at) if record.revoked_at else "active"]
-        for record in clients.list()
+        for record in clients.list(arguments.tenant)
     ]
-    print_table(["ID", "NAME", "ROLE", "KEY", "CREATED", "REVOKED"], rows)
+    print_table(["ID", "TENANT", "NAME", "ROLE", "KEY", "CREATED", "REVOKED"], rows)
+
+
+def _tenants(arguments: argparse.Namespace) -> None:
+    from repo_service.domain.audit import Audit
+    from repo_service.domain.tenants import Tenants
+    from repo_service.services import open_database
+
+    database = open_database(settings_from(arguments))
+    tenants = Tenants(database, Audit(database))
+    if arguments.tenants_command == "create":
+        print(f"created tenant {tenants.create(arguments.name, _operator()).name}")
+        return
+    if arguments.tenants_command == "disable":
+        record = tenants.disable(arguments.name, _operator())
+        print(f"disabled tenant {record.name} at {moment(record.disabled_at)}: its keys, download URLs and FTPS "
+              "logins are refused")
+        return
+    print_table(["NAME", "CREATED", "DISABLED"], [
+        [record.name, moment(record.created_at), moment(record.disabled_at) if record.disabled_at else "-"]
+        for record in tenants.list()])
 
 
 def _operator() -> Performer:
@@ -163,14 +209,17 @@ def _audit_list(arguments: argparse.Namespace) -> None:
     from repo_service.services import open_database
 
     since = parse_moment(arguments.since, "--since") if arguments.since else None
-    events, total = Audit(open_database(settings_from(arguments))).list(
-        action=arguments.action, actor=arguments.actor, subject=arguments.subject, since=since, limit=arguments.limit)
+    with acting_in(arguments.tenant or EVERY_TENANT):
+        events, total = Audit(open_database(settings_from(arguments))).list(
+            action=arguments.action, actor=arguments.actor, subject=arguments.subject, since=since,
+            limit=arguments.limit)
     documents = [as_document(event) for event in events]
     if arguments.json:
         print(json.dumps({"total": total, "items": documents}, indent=2))
         return
-    print_table(["SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"], [
-        [document["seq"], moment(document["at"]), document["actor"], document["action"], document["subject"],
+    print_table(["TENANT", "SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"], [
+        [document["tenant"], document["seq"], moment(document["at"]), document["actor"], document["action"],
+         document["subject"],
          json.dumps(document["detail"], sort_keys=True)[:120]] for document in documents])
     if total > len(documents):
         print(f"{len(documents)} of {total}: narrow with --action, --subject or --since, or raise --limit")
@@ -180,10 +229,14 @@ def _audit_command(arguments: argparse.Namespace) -> int:
     from repo_service.domain.audit import Audit
     from repo_service.domain.audit_checkpoints import CheckpointLines, stored_checkpoints, trusted_keys, verify_trail
     from repo_service.domain.clock import rfc3339, utc_now
+    from repo_service.domain.tenants import Tenants
     from repo_service.services import open_database
 
     settings = settings_from(arguments)
     database = open_database(settings)
+    audit = Audit(database)
+    tenants = [Tenants(database, audit).get(name).name for name in arguments.tenant] or [
+        record.name for record in Tenants(database, audit).list()]
     default_log = settings.audit_checkpoint_log_path
     paths = arguments.checkpoints or ([default_log] if default_log.exists() else [])
     with ExitStack() as files:
@@ -192,34 +245,47 @@ def _audit_command(arguments: argparse.Namespace) -> int:
                     for path in paths}
         except OSError as error:
             raise FwrepoError(f"--checkpoints {error.filename}: {error.strerror}") from None
-        report = verify_trail(Audit(database), {"the database": stored_checkpoints(database), **logs},
-                              lambda: trusted_keys(arguments.public_key, settings.audit_key_path))
+        reports = verify_trail(audit, {"the database": stored_checkpoints(database), **logs},
+                               lambda: trusted_keys(arguments.public_key, settings.audit_key_path), tenants)
     for path, lines in logs.items():
         if lines.other:
             print(f"note: {path}: {lines.other} lines hold no checkpoint (other log lines, or one torn by a crash)",
                   file=sys.stderr)
-    if report.broken is not None:
-        print(f"audit chain BROKEN at row {report.broken.seq}: {report.broken.reason}", file=sys.stderr)
-        return 1
-    print(f"audit chain intact: {report.events} events")
-    newest = report.newest
-    if newest is None:
-        print("no checkpoints yet: a rewrite that recomputes the hashes, or rows cut from the end, would not show")
-        return 0
-    age = (utc_now() - newest.at).total_seconds()
-    counts = ", ".join(f"{count} in {source}" for source, count in report.checkpoints.items())
-    print(f"checkpoints signed and matching: {counts}; the newest, {rfc3339(newest.at)} ({newest.reason}, "
-          f"{age:.0f} s ago), covers rows 1-{newest.seq}")
-    print(f"unprotected: the {report.events - newest.seq} rows after it; while a node serves, a truncation can hide "
-          f"at most the last {settings.audit_checkpoint_interval} s of events (FWREPO_AUDIT_CHECKPOINT_INTERVAL)")
-    if arguments.max_age is not None and age > arguments.max_age:
-        print(f"audit checkpoints STALE: the newest is {age:.0f} s old, more than --max-age {arguments.max_age:g}: "
-              "no node is writing them (none serving, or the lease held through the database)", file=sys.stderr)
-        return 1
-    return 0
+    failed = False
+    for report in reports:
+        # The default tenant's lines read as they did before there were tenants.
+        chain = "audit chain" if report.tenant == "default" else f"audit chain of tenant {report.tenant}"
+        if report.broken is not None:
+            print(f"{chain} BROKEN at row {report.broken.seq}: {report.broken.reason}", file=sys.stderr)
+            failed = True
+            continue
+        print(f"{chain} intact: {report.events} events")
+        newest = report.newest
+        if newest is None:
+            print("no checkpoints yet: a rewrite that recomputes the hashes, or rows cut from the end, would not show")
+            continue
+        age = (utc_now() - newest.at).total_seconds()
+        counts = ", ".join(f"{count} in {source}" for source, count in report.checkpoints.items())
+        print(f"checkpoints signed and matching: {counts}; the newest, {rfc3339(newest.at)} ({newest.reason}, "
+              f"{age:.0f} s ago), covers rows 1-{newest.seq}")
+        print(f"unprotected: the {report.events - newest.seq} rows after it; while a node serves, a truncation can "
+              f"hide at most the last {settings.audit_checkpoint_interval} s of events "
+              "(FWREPO_AUDIT_CHECKPOINT_INTERVAL)")
+        if arguments.max_age is not None and age > arguments.max_age:
+            print(f"audit checkpoints STALE: the newest is {age:.0f} s old, more than --max-age "
+                  f"{arguments.max_age:g}: no node is writing them (none serving, or the lease held through the "
+                  "database)", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 def _storage(arguments: argparse.Namespace) -> int | None:
+    # Storage is checked whole: every tenant's builds and uploads.
+    with acting_in(EVERY_TENANT):
+        return _storage_of_every_tenant(arguments)
+
+
+def _storage_of_every_tenant(arguments: argparse.Namespace) -> int | None:
     from repo_service.services import build_services
 
     services = build_services(settings_from(arguments))
@@ -303,10 +369,16 @@ def _keys(arguments: argparse.Namespace) -> None:
 def _signers(arguments: argparse.Namespace) -> None:
     from repo_service.domain.audit import Audit
     from repo_service.domain.signers import Signers
+    from repo_service.domain.tenants import Tenants
     from repo_service.services import open_database
 
     database = open_database(settings_from(arguments))
-    signers = Signers(database, Audit(database))
+    Tenants(database, Audit(database)).get(arguments.tenant)
+    with acting_in(arguments.tenant):
+        _signers_of(Signers(database, Audit(database)), arguments)
+
+
+def _signers_of(signers: Signers, arguments: argparse.Namespace) -> None:
     if arguments.signers_command == "add":
         signer = signers.add(arguments.name, read(arguments.key_file), _operator())
         print(f"{signer.id}  {signer.name}  {signer.algorithm}  sha256:{signer.fingerprint}")

@@ -10,6 +10,7 @@ from repo_service.contract.base import Moment, Reply
 
 
 class AuditEvent(Reply):
+    tenant: str = Field(description="whose trail it is on: each tenant's trail is a chain of its own, seq from 1")
     seq: int
     at: Moment
     actor: str

@@ -14,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, text
 
 from repo_service.db.session import Database
+from repo_service.db.tenancy import EVERY_TENANT, SETTING
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -41,6 +42,9 @@ def upgrade(database: Database) -> None:
         if postgres:
             # Nodes starting together would otherwise race to create the same tables.
             connection.execute(text("SELECT pg_advisory_lock(:lock)"), {"lock": _MIGRATION_LOCK})
+            # A migration reads and rewrites every tenant's rows, past the row-level security of 0017.
+            connection.execute(text("SELECT set_config(:setting, :every, false)"),
+                               {"setting": SETTING, "every": EVERY_TENANT})
             connection.commit()
         try:
             config.attributes["connection"] = connection
@@ -53,6 +57,7 @@ def upgrade(database: Database) -> None:
                 log.info("database schema upgraded from %s to %s", before or "empty", after)
         finally:
             if postgres:
+                connection.execute(text("SELECT set_config(:setting, '', false)"), {"setting": SETTING})
                 connection.execute(text("SELECT pg_advisory_unlock(:lock)"), {"lock": _MIGRATION_LOCK})
                 connection.commit()
 

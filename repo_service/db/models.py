@@ -7,13 +7,26 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from repo_service.db.tenancy import tenant_column
 from repo_service.db.types import UtcDateTime
+
+
+class Tenant(SQLModel, table=True):
+    """A party whose builds, keys, grants, campaigns and records no other tenant's key can see."""
+
+    __tablename__ = "tenant"
+
+    name: str = Field(primary_key=True, max_length=63)
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    # A disabled tenant's keys, download tokens and FTPS logins stop working; nothing of it is deleted.
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
 
 
 class ApiClient(SQLModel, table=True):
     __tablename__ = "api_client"
 
     id: str = Field(primary_key=True, max_length=32)
+    tenant: str = Field(default=None, sa_column=tenant_column())
     name: str = Field(max_length=100)
     role: str = Field(max_length=16)
     # SHA-256 of the key: keys are 256 random bits, so a fast hash is enough
@@ -27,11 +40,12 @@ class ApiClient(SQLModel, table=True):
 class Firmware(SQLModel, table=True):
     __tablename__ = "firmware"
     __table_args__ = (
-        UniqueConstraint("vendor", "version_canonical", name="uq_firmware_vendor_version"),
+        UniqueConstraint("tenant", "vendor", "version_canonical", name="uq_firmware_vendor_version"),
         Index("ix_firmware_vendor_status_channel", "vendor", "status", "channel"),
     )
 
     id: str = Field(primary_key=True, max_length=32)
+    tenant: str = Field(default=None, sa_column=tenant_column())
     vendor: str = Field(max_length=64)
     version: str = Field(max_length=64)
     version_canonical: str = Field(max_length=64)
@@ -114,9 +128,11 @@ class Signer(SQLModel, table=True):
     """A release engineer's public key: uploads signed with it are known to be theirs."""
 
     __tablename__ = "signer"
+    __table_args__ = (UniqueConstraint("tenant", "name", name="uq_signer_tenant_name"),)
 
     id: str = Field(primary_key=True, max_length=32)
-    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    tenant: str = Field(default=None, sa_column=tenant_column())
+    name: str = Field(max_length=100)
     public_key_pem: str = Field(sa_column=Column(Text, nullable=False))
     fingerprint: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
@@ -133,6 +149,7 @@ class Grant(SQLModel, table=True):
     __tablename__ = "grant"
 
     id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(default=None, sa_column=tenant_column())
     firmware_id: str = Field(sa_column=Column(String(32), ForeignKey("firmware.id"), nullable=False, index=True))
     charger_id: str = Field(sa_column=Column(String(64), nullable=False, index=True))
     protocol: str = Field(max_length=8)
@@ -209,6 +226,7 @@ class Campaign(SQLModel, table=True):
     __tablename__ = "campaign"
 
     id: str = Field(sa_column=Column(String(32), primary_key=True))
+    tenant: str = Field(default=None, sa_column=tenant_column())
     firmware_id: str = Field(sa_column=Column(String(32), ForeignKey("firmware.id"), nullable=False, index=True))
     protocol: str = Field(max_length=8)
     ftps_mode: str | None = Field(default=None, max_length=8)
@@ -282,6 +300,8 @@ class AuditEvent(SQLModel, table=True):
 
     __tablename__ = "audit_event"
 
+    # Each tenant's trail is a chain of its own, numbered from 1.
+    tenant: str = Field(default=None, sa_column=tenant_column(primary_key=True))
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
     actor: str = Field(max_length=80, index=True)
@@ -302,6 +322,8 @@ class AuditCheckpoint(SQLModel, table=True):
     __tablename__ = "audit_checkpoint"
 
     id: int | None = Field(default=None, primary_key=True)
+    # Whose chain: each tenant's trail has checkpoints of its own.
+    tenant: str = Field(default=None, sa_column=tenant_column())
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     hash: str = Field(max_length=64)
     at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
@@ -317,6 +339,7 @@ class Webhook(SQLModel, table=True):
     __tablename__ = "webhook"
 
     id: str = Field(sa_column=Column(String(32), primary_key=True))
+    tenant: str = Field(default=None, sa_column=tenant_column())
     url: str = Field(sa_column=Column(Text, nullable=False))
     events: list[str] = Field(sa_column=Column(JSON, nullable=False))
     # The secret sealed (AES-GCM) with a key derived from FWREPO_TOKEN_SECRET: usable to sign on every node,

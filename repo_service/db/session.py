@@ -13,6 +13,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel
 
+from repo_service.db.tenancy import open_session
+
 from repo_service.domain.owner_files import PRIVATE_FILE, make_private_directory, withhold_from_others
 
 log = logging.getLogger(__name__)
@@ -25,14 +27,15 @@ class Database:
 
     @contextmanager
     def session(self, *, exclusive: bool = False) -> Iterator[Session]:
-        """A session whose work is committed when the block ends, rolled back when it raises.
+        """A session in the current tenant scope (``tenancy``), committed when the block ends, rolled back when it
+        raises.
 
         exclusive is for read-check-write blocks: on SQLite, where SELECT ... FOR
         UPDATE does nothing, the transaction takes the write lock when it begins,
         so two of them cannot both act on the same old state.
         """
         bind = self.engine.execution_options(sqlite_begin_immediate=True) if exclusive else self.engine
-        with Session(bind, expire_on_commit=False) as session:
+        with open_session(bind) as session:
             try:
                 yield session
                 session.commit()

@@ -2,9 +2,11 @@
 
 A row's hash covers its sequence number, its content and the previous row's
 hash, so changing a row, removing one or swapping two breaks the chain at
-that point, and `fwrepo audit verify` names it. Appends are serialised (a
-PostgreSQL advisory lock, SQLite's write lock) so concurrent writers on
-several nodes still make one chain.
+that point, and `fwrepo audit verify` names it. Each tenant's trail is a chain of its own
+(an act goes on the chain of the tenant it is done in), so one tenant's
+trail can be handed over and checked without another's. Appends are
+serialised (a PostgreSQL advisory lock, SQLite's write lock) so concurrent
+writers on several nodes still make one chain per tenant.
 
 The chain alone cannot show a rewrite that recomputes every later hash, nor
 rows cut from its end: whoever can write the table can do both. Anchors,
@@ -26,6 +28,7 @@ from sqlmodel import Session, col, func, select
 
 from repo_service.db.models import AuditEvent
 from repo_service.db.session import Database
+from repo_service.db.tenancy import EVERY_TENANT, current_scope
 from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.errors import InvalidInput
 
@@ -80,7 +83,7 @@ def _rows(first: int, last: int) -> str:
 
 def as_document(event: AuditEvent) -> dict[str, Any]:
     """One row as the trail shows it (the API's AuditEvent, `fwrepo audit list --json`)."""
-    return {"seq": event.seq, "at": rfc3339(event.at), "actor": event.actor, "action": event.action,
+    return {"tenant": event.tenant, "seq": event.seq, "at": rfc3339(event.at), "actor": event.actor, "action": event.action,
             "subject": event.subject, "detail": json.loads(event.detail), "hash": event.hash}
 
 
@@ -109,8 +112,12 @@ class Audit:
             self._append(session, acts)
 
     def _append(self, session: Session, acts: Sequence[Act]) -> None:
+        tenant = current_scope()
+        if tenant == EVERY_TENANT:
+            raise ValueError("an act done in every tenant's scope must be recorded in the scope of its tenant")
         self._lock(session)
-        last = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
+        last = session.exec(select(AuditEvent).where(AuditEvent.tenant == tenant)
+                            .order_by(col(AuditEvent.seq).desc()).limit(1)).first()
         seq, previous = (last.seq, last.hash) if last else (0, GENESIS)
         at, rows = self.clock(), []
         for act in acts:
@@ -118,7 +125,7 @@ class Audit:
             detail = json.dumps(dict(act.detail), sort_keys=True, default=str)
             actor, subject = act.actor[:80], act.subject[:128]
             digest = row_hash(seq, at, actor, act.action, subject, detail, previous)
-            rows.append({"seq": seq, "at": at, "actor": actor, "action": act.action, "subject": subject,
+            rows.append({"tenant": tenant, "seq": seq, "at": at, "actor": actor, "action": act.action, "subject": subject,
                          "detail": detail, "prev_hash": previous, "hash": digest})
             previous = digest
         session.execute(insert(AuditEvent), rows)
@@ -142,11 +149,14 @@ class Audit:
             query = query.where(col(AuditEvent.at) >= since)
         with self.database.session() as session:
             total = session.exec(select(func.count()).select_from(query.subquery())).one()
-            rows = session.exec(query.order_by(col(AuditEvent.seq).desc()).offset(offset).limit(limit)).all()
+            # Newest first; a platform key reads every tenant's chains at once, so by time, then by place in one.
+            rows = session.exec(query.order_by(col(AuditEvent.at).desc(), col(AuditEvent.seq).desc())
+                                .offset(offset).limit(limit)).all()
         return list(rows), total
 
     def verify(self, anchors: Mapping[int, Anchor] | None = None) -> tuple[int, Break | None]:
-        """How many rows were checked, and the first broken link (None when the chain holds).
+        """How many rows of the current scope's tenant were checked, and the first broken link (None when its
+        chain holds).
 
         The row of each anchor (by seq) must still have the anchor's hash (else a row since the anchor
         before it was rewritten), and the chain must still reach the newest anchor (else its end was cut).
@@ -179,10 +189,12 @@ class Audit:
         return count, None
 
     def _rows(self) -> Iterator[AuditEvent]:
-        after = 0
+        after, tenant = 0, current_scope()
+        if tenant == EVERY_TENANT:
+            raise ValueError("each tenant's chain is verified on its own: verify in the scope of one")
         while True:
             with self.database.session() as session:
-                page = session.exec(select(AuditEvent).where(col(AuditEvent.seq) > after)
+                page = session.exec(select(AuditEvent).where(AuditEvent.tenant == tenant, col(AuditEvent.seq) > after)
                                     .order_by(col(AuditEvent.seq)).limit(5000)).all()
             if not page:
                 return

@@ -37,10 +37,11 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
-from repo_service.db.models import AuditCheckpoint, AuditEvent
+from repo_service.db.models import AuditCheckpoint, AuditEvent, Tenant
 from repo_service.db.session import Database
+from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in
 from repo_service.domain import leases
 from repo_service.domain.audit import GENESIS, Anchor, Audit, Break
 from repo_service.domain.background import repeating
@@ -61,7 +62,7 @@ PAGE = 5000
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Row `seq` of the audit chain had `hash` at `at`, as `node` saw it and signed with key `key_id`."""
+    """Row `seq` of tenant's audit chain had `hash` at `at`, as `node` saw it and signed with key `key_id`."""
 
     seq: int
     hash: str
@@ -70,15 +71,20 @@ class Checkpoint:
     node: str
     key_id: str
     signature: str
+    tenant: str = DEFAULT_TENANT
 
     @staticmethod
-    def signed_bytes(seq: int, digest: str, at: datetime, reason: str, node: str) -> bytes:
-        return json.dumps([PURPOSE, seq, digest, rfc3339(at), reason, node], separators=(",", ":")).encode()
+    def signed_bytes(seq: int, digest: str, at: datetime, reason: str, node: str, tenant: str) -> bytes:
+        # The default tenant's checkpoints are signed as they were before there were tenants, so the logs
+        # of a single operator's installation stay valid; another tenant's name is signed with its head.
+        named = [tenant] if tenant != DEFAULT_TENANT else []
+        return json.dumps([PURPOSE, seq, digest, rfc3339(at), reason, node, *named], separators=(",", ":")).encode()
 
     def line(self) -> str:
         """The checkpoint as one line of the checkpoint log."""
+        named = {"tenant": self.tenant} if self.tenant != DEFAULT_TENANT else {}
         return json.dumps({"seq": self.seq, "hash": self.hash, "at": rfc3339(self.at), "reason": self.reason,
-                           "node": self.node, "key": self.key_id, "signature": self.signature},
+                           "node": self.node, "key": self.key_id, "signature": self.signature, **named},
                           separators=(",", ":"))
 
     def forgery(self, trusted: Sequence[Ed25519PublicKey]) -> str | None:
@@ -89,7 +95,8 @@ class Checkpoint:
                     "not the audit key: it is forged (or give that key's public half with --public-key)")
         try:
             signature = base64.b64decode(self.signature, validate=True)
-            keys[0].verify(signature, self.signed_bytes(self.seq, self.hash, self.at, self.reason, self.node))
+            keys[0].verify(signature, self.signed_bytes(self.seq, self.hash, self.at, self.reason, self.node,
+                                                        self.tenant))
         except (InvalidSignature, ValueError):
             return f"the checkpoint of {rfc3339(self.at)} for row {self.seq} has a bad signature: it is forged"
         return None
@@ -232,25 +239,29 @@ def _parsed(document: dict[str, Any]) -> Checkpoint | None:
     fields = {"seq": int, "hash": str, "at": str, "reason": str, "node": str, "key": str, "signature": str}
     if any(type(document.get(name)) is not kind for name, kind in fields.items()):
         return None
+    tenant = document.get("tenant", DEFAULT_TENANT)
+    if type(tenant) is not str:
+        return None
     try:
         at = parse_moment(document["at"], "at")
     except InvalidInput:
         return None
     return Checkpoint(document["seq"], document["hash"], at, document["reason"], document["node"], document["key"],
-                      document["signature"])
+                      document["signature"], tenant)
 
 
 def stored_checkpoints(database: Database) -> Iterator[Checkpoint]:
-    """The checkpoints the database holds (every node's; anyone who can write the database can delete them)."""
+    """The checkpoints the database holds, every tenant's and every node's (anyone who can write the database
+    can delete them)."""
     after = 0
     while True:
-        with database.session() as session:
+        with acting_in(EVERY_TENANT), database.session() as session:
             page = session.exec(select(AuditCheckpoint).where(col(AuditCheckpoint.id) > after)
                                 .order_by(col(AuditCheckpoint.id)).limit(PAGE)).all()
         if not page:
             return
         for row in page:
-            yield Checkpoint(row.seq, row.hash, row.at, row.reason, row.node, row.key_id, row.signature)
+            yield Checkpoint(row.seq, row.hash, row.at, row.reason, row.node, row.key_id, row.signature, row.tenant)
         after = page[-1].id or after
 
 
@@ -266,25 +277,34 @@ class CheckpointWriter:
         self.interval = interval
         self.clock = clock
 
-    def write(self, reason: str) -> Checkpoint:
-        """Sign the head as it is now, and keep the checkpoint in the log file, the process log and the database."""
-        with self.database.session() as session:
-            head = session.exec(select(AuditEvent.seq, AuditEvent.hash)
-                                .order_by(col(AuditEvent.seq).desc()).limit(1)).first()
-        seq, digest = head if head is not None else (0, GENESIS)
-        # Stamped after the head was read: the row it names was committed by then.
+    def write(self, reason: str) -> list[Checkpoint]:
+        """Sign every tenant's head as it is now, and keep the checkpoints in the log file, the process log and
+        the database."""
+        with acting_in(EVERY_TENANT), self.database.session() as session:
+            newest = (select(AuditEvent.tenant, func.max(AuditEvent.seq).label("seq"))
+                      .group_by(col(AuditEvent.tenant)).subquery())
+            heads = {tenant: (seq, digest) for tenant, seq, digest in session.exec(
+                select(AuditEvent.tenant, AuditEvent.seq, AuditEvent.hash)
+                .join(newest, (col(AuditEvent.tenant) == newest.c.tenant) & (col(AuditEvent.seq) == newest.c.seq)))}
+            tenants = session.exec(select(Tenant.name).order_by(col(Tenant.name))).all()
+        # Stamped after the heads were read: the rows they name were committed by then.
         at = self.clock().replace(microsecond=0)
-        signature = self.key.sign(Checkpoint.signed_bytes(seq, digest, at, reason, leases.HOLDER))
-        checkpoint = Checkpoint(seq, digest, at, reason, leases.HOLDER, self.key_id,
-                                base64.b64encode(signature).decode())
-        append_line(self.log_path, checkpoint.line())
-        log.info("%s%s", LOG_PREFIX, checkpoint.line())
-        with self.database.session() as session:
-            session.add(AuditCheckpoint(seq=seq, hash=digest, at=at, reason=reason, node=checkpoint.node,
-                                        key_id=self.key_id, signature=checkpoint.signature))
-        return checkpoint
+        checkpoints = []
+        for tenant in tenants:
+            seq, digest = heads.get(tenant, (0, GENESIS))
+            signature = self.key.sign(Checkpoint.signed_bytes(seq, digest, at, reason, leases.HOLDER, tenant))
+            checkpoint = Checkpoint(seq, digest, at, reason, leases.HOLDER, self.key_id,
+                                    base64.b64encode(signature).decode(), tenant)
+            append_line(self.log_path, checkpoint.line())
+            log.info("%s%s", LOG_PREFIX, checkpoint.line())
+            checkpoints.append(checkpoint)
+        with acting_in(EVERY_TENANT), self.database.session() as session:
+            session.add_all(AuditCheckpoint(tenant=checkpoint.tenant, seq=checkpoint.seq, hash=checkpoint.hash, at=at,
+                                            reason=reason, node=checkpoint.node, key_id=self.key_id,
+                                            signature=checkpoint.signature) for checkpoint in checkpoints)
+        return checkpoints
 
-    def round(self) -> Checkpoint | None:
+    def round(self) -> list[Checkpoint] | None:
         """One periodic checkpoint, if this node holds this round's lease (None when another node does)."""
         if not leases.take(self.database, LEASE, self.interval, self.clock()):
             return None
@@ -310,7 +330,7 @@ class CheckpointWriter:
     def _warn_of_another_key(self) -> None:
         """Say so when the newest checkpoint was signed with another key: nodes that do not share one key file
         make checkpoints that verify counts as forged (after a deliberate key change, once, it is expected)."""
-        with self.database.session() as session:
+        with acting_in(EVERY_TENANT), self.database.session() as session:
             newest = session.exec(select(AuditCheckpoint.key_id).order_by(col(AuditCheckpoint.id).desc())
                                   .limit(1)).first()
         if newest is not None and newest != self.key_id:
@@ -321,8 +341,10 @@ class CheckpointWriter:
 
 @dataclass(frozen=True)
 class TrailReport:
-    """What `verify_trail` found: rows checked, checkpoints verified per source, the newest, the first break."""
+    """What `verify_trail` found for one tenant's chain: rows checked, checkpoints verified per source, the newest,
+    the first break."""
 
+    tenant: str
     events: int
     checkpoints: Mapping[str, int]
     newest: Checkpoint | None
@@ -330,33 +352,48 @@ class TrailReport:
 
 
 def verify_trail(audit: Audit, sources: Mapping[str, Iterable[Checkpoint]],
-                 trust: Callable[[], Sequence[Ed25519PublicKey]]) -> TrailReport:
-    """Every checkpoint signed by a trusted key, and the chain intact and matching every one of them.
+                 trust: Callable[[], Sequence[Ed25519PublicKey]], tenants: Sequence[str]) -> list[TrailReport]:
+    """For each tenant: every checkpoint of its chain signed by a trusted key, and the chain intact and matching
+    every one of them.
 
     `sources` name where checkpoints come from (the database, each log); they are read once, keeping
-    one anchor per row, so a year of checkpoints needs no year of memory. `trust` gives the public keys
-    and is called only if there is a checkpoint to check.
+    one anchor per row, so a year of checkpoints needs no year of memory; checkpoints of other tenants'
+    chains are passed over. `trust` gives the public keys and is called only if there is a checkpoint to check.
     """
-    counts = {name: 0 for name in sources}
-    anchors: dict[int, Anchor] = {}
+    counts = {tenant: {name: 0 for name in sources} for tenant in tenants}
+    anchors: dict[str, dict[int, Anchor]] = {tenant: {} for tenant in tenants}
+    newest: dict[str, Checkpoint] = {}
+    forged: dict[str, Break] = {}
     trusted: Sequence[Ed25519PublicKey] | None = None
-    newest: Checkpoint | None = None
     for name, checkpoints in sources.items():
         for checkpoint in checkpoints:
-            counts[name] += 1
+            tenant = checkpoint.tenant
+            if tenant not in anchors or tenant in forged:
+                continue
+            counts[tenant][name] += 1
             trusted = trust() if trusted is None else trusted
             forgery = checkpoint.forgery(trusted)
             if forgery is not None:
-                return TrailReport(0, counts, None, Break(checkpoint.seq, forgery))
-            known = anchors.get(checkpoint.seq)
+                forged[tenant] = Break(checkpoint.seq, forgery)
+                continue
+            known = anchors[tenant].get(checkpoint.seq)
             if known is not None and known.hash != checkpoint.hash:
                 first, second = sorted((known.at, checkpoint.at))
-                return TrailReport(0, counts, None, Break(checkpoint.seq, (
+                forged[tenant] = Break(checkpoint.seq, (
                     f"the checkpoints of {rfc3339(first)} and {rfc3339(second)} sign different hashes for row "
-                    f"{checkpoint.seq}: the chain was rewritten between them")))
+                    f"{checkpoint.seq}: the chain was rewritten between them"))
+                continue
             if known is None or checkpoint.at < known.at:
-                anchors[checkpoint.seq] = Anchor(checkpoint.seq, checkpoint.hash, checkpoint.at)
-            if newest is None or (checkpoint.at, checkpoint.seq) > (newest.at, newest.seq):
-                newest = checkpoint
-    events, broken = audit.verify(anchors)
-    return TrailReport(events, counts, newest, broken)
+                anchors[tenant][checkpoint.seq] = Anchor(checkpoint.seq, checkpoint.hash, checkpoint.at)
+            latest = newest.get(tenant)
+            if latest is None or (checkpoint.at, checkpoint.seq) > (latest.at, latest.seq):
+                newest[tenant] = checkpoint
+    reports = []
+    for tenant in tenants:
+        if tenant in forged:
+            reports.append(TrailReport(tenant, 0, counts[tenant], None, forged[tenant]))
+            continue
+        with acting_in(tenant):
+            events, broken = audit.verify(anchors[tenant])
+        reports.append(TrailReport(tenant, events, counts[tenant], newest.get(tenant), broken))
+    return reports

@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from repo_service.db.models import Campaign, CampaignCharger, Dispatch, Grant
 from repo_service.db.session import Database
+from repo_service.db.tenancy import EVERY_TENANT, acting_in
 from repo_service.domain import leases
 from repo_service.domain.audit import Performer
 from repo_service.domain.background import repeating
@@ -489,13 +490,15 @@ class Campaigns:
                          still: Callable[[Session], bool] = lambda session: True) -> int:
         """Every running campaign of this dispatch: its due grants handed out a page at a time, each page given to
         take() in the transaction that claims it, while still() holds there. How many."""
-        with self.database.session() as session:
-            running = list(session.exec(select(Campaign.id).where(
+        # Every tenant's campaigns are found; each is then handed out in its own tenant's scope, so its grants
+        # reach only its tenant's webhooks.
+        with acting_in(EVERY_TENANT), self.database.session() as session:
+            running = list(session.exec(select(Campaign.id, Campaign.tenant).where(
                 Campaign.status == CampaignStatus.RUNNING.value, Campaign.dispatch == dispatch)).all())
         handed = 0
-        for campaign_id in running:
+        for campaign_id, tenant in running:
             while True:
-                with self.database.session(exclusive=True) as session:
+                with acting_in(tenant), self.database.session(exclusive=True) as session:
                     if not still(session):
                         return handed
                     campaign = self._campaign(session, campaign_id)
@@ -546,15 +549,23 @@ class Campaigns:
         now = self.clock()
         if not leases.take(self.database, "campaign-tick", TICK_SECONDS, now):
             return 0
-        with self.database.session() as session:
+        # Found across tenants, then derived and decided tenant by tenant: what a job's end sends (webhooks)
+        # and records (the audit trail) is its own tenant's.
+        with acting_in(EVERY_TENANT), self.database.session() as session:
             running = select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING.value)
-            due = [grant_id for grant_id in session.exec(select(CampaignCharger.grant_id).where(
+            due = session.exec(select(CampaignCharger.grant_id, Campaign.tenant).join(
+                Campaign, col(Campaign.id) == col(CampaignCharger.campaign_id)).where(
                 col(CampaignCharger.campaign_id).in_(running), col(CampaignCharger.final).is_(False),
-                col(CampaignCharger.due_at) <= now).limit(TICK_BATCH)).all() if grant_id is not None]
-            campaigns = list(session.exec(running).all())
-        self._store(self.jobs.jobs(due))
-        for campaign_id in campaigns:
-            self.advance(campaign_id)
+                col(CampaignCharger.due_at) <= now).limit(TICK_BATCH)).all()
+            campaigns = session.exec(select(Campaign.id, Campaign.tenant).where(
+                Campaign.status == CampaignStatus.RUNNING.value)).all()
+        for tenant in dict.fromkeys([tenant for _, tenant in due] + [tenant for _, tenant in campaigns]):
+            with acting_in(tenant):
+                self._store(self.jobs.jobs([grant_id for grant_id, owner in due
+                                            if owner == tenant and grant_id is not None]))
+                for campaign_id, owner in campaigns:
+                    if owner == tenant:
+                        self.advance(campaign_id)
         return len(due)
 
     def ticking(self) -> AbstractContextManager[None]:

@@ -15,8 +15,10 @@ from sqlmodel import select
 
 from repo_service.db.models import ApiClient
 from repo_service.db.session import Database
+from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in
 from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.tenants import enabled
 from repo_service.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 
 KEY_PREFIX = "fwr_"
@@ -26,6 +28,7 @@ class Role(StrEnum):
     RELEASE = "release"
     CSMS = "csms"
     ADMIN = "admin"
+    PLATFORM = "platform"
 
 
 class Action(StrEnum):
@@ -39,16 +42,19 @@ class Action(StrEnum):
     GRANT = "issue and revoke download grants"
     READ_AUDIT = "read the audit trail"
     MANAGE_WEBHOOKS = "manage webhooks"
+    MANAGE_TENANTS = "manage tenants"
 
 
 # Release engineers own the builds; a CSMS only reads what it needs to offer
-# updates, and registers the webhooks that push it what it would poll for; admins may do everything.
+# updates, and registers the webhooks that push it what it would poll for; admins may do everything inside
+# their tenant; the platform role manages tenants and reads across them, and changes nothing inside one.
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.RELEASE: frozenset(
         {Action.READ_CATALOG, Action.DOWNLOAD_CONTENT, Action.UPLOAD, Action.PUBLISH, Action.YANK, Action.QUERY_UPDATES}
     ),
     Role.CSMS: frozenset({Action.READ_CATALOG, Action.QUERY_UPDATES, Action.GRANT, Action.MANAGE_WEBHOOKS}),
-    Role.ADMIN: frozenset(Action),
+    Role.ADMIN: frozenset(Action) - {Action.MANAGE_TENANTS},
+    Role.PLATFORM: frozenset({Action.MANAGE_TENANTS, Action.READ_CATALOG, Action.READ_AUDIT}),
 }
 
 
@@ -59,10 +65,16 @@ class Actor:
     client_id: str
     name: str
     role: Role
+    tenant: str = DEFAULT_TENANT
 
     @property
     def performer(self) -> Performer:
         return Performer.client(self.client_id, self.name)
+
+    @property
+    def scope(self) -> str:
+        """The tenant scope the caller's requests run in: its tenant's, or every tenant's for the platform."""
+        return EVERY_TENANT if self.role is Role.PLATFORM else self.tenant
 
     def require(self, action: Action) -> None:
         if action not in PERMISSIONS[self.role]:
@@ -77,6 +89,7 @@ class ClientRecord:
     key_prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    tenant: str
 
 
 def _hash_key(key: str) -> str:
@@ -84,7 +97,7 @@ def _hash_key(key: str) -> str:
 
 
 def _record(row: ApiClient) -> ClientRecord:
-    return ClientRecord(row.id, row.name, Role(row.role), row.key_prefix, row.created_at, row.revoked_at)
+    return ClientRecord(row.id, row.name, Role(row.role), row.key_prefix, row.created_at, row.revoked_at, row.tenant)
 
 
 def parse_role(text: str) -> Role:
@@ -100,11 +113,14 @@ class Clients:
         self.audit = audit
         self.clock = clock
 
-    def create(self, name: str, role: Role, by: Performer) -> tuple[ClientRecord, str]:
-        """Make a client and return it with its key, which is not stored anywhere."""
+    def create(self, name: str, role: Role, by: Performer,
+               tenant: str = DEFAULT_TENANT) -> tuple[ClientRecord, str]:
+        """Make a client of tenant and return it with its key, which is not stored anywhere."""
         name = name.strip()
         if not name or len(name) > 100 or not name.isprintable():
             raise InvalidInput("name", "must be 1-100 printable characters")
+        if role is Role.PLATFORM and tenant != DEFAULT_TENANT:
+            raise InvalidInput("role", f"platform keys belong to the {DEFAULT_TENANT} tenant: they act across tenants")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         row = ApiClient(
             id=secrets.token_hex(6),
@@ -113,20 +129,24 @@ class Clients:
             key_hash=_hash_key(key),
             key_prefix=key[: len(KEY_PREFIX) + 4],
             created_at=self.clock(),
+            tenant=tenant,
         )
-        with self.database.session() as session:
+        with acting_in(tenant), self.database.session() as session:
+            if not enabled(session, tenant):
+                raise NotFound(f"no enabled tenant named {tenant[:70]}: `fwrepo tenants list` shows them")
             session.add(row)
             session.flush()
             self.audit.record(by, "client_create", f"client {row.id}", session, name=row.name, role=row.role)
         return _record(row), key
 
-    def list(self) -> list[ClientRecord]:
-        with self.database.session() as session:
+    def list(self, tenant: str | None = None) -> list[ClientRecord]:
+        """Every tenant's clients, or tenant's."""
+        with acting_in(tenant or EVERY_TENANT), self.database.session() as session:
             rows = session.exec(select(ApiClient).order_by(ApiClient.created_at, ApiClient.id)).all()
             return [_record(row) for row in rows]
 
     def revoke(self, client_id: str, by: Performer) -> ClientRecord:
-        with self.database.session(exclusive=True) as session:
+        with acting_in(EVERY_TENANT), self.database.session(exclusive=True) as session:
             row = session.get(ApiClient, client_id)
             if row is None:
                 raise NotFound(f"no client with id {client_id}")
@@ -134,7 +154,8 @@ class Clients:
                 row.revoked_at = self.clock()
                 session.add(row)
                 session.flush()
-                self.audit.record(by, "client_revoke", f"client {row.id}", session, name=row.name)
+                with acting_in(row.tenant):
+                    self.audit.record(by, "client_revoke", f"client {row.id}", session, name=row.name)
             return _record(row)
 
     def authenticate(self, key: str | None) -> Actor:
@@ -143,8 +164,9 @@ class Clients:
         # Malformed keys get the same answer as unknown ones: nothing to learn.
         if not key.startswith(KEY_PREFIX) or len(key) > 100:
             raise Unauthenticated("the API key is not valid")
-        with self.database.session() as session:
+        # The key says which tenant it acts in: found among every tenant's, and refused with its tenant disabled.
+        with acting_in(EVERY_TENANT), self.database.session() as session:
             row = session.exec(select(ApiClient).where(ApiClient.key_hash == _hash_key(key))).first()
-        if row is None or row.revoked_at is not None:
-            raise Unauthenticated("the API key is not valid")
-        return Actor(client_id=row.id, name=row.name, role=Role(row.role))
+            if row is None or row.revoked_at is not None or not enabled(session, row.tenant):
+                raise Unauthenticated("the API key is not valid")
+        return Actor(client_id=row.id, name=row.name, role=Role(row.role), tenant=row.tenant)

@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 from repo_service.csms import Connector, Heard, Kind, Sent
 from repo_service.db.models import Campaign, CampaignCharger, Dispatch, Grant
 from repo_service.db.session import Database
+from repo_service.db.tenancy import EVERY_TENANT, acting_in
 from repo_service.domain.audit import Performer
 from repo_service.domain.background import repeating
 from repo_service.domain.campaigns import (
@@ -106,14 +107,16 @@ class Dispatcher:
     # -- sending ------------------------------------------------------------------------------
 
     def work(self) -> None:
-        """One round: due grants become dispatches, then every ready dispatch is sent."""
+        """One round: due grants become dispatches, then every ready dispatch is sent (every tenant's: a
+        dispatch is sent for the grant's campaign, and what comes of it is recorded in the grant's tenant)."""
         self.campaigns.hand_out_running(self.connector.name, self._enqueue)
-        self._cancel_revoked()
-        while claimed := self._claim(SEND_PAGE):
-            for one in claimed:
-                self._send(one)
-            if len(claimed) < SEND_PAGE:
-                break
+        with acting_in(EVERY_TENANT):
+            self._cancel_revoked()
+            while claimed := self._claim(SEND_PAGE):
+                for one in claimed:
+                    self._send(one)
+                if len(claimed) < SEND_PAGE:
+                    break
 
     def _enqueue(self, session: Session, campaign: Campaign, grants: list[GrantRecord]) -> None:
         """Due grants, just handed out in this transaction: the request each charger is to get, in its version."""
@@ -198,6 +201,10 @@ class Dispatcher:
 
     def heard(self, frame: Heard) -> None:
         """One fact the CSMS reported: matched to the grant it is about (if any of ours), recorded as its event."""
+        with acting_in(EVERY_TENANT):
+            self._heard(frame)
+
+    def _heard(self, frame: Heard) -> None:
         if frame.kind is Kind.REQUEST_SENT:
             self._request_went_out(frame)
             return
@@ -224,12 +231,19 @@ class Dispatcher:
         self._record([document])
 
     def _record(self, documents: Sequence[Mapping[str, Any]]) -> None:
-        try:
-            self.events.report_many(documents, self.performer)
-        except InvalidInput as error:  # a status fwrepo does not know: logged, and nothing changes
-            log.warning("%s reported what fwrepo cannot record (%s): %s", self.connector.name, error, documents)
-            return
-        self.wake.set()  # a wave may have started
+        """Events for grants of ours, each reported in its grant's tenant, as that tenant's CSMS would."""
+        with self.database.session() as session:
+            tenants = dict(session.exec(select(Grant.id, Grant.tenant).where(
+                col(Grant.id).in_([document["grant_id"] for document in documents]))).all())
+        for tenant in dict.fromkeys(tenants.values()):
+            mine = [document for document in documents if tenants.get(document["grant_id"]) == tenant]
+            try:
+                with acting_in(tenant):
+                    self.events.report_many(mine, self.performer)
+            except InvalidInput as error:  # a status fwrepo does not know: logged, and nothing changes
+                log.warning("%s reported what fwrepo cannot record (%s): %s", self.connector.name, error, mine)
+                continue
+            self.wake.set()  # a wave may have started
 
     def _request_went_out(self, frame: Heard) -> None:
         """The CSMS reports an UpdateFirmware went out: if it is ours, it is sent (even if its send's answer was

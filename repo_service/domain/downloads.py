@@ -36,6 +36,7 @@ from sqlmodel import col, func, select
 
 from repo_service.db.models import DownloadRecord, Grant
 from repo_service.db.session import Database
+from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in
 from repo_service.domain.audit import Act, Audit
 from repo_service.domain.background import repeating
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status
@@ -43,6 +44,7 @@ from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.ftp_logins import digest
 from repo_service.domain.recent import Recent
 from repo_service.domain.revocations import Revocations
+from repo_service.domain.tenants import enabled
 from repo_service.domain.tokens import InvalidToken, TokenSigner
 from repo_service.errors import FwrepoError
 
@@ -74,16 +76,21 @@ class Refusal(StrEnum):
     CERT_REVOKED = "cert_revoked"
     # Not issued for TLS clients, issuer not in FWREPO_CHARGER_CA, or revocation status not to be had.
     CERT_UNVERIFIED = "cert_unverified"
+    # The grant's tenant is disabled: the charger sees what a dead grant shows.
+    TENANT_DISABLED = "tenant_disabled"
 
 
 class DownloadRefused(FwrepoError):
     """A token or login that does not open the download. The reason is for the audit, never for the client."""
 
-    def __init__(self, reason: Refusal, grant_id: int | None = None, charger_id: str | None = None) -> None:
+    def __init__(self, reason: Refusal, grant_id: int | None = None, charger_id: str | None = None,
+                 tenant: str = DEFAULT_TENANT) -> None:
         super().__init__(reason.value)
         self.reason = reason
         self.grant_id = grant_id
         self.charger_id = charger_id
+        # Whose trail records the refusal: the grant's tenant, or the platform's (default) when there is no grant.
+        self.tenant = tenant
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class Permit:
     grant_id: int
     charger_id: str
     firmware: FirmwareRecord
+    tenant: str
     max_downloads: int | None = None
     # Opened by the charger's own certificate: the bytes must go over that connection, not a presigned URL.
     bound: bool = False
@@ -120,6 +128,8 @@ class DownloadAttempt:
     duration_ms: int
     # Reserved bytes this transfer did not send, given back to the grant's budget when it is written.
     unused: int = 0
+    # Whose audit trail gets it.
+    tenant: str = DEFAULT_TENANT
 
 
 class DownloadObserver(Protocol):
@@ -176,7 +186,7 @@ class Transfer:
             grant_id=self.permit.grant_id, charger_id=self.permit.charger_id, client_address=self.client_address,
             protocol=self.protocol, range_start=self.start, range_end=self.start + sent - 1 if sent else None,
             bytes_sent=sent, completed=completed, refusal=None, started_at=self.started_at,
-            duration_ms=int((time.monotonic() - self._began) * 1000), unused=unused,
+            duration_ms=int((time.monotonic() - self._began) * 1000), unused=unused, tenant=self.permit.tenant,
         ))
 
 
@@ -190,7 +200,7 @@ class Downloads:
         self.audit = audit
         self.clock = clock
         self.observers: list[DownloadObserver] = []
-        self._grant_cache: Recent[int, Grant] = Recent(STATUS_CACHE_SECONDS)
+        self._grant_cache: Recent[int, tuple[Grant, bool]] = Recent(STATUS_CACHE_SECONDS)
         self._firmware_cache: Recent[str, FirmwareRecord] = Recent(STATUS_CACHE_SECONDS)
         self._forged_dropped = 0
         self._forged_pending = 0
@@ -218,7 +228,8 @@ class Downloads:
 
     def login(self, user: str, password: str, certificate: bytes | None = None) -> Permit:
         """Open an FTPS session: the one-time login of an FTPS grant, then the grant's state."""
-        with self.database.session() as session:
+        # A login names no tenant: it is looked for among every tenant's grants.
+        with acting_in(EVERY_TENANT), self.database.session() as session:
             row = session.exec(select(Grant).where(col(Grant.login_hash) == digest(user))).first()
         if row is None or row.password_hash is None or not hmac.compare_digest(row.password_hash, digest(password)):
             raise DownloadRefused(Refusal.FORGED)
@@ -230,45 +241,56 @@ class Downloads:
         state = self._state(grant_id)
         if state is None:
             raise DownloadRefused(Refusal.FORGED, grant_id)
-        grant, firmware = state
+        grant, firmware, tenant_enabled = state
+
+        def refused(reason: Refusal) -> DownloadRefused:
+            return DownloadRefused(reason, grant_id, grant.charger_id, grant.tenant)
+
+        if not tenant_enabled:
+            raise refused(Refusal.TENANT_DISABLED)
         if grant.revoked_at is not None:
-            raise DownloadRefused(Refusal.REVOKED, grant_id, grant.charger_id)
+            raise refused(Refusal.REVOKED)
         if grant.expires_at <= self.clock():
-            raise DownloadRefused(Refusal.EXPIRED, grant_id, grant.charger_id)
+            raise refused(Refusal.EXPIRED)
         if grant.max_downloads is not None and grant.downloads_completed >= grant.max_downloads:
-            raise DownloadRefused(Refusal.USED_UP, grant_id, grant.charger_id)
+            raise refused(Refusal.USED_UP)
         if firmware.status == Status.YANKED:
-            raise DownloadRefused(Refusal.YANKED, grant_id, grant.charger_id)
+            raise refused(Refusal.YANKED)
         if firmware.signature is None:
-            raise DownloadRefused(Refusal.UNSIGNED, grant_id, grant.charger_id)
+            raise refused(Refusal.UNSIGNED)
         if grant.bind is not None:
             # Checked on every request, not cached: a certificate revoked since the last one must not pass.
             refusal = (self.certificates.refusal(certificate, grant.charger_serial or grant.charger_id)
                        if self.certificates is not None else Refusal.CERT_UNVERIFIED)
             if refusal is not None:
-                raise DownloadRefused(refusal, grant_id, grant.charger_id)
-        return Permit(grant_id=grant_id, charger_id=grant.charger_id, firmware=firmware,
+                raise refused(refusal)
+        return Permit(grant_id=grant_id, charger_id=grant.charger_id, firmware=firmware, tenant=grant.tenant,
                       max_downloads=grant.max_downloads, bound=grant.bind is not None)
 
-    def _state(self, grant_id: int) -> tuple[Grant, FirmwareRecord] | None:
-        """The grant and its firmware as the database has them, at most STATUS_CACHE_SECONDS old.
+    def _state(self, grant_id: int) -> tuple[Grant, FirmwareRecord, bool] | None:
+        """The grant, its firmware and whether its tenant is enabled, as the database has them, at most
+        STATUS_CACHE_SECONDS old.
 
         A charger fetching an image as thousands of small ranges costs one
         database read per grant every few seconds, not one per request; a
-        campaign's grants share one cached firmware record.
+        campaign's grants share one cached firmware record. A token or login names no tenant: the grant is
+        looked for among every tenant's.
         """
-        row = self._grant_cache.get(grant_id)
-        if row is None:
-            with self.database.session() as session:
+        cached = self._grant_cache.get(grant_id)
+        if cached is None:
+            with acting_in(EVERY_TENANT), self.database.session() as session:
                 row = session.get(Grant, grant_id)
-            if row is None:
-                return None
-            self._grant_cache.put(grant_id, row)
+                if row is None:
+                    return None
+                cached = (row, enabled(session, row.tenant))
+            self._grant_cache.put(grant_id, cached)
+        row, tenant_enabled = cached
         firmware = self._firmware_cache.get(row.firmware_id)
         if firmware is None:
-            firmware = self.catalog.get(row.firmware_id)
+            with acting_in(EVERY_TENANT):
+                firmware = self.catalog.get(row.firmware_id)
             self._firmware_cache.put(row.firmware_id, firmware)
-        return row, firmware
+        return row, firmware, tenant_enabled
 
     def _forget(self, grant_ids: Sequence[int], firmware_id: str | None) -> None:
         for grant_id in grant_ids:
@@ -302,7 +324,7 @@ class Downloads:
     def _take(self, permit: Permit, length: int) -> bool:
         assert permit.max_downloads is not None
         budget = byte_budget(permit.max_downloads, permit.firmware.size)
-        with self.database.session() as session:
+        with acting_in(permit.tenant), self.database.session() as session:
             # One conditional update: two transfers on two nodes cannot both take the last of the budget.
             return session.execute(update(Grant).where(
                 col(Grant.id) == permit.grant_id, Grant.bytes_reserved + length <= budget,
@@ -314,7 +336,7 @@ class Downloads:
         self.record(DownloadAttempt(
             grant_id=refusal.grant_id, charger_id=refusal.charger_id, client_address=client_address,
             protocol=protocol, range_start=None, range_end=None, bytes_sent=0, completed=False,
-            refusal=refusal.reason, started_at=self.clock(), duration_ms=0,
+            refusal=refusal.reason, started_at=self.clock(), duration_ms=0, tenant=refusal.tenant,
         ))
 
     def record(self, attempt: DownloadAttempt) -> None:
@@ -334,7 +356,7 @@ class Downloads:
     def failed_logins(self, address: str, seconds: float) -> int:
         """Wrong FTPS logins from an address in the last seconds, as every node has recorded them."""
         since = self.clock() - timedelta(seconds=seconds)
-        with self.database.session() as session:
+        with acting_in(EVERY_TENANT), self.database.session() as session:
             return session.exec(select(func.count()).select_from(DownloadRecord).where(
                 DownloadRecord.client_address == address[:64], DownloadRecord.protocol == "ftps",
                 DownloadRecord.refusal == Refusal.FORGED.value, col(DownloadRecord.started_at) >= since)).one()
@@ -395,7 +417,7 @@ class Downloads:
                 completed[attempt.grant_id] = completed.get(attempt.grant_id, 0) + 1
             if attempt.unused and attempt.grant_id is not None:
                 unused[attempt.grant_id] = unused.get(attempt.grant_id, 0) + attempt.unused
-        with self.database.session() as session:
+        with acting_in(EVERY_TENANT), self.database.session() as session:
             session.execute(
                 insert(DownloadRecord),
                 [
@@ -418,8 +440,12 @@ class Downloads:
                 session.execute(
                     update(Grant).where(col(Grant.id) == grant_id).values(bytes_reserved=Grant.bytes_reserved - count)
                 )
-            # In the same transaction: a record and its audit event are written together or not at all.
-            self.audit.append([_audit_act(attempt) for attempt in attempts], session)
+            # In the same transaction: a record and its audit event are written together or not at all,
+            # each on the trail of the grant's tenant.
+            for tenant in dict.fromkeys(attempt.tenant for attempt in attempts):
+                with acting_in(tenant):
+                    self.audit.append([_audit_act(attempt) for attempt in attempts if attempt.tenant == tenant],
+                                      session)
         for grant_id in completed:
             self._grant_cache.forget(grant_id)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -29,6 +30,7 @@ from sqlmodel import col, select
 
 from repo_service.db.models import Firmware, FirmwareSignature, SigningKey
 from repo_service.db.session import Database
+from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in
 from repo_service.domain import pki
 from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clock import Clock, utc_now
@@ -271,8 +273,8 @@ class SigningKeys:
         return pki.sign_bytes(self._private_key(key_id), key.algorithm, document)
 
     def resign(self, by: Performer) -> int:
-        """Sign every published firmware not yet signed by the active key with it; returns how many."""
-        with self.database.session(exclusive=True) as session:
+        """Sign every tenant's published firmware not yet signed by the active key with it; returns how many."""
+        with acting_in(EVERY_TENANT), self.database.session(exclusive=True) as session:
             active = session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)).first()
             if active is None:
                 raise NoSigningKey("no active signing key to re-sign with")
@@ -288,7 +290,10 @@ class SigningKeys:
                                       signature=pki.sign_digest(key, active.algorithm, row.sha256), created_at=now)
                 )
             session.flush()
-            self.audit.record(by, "key_resign", "published firmware", session, count=len(rows))
+            # The signing keys are the installation's; each tenant's trail counts its own builds signed again.
+            for tenant, count in Counter(row.tenant for row in rows).items() or [(DEFAULT_TENANT, 0)]:
+                with acting_in(tenant):
+                    self.audit.record(by, "key_resign", "published firmware", session, count=count)
             return len(rows)
 
 

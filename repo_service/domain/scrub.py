@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlmodel import col, select, update
 
 from repo_service.db.models import Firmware, PendingWrite
+from repo_service.db.tenancy import acting_in
 from repo_service.domain.audit import Performer
 from repo_service.domain.catalog import Catalog
 from repo_service.errors import NotFound
@@ -69,7 +70,7 @@ def fill_checksums(catalog: Catalog, by: Performer) -> Iterator[tuple[str, Store
     for firmware in rows:
         result = _read_back(catalog, firmware)
         if isinstance(result, StoredObject):
-            with catalog.database.session() as session:
+            with acting_in(firmware.tenant), catalog.database.session() as session:
                 # Another run may have filled it meanwhile: the same bytes, the same MD5, recorded once.
                 if session.execute(update(Firmware).where(col(Firmware.id) == firmware.id, col(Firmware.md5).is_(None))
                                    .values(md5=result.md5)).rowcount:

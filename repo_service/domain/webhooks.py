@@ -32,6 +32,7 @@ from sqlmodel import Session, col, select
 
 from repo_service.db.models import Webhook, WebhookAttempt, WebhookDelivery
 from repo_service.db.session import Database, insert_or_ignore
+from repo_service.db.tenancy import EVERY_TENANT, acting_in
 from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.background import repeating
 from repo_service.domain.clock import Clock, rfc3339, utc_now
@@ -332,7 +333,8 @@ class Webhooks:
         # Held longer than an attempt can last: no other node takes it while this one may still be sending.
         until = now + timedelta(seconds=2 * self.timeout + 5)
         unclaimed = or_(col(WebhookDelivery.claimed_until).is_(None), col(WebhookDelivery.claimed_until) < now)
-        with self.database.session() as session:
+        # Every tenant's deliveries: each goes to the endpoint its own tenant registered.
+        with acting_in(EVERY_TENANT), self.database.session() as session:
             ready = (select(WebhookDelivery.id).where(
                 col(WebhookDelivery.status) == DeliveryStatus.PENDING.value,
                 col(WebhookDelivery.next_attempt_at) <= now, unclaimed,
@@ -393,7 +395,7 @@ class Webhooks:
             values.update(status=DeliveryStatus.FAILED.value)
         else:
             values.update(next_attempt_at=self.clock() + retry_wait(attempts, self.retry_base))
-        with self.database.session() as session:
+        with acting_in(EVERY_TENANT), self.database.session() as session:
             session.add(WebhookAttempt(delivery_id=claimed.id, at=started, status_code=answer.status_code,
                                        error=answer.error, duration_ms=answer.duration_ms))
             session.execute(update(WebhookDelivery).where(col(WebhookDelivery.id) == claimed.id,

@@ -35,7 +35,7 @@ HEADERS = {"Cache-Control": "no-store"}
            replies={**IMAGE, 302: Content("FWREPO_DOWNLOAD_MODE=redirect: fetch the image from storage", None,
                                           headers={"Location": "a presigned storage URL, valid for a few minutes"})},
            errors={404: "no download here: the token is not one fwrepo made",
-                   410: "the grant expired, was revoked or used up, or its build was yanked",
+                   410: "the grant expired, was revoked or used up, its build was yanked, or its tenant disabled",
                    416: "the range starts past the image", 503: "storage failed"},
            description="No API key: the token in the path is the credential (bound grants also need the charger's "
                        "TLS client certificate). Replies carry Cache-Control: no-store.")

@@ -14,12 +14,18 @@ POSTGRES_SKIP = (
 
 
 def scratch_postgres(server_url: str) -> Iterator[str]:
-    """The URL of a new empty database on the server; the database is dropped when the generator closes."""
+    """The URL of a new empty database on the server, owned by a new role that is not a superuser (as fwrepo's
+    own should be: a superuser passes row-level security by); both are dropped when the generator closes.
+
+    The server must let the new role in without a password (trust for local connections, as here)."""
     name = f"fwrepo_test_{secrets.token_hex(4)}"
     with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+        connection.execute(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOBYPASSRLS')
+        connection.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
     try:
-        yield server_url.rsplit("/", 1)[0] + "/" + name
+        scheme, _, rest = server_url.partition("://")
+        yield f"{scheme}://{name}@{rest.split('@', 1)[-1].rsplit('/', 1)[0]}/{name}"
     finally:
         with psycopg.connect(server_url, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(f'DROP ROLE IF EXISTS "{name}"')

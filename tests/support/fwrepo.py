@@ -101,13 +101,18 @@ class Fwrepo:
                 self.process.kill()
                 self.process.wait()
 
-    def key(self, role: str) -> str:
-        if role not in self.keys:
-            self.keys[role] = self.cli("clients", "create", "--name", f"test-{role}", "--role", role).stdout.strip()
-        return self.keys[role]
+    def key(self, role: str, tenant: str | None = None) -> str:
+        """A key of role, in tenant (made with `fwrepo tenants create` the first time it is named) or the default."""
+        name = role if tenant is None else f"{tenant}/{role}"
+        if name not in self.keys:
+            if tenant is not None and not any(known.startswith(f"{tenant}/") for known in self.keys):
+                self.cli("tenants", "create", tenant)
+            self.keys[name] = self.cli("clients", "create", "--name", f"test-{role}", "--role", role,
+                                       *(["--tenant", tenant] if tenant else [])).stdout.strip()
+        return self.keys[name]
 
-    def client(self, role: str | None = "release") -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.key(role)}"} if role else {}
+    def client(self, role: str | None = "release", tenant: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.key(role, tenant)}"} if role else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, verify=self.tls())
 
 

@@ -1,0 +1,107 @@
+"""Which tenant a piece of work acts in, and how every database session is held to it.
+
+Work runs in a scope: one tenant's name (the tenant of the API key calling, or the one an operator names
+on the command line), or EVERY_TENANT for the service's own rounds across tenants (ticking campaigns,
+sending webhooks, serving downloads by token), which then act in each row's tenant. A session takes the
+scope it is opened in, and three things follow from it, so that a query written without a tenant filter
+still shows nothing of another tenant:
+
+- every ORM statement on a tenant's table (a model with a ``tenant`` column) gets ``tenant = scope``
+  (SQLAlchemy's ``with_loader_criteria``), on SQLite and PostgreSQL alike;
+- a new row takes the scope's tenant; in EVERY_TENANT's scope a row must name its own, or the insert fails;
+- on PostgreSQL each transaction sets ``fwrepo.tenant``, and row-level security policies (migration 0017)
+  let through only rows of that tenant: a connection that never set it sees no tenant's rows at all.
+
+Work outside any scope acts in the default tenant: what a single operator's installation always did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Column, ForeignKey, String, event, text
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlmodel import Session as ModelSession
+from sqlmodel import SQLModel
+
+DEFAULT_TENANT = "default"
+# Not a tenant name (those are DNS labels): the scope of work that reads every tenant's rows.
+EVERY_TENANT = "*"
+# The PostgreSQL setting the row-level security policies read.
+SETTING = "fwrepo.tenant"
+_INFO_KEY = "fwrepo.tenant"
+
+_scope: ContextVar[str] = ContextVar("fwrepo_tenant_scope", default=DEFAULT_TENANT)
+
+
+@contextmanager
+def acting_in(tenant: str) -> Iterator[None]:
+    """Sessions opened inside the block act in tenant (or in every tenant, for EVERY_TENANT)."""
+    token = _scope.set(tenant)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+def enter(tenant: str) -> None:
+    """Act in tenant for the rest of the current task: a request's, as asyncio gives each request a task (and
+    a copy of the context) of its own, which the threads it hands work to inherit."""
+    _scope.set(tenant)
+
+
+def current_scope() -> str:
+    return _scope.get()
+
+
+def tenant_column(primary_key: bool = False) -> Any:
+    """The ``tenant`` column of a tenant's table: filled from the session's scope when a new row leaves it out."""
+    return Column(String(63), ForeignKey("tenant.name"), nullable=False, index=not primary_key,
+                  primary_key=primary_key, default=_tenant_of_new_row)
+
+
+def _tenant_of_new_row(context: Any) -> str:
+    tenant = context.connection.info.get(_INFO_KEY, DEFAULT_TENANT)
+    if tenant == EVERY_TENANT:
+        table = context.compiled.statement.table.name if context.compiled is not None else "a table"
+        raise ValueError(f"a row of {table} made in every tenant's scope must name its tenant")
+    return tenant
+
+
+@cache
+def tenanted_models() -> tuple[type[SQLModel], ...]:
+    """The models whose rows belong to one tenant: those with a tenant column."""
+    return tuple(mapper.class_ for mapper in SQLModel._sa_registry.mappers  # type: ignore[attr-defined]
+                 if "tenant" in mapper.columns)
+
+
+def open_session(bind: Any) -> ModelSession:
+    """A session held to the current scope (see the module's docstring)."""
+    session = ModelSession(bind, expire_on_commit=False)
+    session.info[_INFO_KEY] = current_scope()
+    return session
+
+
+@event.listens_for(Session, "after_begin")
+def _begin_in_scope(session: Session, _transaction: Any, connection: Any) -> None:
+    if _INFO_KEY not in session.info:
+        return
+    tenant = session.info[_INFO_KEY]
+    connection.info[_INFO_KEY] = tenant
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT set_config(:setting, :tenant, true)"), {"setting": SETTING, "tenant": tenant})
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _only_its_tenant(state: ORMExecuteState) -> None:
+    tenant = state.session.info.get(_INFO_KEY)
+    if tenant is None or tenant == EVERY_TENANT or state.is_column_load or state.is_relationship_load:
+        return
+    if state.is_select or state.is_update or state.is_delete:
+        state.statement = state.statement.options(*(
+            with_loader_criteria(model, lambda cls: cls.tenant == tenant, include_aliases=True)
+            for model in tenanted_models()))
