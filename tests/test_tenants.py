@@ -356,3 +356,43 @@ def test_on_postgresql_row_level_security_holds_a_session_to_its_tenant(
         connection.execute("SELECT set_config('fwrepo.tenant', %s, true)", (mine.tenant,))
         assert connection.execute("SELECT status FROM firmware WHERE id = %s", (mine.firmware_id,)).fetchone() == (
             "published",)
+
+
+def test_a_release_key_limited_to_vendors_changes_and_reads_only_their_builds(fwrepo: Fwrepo) -> None:
+    """The operator-hosted case: a charger maker's engineer works in the operator's tenant, on its own builds."""
+    tenant, maker, rival = _tenant(), unique_vendor(), unique_vendor()
+    with fwrepo.client("release", tenant) as operator:  # the operator's own release key, any vendor
+        theirs = published_build(operator, rival, "1.0.0")
+        draft = operator.post("/api/v1/firmware", data={"vendor": rival, "version": "2.0.0", "models": "AC22"},
+                              files={"file": ("fw.bin", secrets.token_bytes(1000))}).json()
+    key = fwrepo.cli("clients", "create", "--tenant", tenant, "--name", "maker engineer", "--role", "release",
+                     "--vendor", maker, "--vendor", f"{maker}-labs").stdout.strip()
+    listed = next(line for line in fwrepo.cli("clients", "list", "--tenant", tenant).stdout.splitlines()
+                  if "maker engineer" in line)
+    assert f"{maker},{maker}-labs" in listed
+    with httpx.Client(base_url=fwrepo.url, verify=fwrepo.tls(), headers={"Authorization": f"Bearer {key}"}) as engineer:
+        own = published_build(engineer, maker, "1.0.0")
+        assert own["status"] == "published"
+        message = f"this key may act only on builds of {maker}, {maker}-labs, not of {rival}"
+        refused = engineer.post("/api/v1/firmware", data={"vendor": rival, "version": "9.0.0", "models": "AC22"},
+                                files={"file": ("fw.bin", secrets.token_bytes(1000))})
+        assert refused.status_code == 403 and message in refused.text
+        for attempt in (engineer.post(f"/api/v1/firmware/{draft['id']}/publish"),
+                        engineer.post(f"/api/v1/firmware/{theirs['id']}/yank", json={"reason": "competitor"}),
+                        engineer.get(f"/api/v1/firmware/{theirs['id']}/content")):
+            assert attempt.status_code == 403 and message in attempt.text, attempt.text
+        assert engineer.get(f"/api/v1/firmware/{own['id']}/content").status_code == 200
+    with fwrepo.client("release", tenant) as operator:
+        assert operator.get(f"/api/v1/firmware/{theirs['id']}").json()["status"] == "published"
+        assert operator.get(f"/api/v1/firmware/{draft['id']}").json()["status"] == "uploaded"
+        # The refused upload left no build behind.
+        assert operator.get("/api/v1/firmware", params={"vendor": rival}).json()["total"] == 2
+
+
+@pytest.mark.parametrize(("role", "message"), [
+    ("csms", "vendor: only release keys are limited to vendors, not csms keys"),
+    ("admin", "vendor: only release keys are limited to vendors, not admin keys"),
+])
+def test_only_release_keys_take_vendors(fwrepo: Fwrepo, role: str, message: str) -> None:
+    refused = fwrepo.cli("clients", "create", "--name", "x", "--role", role, "--vendor", "ACME", check=False)
+    assert refused.returncode != 0 and message in refused.stderr

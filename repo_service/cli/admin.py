@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # What `audit verify` reads: the chain, the checkpoints, and the key to check them with.
 AUDIT = (*DATABASE, "keys_dir", "audit_key", "audit_checkpoint_log", "audit_checkpoint_interval")
 ROLES = ["release", "csms", "admin", "platform"]
-TENANT_HELP = "the tenant it belongs to (`fwrepo tenants list`; default: default)"
+TENANT_HELP = "its tenant (default: default)"
 
 
 def register(commands: Any) -> None:
@@ -56,9 +56,11 @@ def register(commands: Any) -> None:
     create = client_commands.add_parser("create", help="make a client; prints its key alone")
     create.add_argument("--name", required=True, help="who or what the client is, e.g. the CSMS's host name")
     create.add_argument("--role", required=True, choices=ROLES,
-                        help="release: upload, publish, yank; csms: grants, campaigns, status events; admin: everything "
-                        "in its tenant; platform: manage tenants, read every tenant's catalog and audit trail")
+                        help="release: builds; csms: grants, campaigns, events; admin: all of its tenant; "
+                        "platform: tenants, and reading every tenant")
     create.add_argument("--tenant", default="default", help=TENANT_HELP)
+    create.add_argument("--vendor", action="append", default=[], metavar="VENDOR",
+                        help="a release key for this vendor's builds only (repeatable)")
     client_list = client_commands.add_parser("list", help="list clients (never their keys)")
     client_list.add_argument("--tenant", help="only this tenant's clients (default: every tenant's)")
     revoke = client_commands.add_parser("revoke", help="revoke a client's key")
@@ -160,7 +162,8 @@ def _clients(arguments: argparse.Namespace) -> None:
     database = open_database(settings_from(arguments))
     clients = Clients(database, Audit(database))
     if arguments.clients_command == "create":
-        record, key = clients.create(arguments.name, Role(arguments.role), _operator(), arguments.tenant)
+        record, key = clients.create(arguments.name, Role(arguments.role), _operator(), arguments.tenant,
+                                     arguments.vendor)
         # The key alone on stdout, so that `KEY=$(fwrepo clients create ...)` works.
         print(key)
         return
@@ -169,11 +172,11 @@ def _clients(arguments: argparse.Namespace) -> None:
         print(f"revoked {record.id} ({record.name})")
         return
     rows = [
-        [record.id, record.tenant, record.name, record.role.value, record.key_prefix + "…", moment(record.created_at),
-         moment(record.revoked_at) if record.revoked_at else "active"]
+        [record.id, record.tenant, record.name, record.role.value, ",".join(record.vendors or ["any" if record.role is Role.RELEASE else "-"]),
+         record.key_prefix + "…", moment(record.created_at), moment(record.revoked_at) if record.revoked_at else "active"]
         for record in clients.list(arguments.tenant)
     ]
-    print_table(["ID", "TENANT", "NAME", "ROLE", "KEY", "CREATED", "REVOKED"], rows)
+    print_table(["ID", "TENANT", "NAME", "ROLE", "VENDORS", "KEY", "CREATED", "REVOKED"], rows)
 
 
 def _tenants(arguments: argparse.Namespace) -> None:

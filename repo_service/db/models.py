@@ -35,6 +35,9 @@ class ApiClient(SQLModel, table=True):
     key_prefix: str = Field(max_length=16)
     created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    # A release key limited to these vendors' builds (a charger maker's engineer in an operator's tenant);
+    # null: any vendor.
+    vendors: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Firmware(SQLModel, table=True):

@@ -30,7 +30,7 @@ from repo_service.db.models import AuditEvent
 from repo_service.db.session import Database
 from repo_service.db.tenancy import EVERY_TENANT, current_scope
 from repo_service.domain.clock import Clock, rfc3339, utc_now
-from repo_service.errors import InvalidInput
+from repo_service.errors import Forbidden, InvalidInput
 
 GENESIS = "0" * 64
 # Any fixed number: the advisory lock every fwrepo node takes to append to the chain.
@@ -47,10 +47,18 @@ class Performer:
     label: str
     # The API client, kept with what it made (grants, campaigns); None for the command line.
     client_id: str | None = None
+    # The only vendors whose builds it may upload, publish and yank; None: any.
+    vendors: frozenset[str] | None = None
 
     @classmethod
-    def client(cls, client_id: str, name: str) -> Performer:
-        return cls(f"client {client_id} ({name})", client_id)
+    def client(cls, client_id: str, name: str, vendors: frozenset[str] | None = None) -> Performer:
+        return cls(f"client {client_id} ({name})", client_id, vendors)
+
+    def require_vendor(self, vendor: str) -> None:
+        """Forbidden unless this performer may change builds of vendor."""
+        if self.vendors is not None and vendor not in self.vendors:
+            raise Forbidden(f"this key may act only on builds of {', '.join(sorted(self.vendors))}, "
+                            f"not of {vendor}")
 
 
 @dataclass(frozen=True)

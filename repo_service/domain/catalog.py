@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -192,6 +191,7 @@ class Catalog:
         """Publish and sign with the active key: a published build always carries a signature."""
         with self.database.session(exclusive=True) as session:
             row = self._lock(session, firmware_id)
+            by.require_vendor(row.vendor)
             if row.status == Status.YANKED:
                 raise Conflict(f"firmware {firmware_id} was yanked and cannot be published again")
             if row.status == Status.UPLOADED:
@@ -242,6 +242,7 @@ class Catalog:
             raise InvalidInput("reason", f"must be at most {MAX_YANK_REASON} characters")
         with self.database.session(exclusive=True) as session:
             row = self._lock(session, firmware_id)
+            by.require_vendor(row.vendor)
             if row.status != Status.YANKED:
                 row.status = Status.YANKED.value
                 row.yanked_at = self.clock()
@@ -254,9 +255,12 @@ class Catalog:
                 self.audit.record(by, "yank", f"firmware {row.id}", session, reason=reason)
             return load_records(session, [row])[0]
 
-    def open_content(self, firmware_id: str, start: int = 0, length: int | None = None) -> tuple[FirmwareRecord, Iterator[bytes]]:
+    def downloadable(self, firmware_id: str, by: Performer) -> FirmwareRecord:
+        """The build whose bytes by may fetch: a key limited to vendors reads no other maker's images (in an
+        operator's tenant, one maker's engineer must not take a competitor's firmware)."""
         record = self.get(firmware_id)
-        return record, self.storage.read(record.storage_key, start, length)
+        by.require_vendor(record.vendor)
+        return record
 
     @staticmethod
     def _lock(session: Session, firmware_id: str) -> Firmware:

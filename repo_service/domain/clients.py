@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -19,6 +20,7 @@ from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in
 from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.tenants import enabled
+from repo_service.domain.uploads import check_name
 from repo_service.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 
 KEY_PREFIX = "fwr_"
@@ -66,10 +68,11 @@ class Actor:
     name: str
     role: Role
     tenant: str = DEFAULT_TENANT
+    vendors: frozenset[str] | None = None
 
     @property
     def performer(self) -> Performer:
-        return Performer.client(self.client_id, self.name)
+        return Performer.client(self.client_id, self.name, self.vendors)
 
     @property
     def scope(self) -> str:
@@ -90,6 +93,7 @@ class ClientRecord:
     created_at: datetime
     revoked_at: datetime | None
     tenant: str
+    vendors: tuple[str, ...] | None
 
 
 def _hash_key(key: str) -> str:
@@ -97,7 +101,8 @@ def _hash_key(key: str) -> str:
 
 
 def _record(row: ApiClient) -> ClientRecord:
-    return ClientRecord(row.id, row.name, Role(row.role), row.key_prefix, row.created_at, row.revoked_at, row.tenant)
+    return ClientRecord(row.id, row.name, Role(row.role), row.key_prefix, row.created_at, row.revoked_at, row.tenant,
+                        tuple(row.vendors) if row.vendors is not None else None)
 
 
 def parse_role(text: str) -> Role:
@@ -113,14 +118,18 @@ class Clients:
         self.audit = audit
         self.clock = clock
 
-    def create(self, name: str, role: Role, by: Performer,
-               tenant: str = DEFAULT_TENANT) -> tuple[ClientRecord, str]:
-        """Make a client of tenant and return it with its key, which is not stored anywhere."""
+    def create(self, name: str, role: Role, by: Performer, tenant: str = DEFAULT_TENANT,
+               vendors: Sequence[str] = ()) -> tuple[ClientRecord, str]:
+        """Make a client of tenant (a release key limited to vendors, if any are named) and return it with its
+        key, which is not stored anywhere."""
         name = name.strip()
         if not name or len(name) > 100 or not name.isprintable():
             raise InvalidInput("name", "must be 1-100 printable characters")
         if role is Role.PLATFORM and tenant != DEFAULT_TENANT:
             raise InvalidInput("role", f"platform keys belong to the {DEFAULT_TENANT} tenant: they act across tenants")
+        limited = sorted({check_name("vendor", vendor) for vendor in vendors}) or None
+        if limited is not None and role is not Role.RELEASE:
+            raise InvalidInput("vendor", f"only release keys are limited to vendors, not {role} keys")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         row = ApiClient(
             id=secrets.token_hex(6),
@@ -130,13 +139,15 @@ class Clients:
             key_prefix=key[: len(KEY_PREFIX) + 4],
             created_at=self.clock(),
             tenant=tenant,
+            vendors=limited,
         )
         with acting_in(tenant), self.database.session() as session:
             if not enabled(session, tenant):
                 raise NotFound(f"no enabled tenant named {tenant[:70]}: `fwrepo tenants list` shows them")
             session.add(row)
             session.flush()
-            self.audit.record(by, "client_create", f"client {row.id}", session, name=row.name, role=row.role)
+            self.audit.record(by, "client_create", f"client {row.id}", session, name=row.name, role=row.role,
+                              **({"vendors": limited} if limited else {}))
         return _record(row), key
 
     def list(self, tenant: str | None = None) -> list[ClientRecord]:
@@ -169,4 +180,5 @@ class Clients:
             row = session.exec(select(ApiClient).where(ApiClient.key_hash == _hash_key(key))).first()
             if row is None or row.revoked_at is not None or not enabled(session, row.tenant):
                 raise Unauthenticated("the API key is not valid")
-        return Actor(client_id=row.id, name=row.name, role=Role(row.role), tenant=row.tenant)
+        return Actor(client_id=row.id, name=row.name, role=Role(row.role), tenant=row.tenant,
+                     vendors=frozenset(row.vendors) if row.vendors is not None else None)

@@ -222,6 +222,7 @@ class Uploads:
 
         def check(stored: StoredObject) -> None:
             request, filename = describe()
+            by.require_vendor(request.vendor)
             if stored.size == 0:
                 raise InvalidInput("file", "is empty")
             if request.sha256 and not hmac.compare_digest(request.sha256, stored.sha256):

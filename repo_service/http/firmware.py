@@ -204,9 +204,9 @@ IMAGE_PARAMETERS = (Parameter("Range", "header", "bytes=START-[END]: resume an i
            action=Action.DOWNLOAD_CONTENT, replies=IMAGE, parameters=IMAGE_PARAMETERS,
            errors={404: "no such build", 416: "the range starts past the image", 503: "storage failed"})
 async def content(request: Request) -> Response:
-    await authorize(request, Action.DOWNLOAD_CONTENT)
+    actor = await authorize(request, Action.DOWNLOAD_CONTENT)
     catalog = request.app.state.services.catalog
-    record = await run_in_threadpool(catalog.get, request.path_params["firmware_id"])
+    record = await run_in_threadpool(catalog.downloadable, request.path_params["firmware_id"], actor.performer)
     return await firmware_response(request, record, catalog.storage, {})
 
 
