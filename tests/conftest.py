@@ -27,7 +27,7 @@ from tests.support.citrineos import (
     citrineos_unavailable_reason,
 )
 from tests.support.databases import POSTGRES_SKIP, scratch_postgres
-from tests.support.fwrepo import Fwrepo, s3_environment, start_fwrepo
+from tests.support.fwrepo import Fwrepo, s3_environment, start_fwrepo, two_nodes
 from tests.support.s3servers import (
     S3Server,
     ceph_unavailable_reason,
@@ -142,6 +142,20 @@ def fwrepo(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     # Every campaign the tests ran on it, whatever they checked themselves (issue 11: CSV and report agree).
     csv_agrees_with_report(server)
     server.stop()
+
+
+@pytest.fixture
+def nodes(postgres_server_url: str, ceph: S3Server, tmp_path: Path) -> Iterator[tuple[Fwrepo, Fwrepo]]:
+    """Two fwrepo nodes on one PostgreSQL database and one Ceph RGW bucket, as a production pair runs."""
+    shared = {
+        **s3_environment(ceph, f"replicas-{secrets.token_hex(4)}"),
+        "FWREPO_KEYS_DIR": str(tmp_path / "keys"),  # a shared volume in production
+        "FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24),
+        "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32),
+        "FWREPO_SHUTDOWN_GRACE": "1",
+    }
+    for database_url in scratch_postgres(postgres_server_url):
+        yield from two_nodes(database_url, tmp_path, shared)
 
 
 @pytest.fixture(scope="session")

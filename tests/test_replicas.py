@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import ftplib
 import hashlib
-import secrets
 import signal
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,23 +15,8 @@ import pytest
 
 from tests.support.builds import image, published_build
 from tests.support.campaigns import csv_agrees_with_report
-from tests.support.databases import scratch_postgres
-from tests.support.fwrepo import Fwrepo, s3_environment, two_nodes
+from tests.support.fwrepo import Fwrepo
 from tests.support.grants import grant_for
-from tests.support.s3servers import S3Server
-
-
-@pytest.fixture
-def nodes(postgres_server_url: str, ceph: S3Server, tmp_path: Path) -> Iterator[tuple[Fwrepo, Fwrepo]]:
-    shared = {
-        **s3_environment(ceph, f"replicas-{secrets.token_hex(4)}"),
-        "FWREPO_KEYS_DIR": str(tmp_path / "keys"),  # a shared volume in production
-        "FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24),
-        "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32),
-        "FWREPO_SHUTDOWN_GRACE": "1",
-    }
-    for database_url in scratch_postgres(postgres_server_url):
-        yield from two_nodes(database_url, tmp_path, shared)
 
 
 def on(node: Fwrepo, location: str) -> str:

@@ -11,6 +11,7 @@ import ftplib
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -396,3 +397,35 @@ def test_a_release_key_limited_to_vendors_changes_and_reads_only_their_builds(fw
 def test_only_release_keys_take_vendors(fwrepo: Fwrepo, role: str, message: str) -> None:
     refused = fwrepo.cli("clients", "create", "--name", "x", "--role", role, "--vendor", "ACME", check=False)
     assert refused.returncode != 0 and message in refused.stderr
+
+
+def test_two_nodes_on_postgresql_and_ceph_keep_tenants_apart_and_stop_a_disabled_one_on_both(
+        nodes: tuple[Fwrepo, Fwrepo]) -> None:
+    a, b = nodes
+    mine, theirs = holdings(a, _tenant()), holdings(b, _tenant())
+    nobody = unknown_like(mine)
+    # Made on one node, unknown to the other tenant's key on the other node.
+    with b.client("admin", theirs.tenant) as intruder:
+        for path in ("/api/v1/firmware/{firmware_id}", "/api/v1/grants/{grant_id}", "/api/v1/campaigns/{campaign_id}",
+                     "/api/v1/webhooks/{webhook_id}"):
+            across = intruder.get(path.format(**mine.ids()))
+            unknown = intruder.get(path.format(**nobody.ids()))
+            assert across.status_code == 404 and _without(across.text, mine) == _without(unknown.text, nobody)
+        refused = intruder.post("/api/v1/events", json={"events": [_event(mine.grant_id)]})
+        assert refused.status_code == 422 and f"no grant with id {mine.grant_id}" in refused.text
+    with a.client("csms", mine.tenant) as csms:
+        location = urlsplit(csms.get(f"/api/v1/grants/{mine.grant_id}").json()["location"]).path
+    with httpx.Client(verify=a.tls(), timeout=30) as charger:
+        for node in (a, b):
+            assert charger.get(node.url + location).status_code == 200  # cached on both nodes now
+        b.cli("tenants", "disable", mine.tenant)
+        for node in (a, b):
+            with node.client("csms", mine.tenant) as csms:
+                assert csms.get(f"/api/v1/grants/{mine.grant_id}").status_code == 401
+            deadline = time.monotonic() + 5
+            while charger.get(node.url + location).status_code != 410:
+                assert time.monotonic() < deadline, f"the disabled tenant's URL still works on {node.url}"
+                time.sleep(0.2)
+    # The other tenant goes on as before, on both nodes.
+    with a.client("csms", theirs.tenant) as csms:
+        assert csms.get(f"/api/v1/grants/{theirs.grant_id}").status_code == 200
