@@ -415,17 +415,22 @@ def test_two_nodes_on_postgresql_and_ceph_keep_tenants_apart_and_stop_a_disabled
         assert refused.status_code == 422 and f"no grant with id {mine.grant_id}" in refused.text
     with a.client("csms", mine.tenant) as csms:
         location = urlsplit(csms.get(f"/api/v1/grants/{mine.grant_id}").json()["location"]).path
-    with httpx.Client(verify=a.tls(), timeout=30) as charger:
-        for node in (a, b):
-            assert charger.get(node.url + location).status_code == 200  # cached on both nodes now
+    # Each node has a TLS certificate of its own here: a charger of each.
+    chargers = {node.url: httpx.Client(base_url=node.url, verify=node.tls(), timeout=30) for node in (a, b)}
+    try:
+        for charger in chargers.values():
+            assert charger.get(location).status_code == 200  # cached on both nodes now
         b.cli("tenants", "disable", mine.tenant)
         for node in (a, b):
             with node.client("csms", mine.tenant) as csms:
                 assert csms.get(f"/api/v1/grants/{mine.grant_id}").status_code == 401
             deadline = time.monotonic() + 5
-            while charger.get(node.url + location).status_code != 410:
+            while chargers[node.url].get(location).status_code != 410:
                 assert time.monotonic() < deadline, f"the disabled tenant's URL still works on {node.url}"
                 time.sleep(0.2)
+    finally:
+        for charger in chargers.values():
+            charger.close()
     # The other tenant goes on as before, on both nodes.
     with a.client("csms", theirs.tenant) as csms:
         assert csms.get(f"/api/v1/grants/{theirs.grant_id}").status_code == 200
