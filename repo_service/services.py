@@ -27,6 +27,7 @@ from repo_service.domain.revocations import Revocations
 from repo_service.domain.sealed import Sealer
 from repo_service.domain.signers import Signers
 from repo_service.domain.status_events import StatusEvents
+from repo_service.domain.tenants import Tenants
 from repo_service.domain.tokens import TokenSigner
 from repo_service.domain.update_jobs import UpdateJobs
 from repo_service.domain.uploads import Uploads
@@ -41,6 +42,7 @@ class Services:
     settings: Settings
     database: Database
     audit: Audit
+    tenants: Tenants
     clients: Clients
     signing_keys: SigningKeys
     # True when the keys are encrypted with the generated development passphrase.
@@ -120,6 +122,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         settings=settings,
         database=database,
         audit=audit,
+        tenants=Tenants(database, audit, clock),
         clients=Clients(database, audit, clock),
         signing_keys=signing_keys,
         development_passphrase=development_passphrase,

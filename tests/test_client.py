@@ -49,6 +49,7 @@ METHODS = {
     "removeSigner": Fwrepo.remove_signer, "listAuditEvents": Fwrepo.audit,
     "createWebhook": Fwrepo.create_webhook, "listWebhooks": Fwrepo.webhooks, "getWebhook": Fwrepo.webhook,
     "deleteWebhook": Fwrepo.delete_webhook, "listWebhookDeliveries": Fwrepo.webhook_deliveries,
+    "listTenants": Fwrepo.tenants, "createTenant": Fwrepo.create_tenant, "disableTenant": Fwrepo.disable_tenant,
 }
 
 

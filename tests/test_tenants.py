@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.routing import Route
 
+from repo_service.domain.clients import Role
 from repo_service.http.app import ROUTES
 from repo_service.http.operations import operation_of
 from tests.support.builds import published_build, unique_vendor
@@ -120,7 +121,8 @@ def operations() -> list[tuple[str, str, str]]:
     for route in ROUTES:
         assert isinstance(route, Route)
         operation = operation_of(route.endpoint)
-        if operation is None or operation.action is None:
+        # Keyless operations hold no tenant's data; the platform's own (managing tenants) no tenant key may call.
+        if operation is None or operation.action is None or Role.ADMIN not in operation.roles:
             continue
         for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
             found.append((operation.operation_id, method, route.path))
@@ -434,3 +436,29 @@ def test_two_nodes_on_postgresql_and_ceph_keep_tenants_apart_and_stop_a_disabled
     # The other tenant goes on as before, on both nodes.
     with a.client("csms", theirs.tenant) as csms:
         assert csms.get(f"/api/v1/grants/{theirs.grant_id}").status_code == 200
+
+
+def test_the_platform_manages_tenants_over_http_and_no_tenants_key_can(fwrepo: Fwrepo) -> None:
+    name = _tenant()
+    with fwrepo.client("platform") as platform:
+        created = platform.post("/api/v1/tenants", json={"name": name})
+        assert created.status_code == 201 and created.headers["location"] == f"/api/v1/tenants/{name}"
+        assert platform.post("/api/v1/tenants", json={"name": name}).status_code == 409
+        bad = platform.post("/api/v1/tenants", json={"name": "Not A Label"})
+        assert bad.status_code == 422 and "must be 1-63 lowercase letters" in bad.text
+        assert name in [tenant["name"] for tenant in platform.get("/api/v1/tenants").json()["items"]]
+    key = fwrepo.cli("clients", "create", "--tenant", name, "--name", "ops", "--role", "admin").stdout.strip()
+    with httpx.Client(base_url=fwrepo.url, verify=fwrepo.tls(), headers={"Authorization": f"Bearer {key}"}) as admin:
+        for method, path in (("GET", "/api/v1/tenants"), ("POST", f"/api/v1/tenants/{name}/disable")):
+            refused = admin.request(method, path)
+            assert refused.status_code == 403 and "role admin may not manage tenants" in refused.text
+        assert admin.get("/api/v1/firmware").status_code == 200
+    with fwrepo.client("platform") as platform:
+        disabled = platform.post(f"/api/v1/tenants/{name}/disable")
+        assert disabled.status_code == 200 and disabled.json()["disabled_at"] is not None
+        assert platform.post("/api/v1/tenants/never-made/disable").status_code == 404
+        assert platform.post("/api/v1/tenants/default/disable").status_code == 422
+    with httpx.Client(base_url=fwrepo.url, verify=fwrepo.tls(), headers={"Authorization": f"Bearer {key}"}) as admin:
+        assert admin.get("/api/v1/firmware").status_code == 401
+    trail = json.loads(fwrepo.cli("audit", "list", "--tenant", name, "--json").stdout)["items"]
+    assert [event["action"] for event in reversed(trail)][:2] == ["tenant_create", "client_create"]

@@ -20,7 +20,7 @@ from repo_service.client.transport import Transport
 from repo_service.contract import (
     AuditPage, CampaignList, CampaignReport, DueGrants, EventRecorded, EventsRecorded, Firmware, FirmwarePage,
     FirmwareStats, Grant, GrantBatch, GrantWithDownloads, Health, Job, Manifest, Readiness, Signer, SignerList,
-    SigningKeyList, UpdateOffer, Webhook, WebhookList,
+    SigningKeyList, Tenant, TenantList, UpdateOffer, Webhook, WebhookList,
 )
 from repo_service.contract.webhooks import DeliveryList
 
@@ -372,6 +372,17 @@ class Fwrepo:
 
     def remove_signer(self, signer_id: str) -> None:
         self.transport.request("DELETE", f"/api/v1/signers/{signer_id}")
+
+    # -- tenants (a platform key) ---------------------------------------------------------------
+
+    def tenants(self) -> TenantList:
+        return self._call(TenantList, "GET", "/api/v1/tenants")
+
+    def create_tenant(self, name: str) -> Tenant:
+        return self._call(Tenant, "POST", "/api/v1/tenants", json={"name": name})
+
+    def disable_tenant(self, name: str) -> Tenant:
+        return self._call(Tenant, "POST", f"/api/v1/tenants/{name}/disable")
 
     def audit(self, *, action: str | None = None, actor: str | None = None, subject: str | None = None,
               since: str | None = None, limit: int = 100, offset: int = 0) -> AuditPage:

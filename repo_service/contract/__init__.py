@@ -24,6 +24,7 @@ from repo_service.contract.jobs import (
 from repo_service.contract.keys import Signer, SignerList, SignerRequest, SigningKey, SigningKeyList
 from repo_service.contract.problem import PROBLEM_MEDIA_TYPE, Problem
 from repo_service.contract.service import Health, Readiness
+from repo_service.contract.tenants import Tenant, TenantList, TenantRequest
 from repo_service.contract.webhooks import (
     WEBHOOK_EVENTS, Delivery, DeliveryAttempt, DeliveryList, Webhook, WebhookList, WebhookRequest,
 )
@@ -35,7 +36,8 @@ __all__ = [
     "GrantBatch", "GrantBatchRequest", "GrantRequest", "GrantStatusEvent", "GrantWithDownloads", "Health", "Job",
     "JobEvent", "JobSummary", "Manifest", "ManifestDocument", "OcppRequests", "PROBLEM_MEDIA_TYPE", "Percentiles",
     "Problem", "Readiness", "Reply", "SignedFirmware", "SignedUpdateFirmware", "Signer", "SignerList",
-    "SignerRequest", "SigningKey", "SigningKeyList", "StatusEvent", "StatusEvents", "Timeline", "UpdateFirmware",
+    "SignerRequest", "SigningKey", "SigningKeyList", "StatusEvent", "StatusEvents", "Tenant", "TenantList",
+    "TenantRequest", "Timeline", "UpdateFirmware",
     "UpdateOffer", "UploadForm", "WEBHOOK_EVENTS", "WaveReport", "Webhook", "WebhookList", "WebhookRequest",
     "Window", "YankRequest",
 ]

@@ -15,7 +15,9 @@ from starlette.routing import Route
 
 from repo_service import __version__
 from repo_service.contract import Health, Readiness
-from repo_service.http import audit, campaigns, downloads, firmware, grants, jobs, keys, openapi, updates, webhooks
+from repo_service.http import (
+    audit, campaigns, downloads, firmware, grants, jobs, keys, openapi, tenants, updates, webhooks,
+)
 from repo_service.http.observability import Observe
 from repo_service.http.operations import Content, operation, reply
 from repo_service.http.problems import EXCEPTION_HANDLERS
@@ -52,7 +54,7 @@ async def metrics(request: Request) -> Response:
 
 ROUTES = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics), *firmware.ROUTES,
           *keys.ROUTES, *updates.ROUTES, *grants.ROUTES, *jobs.ROUTES, *campaigns.ROUTES, *webhooks.ROUTES,
-          *audit.ROUTES, *downloads.ROUTES, *openapi.ROUTES]
+          *audit.ROUTES, *tenants.ROUTES, *downloads.ROUTES, *openapi.ROUTES]
 
 
 def create_app(services: Services) -> Starlette:
