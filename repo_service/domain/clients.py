@@ -141,7 +141,9 @@ class Clients:
             tenant=tenant,
             vendors=limited,
         )
-        with acting_in(tenant), self.database.session() as session:
+        # Read, then write: on SQLite the write lock is taken first, or a writer in between (a serving node)
+        # makes this transaction fail with "database is locked" instead of waiting.
+        with acting_in(tenant), self.database.session(exclusive=True) as session:
             if not enabled(session, tenant):
                 raise NotFound(f"no enabled tenant named {tenant[:70]}: `fwrepo tenants list` shows them")
             session.add(row)
