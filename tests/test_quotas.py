@@ -14,7 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
+from repo_service.client import Fwrepo as Client
+from repo_service.client import QuotaExceeded, RateLimited
 from tests.support.builds import image, published_build, unique_vendor, upload
 from tests.support.fwrepo import Fwrepo
 
@@ -298,3 +301,20 @@ def test_a_campaign_wave_larger_than_the_quota_waits_for_room_instead_of_failing
             time.sleep(0.5)
         assert report["pending"] == 0 and report["status"] == "running", report
         assert _metric(fwrepo, "fwrepo_tenant_grants_last_minute", tenant=tenant) == 5
+
+
+def test_the_python_client_raises_what_each_quota_answers(fwrepo: Fwrepo, tmp_path: Path) -> None:
+    tenant = _tenant()
+    with fwrepo.client("release", tenant) as release:
+        build = published_build(release, unique_vendor())
+    _quota(fwrepo, tenant, "--builds", "1", "--grants-per-minute", "1")
+    path = tmp_path / "fw.bin"
+    path.write_bytes(image(1000))
+    with Client(fwrepo.url, fwrepo.key("release", tenant), ca_file=fwrepo.ca) as release:
+        with pytest.raises(QuotaExceeded, match=f"507 Quota exceeded: builds quota of tenant {tenant}"):
+            release.upload(path, vendor=unique_vendor(), models=["AC22"], version="1.0.0")
+    with Client(fwrepo.url, fwrepo.key("csms", tenant), ca_file=fwrepo.ca) as csms:
+        csms.grant(build["id"], "CP-1")
+        with pytest.raises(RateLimited) as limited:
+            csms.grant(build["id"], "CP-2")
+    assert limited.value.retry_after is not None and 1 <= limited.value.retry_after <= 60
