@@ -208,12 +208,19 @@ def test_parallel_uploads_into_the_last_free_build_let_exactly_one_in(fwrepo: Fw
 
 def test_a_tenant_at_its_quotas_does_not_hold_back_another(fwrepo: Fwrepo) -> None:
     full, other, vendor = _tenant(), _tenant(), unique_vendor()
-    fwrepo.key("release", full)
-    _quota(fwrepo, full, "--builds", "0", "--grants-per-minute", "0")
     with fwrepo.client("release", full) as release:
-        _refused(upload(release, vendor, "1.0.0"), 507, "builds", 0, 0)
+        held = published_build(release, vendor, "1.0.0")
+    # Limits under what it already uses take nothing away; they refuse what would add to them.
+    _quota(fwrepo, full, "--builds", "0", "--grants-per-minute", "0")
+    with fwrepo.client("release", full) as release, fwrepo.client("csms", full) as csms:
+        _refused(upload(release, vendor, "1.0.1"), 507, "builds", 1, 0)
+        assert release.get(f"/api/v1/firmware/{held['id']}").status_code == 200
+        # No minute ever has room for a grant: no Retry-After to wait for.
+        never = csms.post("/api/v1/grants", json={"firmware_id": held["id"], "charger_id": "CP-1"})
+        assert never.status_code == 422 and "Retry-After" not in never.headers
+        assert never.json()["detail"] == f"charger_id: tenant {full} may issue no grants: its grants per minute quota is 0"
     with fwrepo.client("release", other) as release, fwrepo.client("csms", other) as csms:
-        build = published_build(release, vendor, "1.0.0")  # the same vendor and version, another tenant
+        build = published_build(release, vendor, "1.0.1")  # the version refused to the other tenant
         assert csms.post("/api/v1/grants", json={"firmware_id": build["id"], "charger_id": "CP-1"}).status_code == 201
     assert _metric(fwrepo, "fwrepo_quota_refusals_total", tenant=other, quota="builds") is None
 
@@ -265,6 +272,7 @@ def test_parallel_grants_never_pass_the_minutes_quota(fwrepo: Fwrepo) -> None:
     with fwrepo.client("release", tenant) as release:
         build = published_build(release, unique_vendor())
     _quota(fwrepo, tenant, "--grants-per-minute", "5")
+    fwrepo.key("csms", tenant)  # made once, before the threads that use it
 
     def one(number: int) -> int:
         with fwrepo.client("csms", tenant) as csms:

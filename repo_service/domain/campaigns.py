@@ -467,14 +467,19 @@ class Campaigns:
 
     def _grant_waiting(self, campaign_id: str) -> None:
         """Grant what the current wave still waits for, if the tenant's quota has room again."""
+        running = select(Campaign.current_wave).where(Campaign.id == campaign_id,
+                                                      Campaign.status == CampaignStatus.RUNNING.value)
+        waiting = select(func.count()).select_from(CampaignCharger).where(
+            CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.wave).in_(running),
+            col(CampaignCharger.grant_id).is_(None))
+        # Read first: the tick asks this of every running campaign, and almost none waits; only one that does
+        # takes SQLite's write lock (and the tenant's row) to grant.
+        with self.database.session() as session:
+            if not session.exec(waiting).one():
+                return
         with self.database.session(exclusive=True) as session:
             campaign = self._campaign(session, campaign_id)
-            if campaign.status != CampaignStatus.RUNNING:
-                return
-            waiting = session.exec(select(func.count()).select_from(CampaignCharger).where(
-                CampaignCharger.campaign_id == campaign_id, CampaignCharger.wave == campaign.current_wave,
-                col(CampaignCharger.grant_id).is_(None))).one()
-            if waiting:
+            if campaign.status == CampaignStatus.RUNNING and session.exec(waiting).one():
                 self._grant_wave(session, campaign, self.grants.catalog.get(campaign.firmware_id),
                                  campaign.current_wave)
 
