@@ -19,7 +19,8 @@ import pytest
 from repo_service.client import Fwrepo as Client
 from repo_service.client import QuotaExceeded, RateLimited
 from tests.support.builds import image, published_build, unique_vendor, upload
-from tests.support.fwrepo import Fwrepo
+from tests.support.databases import scratch_postgres
+from tests.support.fwrepo import Fwrepo, two_nodes
 
 MiB = 1024 * 1024
 
@@ -334,3 +335,34 @@ def test_the_python_client_raises_what_each_quota_answers(fwrepo: Fwrepo, tmp_pa
         with pytest.raises(RateLimited) as limited:
             csms.grant(build["id"], "CP-2")
     assert limited.value.retry_after is not None and 1 <= limited.value.retry_after <= 60
+
+
+def test_two_nodes_on_one_database_never_both_take_the_last_room(postgres_server_url: str, tmp_path: Path) -> None:
+    shared = {"FWREPO_KEYS_DIR": str(tmp_path / "keys"), "FWREPO_STORAGE_DIR": str(tmp_path / "storage"),
+              "FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24), "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32),
+              "FWREPO_SHUTDOWN_GRACE": "1"}
+    for database_url in scratch_postgres(postgres_server_url):
+        nodes = two_nodes(database_url, tmp_path, shared)
+        a, b = next(nodes)
+        try:
+            tenant, vendor = _tenant(), unique_vendor()
+            with a.client("release", tenant) as release:
+                build = published_build(release, vendor, "0.1.0")
+            _quota(a, tenant, "--builds", "2", "--grants-per-minute", "3")
+            a.key("csms", tenant)
+
+            def upload_on(number: int) -> int:
+                with (a, b)[number % 2].client("release", tenant) as release:
+                    return upload(release, vendor, f"1.0.{number}", image(MiB)).status_code
+
+            def grant_on(number: int) -> int:
+                with (a, b)[number % 2].client("csms", tenant) as csms:
+                    return csms.post("/api/v1/grants", json={"firmware_id": build["id"],
+                                                             "charger_id": f"CP-{number}"}).status_code
+
+            with ThreadPoolExecutor(8) as pool:
+                assert sorted(pool.map(upload_on, range(6))) == [201] + [507] * 5
+                assert sorted(pool.map(grant_on, range(8))) == [201] * 3 + [429] * 5
+            assert _metric(b, "fwrepo_tenant_builds", tenant=tenant) == 2  # read from the database on either node
+        finally:
+            nodes.close()
