@@ -40,6 +40,24 @@ class Forbidden(FwrepoError):
     """Valid credentials whose role does not allow the act."""
 
 
+class QuotaExceeded(FwrepoError):
+    """The act would take the tenant past one of its quotas (stored bytes, builds); nothing was done."""
+
+    def __init__(self, quota: str, used: int, limit: int, message: str) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.used = used
+        self.limit = limit
+
+
+class RateLimited(QuotaExceeded):
+    """The act would pass a quota per unit of time (grants per minute); it fits again after retry_after seconds."""
+
+    def __init__(self, quota: str, used: int, limit: int, retry_after: int, message: str) -> None:
+        super().__init__(quota, used, limit, message)
+        self.retry_after = retry_after
+
+
 class StorageUnavailable(FwrepoError):
     """The storage backend failed; nothing was stored."""
 

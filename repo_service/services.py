@@ -23,6 +23,7 @@ from repo_service.domain.ftp_logins import FtpsEndpoint
 from repo_service.domain.grants import Grants
 from repo_service.domain.keys import SigningKeys, open_signing_keys
 from repo_service.domain.owner_files import read_or_create_secret
+from repo_service.domain.quotas import Quotas
 from repo_service.domain.revocations import Revocations
 from repo_service.domain.sealed import Sealer
 from repo_service.domain.signers import Signers
@@ -97,7 +98,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     tokens = TokenSigner(token_secret(settings))
     certificates = (ChargerCertificates(settings.charger_ca, settings.charger_crl, settings.charger_ocsp, clock)
                     if settings.charger_ca is not None else None)
-    grants = Grants(database, catalog, tokens, revocations, audit, settings.public_url,
+    quotas = Quotas(database, audit, clock)
+    grants = Grants(database, catalog, tokens, revocations, audit, quotas, settings.public_url,
                     timedelta(seconds=settings.grant_max_lifetime), clock, ftps_endpoint(settings),
                     certificate_binding=certificates is not None)
     downloads = Downloads(database, catalog, tokens, revocations, audit, clock, certificates)
@@ -114,7 +116,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
                                    connect_tries=settings.citrineos_connect_tries, timeout=settings.citrineos_timeout,
                                    clock=clock) for connector in connectors)
     campaigns.dispatchers.update({dispatcher.connector.name: dispatcher.wake for dispatcher in dispatchers})
-    metrics = Metrics()
+    metrics = Metrics(quotas.usage)
+    quotas.observers.append(metrics)
     grants.observers.append(metrics)
     downloads.observers.append(metrics)
     campaigns.observers.append(metrics)
@@ -128,7 +131,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         development_passphrase=development_passphrase,
         signers=signers,
         catalog=catalog,
-        uploads=Uploads(catalog, signers, settings.max_upload_bytes, settings.require_uploader_signature),
+        uploads=Uploads(catalog, signers, quotas, settings.max_upload_bytes, settings.require_uploader_signature),
         grants=grants,
         downloads=downloads,
         jobs=jobs,

@@ -181,7 +181,7 @@ def test_unknown_grants_are_404_and_bad_ids_422(csms: httpx.Client) -> None:
 def test_a_location_with_a_40_character_host_stays_within_255_printable_ascii_characters() -> None:
     host = "firmware-downloads.charging-network.eu"  # 38
     host = host + "x" * (40 - len(host))
-    grants = Grants(None, None, TokenSigner(b"k" * 32), None, None, f"https://{host}", timedelta(days=30))  # type: ignore[arg-type]
+    grants = Grants(None, None, TokenSigner(b"k" * 32), None, None, None, f"https://{host}", timedelta(days=30))  # type: ignore[arg-type]
     far_future = datetime(2099, 12, 31, tzinfo=UTC)
     for filename in ("fw.bin", "A" * 100 + ".bin", "x" * 200, "vendor-model_1.2.3-rc1+build.5.tar.gz"):
         location = grants.location(2**31 - 1, far_future, filename)
@@ -193,7 +193,7 @@ def test_a_location_with_a_40_character_host_stays_within_255_printable_ascii_ch
 
 def test_an_ftps_host_too_long_for_a_file_name_within_255_stops_start_up_naming_it() -> None:
     def grants(host: str) -> Grants:
-        return Grants(None, None, TokenSigner(b"k" * 32), None, None, "https://" + "p" * 300,  # type: ignore[arg-type]
+        return Grants(None, None, TokenSigner(b"k" * 32), None, None, None, "https://" + "p" * 300,  # type: ignore[arg-type]
                       timedelta(days=30), ftps=FtpsEndpoint(host, 2121, 9990))
 
     assert grants("h" * 150).location_limit == 512  # long HTTPS locations, FTPS ones within 255
@@ -206,7 +206,7 @@ def test_an_ftps_host_too_long_for_a_file_name_within_255_stops_start_up_naming_
 def test_a_long_public_url_gives_locations_within_512_that_say_they_do_not_fit_ocpp_1_6(length: int,
                                                                                          limit: int) -> None:
     public_url = "https://fw.example.net/" + "p" * (length - len("https://fw.example.net/"))
-    grants = Grants(None, None, TokenSigner(b"k" * 32), None, None, public_url, timedelta(days=30))  # type: ignore[arg-type]
+    grants = Grants(None, None, TokenSigner(b"k" * 32), None, None, None, public_url, timedelta(days=30))  # type: ignore[arg-type]
     assert grants.location_limit == limit
     far_future = datetime(2099, 12, 31, tzinfo=UTC)
     location = grants.location(2**31 - 1, far_future, "vendor-model_1.2.3-rc1+build.5-" + "x" * 600 + ".bin")

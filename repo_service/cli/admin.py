@@ -30,6 +30,7 @@ from repo_service.errors import FwrepoError
 
 if TYPE_CHECKING:
     from repo_service.domain.audit import Performer
+    from repo_service.domain.quotas import Usage
     from repo_service.domain.signers import Signers
 
 # What `audit verify` reads: the chain, the checkpoints, and the key to check them with.
@@ -43,11 +44,19 @@ def register(commands: Any) -> None:
     tenant_commands = tenants.add_commands(dest="tenants_command", required=True, metavar="COMMAND")
     tenant_create = tenant_commands.add_parser("create", help="add a tenant")
     tenant_create.add_argument("name", help="1-63 lowercase letters, digits and inner hyphens, e.g. acme-cpo")
-    tenant_list = tenant_commands.add_parser("list", help="tenants, and whether they are disabled")
+    tenant_list = tenant_commands.add_parser(
+        "list", help="tenants, whether they are disabled, and their quotas: used/limit (- for no limit)")
     tenant_disable = tenant_commands.add_parser(
         "disable", help="stop a tenant's keys, download URLs and FTPS logins at once; nothing is deleted")
     tenant_disable.add_argument("name", help="the tenant's name")
-    for command in (tenant_create, tenant_list, tenant_disable):
+    tenant_quota = tenant_commands.add_parser(
+        "quota", help="set a tenant's quotas (those not named stay as they are) and show them with its use")
+    tenant_quota.add_argument("name", help="the tenant's name")
+    for flag, what in (("--stored-bytes", "bytes its builds may take in storage, yanked ones included"),
+                       ("--builds", "builds it may hold, yanked ones included"),
+                       ("--grants-per-minute", "grants it may issue in any 60 seconds (each of a batch counts)")):
+        tenant_quota.add_argument(flag, metavar="N|none", help=f"{what}; none lifts the limit")
+    for command in (tenant_create, tenant_list, tenant_disable, tenant_quota):
         add_settings(command, DATABASE)
         command.set_defaults(handler=_tenants)
 
@@ -181,6 +190,7 @@ def _clients(arguments: argparse.Namespace) -> None:
 
 def _tenants(arguments: argparse.Namespace) -> None:
     from repo_service.domain.audit import Audit
+    from repo_service.domain.quotas import Quota, Quotas, parse_limit
     from repo_service.domain.tenants import Tenants
     from repo_service.services import open_database
 
@@ -194,9 +204,29 @@ def _tenants(arguments: argparse.Namespace) -> None:
         print(f"disabled tenant {record.name} at {moment(record.disabled_at)}: its keys, download URLs and FTPS "
               "logins are refused")
         return
-    print_table(["NAME", "CREATED", "DISABLED"], [
-        [record.name, moment(record.created_at), moment(record.disabled_at) if record.disabled_at else "-"]
+    quotas = Quotas(database, Audit(database))
+    if arguments.tenants_command == "quota":
+        given = {quota: getattr(arguments, quota.value) for quota in Quota}
+        limits = {quota: parse_limit(quota, text, "--" + quota.value.replace("_", "-")) for quota, text in given.items() if text is not None}
+        name = tenants.get(arguments.name).name
+        _print_usage(quotas.set(name, limits, _operator()) if limits else quotas.usage(name)[0])
+        return
+    usage = {use.tenant: use for use in quotas.usage()}
+    print_table(["NAME", "CREATED", "DISABLED", "STORED BYTES", "BUILDS", "GRANTS/MIN"], [
+        [record.name, moment(record.created_at), moment(record.disabled_at) if record.disabled_at else "-",
+         *_quota_cells(usage[record.name])]
         for record in tenants.list()])
+
+
+def _quota_cells(use: Usage) -> list[str]:
+    """used/limit of each quota, - for no limit."""
+    from repo_service.domain.quotas import Quota
+
+    return [f"{use.used(quota)}/{'-' if use.limits[quota] is None else use.limits[quota]}" for quota in Quota]
+
+
+def _print_usage(use: Usage) -> None:
+    print_table(["NAME", "STORED BYTES", "BUILDS", "GRANTS/MIN"], [[use.tenant, *_quota_cells(use)]])
 
 
 def _operator() -> Performer:

@@ -5,11 +5,11 @@ The `fwrepo` CLI's remote commands and examples/ocpp/csms.py use it for every ca
 
 from repo_service.client.api import Fwrepo, Progress, Uploaded
 from repo_service.client.errors import (
-    Conflict, DigestMismatch, Forbidden, FwrepoError, Gone, InvalidInput, NotFound, ServiceUnavailable, TooLarge,
-    Unauthorized, Unreachable,
+    Conflict, DigestMismatch, Forbidden, FwrepoError, Gone, InvalidInput, NotFound, QuotaExceeded, RateLimited,
+    ServiceUnavailable, TooLarge, Unauthorized, Unreachable,
 )
 
 __all__ = [
     "Conflict", "DigestMismatch", "Forbidden", "Fwrepo", "FwrepoError", "Gone", "InvalidInput", "NotFound",
-    "Progress", "ServiceUnavailable", "TooLarge", "Unauthorized", "Unreachable", "Uploaded",
+    "Progress", "QuotaExceeded", "RateLimited", "ServiceUnavailable", "TooLarge", "Unauthorized", "Unreachable", "Uploaded",
 ]

@@ -63,18 +63,35 @@ class TooLarge(InvalidInput):
     """413: a value or body larger than this fwrepo accepts."""
 
 
+class RateLimited(FwrepoError):
+    """429: the call would pass the tenant's grants per minute; ``retry_after`` is the seconds until it fits."""
+
+    retry_after: int | None = None
+
+
+class QuotaExceeded(FwrepoError):
+    """507: the call would take the tenant past its stored bytes or builds quota; nothing was stored."""
+
+
 class ServiceUnavailable(FwrepoError):
     """503: fwrepo (or its storage) cannot serve now; idempotent calls were retried first."""
 
 
 BY_STATUS: dict[int, type[FwrepoError]] = {
     401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: Gone, 413: TooLarge, 422: InvalidInput,
-    503: ServiceUnavailable,
+    429: RateLimited, 503: ServiceUnavailable, 507: QuotaExceeded,
 }
 
 
 def error_from(reply: httpx.Response) -> FwrepoError:
     """The exception for an error reply: its problem document's, or the status and start of the body without one."""
+    error = _error_from(reply)
+    if isinstance(error, RateLimited) and reply.headers.get("retry-after", "").isdigit():
+        error.retry_after = int(reply.headers["retry-after"])
+    return error
+
+
+def _error_from(reply: httpx.Response) -> FwrepoError:
     kind = BY_STATUS.get(reply.status_code, FwrepoError)
     if reply.headers.get("content-type", "").startswith((PROBLEM_MEDIA_TYPE, "application/json")):
         try:

@@ -21,3 +21,8 @@ class Problem(Reply):
     detail: str
     field: str | None = Field(None, description="On invalid-input and too-large: the field, parameter or header "
                                                 "that is wrong, with its path, e.g. chargers[3].time_zone")
+    quota: str | None = Field(None, description="On quota-exceeded (507) and rate-limited (429): the tenant's "
+                                                "quota that refused it, stored_bytes, builds or grants_per_minute")
+    used: int | None = Field(None, description="With quota: what the tenant uses of it (bytes stored, builds, "
+                                               "grants in the last 60 s), not counting what was refused")
+    limit: int | None = Field(None, description="With quota: the tenant's limit")

@@ -20,6 +20,11 @@ class Tenant(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     # A disabled tenant's keys, download tokens and FTPS logins stop working; nothing of it is deleted.
     disabled_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    # Quotas (repo_service.domain.quotas); None: no limit. Bytes of every build it holds, yanked ones included
+    # (their bytes stay stored), the number of those builds, and grants it may issue in any 60 seconds.
+    max_stored_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    max_builds: int | None = Field(default=None, nullable=True)
+    max_grants_per_minute: int | None = Field(default=None, nullable=True)
 
 
 class ApiClient(SQLModel, table=True):
@@ -150,6 +155,8 @@ class Grant(SQLModel, table=True):
     """
 
     __tablename__ = "grant"
+    # The grants a tenant issued in the last minute are counted on every issue (its grants-per-minute quota).
+    __table_args__ = (Index("ix_grant_tenant_created_at", "tenant", "created_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     tenant: str = Field(default=None, sa_column=tenant_column())

@@ -430,11 +430,22 @@ class Campaigns:
         return self.report(campaign_id)
 
     def _start_wave(self, session: Session, campaign: Campaign | None, firmware: FirmwareRecord, wave: int) -> None:
-        """Issue one wave's grants, in the transaction that decided the wave starts."""
+        """Start one wave, in the transaction that decided it starts: its grants, as many as fit the tenant's
+        grants-per-minute quota (the rest wait for the tick, see _grant_waiting)."""
         assert campaign is not None
-        members = session.exec(select(CampaignCharger).where(
-            CampaignCharger.campaign_id == campaign.id, CampaignCharger.wave == wave).order_by(
-            col(CampaignCharger.position))).all()
+        issued = self._grant_wave(session, campaign, firmware, wave)
+        self.outbox.enqueue(session, WAVE_STARTED, [(f"{campaign.id}:{wave + 1}", {
+            "campaign_id": campaign.id, "wave": wave + 1, "waves": len(campaign.wave_ends), "grants": issued})])
+
+    def _grant_wave(self, session: Session, campaign: Campaign, firmware: FirmwareRecord, wave: int) -> int:
+        """Grant the wave's chargers that have none yet, in order, as many as the tenant's quota lets through now;
+        how many. A wave larger than the quota waits for the rest rather than failing: it finishes only once all
+        its chargers were granted and have finished."""
+        room = self.grants.quotas.grants_left(session)
+        waiting = select(CampaignCharger).where(
+            CampaignCharger.campaign_id == campaign.id, CampaignCharger.wave == wave,
+            col(CampaignCharger.grant_id).is_(None)).order_by(col(CampaignCharger.position))
+        members = session.exec(waiting if room is None else waiting.limit(room)).all()
         now = self.clock()
         window = (campaign.window_start, campaign.window_end) if campaign.window_start and campaign.window_end else None
         plan = []
@@ -449,11 +460,28 @@ class Campaigns:
             member.grant_id, member.state, member.granted_at = grant_id, JobState.GRANTED.value, now
             member.due_at = max(now, retrieve) + self.jobs.timeout
             session.add(member)
-        if campaign.dispatch in self.dispatchers:
+        if ids and campaign.dispatch in self.dispatchers:
             wake = self.dispatchers[campaign.dispatch]
             orm_event.listen(session, "after_commit", lambda _: wake.set(), once=True)
-        self.outbox.enqueue(session, WAVE_STARTED, [(f"{campaign.id}:{wave + 1}", {
-            "campaign_id": campaign.id, "wave": wave + 1, "waves": len(campaign.wave_ends), "grants": len(ids)})])
+        return len(ids)
+
+    def _grant_waiting(self, campaign_id: str) -> None:
+        """Grant what the current wave still waits for, if the tenant's quota has room again."""
+        running = select(Campaign.current_wave).where(Campaign.id == campaign_id,
+                                                      Campaign.status == CampaignStatus.RUNNING.value)
+        waiting = select(func.count()).select_from(CampaignCharger).where(
+            CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.wave).in_(running),
+            col(CampaignCharger.grant_id).is_(None))
+        # Read first: the tick asks this of every running campaign, and almost none waits; only one that does
+        # takes SQLite's write lock (and the tenant's row) to grant.
+        with self.database.session() as session:
+            if not session.exec(waiting).one():
+                return
+        with self.database.session(exclusive=True) as session:
+            campaign = self._campaign(session, campaign_id)
+            if campaign.status == CampaignStatus.RUNNING and session.exec(waiting).one():
+                self._grant_wave(session, campaign, self.grants.catalog.get(campaign.firmware_id),
+                                 campaign.current_wave)
 
     def due(self, campaign_id: str, limit: int = DUE_PAGE) -> list[GrantRecord]:
         """Up to limit grants whose retrieve_date has come and that no CSMS was handed yet; each is handed out once.
@@ -603,6 +631,7 @@ class Campaigns:
         It judges the jobs as stored; the callers (events, the tick, resume) have stored them first. A wave
         that adds nobody (3 chargers in waves of 1 %, 2 %, 100 %) is finished as soon as it starts.
         """
+        self._grant_waiting(campaign_id)
         while self._advance_once(campaign_id):
             pass
 

@@ -24,6 +24,7 @@ from repo_service.domain.documents import (
 )
 from repo_service.domain.ftp_logins import FtpLogin, FtpsEndpoint
 from repo_service.domain.ocpp import LOCATION_LIMITS
+from repo_service.domain.quotas import Quotas
 from repo_service.domain.revocations import Revocations
 from repo_service.domain.tokens import TokenSigner
 from repo_service.errors import Conflict, InvalidInput, NotFound, SettingsError
@@ -200,7 +201,7 @@ class GrantObserver(Protocol):
 
 class Grants:
     def __init__(self, database: Database, catalog: Catalog, tokens: TokenSigner, revocations: Revocations,
-                 audit: Audit, public_url: str, max_lifetime: timedelta, clock: Clock = utc_now,
+                 audit: Audit, quotas: Quotas, public_url: str, max_lifetime: timedelta, clock: Clock = utc_now,
                  ftps: FtpsEndpoint | None = None, certificate_binding: bool = False) -> None:
         self.database = database
         self.certificate_binding = certificate_binding
@@ -209,6 +210,7 @@ class Grants:
         self.tokens = tokens
         self.revocations = revocations
         self.audit = audit
+        self.quotas = quotas
         self.public_url = public_url.rstrip("/")
         longest_prefix = len(self._prefix(MAX_GRANT_ID, _LATEST))
         # One answer per deployment, not per grant: whether a campaign's 1.6 chargers can be served is known
@@ -243,7 +245,8 @@ class Grants:
         """Make one grant per charger of the request, audited as one act."""
         firmware = self.grantable(request.firmware_id)
         logins = [FtpLogin.new() for _ in request.charger_ids] if request.protocol == "ftps" else []
-        with self.database.session() as session:
+        # Exclusive: on SQLite the grants-per-minute count and the insert must not interleave with another issue's.
+        with self.database.session(exclusive=True) as session:
             ids = self.insert(
                 session, firmware, [(charger_id, request.retrieve_date, request.expires_at)
                                     for charger_id in request.charger_ids],
@@ -282,12 +285,16 @@ class Grants:
     ) -> list[int]:
         """Insert one grant per (charger, retrieve_date, expires_at) in the caller's transaction; their ids.
 
+        RateLimited if they would pass the tenant's grants-per-minute quota (a campaign's wave asks
+        quotas.grants_left first and inserts what fits).
+
         An FTPS grant inserted without a login cannot be logged into until deliver() gives it one.
         max_downloads None is the protocol's default (a campaign's FTPS grants are one-time logins too).
         serials, when given, has one entry per charger: the name its certificate carries if not its id.
         """
         if not plan:
             return []  # a campaign wave that adds nobody (3 chargers in waves of 1 %, 2 %, 100 %)
+        self.quotas.hold_grants(session, len(plan))
         now = self.clock()
         if max_downloads is None:
             max_downloads = default_max_downloads(protocol)

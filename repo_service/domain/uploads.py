@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, delete, select
+from sqlmodel import Session, col, delete, select
 
 from repo_service.db.models import Firmware, FirmwareModel, PendingWrite
 from repo_service.domain import pki
 from repo_service.domain.audit import Performer
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records
+from repo_service.domain.quotas import Quotas, Room
 from repo_service.domain.signers import Signers
 from repo_service.domain.versions import parse_version
-from repo_service.errors import Conflict, InvalidInput, StorageUnavailable, TooLarge
+from repo_service.errors import Conflict, InvalidInput, QuotaExceeded, StorageUnavailable, TooLarge
 from repo_service.storage import StoredObject
 
 log = logging.getLogger(__name__)
@@ -140,15 +141,6 @@ def safe_filename(name: str | None, request: UploadRequest) -> str:
     return base
 
 
-def _limited(chunks: Iterable[bytes], max_bytes: int) -> Iterator[bytes]:
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        if total > max_bytes:
-            raise TooLarge("file", f"is larger than the {max_bytes} bytes this repository accepts")
-        yield chunk
-
-
 class _SameBytes(Exception):
     """The version exists with exactly these bytes: not an error, the upload is a no-op."""
 
@@ -195,9 +187,11 @@ def _refuse_other_metadata(record: FirmwareRecord, request: UploadRequest, signe
 
 
 class Uploads:
-    def __init__(self, catalog: Catalog, signers: Signers, max_bytes: int, require_signature: bool = False) -> None:
+    def __init__(self, catalog: Catalog, signers: Signers, quotas: Quotas, max_bytes: int,
+                 require_signature: bool = False) -> None:
         self.catalog = catalog
         self.signers = signers
+        self.quotas = quotas
         self.max_bytes = max_bytes
         self.require_signature = require_signature
 
@@ -206,14 +200,24 @@ class Uploads:
         content: Iterable[bytes],
         describe: Callable[[], tuple[UploadRequest, str | None]],
         by: Performer,
+        size_at_least: int = 0,
+        described_early: UploadRequest | None = None,
     ) -> UploadOutcome:
         """Store an image and its record, or nothing at all.
 
         ``describe`` is called once the bytes have all arrived, because a form
         may send its fields after the file; it returns the request and the
         client's file name.
+
+        The tenant's quotas are checked when the build is recorded, and before: when the fields came before the
+        file (described_early) and name a version not stored yet, before any byte is stored (with size_at_least,
+        what the request's length says the image has at least) and again as its bytes arrive. Not without them: a
+        retry of a build already stored must still get its 200, whatever the tenant holds now.
         """
         catalog = self.catalog
+        room = None
+        if described_early is not None and self._stored_version(described_early) is None:
+            room = self.quotas.bytes_left(size_at_least)
         firmware_id = secrets.token_hex(8)
         key = f"firmware/{firmware_id}"
         with catalog.database.session() as session:
@@ -232,9 +236,11 @@ class Uploads:
             signed_by = self._uploader_signer(request, stored.sha256)
             described.append((request, filename, signed_by))
             self._refuse_other_bytes(request, stored.sha256, signed_by)
+            # A new build: refused here, before storage makes the object visible, if it does not fit.
+            self.quotas.bytes_left(stored.size, exact=True)
 
         try:
-            stored = catalog.storage.write(key, _limited(content, self.max_bytes), check)
+            stored = catalog.storage.write(key, self._limited(content, room), check)
         except _SameBytes as same:
             self._forget_pending(key)
             return UploadOutcome(same.record, created=False)
@@ -256,7 +262,22 @@ class Uploads:
             except _SameBytes as same:
                 return UploadOutcome(same.record, created=False)
             raise
+        except QuotaExceeded as error:
+            # Another upload of the tenant's took the room between check and insert.
+            self._forget_pending(key)
+            log.info("upload %s abandoned, nothing stored: %s", firmware_id, error)
+            raise
         return UploadOutcome(record, created=True)
+
+    def _limited(self, chunks: Iterable[bytes], room: Room | None) -> Iterator[bytes]:
+        total = 0
+        for chunk in chunks:
+            total += len(chunk)
+            if total > self.max_bytes:
+                raise TooLarge("file", f"is larger than the {self.max_bytes} bytes this repository accepts")
+            if room is not None and total > room.left:
+                raise self.quotas.overflowed(room, total)
+            yield chunk
 
     def _uploader_signer(self, request: UploadRequest, sha256: str) -> str | None:
         if request.signature is None:
@@ -275,11 +296,7 @@ class Uploads:
         """Nothing stored under this version: go on; these bytes and this description: the upload is a no-op;
         anything else is refused, saying what differs."""
         with self.catalog.database.session() as session:
-            row = session.exec(
-                select(Firmware).where(
-                    Firmware.vendor == request.vendor, Firmware.version_canonical == request.version_canonical
-                )
-            ).first()
+            row = self._stored_version(request, session)
             if row is None:
                 return
             if hmac.compare_digest(row.sha256, sha256):
@@ -290,6 +307,13 @@ class Uploads:
                 f"{request.vendor} {row.version} is already stored with other bytes (SHA-256 {row.sha256}); "
                 "a version's bytes never change: upload under a new version"
             )
+
+    def _stored_version(self, request: UploadRequest, session: Session | None = None) -> Firmware | None:
+        if session is None:
+            with self.catalog.database.session() as own:
+                return self._stored_version(request, own)
+        return session.exec(select(Firmware).where(
+            Firmware.vendor == request.vendor, Firmware.version_canonical == request.version_canonical)).first()
 
     def _insert(
         self,
@@ -320,7 +344,9 @@ class Uploads:
             signed_by=signed_by,
             created_at=self.catalog.clock(),
         )
-        with self.catalog.database.session() as session:
+        # Exclusive: on SQLite the quota's count and the insert must not interleave with another upload's.
+        with self.catalog.database.session(exclusive=True) as session:
+            self.quotas.hold_build(session, stored.size)
             session.add(row)
             session.flush()
             session.add_all(FirmwareModel(firmware_id=firmware_id, model=model) for model in request.models)

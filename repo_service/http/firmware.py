@@ -75,7 +75,9 @@ def _upload_threads(request: Request) -> anyio.CapacityLimiter:
            request=UploadForm, request_media_type="multipart/form-data",
            replies={201: Firmware, 200: Firmware}, errors={409: "this version is stored with other bytes",
                                                            413: "the image is larger than FWREPO_MAX_UPLOAD_BYTES",
-                                                           503: "storage failed; nothing was stored"},
+                                                           503: "storage failed; nothing was stored",
+                                                           507: "the build would pass the tenant's stored bytes or "
+                                                                "builds quota; nothing was stored"},
            description="200: the same version with the same bytes was stored before (an idempotent retry).")
 async def upload(request: Request) -> Response:
     actor = await authorize(request, Action.UPLOAD)
@@ -92,6 +94,13 @@ async def upload(request: Request) -> Response:
         if REQUIRED_FIELDS <= form.fields.keys():
             parse_upload_fields(form.fields)
 
+    def described_early() -> UploadRequest | None:
+        # Once the file's bytes flow, the fields before it are all in: the domain checks quotas with them.
+        return parse_upload_fields(form.fields) if form.file_seen and REQUIRED_FIELDS <= form.fields.keys() else None
+
+    # What the image has at least, if the request's length is true: the length less the room a form takes.
+    size_at_least = max(0, int(declared_length) - FORM_OVERHEAD) if declared_length and declared_length.isdigit() else 0
+
     def describe() -> tuple[UploadRequest, str | None]:
         if not form.file_seen:
             raise InvalidInput("file", "is required: send the image as a form part named file")
@@ -105,7 +114,8 @@ async def upload(request: Request) -> Response:
         try:
             await form.data_ready()
             outcome = await anyio.to_thread.run_sync(
-                lambda: services.uploads.upload(form.file_blocks(), describe, actor.performer),
+                lambda: services.uploads.upload(form.file_blocks(), describe, actor.performer, size_at_least,
+                                                described_early()),
                 limiter=_upload_threads(request),
             )
         except Exception as error:

@@ -25,12 +25,15 @@ MAX_GRANT_BODY = 2 * 1024 * 1024
 
 # What refuses a grant for its build, for one charger, a batch or a campaign.
 ISSUE_ERRORS = {409: "the build is not published (or yanked), or has no valid signature"}
+# A campaign is not refused by the tenant's grants-per-minute quota: its waves wait for room instead.
+RATE_ERRORS = {**ISSUE_ERRORS, 429: "the grants would pass the tenant's grants per minute; Retry-After says when "
+                                    "they fit (a batch larger than the quota is a 422)"}
 GRANT_ID = Parameter("grant_id", "path", "the grant's number (its OCPP requestId)",
                      {"type": "integer", "minimum": 1, "maximum": MAX_GRANT_ID}, required=True)
 
 
 @operation(operation_id="issueGrant", summary="Let one charger download one build: the location for UpdateFirmware",
-           tag="grants", action=Action.GRANT, request=GrantRequest, replies={201: Grant}, errors=ISSUE_ERRORS)
+           tag="grants", action=Action.GRANT, request=GrantRequest, replies={201: Grant}, errors=RATE_ERRORS)
 async def issue(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
     grants = request.app.state.services.grants
@@ -43,7 +46,7 @@ async def issue(request: Request) -> Response:
 
 
 @operation(operation_id="issueGrants", summary="Grants for many chargers at once, all or none", tag="grants",
-           action=Action.GRANT, request=GrantBatchRequest, replies={201: GrantBatch}, errors=ISSUE_ERRORS)
+           action=Action.GRANT, request=GrantBatchRequest, replies={201: GrantBatch}, errors=RATE_ERRORS)
 async def issue_batch(request: Request) -> Response:
     actor = await authorize(request, Action.GRANT)
     grants = request.app.state.services.grants

@@ -152,6 +152,9 @@ def _responses(described: Operation, head: bool) -> dict[str, Any]:
         errors[422] = _STANDARD_ERRORS[422]
     for status, text in sorted(errors.items()):
         responses[str(status)] = {"description": text}
+        if status == 429:
+            responses[str(status)]["headers"] = {"Retry-After": {
+                "description": "seconds until the refused request would fit its quota", "schema": {"type": "integer"}}}
         if not head:
             responses[str(status)]["content"] = {PROBLEM_MEDIA_TYPE: {"schema": _ref(Problem)}}
     return responses

@@ -15,6 +15,8 @@ from repo_service.errors import (
     FwrepoError,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
+    RateLimited,
     StorageUnavailable,
     TooLarge,
     Unauthenticated,
@@ -27,8 +29,10 @@ PROBLEM_BASE = "urn:fwrepo:problem:"
 # A route whose path carries a download token: a charger's download.
 _TOKEN_IN_ROUTE = "{token}"
 
-# Most specific first: TooLarge is an InvalidInput.
+# Most specific first: TooLarge is an InvalidInput, RateLimited a QuotaExceeded.
 _MAPPING: list[tuple[type[FwrepoError], int, str, str]] = [
+    (RateLimited, 429, "rate-limited", "Too many requests for this tenant's quota"),
+    (QuotaExceeded, 507, "quota-exceeded", "Quota exceeded"),
     (TooLarge, 413, "too-large", "Content too large"),
     (InvalidInput, 422, "invalid-input", "Invalid input"),
     (Unauthenticated, 401, "unauthenticated", "Authentication required"),
@@ -64,6 +68,11 @@ async def domain_error(request: Request, error: Exception) -> JSONResponse:
         if isinstance(error, kind):
             if isinstance(error, InvalidInput):
                 return problem(status, slug, title, str(error), field=error.field)
+            if isinstance(error, QuotaExceeded):
+                # The tenant's own figures, so that a client can say what to ask its operator for.
+                headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+                return problem(status, slug, title, str(error), headers, quota=error.quota, used=error.used,
+                               limit=error.limit)
             if status >= 500:
                 log.error("%s %s: %s", request.method, _route(request), error, extra=_request_id(request))
                 return problem(status, slug, title, "the storage backend failed; nothing was stored, try again")
