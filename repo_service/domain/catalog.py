@@ -13,10 +13,10 @@ from sqlmodel import Session, col, select
 
 from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature, Grant, SigningKey
 from repo_service.db.session import Database
-from repo_service.db.tenancy import DEFAULT_TENANT
+from repo_service.db.tenancy import DEFAULT_TENANT, current_scope
 from repo_service.domain.audit import MAX_OFFSET, Performer
 from repo_service.domain.clock import Clock, rfc3339, utc_now
-from repo_service.domain.keys import NoSigningKey, SigningKeys
+from repo_service.domain.keys import NoSigningKey, SigningKeys, tenant_option
 from repo_service.domain.pki import canonical_json
 from repo_service.domain.revocations import Revocations
 from repo_service.errors import Conflict, InvalidInput, NotFound
@@ -225,7 +225,8 @@ class Catalog:
         if record.status != Status.PUBLISHED:
             raise Conflict(f"firmware {firmware_id} is {record.status.value}: only published firmware has a manifest")
         if record.signing_key_id is None:
-            raise NoSigningKey(f"firmware {firmware_id} has no valid signature: re-sign it (fwrepo keys resign)")
+            raise NoSigningKey(f"firmware {firmware_id} has no valid signature: re-sign it (fwrepo keys resign"
+                               f"{tenant_option(current_scope())})")
         document = {
             "id": record.id,
             "vendor": record.vendor,
