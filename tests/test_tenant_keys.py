@@ -8,6 +8,7 @@ import secrets
 import stat
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
@@ -172,3 +173,23 @@ def test_a_node_without_a_tenants_key_file_is_not_ready(tmp_path: Path) -> None:
             assert anyone.get("/readyz").status_code == 200
     finally:
         server.stop()
+
+
+def test_on_postgresql_row_level_security_holds_signing_keys_to_their_tenant(fwrepo: Fwrepo) -> None:
+    """Below the application, as fwrepo's own (not superuser) role: a transaction sees the keys of the tenant
+    it names and no other's, and cannot revoke another's."""
+    url = fwrepo.env.get("FWREPO_DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        pytest.skip("row-level security is PostgreSQL's; on SQLite the application's filter alone holds")
+    import psycopg
+
+    tenant = _tenant()
+    fwrepo.key("release", tenant)
+    default_active = _active_key(fwrepo, "default")
+    with psycopg.connect(url) as connection:
+        assert connection.execute("SELECT count(*) FROM signing_key").fetchone() == (0,), "no tenant named"
+        connection.execute("SELECT set_config('fwrepo.tenant', %s, true)", (tenant,))
+        assert connection.execute("SELECT DISTINCT tenant FROM signing_key").fetchall() == [(tenant,)]
+        assert connection.execute("UPDATE signing_key SET status = 'revoked' WHERE id = %s",
+                                  (default_active,)).rowcount == 0
+    assert _active_key(fwrepo, "default") == default_active
