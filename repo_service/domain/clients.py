@@ -131,7 +131,10 @@ class Clients:
             created_at=self.clock(),
             tenant=tenant,
         )
-        with acting_in(tenant), self.database.session() as session:
+        # Exclusive: it reads (the tenant, the trail's last row) and then writes; on SQLite a deferred transaction
+        # whose snapshot another process's commit (a serving node's audit checkpoint) overtook in between fails at
+        # its first write with "database is locked", without waiting.
+        with acting_in(tenant), self.database.session(exclusive=True) as session:
             if not enabled(session, tenant):
                 raise NotFound(f"no enabled tenant named {tenant[:70]}: `fwrepo tenants list` shows them")
             session.add(row)
