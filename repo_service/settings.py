@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,16 @@ def _database_url(value: str) -> str:
     raise ValueError(f"expected a sqlite:/// or postgresql:// URL, got {value!r}")
 
 
+def _tenant_bucket(value: str) -> str:
+    # S3 bucket names are lowercase letters, digits, dots and hyphens; tenant names are DNS labels, so a template
+    # of those characters around {tenant} names a valid bucket for every tenant (up to S3's 63 characters).
+    template = value.strip()
+    if template.count("{tenant}") != 1 or not re.fullmatch(r"[a-z0-9.-]*", template.replace("{tenant}", "")):
+        raise ValueError(f"expected a bucket name of lowercase letters, digits, dots and hyphens with {{tenant}} "
+                         f"once in it, such as fwrepo-{{tenant}}, got {value!r}")
+    return template
+
+
 def _boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -135,6 +146,7 @@ HTTP_URL = Kind("URL", _http_url)
 DATABASE_URL = Kind("database URL", _database_url)
 AMQP_URL = Kind("AMQP URL", _amqp_url)
 OCSP = Kind("aia or URL", _ocsp)
+TENANT_BUCKET = Kind("bucket name template", _tenant_bucket)
 
 
 def choice(*allowed: str) -> Kind:
@@ -197,6 +209,12 @@ class Settings:
     s3_endpoint_url: str | None = setting(None, optional(HTTP_URL), "S3 endpoint URL (empty for AWS itself)",
                                           "AWS S3 itself")
     s3_bucket: str = setting("", TEXT, "S3 bucket (required with FWREPO_STORAGE=s3)")
+    s3_tenant_bucket: str | None = setting(None, optional(TENANT_BUCKET),
+                                           "a bucket per tenant: the name of each tenant's but default's, {tenant} "
+                                           "standing for its name (e.g. fwrepo-{tenant}); made at its first upload "
+                                           "unless it exists",
+                                           "every tenant in FWREPO_S3_BUCKET, the default's under firmware/, "
+                                           "others' under tenants/NAME/firmware/")
     s3_region: str = setting("us-east-1", TEXT, "S3 region")
     s3_access_key_id: str | None = setting(None, optional(TEXT), "S3 access key", "boto3's usual credential chain")
     s3_secret_access_key: str | None = setting(None, optional(TEXT), "S3 secret key",
@@ -469,6 +487,9 @@ def load_settings(environ: Mapping[str, str] | None = None, flags: Mapping[str, 
 def _check_consistency(settings: Settings) -> None:
     if settings.storage == "s3" and not settings.s3_bucket:
         raise SettingsError("FWREPO_S3_BUCKET", "required when FWREPO_STORAGE=s3")
+    if settings.s3_tenant_bucket is not None and settings.storage != "s3":
+        raise SettingsError("FWREPO_S3_TENANT_BUCKET", "needs FWREPO_STORAGE=s3 (local storage keeps each tenant "
+                            "under tenants/NAME/ in its directory)")
     if settings.s3_sse == "aws:kms" and not settings.s3_sse_kms_key_id:
         raise SettingsError("FWREPO_S3_SSE_KMS_KEY_ID", "required when FWREPO_S3_SSE=aws:kms")
     # S3 refuses parts under 5 MiB (except the last one).

@@ -29,9 +29,12 @@ from repo_service.domain.pki import ALGORITHMS, RSA_PADDINGS
 from repo_service.errors import FwrepoError
 
 if TYPE_CHECKING:
+    from repo_service.db.session import Database
     from repo_service.domain.audit import Performer
+    from repo_service.domain.keys import SigningKeys
     from repo_service.domain.quotas import Usage
     from repo_service.domain.signers import Signers
+    from repo_service.settings import Settings
 
 # What `audit verify` reads: the chain, the checkpoints, and the key to check them with.
 AUDIT = (*DATABASE, "keys_dir", "audit_key", "audit_checkpoint_log", "audit_checkpoint_interval")
@@ -42,8 +45,12 @@ TENANT_HELP = "its tenant (default: default)"
 def register(commands: Any) -> None:
     tenants = commands.add_parser("tenants", help="the parties this service holds apart (local)")
     tenant_commands = tenants.add_commands(dest="tenants_command", required=True, metavar="COMMAND")
-    tenant_create = tenant_commands.add_parser("create", help="add a tenant")
+    tenant_create = tenant_commands.add_parser(
+        "create", help="add a tenant; in development also its firmware-signing root and key (production: import "
+                       "its own with `fwrepo keys import --tenant NAME`)")
     tenant_create.add_argument("name", help="1-63 lowercase letters, digits and inner hyphens, e.g. acme-cpo")
+    # Its development keys are made with the settings keys init uses.
+    add_settings(tenant_create, SIGNING_KEYS)
     tenant_list = tenant_commands.add_parser(
         "list", help="tenants, whether they are disabled, and their quotas: used/limit (- for no limit)")
     tenant_disable = tenant_commands.add_parser(
@@ -56,8 +63,9 @@ def register(commands: Any) -> None:
                        ("--builds", "builds it may hold, yanked ones included"),
                        ("--grants-per-minute", "grants it may issue in any 60 seconds (each of a batch counts)")):
         tenant_quota.add_argument(flag, metavar="N|none", help=f"{what}; none lifts the limit")
-    for command in (tenant_create, tenant_list, tenant_disable, tenant_quota):
+    for command in (tenant_list, tenant_disable, tenant_quota):
         add_settings(command, DATABASE)
+    for command in (tenant_create, tenant_list, tenant_disable, tenant_quota):
         command.set_defaults(handler=_tenants)
 
     clients = commands.add_parser("clients", help="API clients and their keys (local: on the data directory)")
@@ -92,7 +100,7 @@ def register(commands: Any) -> None:
         add_settings(command, STORAGE)
         command.set_defaults(handler=_storage)
 
-    keys = commands.add_parser("keys", help="the repository's firmware-signing keys (local)")
+    keys = commands.add_parser("keys", help="a tenant's firmware-signing keys (local)")
     key_commands = keys.add_commands(dest="keys_command", required=True, metavar="COMMAND")
     init = key_commands.add_parser("init", help="make the development root CA and a signing key")
     key_import = key_commands.add_parser("import", help="bring in a production signing key")
@@ -113,6 +121,8 @@ def register(commands: Any) -> None:
     key_revoke.add_argument("key_id", help="the ID that `fwrepo keys list` shows")
     key_list = key_commands.add_parser("list", help="keys, their use and expiry")
     for command in (init, key_import, rotate, resign, key_revoke, key_list):
+        command.add_argument("--tenant", default="default",
+                             help="whose keys: each tenant signs with its own, under its own root (default: default)")
         add_settings(command, SIGNING_KEYS)
         command.set_defaults(handler=_keys)
 
@@ -194,10 +204,13 @@ def _tenants(arguments: argparse.Namespace) -> None:
     from repo_service.domain.tenants import Tenants
     from repo_service.services import open_database
 
-    database = open_database(settings_from(arguments))
+    settings = settings_from(arguments)
+    database = open_database(settings)
     tenants = Tenants(database, Audit(database))
     if arguments.tenants_command == "create":
-        print(f"created tenant {tenants.create(arguments.name, _operator()).name}")
+        name = tenants.create(arguments.name, _operator()).name
+        print(f"created tenant {name}")
+        _first_keys(settings, database, name)
         return
     if arguments.tenants_command == "disable":
         record = tenants.disable(arguments.name, _operator())
@@ -227,6 +240,22 @@ def _quota_cells(use: Usage) -> list[str]:
 
 def _print_usage(use: Usage) -> None:
     print_table(["NAME", "STORED BYTES", "BUILDS", "GRANTS/MIN"], [[use.tenant, *_quota_cells(use)]])
+
+
+def _first_keys(settings: Settings, database: Database, tenant: str) -> None:
+    """A new tenant's signing keys: made here in development, as `fwrepo serve` makes the default tenant's; in
+    production the operator brings the ones its chargers' root issued."""
+    from repo_service.services import open_keys
+
+    if settings.env == "production":
+        print(f"tenant {tenant} has no signing key yet; its publications are refused until one is imported: "
+              f"fwrepo keys import --tenant {tenant} --cert CHAIN.pem --key KEY.pem")
+        return
+    keys, _ = open_keys(settings, database)
+    with acting_in(tenant):
+        key = keys.init_development(_operator())
+        print(f"development signing key {key.id} ({key.algorithm}) active; the root its chargers trust: "
+              f"{keys.root_certificate_path}")
 
 
 def _operator() -> Performer:
@@ -350,15 +379,24 @@ def _storage_of_every_tenant(arguments: argparse.Namespace) -> int | None:
 
 
 def _keys(arguments: argparse.Namespace) -> None:
+    from repo_service.domain.tenants import Tenants
     from repo_service.services import open_database, open_keys
 
     settings = settings_from(arguments)
     database = open_database(settings)
     keys, development = open_keys(settings, database)
+    Tenants(database, keys.audit).get(arguments.tenant)
+    with acting_in(arguments.tenant):
+        _keys_of(keys, development, settings, arguments)
+
+
+def _keys_of(keys: SigningKeys, development: bool, settings: Settings, arguments: argparse.Namespace) -> None:
     command = arguments.keys_command
+    # The option commands it suggests take, so that they act in the same tenant.
+    option = "" if arguments.tenant == "default" else f" --tenant {arguments.tenant}"
     if command == "init":
         if settings.env == "production":
-            raise FwrepoError("keys init makes development keys; in production use `fwrepo keys import`")
+            raise FwrepoError(f"keys init makes development keys; in production use `fwrepo keys import{option}`")
         key = keys.init_development(_operator())
         print(f"signing key {key.id} ({key.algorithm}) active; root certificate {keys.root_certificate_path}")
     elif command == "import":
@@ -383,7 +421,7 @@ def _keys(arguments: argparse.Namespace) -> None:
         print(f"re-signed {count} published firmware with the active key")
     elif command == "revoke":
         key = keys.revoke(arguments.key_id, _operator())
-        print(f"revoked {key.id}: firmware signed only by it is not offered until `fwrepo keys resign`")
+        print(f"revoked {key.id}: firmware signed only by it is not offered until `fwrepo keys resign{option}`")
     else:
         rows = [[key.id, key.algorithm, key.status.value, key.origin, moment(key.not_after), str(key.signed),
                  key.fingerprint[:16]] for key in keys.list()]

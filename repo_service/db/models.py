@@ -99,11 +99,13 @@ class PendingWrite(SQLModel, table=True):
 
 
 class SigningKey(SQLModel, table=True):
-    """A firmware-signing key the repository signs with; its private half is a file under the keys directory."""
+    """A firmware-signing key a tenant signs with; its private half is a file under the keys directory."""
 
     __tablename__ = "signing_key"
 
     id: str = Field(primary_key=True, max_length=32)
+    # Whose builds it signs: each tenant's chargers trust its own root.
+    tenant: str = Field(default=None, sa_column=tenant_column())
     algorithm: str = Field(max_length=16)
     # active: signs new publications (one at a time); retired: its signatures stay valid;
     # revoked: its signatures no longer count.

@@ -12,13 +12,15 @@ from sqlmodel import Session, col, select
 
 from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature, Grant, SigningKey
 from repo_service.db.session import Database
+from repo_service.db.tenancy import DEFAULT_TENANT, current_scope
 from repo_service.domain.audit import MAX_OFFSET, Performer
 from repo_service.domain.clock import Clock, rfc3339, utc_now
-from repo_service.domain.keys import NoSigningKey, SigningKeys
+from repo_service.domain.keys import NoSigningKey, SigningKeys, tenant_option
 from repo_service.domain.pki import canonical_json
 from repo_service.domain.revocations import Revocations
 from repo_service.errors import Conflict, InvalidInput, NotFound
 from repo_service.storage import Storage
+from repo_service.storage.base import TENANTS_PREFIX
 
 MAX_PAGE = 500
 # A yank reason is read by people deciding whether a charger may keep the build: a paragraph, not a document.
@@ -75,6 +77,17 @@ class Page:
     total: int
     limit: int
     offset: int
+
+
+# Where builds are stored: the default tenant's under firmware/ as before tenants existed (an installation needs
+# no data move), every other tenant's under tenants/NAME/, so one tenant's objects can be listed, copied, billed
+# or removed apart, and an S3 backend may give each tenant a bucket (FWREPO_S3_TENANT_BUCKET).
+FIRMWARE_PREFIX = "firmware/"
+
+
+def storage_prefix(tenant: str) -> str:
+    """Where tenant's builds are stored."""
+    return FIRMWARE_PREFIX if tenant == DEFAULT_TENANT else f"{TENANTS_PREFIX}{tenant}/{FIRMWARE_PREFIX}"
 
 
 def parse_status(text: str) -> Status:
@@ -212,7 +225,8 @@ class Catalog:
         if record.status != Status.PUBLISHED:
             raise Conflict(f"firmware {firmware_id} is {record.status.value}: only published firmware has a manifest")
         if record.signing_key_id is None:
-            raise NoSigningKey(f"firmware {firmware_id} has no valid signature: re-sign it (fwrepo keys resign)")
+            raise NoSigningKey(f"firmware {firmware_id} has no valid signature: re-sign it (fwrepo keys resign"
+                               f"{tenant_option(current_scope())})")
         document = {
             "id": record.id,
             "vendor": record.vendor,

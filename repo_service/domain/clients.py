@@ -141,8 +141,9 @@ class Clients:
             tenant=tenant,
             vendors=limited,
         )
-        # Read, then write: on SQLite the write lock is taken first, or a writer in between (a serving node)
-        # makes this transaction fail with "database is locked" instead of waiting.
+        # Exclusive: it reads (the tenant, the trail's last row) and then writes; on SQLite a deferred transaction
+        # whose snapshot another process's commit (a serving node's audit checkpoint) overtook in between fails at
+        # its first write with "database is locked", without waiting.
         with acting_in(tenant), self.database.session(exclusive=True) as session:
             if not enabled(session, tenant):
                 raise NotFound(f"no enabled tenant named {tenant[:70]}: `fwrepo tenants list` shows them")

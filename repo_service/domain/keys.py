@@ -1,15 +1,20 @@
-"""The repository's signing keys: made, imported, rotated, revoked, and used.
+"""Each tenant's signing keys: made, imported, rotated, revoked, and used.
 
-The registry (which keys exist, which is active, their certificates) is in
-the database, shared by every node; each private key is a PKCS#8 file
-encrypted with the key passphrase, mode 0600, under the keys directory:
+A tenant signs its builds with a key set of its own, under a root of its own: each operator's chargers trust
+its root and no other tenant's. Every method acts in the tenant of the current scope
+(``repo_service.db.tenancy``), as the other domain services do.
+
+The registry (which keys exist, which is each tenant's active one, their certificates) is in the database,
+shared by every node; each private key is a PKCS#8 file encrypted with the installation's key passphrase,
+mode 0600, under the keys directory; the default tenant's where they were before tenants existed:
 
     keys/
-      root-ca.pem            development root certificate (what chargers trust)
+      root-ca.pem            development root certificate (what the default tenant's chargers trust)
       root-ca.key            its private key, encrypted (development PKI only)
       signing-<id>.pem       a signing certificate followed by its chain up to the root
       signing-<id>.key       its private key, encrypted
       dev-passphrase         development only: the generated passphrase
+      tenants/<name>/        the same files (root-ca.*, signing-<id>.*) of every other tenant
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -30,7 +34,7 @@ from sqlmodel import col, select
 
 from repo_service.db.models import Firmware, FirmwareSignature, SigningKey
 from repo_service.db.session import Database
-from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in
+from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in, current_scope
 from repo_service.domain import pki
 from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clock import Clock, utc_now
@@ -57,6 +61,7 @@ class NoSigningKey(Conflict):
 @dataclass(frozen=True)
 class KeyRecord:
     id: str
+    tenant: str
     algorithm: str
     status: KeyStatus
     origin: str
@@ -73,6 +78,7 @@ class KeyRecord:
 def _record(row: SigningKey, signed: int = 0) -> KeyRecord:
     return KeyRecord(
         id=row.id,
+        tenant=row.tenant,
         algorithm=row.algorithm,
         status=KeyStatus(row.status),
         origin=row.origin,
@@ -109,23 +115,36 @@ class SigningKeys:
         self.clock = clock
         self._private_keys: dict[str, pki.PrivateKey] = {}
 
-    # -- making and bringing in keys ------------------------------------------------------
+    # -- where a tenant's files are ---------------------------------------------------------
+
+    def tenant_dir(self, tenant: str) -> Path:
+        """The directory of tenant's key files: the keys directory itself for the default tenant."""
+        if tenant == EVERY_TENANT:
+            raise ValueError("signing keys belong to one tenant: act in it")
+        return self.keys_dir if tenant == DEFAULT_TENANT else self.keys_dir / "tenants" / tenant
 
     @property
     def root_certificate_path(self) -> Path:
-        return self.keys_dir / "root-ca.pem"
+        """The development root of the current scope's tenant (what its chargers trust)."""
+        return self.tenant_dir(current_scope()) / "root-ca.pem"
+
+    # -- making and bringing in keys ------------------------------------------------------
 
     def init_development(self, by: Performer) -> KeyRecord:
-        """Create the development root CA and a first signing key; a no-op when a key is active."""
+        """Create the tenant's development root CA and a first signing key; a no-op when it has an active key."""
         active = self.active()
         if active is not None:
             return active
-        self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tenant = current_scope()
+        directory = self.tenant_dir(tenant)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.root_certificate_path.exists():
             now = self.clock()
             root_key = pki.generate_key(self.algorithm)
-            root = pki.make_root(root_key, "fwrepo development firmware-signing root", now, ROOT_DAYS)
-            write_private(self.keys_dir / "root-ca.key", pki.encrypt_private_key(root_key, self.passphrase))
+            # The tenant in the root's name: an operator (or a charger's log) tells one tenant's root from another's.
+            name = "fwrepo development firmware-signing root" + ("" if tenant == DEFAULT_TENANT else f" of {tenant}")
+            root = pki.make_root(root_key, name, now, ROOT_DAYS)
+            write_private(directory / "root-ca.key", pki.encrypt_private_key(root_key, self.passphrase))
             _write_public(self.root_certificate_path, pki.pem(root).encode())
         return self._register_generated(by, "key_init")
 
@@ -134,11 +153,12 @@ class SigningKeys:
         return self._register_generated(by, "key_rotate", algorithm)
 
     def _register_generated(self, by: Performer, action: str, algorithm: str | None = None) -> KeyRecord:
-        root_key_path = self.keys_dir / "root-ca.key"
+        tenant = current_scope()
+        root_key_path = self.tenant_dir(tenant) / "root-ca.key"
         if not root_key_path.exists():
             raise Conflict(
-                "no root CA key here to issue a new signing certificate (imported keys are rotated by "
-                "importing the next one: fwrepo keys import)"
+                f"no root CA key{_of(tenant)} here to issue a new signing certificate (imported keys are rotated by "
+                f"importing the next one: fwrepo keys import{tenant_option(tenant)})"
             )
         root_key = pki.load_private_key(root_key_path.read_bytes(), self.passphrase, "root-ca.key")
         root = x509.load_pem_x509_certificate(self.root_certificate_path.read_bytes())
@@ -175,10 +195,11 @@ class SigningKeys:
 
     def _register(self, key_id: str, key: pki.PrivateKey, algorithm: str, chain: pki.CheckedChain, origin: str,
                   by: Performer, action: str) -> KeyRecord:
-        self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(self.keys_dir / f"signing-{key_id}.key", pki.encrypt_private_key(key, self.passphrase))
+        directory = self.tenant_dir(current_scope())
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(directory / f"signing-{key_id}.key", pki.encrypt_private_key(key, self.passphrase))
         chain_pem = "".join(pki.pem(cert) for cert in (*chain.intermediates, chain.root))
-        _write_public(self.keys_dir / f"signing-{key_id}.pem", (pki.pem(chain.leaf) + chain_pem).encode())
+        _write_public(directory / f"signing-{key_id}.pem", (pki.pem(chain.leaf) + chain_pem).encode())
         row = SigningKey(
             id=key_id,
             algorithm=algorithm,
@@ -242,47 +263,56 @@ class SigningKeys:
             return _record(row)
 
     def check_ready(self) -> None:
-        """NoSigningKey unless this node can sign with the active key now (readiness)."""
-        active = self.active()
-        if active is None:
+        """NoSigningKey unless this node can sign with the default tenant's active key and every other tenant's
+        now (readiness): a node without a tenant's key files would refuse that tenant's publications."""
+        if self.active() is None:
             raise NoSigningKey("no active signing key")
-        self._private_key(active.id)
+        with acting_in(EVERY_TENANT), self.database.session() as session:
+            rows = session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)).all()
+        for row in rows:
+            self._private_key(_record(row))
 
     # -- signing --------------------------------------------------------------------------
 
-    def _private_key(self, key_id: str) -> pki.PrivateKey:
-        if key_id not in self._private_keys:
-            path = self.keys_dir / f"signing-{key_id}.key"
+    def _private_key(self, key: KeyRecord) -> pki.PrivateKey:
+        if key.id not in self._private_keys:
+            path = self.tenant_dir(key.tenant) / f"signing-{key.id}.key"
             if not path.exists():
-                raise NoSigningKey(f"signing key {key_id} has no private key file at {path} on this node")
-            self._private_keys[key_id] = pki.load_private_key(path.read_bytes(), self.passphrase, path.name)
-        return self._private_keys[key_id]
+                raise NoSigningKey(f"signing key {key.id} of tenant {key.tenant} has no private key file at {path} "
+                                   "on this node")
+            self._private_keys[key.id] = pki.load_private_key(path.read_bytes(), self.passphrase, path.name)
+        return self._private_keys[key.id]
 
     def sign_image(self, sha256_hex: str) -> tuple[KeyRecord, str]:
-        """Sign an image's digest with the active key (read from the registry, so a rotation elsewhere bites)."""
+        """Sign an image's digest with the tenant's active key (read from the registry, so a rotation elsewhere
+        bites)."""
         active = self.active()
         if active is None:
-            raise NoSigningKey("no active signing key: run `fwrepo keys init` (development) or `fwrepo keys import`")
-        return active, pki.sign_digest(self._private_key(active.id), active.algorithm, sha256_hex)
+            tenant = current_scope()
+            raise NoSigningKey(f"no active signing key{_of(tenant)}: bring one in with `fwrepo keys import"
+                               f"{tenant_option(tenant)} --cert CHAIN.pem --key KEY.pem`, or in development make one "
+                               f"with `fwrepo keys init{tenant_option(tenant)}`")
+        return active, pki.sign_digest(self._private_key(active), active.algorithm, sha256_hex)
 
     def sign_document(self, key_id: str, document: bytes) -> str:
-        """Sign a document (a manifest's canonical JSON) with the key, in the key's scheme."""
+        """Sign a document (a manifest's canonical JSON) with the tenant's key, in the key's scheme."""
         key = self.get(key_id)
         if key.status == KeyStatus.REVOKED:
             raise NoSigningKey(f"signing key {key_id} is revoked")
-        return pki.sign_bytes(self._private_key(key_id), key.algorithm, document)
+        return pki.sign_bytes(self._private_key(key), key.algorithm, document)
 
     def resign(self, by: Performer) -> int:
-        """Sign every tenant's published firmware not yet signed by the active key with it; returns how many."""
-        with acting_in(EVERY_TENANT), self.database.session(exclusive=True) as session:
+        """Sign the tenant's published firmware not yet signed by its active key with it; returns how many."""
+        tenant = current_scope()
+        with self.database.session(exclusive=True) as session:
             active = session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)).first()
             if active is None:
-                raise NoSigningKey("no active signing key to re-sign with")
+                raise NoSigningKey(f"no active signing key{_of(tenant)} to re-sign with")
             signed_by_active = select(FirmwareSignature.firmware_id).where(FirmwareSignature.key_id == active.id)
             rows = session.exec(
                 select(Firmware).where(Firmware.status == "published", col(Firmware.id).not_in(signed_by_active))
             ).all()
-            key = self._private_key(active.id)
+            key = self._private_key(_record(active))
             now = self.clock()
             for row in rows:
                 session.add(
@@ -290,11 +320,18 @@ class SigningKeys:
                                       signature=pki.sign_digest(key, active.algorithm, row.sha256), created_at=now)
                 )
             session.flush()
-            # The signing keys are the installation's; each tenant's trail counts its own builds signed again.
-            for tenant, count in Counter(row.tenant for row in rows).items() or [(DEFAULT_TENANT, 0)]:
-                with acting_in(tenant):
-                    self.audit.record(by, "key_resign", "published firmware", session, count=count)
+            self.audit.record(by, "key_resign", "published firmware", session, count=len(rows))
             return len(rows)
+
+
+def _of(tenant: str) -> str:
+    """How a message names tenant: as it did before tenants existed for the default one."""
+    return "" if tenant == DEFAULT_TENANT else f" in tenant {tenant}"
+
+
+def tenant_option(tenant: str) -> str:
+    """The option a suggested command takes to act in tenant (none for the default tenant)."""
+    return "" if tenant == DEFAULT_TENANT else f" --tenant {tenant}"
 
 
 def open_signing_keys(database: Database, audit: Audit, keys_dir: Path, passphrase: str | None, algorithm: str,

@@ -8,14 +8,12 @@ from dataclasses import dataclass
 
 from sqlmodel import col, select, update
 
-from repo_service.db.models import Firmware, PendingWrite
+from repo_service.db.models import Firmware, PendingWrite, Tenant
 from repo_service.db.tenancy import acting_in
 from repo_service.domain.audit import Performer
-from repo_service.domain.catalog import Catalog
+from repo_service.domain.catalog import Catalog, storage_prefix
 from repo_service.errors import NotFound
 from repo_service.storage.base import Digest, StoredObject
-
-PREFIX = "firmware/"
 
 
 @dataclass(frozen=True)
@@ -26,11 +24,14 @@ class Finding:
 
 
 def scrub(catalog: Catalog) -> Iterator[Finding]:
-    """What is wrong, object by object; nothing when storage and catalog agree. Reads every byte once."""
+    """What is wrong, object by object, in every tenant's storage the session sees; nothing when storage and
+    catalog agree. Reads every byte once."""
     with catalog.database.session() as session:
         expected = {row.storage_key: row for row in session.exec(select(Firmware)).all()}
         in_flight = set(session.exec(select(PendingWrite.storage_key)).all())
-    stored = set(catalog.storage.keys(PREFIX))
+        tenants = session.exec(select(Tenant.name)).all()
+    # Tenant by tenant: with a bucket per tenant there is no one listing that holds them all.
+    stored = {key for tenant in tenants for key in catalog.storage.keys(storage_prefix(tenant))}
     for key in sorted(expected):
         firmware = expected[key]
         if key not in stored:

@@ -14,9 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from repo_service.db.models import Firmware, FirmwareModel, PendingWrite
+from repo_service.db.tenancy import current_scope
 from repo_service.domain import pki
 from repo_service.domain.audit import Performer
-from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records
+from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records, storage_prefix
 from repo_service.domain.quotas import Quotas, Room
 from repo_service.domain.signers import Signers
 from repo_service.domain.versions import parse_version
@@ -219,7 +220,8 @@ class Uploads:
         if described_early is not None and self._stored_version(described_early) is None:
             room = self.quotas.bytes_left(size_at_least)
         firmware_id = secrets.token_hex(8)
-        key = f"firmware/{firmware_id}"
+        # An upload acts in one tenant (its key's): the bytes go where that tenant's builds are stored.
+        key = storage_prefix(current_scope()) + firmware_id
         with catalog.database.session() as session:
             session.add(PendingWrite(storage_key=key, started_at=catalog.clock()))
         described: list[tuple[UploadRequest, str | None, str | None]] = []

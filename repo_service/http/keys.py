@@ -15,7 +15,7 @@ from repo_service.http.bodies import json_object, record_json
 from repo_service.http.operations import Content, conforming, operation, reply
 
 
-@operation(operation_id="listSigningKeys", summary="The repository's firmware-signing keys and certificates",
+@operation(operation_id="listSigningKeys", summary="The caller's tenant's firmware-signing keys and certificates",
            tag="keys", action=Action.READ_CATALOG, replies={200: SigningKeyList})
 async def list_signing_keys(request: Request) -> Response:
     await authorize(request, Action.READ_CATALOG)

@@ -25,6 +25,7 @@ def open_storage(settings: Settings) -> Storage:
         server_side_encryption=None if settings.s3_sse == "none" else settings.s3_sse,
         kms_key_id=settings.s3_sse_kms_key_id,
         part_size=settings.s3_part_size,
+        tenant_bucket=settings.s3_tenant_bucket,
     )
     storage.ensure_bucket()
     return storage

@@ -20,6 +20,10 @@ from typing import Protocol, runtime_checkable
 _KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_.-]*)*$")
 
 
+# Keys under tenants/NAME/ are tenant NAME's: a backend may keep them apart (S3: a bucket per tenant).
+TENANTS_PREFIX = "tenants/"
+
+
 @dataclass(frozen=True)
 class StoredObject:
     key: str

@@ -13,7 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from repo_service.errors import NotFound, StorageUnavailable
-from repo_service.storage.base import Check, Digest, StoredObject, check_key
+from repo_service.storage.base import TENANTS_PREFIX, Check, Digest, StoredObject, check_key
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,16 @@ class S3Storage:
         server_side_encryption: str | None = None,
         kms_key_id: str | None = None,
         part_size: int = 8 * 1024 * 1024,
+        tenant_bucket: str | None = None,
         connect_timeout: float = 10,
         read_timeout: float = 60,
         max_attempts: int = 4,
     ) -> None:
         self.bucket = bucket
+        # A template with {tenant}: each tenant's keys (tenants/NAME/...) go to a bucket of its own, without the
+        # tenants/NAME/ part, so a tenant's objects get their own policy, lifecycle and bill; None: all in bucket.
+        self.tenant_bucket = tenant_bucket
+        self._buckets_made: set[str] = {bucket}
         self.part_size = part_size
         over_tls = endpoint_url is None or endpoint_url.startswith("https://")
         config = Config(
@@ -75,79 +80,113 @@ class S3Storage:
         except (ClientError, BotoCoreError) as error:
             raise StorageUnavailable(f"S3 bucket {self.bucket}: {error}") from error
 
-    def keys(self, prefix: str) -> Iterator[str]:
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield item["Key"]
-        except (ClientError, BotoCoreError) as error:
-            raise StorageUnavailable(f"S3 listing of {self.bucket}/{prefix} failed: {error}") from error
+    def place(self, key: str) -> tuple[str, str]:
+        """The bucket and object name of key."""
+        bucket, name, _ = self._split(check_key(key))
+        return bucket, name
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket when it does not exist yet (development and tests)."""
+    def _split(self, key: str) -> tuple[str, str, str]:
+        """The bucket and object name of a key or prefix, and the part of it the name leaves out."""
+        if self.tenant_bucket is None or not key.startswith(TENANTS_PREFIX):
+            return self.bucket, key, ""
+        tenant, _, name = key.removeprefix(TENANTS_PREFIX).partition("/")
+        bucket = self.tenant_bucket.replace("{tenant}", tenant)
+        if len(bucket) > 63:
+            # Tenant names may have 63 characters, buckets no more: the template's own characters leave a long
+            # tenant name no room.
+            raise StorageUnavailable(f"tenant {tenant}'s bucket name {bucket} is over S3's 63 characters: shorten "
+                                     "FWREPO_S3_TENANT_BUCKET")
+        return bucket, name, f"{TENANTS_PREFIX}{tenant}/"
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        bucket, name_prefix, tenant_part = self._split(prefix)
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=name_prefix):
+                for item in page.get("Contents", []):
+                    yield tenant_part + item["Key"]
+        except ClientError as error:
+            if bucket != self.bucket and _status(error) == 404:
+                return  # a tenant's bucket is made by its first upload: none yet, no objects
+            raise StorageUnavailable(f"S3 listing of {bucket}/{name_prefix} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StorageUnavailable(f"S3 listing of {bucket}/{name_prefix} failed: {error}") from error
+
+    def ensure_bucket(self, bucket: str | None = None) -> None:
+        """Create the bucket (the installation's, or a tenant's) when it does not exist yet."""
+        bucket = bucket or self.bucket
+        try:
+            self.client.head_bucket(Bucket=bucket)
         except ClientError as error:
             if _status(error) != 404:
-                raise StorageUnavailable(f"S3 bucket {self.bucket}: {error}") from error
+                raise StorageUnavailable(f"S3 bucket {bucket}: {error}") from error
             region = self.client.meta.region_name
             # AWS refuses a LocationConstraint of us-east-1 and needs one everywhere else.
             location = {} if region in (None, "us-east-1") else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-            self.client.create_bucket(Bucket=self.bucket, **location)
-            log.info("created S3 bucket %s", self.bucket)
+            try:
+                self.client.create_bucket(Bucket=bucket, **location)
+            except ClientError as created:
+                # Another node made it between the two calls: what was wanted.
+                if created.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise StorageUnavailable(f"S3 bucket {bucket} cannot be created: {created}") from created
+            log.info("created S3 bucket %s", bucket)
         except BotoCoreError as error:
             raise StorageUnavailable(f"S3 unreachable: {error}") from error
+        self._buckets_made.add(bucket)
 
     def write(self, key: str, chunks: Iterable[bytes], check: Check | None = None) -> StoredObject:
-        check_key(key)
+        bucket, name = self.place(key)
+        if bucket not in self._buckets_made:
+            self.ensure_bucket(bucket)
         digest = Digest()
         parts = _Parts(self.part_size)
         stream = digest.observe(chunks)
         try:
             for chunk in stream:
                 for first_part in parts.add(chunk):
-                    return self._write_multipart(key, first_part, parts, stream, digest, check)
+                    return self._write_multipart(key, bucket, name, first_part, parts, stream, digest, check)
             stored = digest.result(key)
             if check is not None:
                 check(stored)
             # Small images are held in memory (below one part) and written in
             # one PUT only after the check passed: nothing to clean up on failure.
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=parts.take(), **self._encryption)
+            self.client.put_object(Bucket=bucket, Key=name, Body=parts.take(), **self._encryption)
             return stored
         except (BotoCoreError, ClientError) as error:
             raise StorageUnavailable(f"S3 write failed: {error}") from error
 
     def _write_multipart(
-        self, key: str, first_part: bytes, parts: _Parts, stream: Iterator[bytes], digest: Digest, check: Check | None
+        self, key: str, bucket: str, name: str, first_part: bytes, parts: _Parts, stream: Iterator[bytes],
+        digest: Digest, check: Check | None
     ) -> StoredObject:
-        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self._encryption)["UploadId"]
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=name, **self._encryption)["UploadId"]
         sent: list[Future[dict[str, Any]]] = []
+        upload = (bucket, name, upload_id)
         with ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="s3-part") as pool:
             try:
-                self._send_part(pool, sent, key, upload_id, first_part)
+                self._send_part(pool, sent, upload, first_part)
                 for chunk in stream:
                     for part in parts.add(chunk):
-                        self._send_part(pool, sent, key, upload_id, part)
+                        self._send_part(pool, sent, upload, part)
                 if parts.length:
-                    self._send_part(pool, sent, key, upload_id, parts.take())
+                    self._send_part(pool, sent, upload, parts.take())
                 completed = [part.result() for part in sent]
                 stored = digest.result(key)
                 if check is not None:
                     check(stored)
                 # Until this call the object does not exist for any reader.
                 self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed}
+                    Bucket=bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": completed}
                 )
                 return stored
             except BaseException:
                 # Parts still in flight would land after an abort (S3 then keeps
                 # them): let them finish or fail first, then abort.
                 pool.shutdown(wait=True, cancel_futures=True)
-                self._abort(key, upload_id)
+                self._abort(bucket, name, upload_id)
                 raise
 
     def _send_part(
-        self, pool: ThreadPoolExecutor, sent: list[Future[dict[str, Any]]], key: str, upload_id: str, body: bytes
+        self, pool: ThreadPoolExecutor, sent: list[Future[dict[str, Any]]], upload: tuple[str, str, str], body: bytes
     ) -> None:
         # Backpressure: wait for the oldest part before queueing more than
         # PARTS_IN_FLIGHT, so memory stays bounded whatever the image size.
@@ -155,22 +194,23 @@ class S3Storage:
         if len(in_flight) >= PARTS_IN_FLIGHT:
             in_flight[0].result()
         number = len(sent) + 1
-        sent.append(pool.submit(self._upload_part, key, upload_id, number, body))
+        sent.append(pool.submit(self._upload_part, upload, number, body))
 
-    def _upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
-        reply = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
+    def _upload_part(self, upload: tuple[str, str, str], number: int, body: bytes) -> dict[str, Any]:
+        bucket, name, upload_id = upload
+        reply = self.client.upload_part(Bucket=bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=body)
         return {"PartNumber": number, "ETag": reply["ETag"]}
 
-    def _abort(self, key: str, upload_id: str) -> None:
+    def _abort(self, bucket: str, name: str, upload_id: str) -> None:
         try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            self.client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload_id)
         except (BotoCoreError, ClientError) as error:
             # The caller's pending-write record lets `fwrepo storage sweep` finish this later.
-            log.warning("could not abort multipart upload of %s: %s", key, error)
+            log.warning("could not abort multipart upload of %s/%s: %s", bucket, name, error)
 
     def read(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        check_key(key)
-        arguments: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        bucket, name = self.place(key)
+        arguments: dict[str, Any] = {"Bucket": bucket, "Key": name}
         if length is not None:
             if length == 0:
                 return iter(())
@@ -188,18 +228,18 @@ class S3Storage:
         return _stream_body(reply["Body"])
 
     def presigned_url(self, key: str, expires_in: timedelta, filename: str) -> str:
-        check_key(key)
+        bucket, name = self.place(key)
         return self.client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": key,
+            Params={"Bucket": bucket, "Key": name,
                     "ResponseContentDisposition": f'attachment; filename="{filename}"'},
             ExpiresIn=int(expires_in.total_seconds()),
         )
 
     def size(self, key: str) -> int | None:
-        check_key(key)
+        bucket, name = self.place(key)
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+            return self.client.head_object(Bucket=bucket, Key=name)["ContentLength"]
         except ClientError as error:
             if _status(error) == 404:
                 return None
@@ -208,14 +248,18 @@ class S3Storage:
             raise StorageUnavailable(f"S3 head failed: {error}") from error
 
     def delete(self, key: str) -> None:
-        check_key(key)
+        bucket, name = self.place(key)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=key)
-            listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            self.client.delete_object(Bucket=bucket, Key=name)
+            listing = self.client.list_multipart_uploads(Bucket=bucket, Prefix=name)
             for upload in listing.get("Uploads", []):
-                if upload["Key"] == key:
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
-        except (BotoCoreError, ClientError) as error:
+                if upload["Key"] == name:
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload["UploadId"])
+        except ClientError as error:
+            if bucket != self.bucket and _status(error) == 404:
+                return  # no bucket of this tenant yet: nothing to delete
+            raise StorageUnavailable(f"S3 delete failed: {error}") from error
+        except BotoCoreError as error:
             raise StorageUnavailable(f"S3 delete failed: {error}") from error
 
 
