@@ -7,10 +7,16 @@ scope it is opened in, and three things follow from it, so that a query written 
 still shows nothing of another tenant:
 
 - every ORM statement on a tenant's table (a model with a ``tenant`` column) gets ``tenant = scope``
-  (SQLAlchemy's ``with_loader_criteria``), on SQLite and PostgreSQL alike;
+  (SQLAlchemy's ``with_loader_criteria``), on SQLite and PostgreSQL alike; except that a plain read of a
+  shared table (a model with ``__shared_statuses__``: firmware) also sees the rows, in those states, of the
+  tenants that share their catalog with the scope (``tenant_share``, ``fwrepo tenants share``). An UPDATE, a
+  DELETE, a SELECT ... FOR UPDATE (a read that leads to a change, which PostgreSQL holds to the UPDATE policy
+  as well) and a read marked ``own_rows`` see the scope's own rows only, so a shared build is read, granted
+  and campaigned by its receivers and changed by its own tenant alone;
 - a new row takes the scope's tenant; in EVERY_TENANT's scope a row must name its own, or the insert fails;
 - on PostgreSQL each transaction sets ``fwrepo.tenant``, and row-level security policies (migration 0017)
-  let through only rows of that tenant: a connection that never set it sees no tenant's rows at all.
+  let through only rows of that tenant (reads of firmware also the shared ones, migration 0020): a connection
+  that never set it sees no tenant's rows at all.
 
 Work outside any scope acts in the default tenant: what a single operator's installation always did.
 """
@@ -21,9 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Column, ForeignKey, String, event, text
+from sqlalchemy import Column, Executable, ForeignKey, String, and_, column, event, or_, select, table, text
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlmodel import Session as ModelSession
 from sqlmodel import SQLModel
@@ -34,6 +40,10 @@ EVERY_TENANT = "*"
 # The PostgreSQL setting the row-level security policies read.
 SETTING = "fwrepo.tenant"
 _INFO_KEY = "fwrepo.tenant"
+_OWN_ROWS = "fwrepo_own_rows"
+Statement = TypeVar("Statement", bound=Executable)
+# models.TenantShare, named as a bare table: the models import this module.
+_SHARES = table("tenant_share", column("source"), column("target"))
 
 _scope: ContextVar[str] = ContextVar("fwrepo_tenant_scope", default=DEFAULT_TENANT)
 
@@ -79,6 +89,12 @@ def tenanted_models() -> tuple[type[SQLModel], ...]:
                  if "tenant" in mapper.columns)
 
 
+def own_rows(statement: Statement) -> Statement:
+    """statement, held to the scope's own rows even on a table other tenants share into it: for a read whose
+    answer only the scope's own rows may give (is this version taken here already?)."""
+    return statement.execution_options(**{_OWN_ROWS: True})
+
+
 def open_session(bind: Any) -> ModelSession:
     """A session held to the current scope (see the module's docstring)."""
     session = ModelSession(bind, expire_on_commit=False)
@@ -102,6 +118,16 @@ def _only_its_tenant(state: ORMExecuteState) -> None:
     if tenant is None or tenant == EVERY_TENANT or state.is_column_load or state.is_relationship_load:
         return
     if state.is_select or state.is_update or state.is_delete:
+        shared = (state.is_select and state.statement._for_update_arg is None
+                  and not state.execution_options.get(_OWN_ROWS, False))
         state.statement = state.statement.options(*(
-            with_loader_criteria(model, lambda cls: cls.tenant == tenant, include_aliases=True)
+            with_loader_criteria(model, _criteria(model, tenant, shared), include_aliases=True)
             for model in tenanted_models()))
+
+
+def _criteria(model: type[SQLModel], tenant: str, shared: bool) -> Any:
+    statuses = getattr(model, "__shared_statuses__", None)
+    if not shared or statuses is None:
+        return lambda cls: cls.tenant == tenant
+    return lambda cls: or_(cls.tenant == tenant, and_(
+        cls.status.in_(statuses), cls.tenant.in_(select(_SHARES.c.source).where(_SHARES.c.target == tenant))))
