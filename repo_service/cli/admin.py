@@ -50,6 +50,16 @@ def register(commands: Any) -> None:
     for command in (tenant_create, tenant_list, tenant_disable):
         add_settings(command, DATABASE)
         command.set_defaults(handler=_tenants)
+    tenant_share = tenant_commands.add_parser(
+        "share", help="let other tenants see, grant and campaign this tenant's published builds (never change them)")
+    tenant_unshare = tenant_commands.add_parser(
+        "unshare", help="end a share: the receiver's live grants of the builds are revoked, its campaigns cancelled")
+    for command, verb in ((tenant_share, "shares"), (tenant_unshare, "stops sharing")):
+        command.add_argument("source", metavar="TENANT", help=f"the tenant that {verb} its builds, e.g. a maker")
+        command.add_argument("--with", dest="targets", action="append", required=True, metavar="TENANT",
+                             help="the tenant it shares with, e.g. one of its customers (repeatable)")
+        add_settings(command, (*DATABASE, "token_secret"))
+        command.set_defaults(handler=_shares)
 
     clients = commands.add_parser("clients", help="API clients and their keys (local: on the data directory)")
     client_commands = clients.add_commands(dest="clients_command", required=True, metavar="COMMAND")
@@ -178,6 +188,7 @@ def _clients(arguments: argparse.Namespace) -> None:
 
 def _tenants(arguments: argparse.Namespace) -> None:
     from repo_service.domain.audit import Audit
+    from repo_service.domain.sharing import every_share
     from repo_service.domain.tenants import Tenants
     from repo_service.services import open_database
 
@@ -191,9 +202,27 @@ def _tenants(arguments: argparse.Namespace) -> None:
         print(f"disabled tenant {record.name} at {moment(record.disabled_at)}: its keys, download URLs and FTPS "
               "logins are refused")
         return
-    print_table(["NAME", "CREATED", "DISABLED"], [
-        [record.name, moment(record.created_at), moment(record.disabled_at) if record.disabled_at else "-"]
+    shares: dict[str, list[str]] = {}
+    for share in every_share(database):
+        shares.setdefault(share.source, []).append(share.target)
+    print_table(["NAME", "CREATED", "DISABLED", "SHARES WITH"], [
+        [record.name, moment(record.created_at), moment(record.disabled_at) if record.disabled_at else "-",
+         ", ".join(shares.get(record.name, [])) or "-"]
         for record in tenants.list()])
+
+
+def _shares(arguments: argparse.Namespace) -> None:
+    from repo_service.services import open_shares
+
+    shares = open_shares(settings_from(arguments))
+    if arguments.tenants_command == "share":
+        for record in shares.share(arguments.source, arguments.targets, _operator()):
+            print(f"tenant {record.source} shares its published builds with {record.target} "
+                  f"(since {moment(record.created_at)})")
+        return
+    for ended in shares.unshare(arguments.source, arguments.targets, _operator()):
+        print(f"tenant {arguments.source} no longer shares its builds with {ended.target}: "
+              f"{ended.grants_revoked} grants revoked, {len(ended.campaigns_cancelled)} campaigns cancelled")
 
 
 def _operator() -> Performer:

@@ -18,7 +18,10 @@ still shows nothing of another tenant:
   let through only rows of that tenant (reads of firmware also the shared ones, migration 0020): a connection
   that never set it sees no tenant's rows at all.
 
-Work outside any scope acts in the default tenant: what a single operator's installation always did.
+Work outside any scope acts in the default tenant: what a single operator's installation always did. An act
+that must reach into other tenants and still commit whole (a yank revoking every receiver's grants, each told on
+its own trail) moves its session to another scope for a block of its transaction (``acting_in_transaction``),
+deliberately and visibly.
 """
 
 from __future__ import annotations
@@ -102,12 +105,35 @@ def open_session(bind: Any) -> ModelSession:
     return session
 
 
+@contextmanager
+def acting_in_transaction(session: Session, tenant: str) -> Iterator[None]:
+    """For the block, session acts in tenant (or every tenant), inside the transaction it has begun, then goes
+    back to its own scope: for one act that reaches into other tenants and must commit whole with the rest
+    (a yank revoking the grants of every tenant it was shared with, each on its own trail; a share ended)."""
+    previous = session.info[_INFO_KEY]
+    # What was written so far is flushed in the scope it was written in.
+    session.flush()
+    connection = session.connection()
+    with acting_in(tenant):
+        _hold(session, connection, tenant)
+        try:
+            yield
+            session.flush()
+        except BaseException:
+            # The caller rolls the transaction back; a failed one on PostgreSQL takes no more statements.
+            session.info[_INFO_KEY] = connection.info[_INFO_KEY] = previous
+            raise
+        _hold(session, connection, previous)
+
+
 @event.listens_for(Session, "after_begin")
 def _begin_in_scope(session: Session, _transaction: Any, connection: Any) -> None:
-    if _INFO_KEY not in session.info:
-        return
-    tenant = session.info[_INFO_KEY]
-    connection.info[_INFO_KEY] = tenant
+    if _INFO_KEY in session.info:
+        _hold(session, connection, session.info[_INFO_KEY])
+
+
+def _hold(session: Session, connection: Any, tenant: str) -> None:
+    session.info[_INFO_KEY] = connection.info[_INFO_KEY] = tenant
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT set_config(:setting, :tenant, true)"), {"setting": SETTING, "tenant": tenant})
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select
 
 from repo_service.db.models import Firmware, FirmwareModel, PendingWrite
+from repo_service.db.tenancy import own_rows
 from repo_service.domain import pki
 from repo_service.domain.audit import Performer
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records
@@ -274,11 +275,12 @@ class Uploads:
         """Nothing stored under this version: go on; these bytes and this description: the upload is a no-op;
         anything else is refused, saying what differs."""
         with self.catalog.database.session() as session:
-            row = session.exec(
+            # A version is unique within its tenant: a build of it that another tenant shares here is no clash.
+            row = session.exec(own_rows(
                 select(Firmware).where(
                     Firmware.vendor == request.vendor, Firmware.version_canonical == request.version_canonical
                 )
-            ).first()
+            )).first()
             if row is None:
                 return
             if hmac.compare_digest(row.sha256, sha256):
