@@ -133,6 +133,9 @@ def test_the_receiver_cannot_publish_yank_or_take_the_makers_version(fwrepo: Fwr
         own = upload(admin, shared.vendor, "2.0.0")
         assert own.status_code == 201, own.text
         assert own.json()["id"] != build_id and own.json()["tenant"] == shared.customer
+        # Published, its own build of that version is what its chargers are offered.
+        assert admin.post(f"/api/v1/firmware/{own.json()['id']}/publish").status_code == 200
+        assert _update_check(admin, shared.vendor)["id"] == own.json()["id"]
     with fwrepo.client("admin", shared.maker) as maker:
         build = maker.get(f"/api/v1/firmware/{build_id}").json()
         assert (build["status"], build["yanked_at"]) == ("published", None)
