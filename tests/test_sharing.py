@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.support.builds import published_build, unique_vendor, upload
-from tests.support.fwrepo import Fwrepo
+from tests.support.databases import scratch_postgres
+from tests.support.fwrepo import Fwrepo, two_nodes
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,34 @@ def test_a_yank_at_the_source_withdraws_the_build_from_every_tenant_it_was_share
     maker_trail = json.loads(fwrepo.cli("audit", "list", "--tenant", shared.maker, "--json").stdout)["items"]
     assert "yank" in {event["action"] for event in maker_trail}
     assert "shared_yank" not in {event["action"] for event in maker_trail}
+
+
+@pytest.fixture
+def nodes(postgres_server_url: str, tmp_path: Path) -> Iterator[tuple[Fwrepo, Fwrepo]]:
+    """Two nodes on one PostgreSQL database, sharing keys, secrets and a storage directory."""
+    shared = {"FWREPO_KEYS_DIR": str(tmp_path / "keys"), "FWREPO_KEY_PASSPHRASE": secrets.token_urlsafe(24),
+              "FWREPO_TOKEN_SECRET": secrets.token_urlsafe(32), "FWREPO_STORAGE_DIR": str(tmp_path / "storage"),
+              "FWREPO_SHUTDOWN_GRACE": "1"}
+    for database_url in scratch_postgres(postgres_server_url):
+        yield from two_nodes(database_url, tmp_path, shared)
+
+
+def test_on_two_nodes_a_yank_at_the_source_on_one_stops_the_receivers_download_on_the_other(
+        nodes: tuple[Fwrepo, Fwrepo]) -> None:
+    a, b = nodes
+    shared = _shared(a)
+    with b.client("csms", shared.customer) as csms:
+        grant = _grant(csms, shared.build["id"])
+    on_a = a.url + urlsplit(grant["location"]).path
+    with httpx.Client(verify=a.tls(), timeout=30) as charger:
+        assert charger.get(on_a).status_code == 200  # A has the grant cached now
+        with b.client("release", shared.maker) as release:
+            assert release.post(f"/api/v1/firmware/{shared.build['id']}/yank",
+                                json={"reason": "recalled"}).status_code == 200
+        yanked_at = time.monotonic()
+        while charger.get(on_a).status_code != 410:
+            assert time.monotonic() - yanked_at < 5, "a yank on B did not stop the receiver's grant on A within 5 s"
+            time.sleep(0.2)
 
 
 def test_ending_a_share_hides_the_builds_and_takes_back_grants_and_campaigns(fwrepo: Fwrepo, shared: Shared) -> None:
