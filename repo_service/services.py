@@ -26,6 +26,7 @@ from repo_service.domain.owner_files import read_or_create_secret
 from repo_service.domain.quotas import Quotas
 from repo_service.domain.revocations import Revocations
 from repo_service.domain.sealed import Sealer
+from repo_service.domain.sharing import Shares
 from repo_service.domain.signers import Signers
 from repo_service.domain.status_events import StatusEvents
 from repo_service.domain.tenants import Tenants
@@ -88,6 +89,16 @@ def open_keys(settings: Settings, database: Database, clock: Clock = utc_now) ->
     )
 
 
+def webhook_outbox(settings: Settings, clock: Clock = utc_now) -> Outbox:
+    return Outbox(Sealer(token_secret(settings), "webhooks"), clock)
+
+
+def open_shares(settings: Settings, clock: Clock = utc_now) -> Shares:
+    """The tenants' shares, for the command line (a share ended cancels campaigns: their webhooks hear it)."""
+    database = open_database(settings)
+    return Shares(database, Audit(database, clock), Revocations(clock), webhook_outbox(settings, clock), clock)
+
+
 def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     database = open_database(settings)
     signing_keys, development_passphrase = open_keys(settings, database, clock)
@@ -105,7 +116,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     downloads = Downloads(database, catalog, tokens, revocations, audit, clock, certificates)
     jobs = UpdateJobs(database, catalog, downloads, audit, timedelta(seconds=settings.job_timeout),
                       timedelta(seconds=settings.retry_grace), clock)
-    outbox = Outbox(Sealer(token_secret(settings), "webhooks"), clock)
+    outbox = webhook_outbox(settings, clock)
     connectors = [CitrineOS(settings.citrineos_url, settings.citrineos_tenant, settings.citrineos_amqp_url,
                             settings.citrineos_amqp_exchange, settings.citrineos_queue, settings.citrineos_timeout)
                   ] if settings.citrineos_url else []

@@ -67,6 +67,16 @@ def register(commands: Any) -> None:
         add_settings(command, DATABASE)
     for command in (tenant_create, tenant_list, tenant_disable, tenant_quota):
         command.set_defaults(handler=_tenants)
+    tenant_share = tenant_commands.add_parser(
+        "share", help="let other tenants see, grant and campaign this tenant's published builds (never change them)")
+    tenant_unshare = tenant_commands.add_parser(
+        "unshare", help="end a share: the receiver's live grants of the builds are revoked, its campaigns cancelled")
+    for command, verb in ((tenant_share, "shares"), (tenant_unshare, "stops sharing")):
+        command.add_argument("source", metavar="TENANT", help=f"the tenant that {verb} its builds, e.g. a maker")
+        command.add_argument("--with", dest="targets", action="append", required=True, metavar="TENANT",
+                             help="the tenant it shares with, e.g. one of its customers (repeatable)")
+        add_settings(command, (*DATABASE, "token_secret"))
+        command.set_defaults(handler=_shares)
 
     clients = commands.add_parser("clients", help="API clients and their keys (local: on the data directory)")
     client_commands = clients.add_commands(dest="clients_command", required=True, metavar="COMMAND")
@@ -201,6 +211,7 @@ def _clients(arguments: argparse.Namespace) -> None:
 def _tenants(arguments: argparse.Namespace) -> None:
     from repo_service.domain.audit import Audit
     from repo_service.domain.quotas import Quota, Quotas, parse_limit
+    from repo_service.domain.sharing import every_share
     from repo_service.domain.tenants import Tenants
     from repo_service.services import open_database
 
@@ -225,9 +236,12 @@ def _tenants(arguments: argparse.Namespace) -> None:
         _print_usage(quotas.set(name, limits, _operator()) if limits else quotas.usage(name)[0])
         return
     usage = {use.tenant: use for use in quotas.usage()}
-    print_table(["NAME", "CREATED", "DISABLED", "STORED BYTES", "BUILDS", "GRANTS/MIN"], [
+    shares: dict[str, list[str]] = {}
+    for share in every_share(database):
+        shares.setdefault(share.source, []).append(share.target)
+    print_table(["NAME", "CREATED", "DISABLED", "STORED BYTES", "BUILDS", "GRANTS/MIN", "SHARES WITH"], [
         [record.name, moment(record.created_at), moment(record.disabled_at) if record.disabled_at else "-",
-         *_quota_cells(usage[record.name])]
+         *_quota_cells(usage[record.name]), ", ".join(shares.get(record.name, [])) or "-"]
         for record in tenants.list()])
 
 
@@ -256,6 +270,20 @@ def _first_keys(settings: Settings, database: Database, tenant: str) -> None:
         key = keys.init_development(_operator())
         print(f"development signing key {key.id} ({key.algorithm}) active; the root its chargers trust: "
               f"{keys.root_certificate_path}")
+
+
+def _shares(arguments: argparse.Namespace) -> None:
+    from repo_service.services import open_shares
+
+    shares = open_shares(settings_from(arguments))
+    if arguments.tenants_command == "share":
+        for record in shares.share(arguments.source, arguments.targets, _operator()):
+            print(f"tenant {record.source} shares its published builds with {record.target} "
+                  f"(since {moment(record.created_at)})")
+        return
+    for ended in shares.unshare(arguments.source, arguments.targets, _operator()):
+        print(f"tenant {arguments.source} no longer shares its builds with {ended.target}: "
+              f"{ended.grants_revoked} grants revoked, {len(ended.campaigns_cancelled)} campaigns cancelled")
 
 
 def _operator() -> Performer:

@@ -52,6 +52,8 @@ class Build(Reply):
 
 
 class Firmware(Build):
+    tenant: str = Field(description="whose build it is: the caller's own tenant, or one that shares its published "
+                                    "builds with it (`fwrepo tenants share`), which alone may publish or yank it")
     status: FirmwareStatus
     md5: str | None = Field(None, pattern=r"^[0-9a-f]{32}$",
                             description="the image's MD5 in hex (OCPP 2.0.1 PublishFirmware checksum); null for a "

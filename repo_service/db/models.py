@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -27,6 +28,18 @@ class Tenant(SQLModel, table=True):
     max_grants_per_minute: int | None = Field(default=None, nullable=True)
 
 
+class TenantShare(SQLModel, table=True):
+    """source shares its published builds with target: target sees them, grants and campaigns them, changes
+    nothing of them (repo_service.db.tenancy)."""
+
+    __tablename__ = "tenant_share"
+
+    source: str = Field(sa_column=Column(String(63), ForeignKey("tenant.name"), primary_key=True))
+    # Indexed: every firmware read of a receiving tenant looks its sources up by target.
+    target: str = Field(sa_column=Column(String(63), ForeignKey("tenant.name"), primary_key=True, index=True))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+
+
 class ApiClient(SQLModel, table=True):
     __tablename__ = "api_client"
 
@@ -47,6 +60,8 @@ class ApiClient(SQLModel, table=True):
 
 class Firmware(SQLModel, table=True):
     __tablename__ = "firmware"
+    # The states in which a build is seen by the tenants its tenant shares with (tenancy.py): never a draft.
+    __shared_statuses__: ClassVar[tuple[str, ...]] = ("published", "yanked")
     __table_args__ = (
         UniqueConstraint("tenant", "vendor", "version_canonical", name="uq_firmware_vendor_version"),
         Index("ix_firmware_vendor_status_channel", "vendor", "status", "channel"),
@@ -102,6 +117,9 @@ class SigningKey(SQLModel, table=True):
     """A firmware-signing key a tenant signs with; its private half is a file under the keys directory."""
 
     __tablename__ = "signing_key"
+    # A tenant that shares its builds here also shows the keys that signed them (read only, see tenancy.py):
+    # a receiver's catalog and update checks must see a shared build's signature.
+    __shared_statuses__: ClassVar[tuple[str, ...]] = ("active", "retired", "revoked")
 
     id: str = Field(primary_key=True, max_length=32)
     # Whose builds it signs: each tenant's chargers trust its own root.

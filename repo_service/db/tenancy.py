@@ -7,12 +7,21 @@ scope it is opened in, and three things follow from it, so that a query written 
 still shows nothing of another tenant:
 
 - every ORM statement on a tenant's table (a model with a ``tenant`` column) gets ``tenant = scope``
-  (SQLAlchemy's ``with_loader_criteria``), on SQLite and PostgreSQL alike;
+  (SQLAlchemy's ``with_loader_criteria``), on SQLite and PostgreSQL alike; except that a plain read of a
+  shared table (a model with ``__shared_statuses__``: firmware) also sees the rows, in those states, of the
+  tenants that share their catalog with the scope (``tenant_share``, ``fwrepo tenants share``). An UPDATE, a
+  DELETE, a SELECT ... FOR UPDATE (a read that leads to a change, which PostgreSQL holds to the UPDATE policy
+  as well) and a read marked ``own_rows`` see the scope's own rows only, so a shared build is read, granted
+  and campaigned by its receivers and changed by its own tenant alone;
 - a new row takes the scope's tenant; in EVERY_TENANT's scope a row must name its own, or the insert fails;
 - on PostgreSQL each transaction sets ``fwrepo.tenant``, and row-level security policies (migration 0017)
-  let through only rows of that tenant: a connection that never set it sees no tenant's rows at all.
+  let through only rows of that tenant (reads of firmware also the shared ones, migration 0020): a connection
+  that never set it sees no tenant's rows at all.
 
-Work outside any scope acts in the default tenant: what a single operator's installation always did.
+Work outside any scope acts in the default tenant: what a single operator's installation always did. An act
+that must reach into other tenants and still commit whole (a yank revoking every receiver's grants, each told on
+its own trail) moves its session to another scope for a block of its transaction (``acting_in_transaction``),
+deliberately and visibly.
 """
 
 from __future__ import annotations
@@ -21,9 +30,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Column, ForeignKey, String, event, text
+from sqlalchemy import Column, Executable, ForeignKey, String, and_, column, event, or_, select, table, text
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlmodel import Session as ModelSession
 from sqlmodel import SQLModel
@@ -34,6 +43,10 @@ EVERY_TENANT = "*"
 # The PostgreSQL setting the row-level security policies read.
 SETTING = "fwrepo.tenant"
 _INFO_KEY = "fwrepo.tenant"
+_OWN_ROWS = "fwrepo_own_rows"
+Statement = TypeVar("Statement", bound=Executable)
+# models.TenantShare, named as a bare table: the models import this module.
+_SHARES = table("tenant_share", column("source"), column("target"))
 
 _scope: ContextVar[str] = ContextVar("fwrepo_tenant_scope", default=DEFAULT_TENANT)
 
@@ -79,6 +92,16 @@ def tenanted_models() -> tuple[type[SQLModel], ...]:
                  if "tenant" in mapper.columns)
 
 
+# The same, as execution options, for Session.get.
+OWN_ROWS = {_OWN_ROWS: True}
+
+
+def own_rows(statement: Statement) -> Statement:
+    """statement, held to the scope's own rows even on a table other tenants share into it: for a read whose
+    answer only the scope's own rows may give (is this version taken here already?)."""
+    return statement.execution_options(**{_OWN_ROWS: True})
+
+
 def open_session(bind: Any) -> ModelSession:
     """A session held to the current scope (see the module's docstring)."""
     session = ModelSession(bind, expire_on_commit=False)
@@ -86,12 +109,35 @@ def open_session(bind: Any) -> ModelSession:
     return session
 
 
+@contextmanager
+def acting_in_transaction(session: Session, tenant: str) -> Iterator[None]:
+    """For the block, session acts in tenant (or every tenant), inside the transaction it has begun, then goes
+    back to its own scope: for one act that reaches into other tenants and must commit whole with the rest
+    (a yank revoking the grants of every tenant it was shared with, each on its own trail; a share ended)."""
+    previous = session.info[_INFO_KEY]
+    # What was written so far is flushed in the scope it was written in.
+    session.flush()
+    connection = session.connection()
+    with acting_in(tenant):
+        _hold(session, connection, tenant)
+        try:
+            yield
+            session.flush()
+        except BaseException:
+            # The caller rolls the transaction back; a failed one on PostgreSQL takes no more statements.
+            session.info[_INFO_KEY] = connection.info[_INFO_KEY] = previous
+            raise
+        _hold(session, connection, previous)
+
+
 @event.listens_for(Session, "after_begin")
 def _begin_in_scope(session: Session, _transaction: Any, connection: Any) -> None:
-    if _INFO_KEY not in session.info:
-        return
-    tenant = session.info[_INFO_KEY]
-    connection.info[_INFO_KEY] = tenant
+    if _INFO_KEY in session.info:
+        _hold(session, connection, session.info[_INFO_KEY])
+
+
+def _hold(session: Session, connection: Any, tenant: str) -> None:
+    session.info[_INFO_KEY] = connection.info[_INFO_KEY] = tenant
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT set_config(:setting, :tenant, true)"), {"setting": SETTING, "tenant": tenant})
 
@@ -102,6 +148,16 @@ def _only_its_tenant(state: ORMExecuteState) -> None:
     if tenant is None or tenant == EVERY_TENANT or state.is_column_load or state.is_relationship_load:
         return
     if state.is_select or state.is_update or state.is_delete:
+        shared = (state.is_select and state.statement._for_update_arg is None
+                  and not state.execution_options.get(_OWN_ROWS, False))
         state.statement = state.statement.options(*(
-            with_loader_criteria(model, lambda cls: cls.tenant == tenant, include_aliases=True)
+            with_loader_criteria(model, _criteria(model, tenant, shared), include_aliases=True)
             for model in tenanted_models()))
+
+
+def _criteria(model: type[SQLModel], tenant: str, shared: bool) -> Any:
+    statuses = getattr(model, "__shared_statuses__", None)
+    if not shared or statuses is None:
+        return lambda cls: cls.tenant == tenant
+    return lambda cls: or_(cls.tenant == tenant, and_(
+        cls.status.in_(statuses), cls.tenant.in_(select(_SHARES.c.source).where(_SHARES.c.target == tenant))))

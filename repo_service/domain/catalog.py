@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -12,13 +13,13 @@ from sqlmodel import Session, col, select
 
 from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature, Grant, SigningKey
 from repo_service.db.session import Database
-from repo_service.db.tenancy import DEFAULT_TENANT, current_scope
+from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in, acting_in_transaction, current_scope
 from repo_service.domain.audit import MAX_OFFSET, Performer
 from repo_service.domain.clock import Clock, rfc3339, utc_now
 from repo_service.domain.keys import NoSigningKey, SigningKeys, tenant_option
 from repo_service.domain.pki import canonical_json
 from repo_service.domain.revocations import Revocations
-from repo_service.errors import Conflict, InvalidInput, NotFound
+from repo_service.errors import Conflict, Forbidden, InvalidInput, NotFound
 from repo_service.storage import Storage
 from repo_service.storage.base import TENANTS_PREFIX
 
@@ -36,6 +37,8 @@ class Status(StrEnum):
 @dataclass(frozen=True)
 class FirmwareRecord:
     id: str
+    # Whose build it is: the reader's own tenant, or one that shares its catalog with it (tenancy.py).
+    tenant: str
     vendor: str
     models: tuple[str, ...]
     hardware_revisions: tuple[str, ...]
@@ -108,6 +111,7 @@ class CurrentSignature:
 def to_record(row: Firmware, models: list[str], signature: CurrentSignature | None) -> FirmwareRecord:
     return FirmwareRecord(
         id=row.id,
+        tenant=row.tenant,
         vendor=row.vendor,
         models=tuple(sorted(models)),
         hardware_revisions=tuple(row.hardware_revisions),
@@ -177,6 +181,13 @@ class Catalog:
                 raise NotFound(f"no firmware with id {firmware_id}")
             return load_records(session, [row])[0]
 
+    def granted(self, firmware_id: str) -> FirmwareRecord:
+        """The build a grant or campaign of the caller's tenant was made for, given its firmware_id as read in
+        the caller's scope, whoever's build it is: a grant keeps naming its build (the location's file name, the
+        job's target version) after the share that let its tenant see the build has ended."""
+        with acting_in(EVERY_TENANT):
+            return self.get(firmware_id)
+
     def list(self, where: CatalogFilter, limit: int = 50, offset: int = 0) -> Page:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput("limit", f"must be between 1 and {MAX_PAGE}")
@@ -203,7 +214,7 @@ class Catalog:
     def publish(self, firmware_id: str, by: Performer) -> FirmwareRecord:
         """Publish and sign with the active key: a published build always carries a signature."""
         with self.database.session(exclusive=True) as session:
-            row = self._lock(session, firmware_id)
+            row = self._lock(session, firmware_id, "publish")
             by.require_vendor(row.vendor)
             if row.status == Status.YANKED:
                 raise Conflict(f"firmware {firmware_id} was yanked and cannot be published again")
@@ -255,7 +266,7 @@ class Catalog:
         if len(reason) > MAX_YANK_REASON:
             raise InvalidInput("reason", f"must be at most {MAX_YANK_REASON} characters")
         with self.database.session(exclusive=True) as session:
-            row = self._lock(session, firmware_id)
+            row = self._lock(session, firmware_id, "yank")
             by.require_vendor(row.vendor)
             if row.status != Status.YANKED:
                 row.status = Status.YANKED.value
@@ -263,11 +274,21 @@ class Catalog:
                 row.yank_reason = reason
                 session.add(row)
                 session.flush()
-                # A yanked build's grants die with it.
-                self.revocations.revoke(session, col(Grant.firmware_id) == firmware_id, f"firmware yanked: {reason}",
-                                        firmware_id)
                 self.audit.record(by, "yank", f"firmware {row.id}", session, reason=reason)
+                self._revoke_everywhere(session, row, reason, by)
             return load_records(session, [row])[0]
+
+    def _revoke_everywhere(self, session: Session, row: Firmware, reason: str, by: Performer) -> None:
+        """A yanked build's grants die with it: its own tenant's and those of every tenant it was shared with,
+        in the yank's transaction, each receiver told on its own trail."""
+        with acting_in_transaction(session, EVERY_TENANT):
+            revoked = self.revocations.revoke(session, col(Grant.firmware_id) == row.id, f"firmware yanked: {reason}",
+                                              row.id)
+        receivers = Counter(tenant for tenant in revoked.values() if tenant != row.tenant)
+        for tenant, count in sorted(receivers.items()):
+            with acting_in_transaction(session, tenant):
+                self.audit.record(by, "shared_yank", f"firmware {row.id}", session, source=row.tenant, reason=reason,
+                                  grants_revoked=count)
 
     def downloadable(self, firmware_id: str, by: Performer) -> FirmwareRecord:
         """The build whose bytes by may fetch: a key limited to vendors reads no other maker's images (in an
@@ -277,8 +298,14 @@ class Catalog:
         return record
 
     @staticmethod
-    def _lock(session: Session, firmware_id: str) -> Firmware:
+    def _lock(session: Session, firmware_id: str, act: str) -> Firmware:
+        """The build, locked to be changed: only its own tenant's (a read FOR UPDATE sees no shared build)."""
         row = session.exec(select(Firmware).where(Firmware.id == firmware_id).with_for_update()).first()
-        if row is None:
+        if row is not None:
+            return row
+        shared = session.get(Firmware, firmware_id)
+        if shared is None:
             raise NotFound(f"no firmware with id {firmware_id}")
-        return row
+        # The caller sees the build (it is shared with its tenant), so saying whose it is tells nothing new.
+        raise Forbidden(f"firmware {firmware_id} belongs to tenant {shared.tenant}, which shares it with this "
+                        f"tenant: only {shared.tenant} may {act} it")

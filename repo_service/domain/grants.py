@@ -384,7 +384,7 @@ class Grants:
             row = session.get(Grant, grant_id)
             if row is None:
                 raise NotFound(f"no grant with id {grant_id}")
-        return self._record(row, self.catalog.get(row.firmware_id).filename)
+        return self._record(row, self.catalog.granted(row.firmware_id).filename)
 
     def _record(self, row: Grant, filename: str) -> GrantRecord:
         assert row.id is not None

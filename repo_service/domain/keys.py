@@ -34,7 +34,7 @@ from sqlmodel import col, select
 
 from repo_service.db.models import Firmware, FirmwareSignature, SigningKey
 from repo_service.db.session import Database
-from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in, current_scope
+from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, OWN_ROWS, acting_in, current_scope, own_rows
 from repo_service.domain import pki
 from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clock import Clock, utc_now
@@ -213,7 +213,7 @@ class SigningKeys:
             created_at=self.clock(),
         )
         with self.database.session(exclusive=True) as session:
-            for active in session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)):
+            for active in session.exec(own_rows(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value))):
                 active.status = KeyStatus.RETIRED.value
                 session.add(active)
             session.add(row)
@@ -227,7 +227,7 @@ class SigningKeys:
 
     def active(self) -> KeyRecord | None:
         with self.database.session() as session:
-            row = session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)).first()
+            row = session.exec(own_rows(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value))).first()
             return _record(row) if row else None
 
     def list(self) -> list[KeyRecord]:
@@ -237,13 +237,14 @@ class SigningKeys:
                     select(FirmwareSignature.key_id, func.count()).group_by(FirmwareSignature.key_id)
                 ).all()
             )
-            rows = session.exec(select(SigningKey).order_by(col(SigningKey.created_at))).all()
+            rows = session.exec(own_rows(select(SigningKey).order_by(col(SigningKey.created_at)))).all()
             return [_record(row, counts.get(row.id, 0)) for row in rows]
 
     def revoke(self, key_id: str, by: Performer) -> KeyRecord:
         """Stop a key: it signs nothing more, and its signatures no longer count."""
         with self.database.session(exclusive=True) as session:
-            row = session.get(SigningKey, key_id)
+            # Its own tenant's key only: a key of a tenant sharing builds here is read, never changed.
+            row = session.get(SigningKey, key_id, execution_options=OWN_ROWS)
             if row is None:
                 raise NotFound(f"no signing key with id {key_id}")
             if row.status != KeyStatus.REVOKED:
@@ -305,13 +306,15 @@ class SigningKeys:
         """Sign the tenant's published firmware not yet signed by its active key with it; returns how many."""
         tenant = current_scope()
         with self.database.session(exclusive=True) as session:
-            active = session.exec(select(SigningKey).where(SigningKey.status == KeyStatus.ACTIVE.value)).first()
+            active = session.exec(own_rows(select(SigningKey).where(
+                SigningKey.status == KeyStatus.ACTIVE.value))).first()
             if active is None:
                 raise NoSigningKey(f"no active signing key{_of(tenant)} to re-sign with")
             signed_by_active = select(FirmwareSignature.firmware_id).where(FirmwareSignature.key_id == active.id)
-            rows = session.exec(
+            # Its own builds: one another tenant shares here is that tenant's to sign.
+            rows = session.exec(own_rows(
                 select(Firmware).where(Firmware.status == "published", col(Firmware.id).not_in(signed_by_active))
-            ).all()
+            )).all()
             key = self._private_key(_record(active))
             now = self.clock()
             for row in rows:

@@ -27,17 +27,18 @@ class Revocations:
         self.listeners: list[Forget] = []
 
     def revoke(self, session: Session, condition: ColumnElement[bool], reason: str,
-               firmware_id: str | None = None) -> list[int]:
-        """Revoke the live grants that match, in the session's transaction; their ids."""
-        revoked = list(session.execute(
+               firmware_id: str | None = None) -> dict[int, str]:
+        """Revoke the live grants that match, in the session's transaction; the tenant of each, by id (a yank
+        revokes the grants of every tenant its build was shared with, and tells each)."""
+        revoked: dict[int, str] = dict(session.execute(
             update(Grant).where(condition, col(Grant.revoked_at).is_(None))
-            .values(revoked_at=self.clock(), revoke_reason=reason).returning(Grant.id)
-        ).scalars())
+            .values(revoked_at=self.clock(), revoke_reason=reason).returning(Grant.id, Grant.tenant)
+        ).tuples().all())
         if revoked or firmware_id is not None:
             # After the commit, not before: a read between the two would cache the grant alive again.
             def forget(_: Any) -> None:
                 for listener in self.listeners:
-                    listener(revoked, firmware_id)
+                    listener(list(revoked), firmware_id)
 
             event.listen(session, "after_commit", forget, once=True)
         return revoked

@@ -458,7 +458,7 @@ class UpdateJobs:
                     transfers.setdefault(record.grant_id, []).append(Transfer(
                         record.started_at, record.started_at + timedelta(milliseconds=record.duration_ms),
                         record.bytes_sent, record.completed))
-        versions = {firmware_id: self.catalog.get(firmware_id).version
+        versions = {firmware_id: self.catalog.granted(firmware_id).version
                     for firmware_id in {grant.firmware_id for grant in grants}}
         now = self.clock()
         return {

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlmodel import col, select
 
 from repo_service.db.models import Firmware, FirmwareModel, FirmwareSignature
+from repo_service.db.tenancy import current_scope
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records, valid_signatures
 from repo_service.domain.uploads import check_name
 from repo_service.domain.versions import parse_version
@@ -58,5 +59,7 @@ def find_update(catalog: Catalog, query: UpdateQuery) -> FirmwareRecord | None:
             candidates.append((version, row))
         if not candidates:
             return None
-        newest = max(candidates, key=lambda candidate: candidate[0].key)[1]
+        # Of the same version shared by a maker and uploaded by the charger's own tenant, its own is offered.
+        scope = current_scope()
+        newest = max(candidates, key=lambda candidate: (candidate[0].key, candidate[1].tenant == scope))[1]
         return load_records(session, [newest])[0]

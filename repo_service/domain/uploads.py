@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from repo_service.db.models import Firmware, FirmwareModel, PendingWrite
-from repo_service.db.tenancy import current_scope
+from repo_service.db.tenancy import current_scope, own_rows
 from repo_service.domain import pki
 from repo_service.domain.audit import Performer
 from repo_service.domain.catalog import Catalog, FirmwareRecord, Status, load_records, storage_prefix
@@ -314,8 +314,9 @@ class Uploads:
         if session is None:
             with self.catalog.database.session() as own:
                 return self._stored_version(request, own)
-        return session.exec(select(Firmware).where(
-            Firmware.vendor == request.vendor, Firmware.version_canonical == request.version_canonical)).first()
+        # A version is unique within its tenant: a build of it that another tenant shares here is no clash.
+        return session.exec(own_rows(select(Firmware).where(
+            Firmware.vendor == request.vendor, Firmware.version_canonical == request.version_canonical))).first()
 
     def _insert(
         self,

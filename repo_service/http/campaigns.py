@@ -124,7 +124,7 @@ async def due_grants(request: Request) -> Response:
     services = request.app.state.services
     campaign_id = _campaign_id(request)
     grants = await run_in_threadpool(services.campaigns.due, campaign_id, query_int(request, "limit", DUE_PAGE))
-    firmware = await run_in_threadpool(services.catalog.get, grants[0].firmware_id) if grants else None
+    firmware = await run_in_threadpool(services.catalog.granted, grants[0].firmware_id) if grants else None
     return reply(DueGrants, {"campaign_id": campaign_id,
                              "grants": [grant_json(grant, firmware) for grant in grants] if firmware else []})
 

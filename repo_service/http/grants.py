@@ -73,7 +73,7 @@ def grant_id_from(request: Request) -> int:
 async def _grant_body(request: Request, grant: GrantRecord) -> dict[str, Any]:
     services = request.app.state.services
     downloads = await run_in_threadpool(services.downloads.attempts, grant.id)
-    firmware = await run_in_threadpool(services.catalog.get, grant.firmware_id)
+    firmware = await run_in_threadpool(services.catalog.granted, grant.firmware_id)
     body = grant_json(grant, firmware)
     body["downloads"] = [
         # unused is bookkeeping of the grant's byte budget, not part of what happened

@@ -4,14 +4,14 @@ whose builds they signed until now; on PostgreSQL row-level security holds signi
 tenant as migration 0017 holds the other tenant tables.
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0019"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
@@ -30,11 +30,15 @@ def upgrade() -> None:
         op.execute("ALTER TABLE signing_key FORCE ROW LEVEL SECURITY")
         op.execute(f"CREATE POLICY tenant_only ON signing_key USING ({SCOPE} IN (tenant, '*')) "
                    f"WITH CHECK ({SCOPE} IN (tenant, '*'))")
+        # Read only: the keys of a tenant sharing its builds here, so a shared build shows its signature.
+        op.execute("CREATE POLICY shared_read ON signing_key FOR SELECT USING (tenant IN (SELECT share.source FROM "
+                   f"tenant_share AS share WHERE share.target = {SCOPE}))")
 
 
 def downgrade() -> None:
     # Only while the default tenant alone has keys: the others' would become the installation's.
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP POLICY shared_read ON signing_key")
         op.execute("DROP POLICY tenant_only ON signing_key")
         op.execute("ALTER TABLE signing_key NO FORCE ROW LEVEL SECURITY")
         op.execute("ALTER TABLE signing_key DISABLE ROW LEVEL SECURITY")
