@@ -155,9 +155,11 @@ def _only_its_tenant(state: ORMExecuteState) -> None:
             for model in tenanted_models()))
 
 
-def _criteria(model: type[SQLModel], tenant: str, shared: bool) -> Any:
+def _criteria(model: Any, tenant: str, shared: bool) -> Any:
+    # Expressions of the model itself, not lambdas: SQLAlchemy caches a lambda's criteria by where it is written,
+    # and gave one model's shared statuses to the next (a receiver saw the maker's keys but not its builds).
     statuses = getattr(model, "__shared_statuses__", None)
     if not shared or statuses is None:
-        return lambda cls: cls.tenant == tenant
-    return lambda cls: or_(cls.tenant == tenant, and_(
-        cls.status.in_(statuses), cls.tenant.in_(select(_SHARES.c.source).where(_SHARES.c.target == tenant))))
+        return model.tenant == tenant
+    return or_(model.tenant == tenant, and_(
+        model.status.in_(statuses), model.tenant.in_(select(_SHARES.c.source).where(_SHARES.c.target == tenant))))
