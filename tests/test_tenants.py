@@ -442,6 +442,37 @@ def test_two_nodes_on_postgresql_and_ceph_keep_tenants_apart_and_stop_a_disabled
         assert csms.get(f"/api/v1/grants/{theirs.grant_id}").status_code == 200
 
 
+def test_two_nodes_on_postgresql_and_ceph_withdraw_a_shared_build_yanked_at_its_source(
+        nodes: tuple[Fwrepo, Fwrepo]) -> None:
+    a, b = nodes
+    maker, customer = holdings(a, _tenant()), _tenant()
+    b.key("csms", customer)  # makes the tenant
+    a.cli("tenants", "share", maker.tenant, "--with", customer)
+    with b.client("csms", customer) as csms:  # the customer's CSMS, on the other node
+        grant = csms.post("/api/v1/grants", json={"firmware_id": maker.firmware_id, "charger_id": "CP-7"})
+        assert grant.status_code == 201, grant.text
+    location = urlsplit(grant.json()["location"]).path
+    chargers = {node.url: httpx.Client(base_url=node.url, verify=node.tls(), timeout=30) for node in (a, b)}
+    try:
+        for charger in chargers.values():
+            assert charger.get(location).status_code == 200
+        with a.client("release", maker.tenant) as release:
+            assert release.post(f"/api/v1/firmware/{maker.firmware_id}/yank",
+                                json={"reason": "bricks rev B"}).status_code == 200
+        for node in (a, b):
+            deadline = time.monotonic() + 5
+            while chargers[node.url].get(location).status_code != 410:
+                assert time.monotonic() < deadline, f"the yanked shared build still downloads on {node.url}"
+                time.sleep(0.2)
+    finally:
+        for charger in chargers.values():
+            charger.close()
+    with b.client("csms", customer) as csms:
+        assert csms.get(f"/api/v1/grants/{grant.json()['id']}").json()["revoked_at"] is not None
+        refused = csms.post("/api/v1/grants", json={"firmware_id": maker.firmware_id, "charger_id": "CP-8"})
+        assert refused.status_code == 409, refused.text
+
+
 def test_the_platform_manages_tenants_over_http_and_no_tenants_key_can(fwrepo: Fwrepo) -> None:
     name = _tenant()
     with fwrepo.client("platform") as platform:
