@@ -6,6 +6,7 @@ import importlib
 import json
 import pkgutil
 import re
+import secrets
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -240,7 +241,7 @@ def _signer_key(curve: ec.EllipticCurve | None = None) -> str:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-def _bodies(admin: httpx.Client) -> dict[str, tuple[str, list[dict]]]:
+def _bodies(admin: httpx.Client, fuzzed_tenant: str) -> dict[str, tuple[str, list[dict]]]:
     """Each route that takes a body (its template) with a URL to post to and valid bodies holding every field it
     takes: mutations of them reach the checks behind the first one, and a valid draw reaches the database."""
     now = datetime.now(UTC)
@@ -287,6 +288,10 @@ def _bodies(admin: httpx.Client) -> dict[str, tuple[str, list[dict]]]:
                                                    "events": ["job.finished"], "secret": "s" * 32}]),
         # A multipart upload: a JSON body is refused by its Content-Type, as any other body it cannot read.
         "/api/v1/firmware": ("/api/v1/firmware", [{"vendor": vendor, "version": "3.0.0", "models": "AC22"}]),
+        # The platform's (posted with a platform key, see PLATFORM_ROUTES): a tenant made for the fuzz, disabled by
+        # its first valid draw; disabling takes no body.
+        "/api/v1/tenants": ("/api/v1/tenants", [{"name": f"fuzz-{secrets.token_hex(4)}"}]),
+        "/api/v1/tenants/{tenant}/disable": (f"/api/v1/tenants/{fuzzed_tenant}/disable", [{}]),
     }
 
 
@@ -295,9 +300,15 @@ def _post_json(client: httpx.Client, url: str, body: object) -> httpx.Response:
     return client.post(url, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
 
 
+# Routes only a platform key may call: posted with one, so the fuzz reaches their checks, not the role's 403.
+PLATFORM_ROUTES = ("/api/v1/tenants",)
+
+
 def test_generated_bodies_at_every_json_endpoint_get_a_problem_naming_the_field_never_a_5xx(fwrepo: Fwrepo) -> None:
-    with fwrepo.client("admin") as admin:
-        bodies = _bodies(admin)
+    with fwrepo.client("admin") as admin, fwrepo.client("platform") as platform:
+        fuzzed_tenant = f"fuzz-{secrets.token_hex(4)}"
+        fwrepo.cli("tenants", "create", fuzzed_tenant)
+        bodies = _bodies(admin, fuzzed_tenant)
         assert _post_routes() == set(bodies), "a route that takes a body is missing from this test (or gone)"
         targets = [(url, base) for url, bases in bodies.values() for base in bases]
 
@@ -305,7 +316,7 @@ def test_generated_bodies_at_every_json_endpoint_get_a_problem_naming_the_field_
         @given(st.sampled_from(targets).flatmap(lambda target: st.tuples(st.just(target), _mutated(target[1]))))
         def no_body_breaks_the_server(attempt: tuple[tuple[str, dict], object]) -> None:
             (url, base), body = attempt
-            reply = _post_json(admin, url, body)
+            reply = _post_json(platform if url.startswith(PLATFORM_ROUTES) else admin, url, body)
             assert reply.status_code < 500, (url, body, reply.text)
             if reply.status_code >= 400:
                 problem = reply.json()
@@ -370,12 +381,14 @@ def _bad_variants(body: dict, prefix: str = "") -> list[tuple[str, dict]]:
 def test_every_json_field_refuses_null_a_wrong_type_and_out_of_range_values_with_422_naming_it(
     fwrepo: Fwrepo,
 ) -> None:
-    with fwrepo.client("admin") as admin:
-        bodies = _bodies(admin)
+    with fwrepo.client("admin") as admin, fwrepo.client("platform") as platform:
+        fuzzed_tenant = f"fuzz-{secrets.token_hex(4)}"
+        fwrepo.cli("tenants", "create", fuzzed_tenant)
+        bodies = _bodies(admin, fuzzed_tenant)
         del bodies["/api/v1/firmware"]  # multipart form fields: tests/test_upload.py
         for url, bases in bodies.values():
             for base in bases:
                 for field, body in _bad_variants(base):
-                    reply = _post_json(admin, url, body)
+                    reply = _post_json(platform if url.startswith(PLATFORM_ROUTES) else admin, url, body)
                     assert reply.status_code == 422, (url, field, body[field.split(".")[0].split("[")[0]], reply.text)
                     assert reply.json()["field"] == field, (url, body, reply.json())

@@ -480,7 +480,7 @@ def test_the_platform_manages_tenants_over_http_and_no_tenants_key_can(fwrepo: F
         assert created.status_code == 201 and created.headers["location"] == f"/api/v1/tenants/{name}"
         assert platform.post("/api/v1/tenants", json={"name": name}).status_code == 409
         bad = platform.post("/api/v1/tenants", json={"name": "Not A Label"})
-        assert bad.status_code == 422 and "must be 1-63 lowercase letters" in bad.text
+        assert bad.status_code == 422 and bad.json()["field"] == "name", bad.text
         assert name in [tenant["name"] for tenant in platform.get("/api/v1/tenants").json()["items"]]
     key = fwrepo.cli("clients", "create", "--tenant", name, "--name", "ops", "--role", "admin").stdout.strip()
     with httpx.Client(base_url=fwrepo.url, verify=fwrepo.tls(), headers={"Authorization": f"Bearer {key}"}) as admin:

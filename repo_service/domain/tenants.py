@@ -21,7 +21,8 @@ from repo_service.domain.clock import Clock, utc_now
 from repo_service.errors import Conflict, InvalidInput, NotFound
 
 # A DNS label: usable as a storage prefix, a bucket name part and a URL segment as it is.
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+TENANT_NAME = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+_NAME = re.compile(TENANT_NAME)
 
 
 @dataclass(frozen=True)
