@@ -28,6 +28,7 @@ from repo_service.db.session import Database
 from repo_service.db.tenancy import EVERY_TENANT, acting_in, current_scope
 from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clock import Clock, utc_now
+from repo_service.domain.tenants import tenant_named
 from repo_service.errors import InvalidInput, NotFound, QuotaExceeded, RateLimited
 
 # The grants-per-minute quota counts the grants issued in the last WINDOW.
@@ -109,9 +110,7 @@ class Quotas:
     def set(self, tenant: str, limits: Mapping[Quota, int | None], by: Performer) -> Usage:
         """Change some of a tenant's limits (None lifts one); the act goes on the tenant's trail."""
         with acting_in(tenant), self.database.session(exclusive=True) as session:
-            row = session.get(Tenant, tenant)
-            if row is None:
-                raise NotFound(f"no tenant named {tenant[:70]}")
+            row = tenant_named(session, tenant)
             for quota, limit in limits.items():
                 setattr(row, quota.column, limit)
             session.add(row)
@@ -236,10 +235,7 @@ class Quotas:
         tenant = current_scope()
         if tenant == EVERY_TENANT:
             raise ValueError("a quota is checked in the scope of the tenant that uses it")
-        row = session.get(Tenant, tenant)
-        if row is None:
-            raise NotFound(f"no tenant named {tenant[:70]}")
-        return row
+        return tenant_named(session, tenant)
 
     @staticmethod
     def _lock(session: Session) -> None:

@@ -20,14 +20,14 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from repo_service.db.models import Campaign, Firmware, Grant, Tenant, TenantShare
+from repo_service.db.models import Campaign, Firmware, Grant, TenantShare
 from repo_service.db.session import Database
 from repo_service.db.tenancy import EVERY_TENANT, acting_in, acting_in_transaction
 from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.campaigns import CAMPAIGN_CANCELLED, CampaignStatus
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.revocations import Revocations
-from repo_service.domain.tenants import check_name
+from repo_service.domain.tenants import check_name, tenant_named
 from repo_service.domain.webhooks import Outbox
 from repo_service.errors import Conflict, InvalidInput, NotFound
 
@@ -67,10 +67,7 @@ class Shares:
         # gets the act in the same transaction.
         with acting_in(EVERY_TENANT), self.database.session(exclusive=True) as session:
             for name in (source, *targets):
-                row = session.get(Tenant, name)
-                if row is None:
-                    raise NotFound(f"no tenant named {name[:70]}")
-                if row.disabled_at is not None:
+                if tenant_named(session, name).disabled_at is not None:
                     raise Conflict(f"tenant {name} is disabled: it neither shares nor is shared with")
             existing = {row.target: row for row in session.exec(
                 select(TenantShare).where(TenantShare.source == source, col(TenantShare.target).in_(targets))).all()}

@@ -42,6 +42,14 @@ def _record(row: Tenant) -> TenantRecord:
     return TenantRecord(row.name, row.created_at, row.disabled_at)
 
 
+def tenant_named(session: Session, name: str) -> Tenant:
+    """The tenant named name, read in the caller's transaction; NotFound when there is none."""
+    row = session.get(Tenant, name)
+    if row is None:
+        raise NotFound(f"no tenant named {name[:70]}")
+    return row
+
+
 def enabled(session: Session, name: str) -> bool:
     """Whether name is a tenant whose keys and grants work (read in the caller's transaction)."""
     row = session.get(Tenant, name)
@@ -73,19 +81,14 @@ class Tenants:
 
     def get(self, name: str) -> TenantRecord:
         with self.database.session() as session:
-            row = session.get(Tenant, name)
-        if row is None:
-            raise NotFound(f"no tenant named {name[:70]}")
-        return _record(row)
+            return _record(tenant_named(session, name))
 
     def disable(self, name: str, by: Performer) -> TenantRecord:
         """Stop the tenant's keys, download tokens and FTPS logins at once; keep all it has."""
         if name == DEFAULT_TENANT:
             raise InvalidInput("tenant", "the default tenant cannot be disabled: it holds the platform's own keys")
         with acting_in(name), self.database.session(exclusive=True) as session:
-            row = session.get(Tenant, name)
-            if row is None:
-                raise NotFound(f"no tenant named {name[:70]}")
+            row = tenant_named(session, name)
             if row.disabled_at is None:
                 row.disabled_at = self.clock()
                 session.add(row)
