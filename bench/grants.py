@@ -201,10 +201,11 @@ class GrantIssuing(Benchmark):
             floor.tokens = time.perf_counter() - start
 
             # Grants.location for 100k: the token plus the URL around it, as the server builds each one.
-            from repo_service.domain.grants import Grants
+            from repo_service.domain.grants import MAX_LOCATION, Grants
 
             grants = Grants.__new__(Grants)
             grants.tokens, grants.public_url = signer, "https://127.0.0.1:8443"
+            grants.location_limit = MAX_LOCATION  # what the server's settings give a host this short
             start = time.perf_counter()
             for grant_id in range(1, TOTAL + 1):
                 grants.location(grant_id, expires, "bench-fw.bin")
@@ -214,7 +215,7 @@ class GrantIssuing(Benchmark):
             stamp = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S.%f")
             rows = [
                 (self.floor_firmware, f"FLOOR-{n:06d}", "https", stamp(now), stamp(now), None, stamp(expires), 3, 600,
-                 None, 0, None)
+                 None, 0, None, "default")
                 for n in range(TOTAL)
             ]
             connection = sqlite3.connect(self.floor_db, isolation_level=None)
@@ -224,8 +225,8 @@ class GrantIssuing(Benchmark):
             connection.execute("BEGIN")
             connection.executemany(
                 'INSERT INTO "grant" (firmware_id, charger_id, protocol, created_at, retrieve_date, install_date, '
-                "expires_at, retries, retry_interval, max_downloads, downloads_completed, created_by) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "expires_at, retries, retry_interval, max_downloads, downloads_completed, created_by, tenant) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             connection.execute("COMMIT")
