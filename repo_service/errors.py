@@ -58,6 +58,14 @@ class RateLimited(QuotaExceeded):
         self.retry_after = retry_after
 
 
+class TryLater(FwrepoError):
+    """Refused for now, without looking at the request (a sign-in during its backoff); retry_after seconds on."""
+
+    def __init__(self, retry_after: int, message: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class StorageUnavailable(FwrepoError):
     """The storage backend failed; nothing was stored."""
 

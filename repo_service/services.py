@@ -32,6 +32,7 @@ from repo_service.domain.status_events import StatusEvents
 from repo_service.domain.tenants import Tenants
 from repo_service.domain.tokens import TokenSigner
 from repo_service.domain.update_jobs import UpdateJobs
+from repo_service.domain.users import Users
 from repo_service.domain.uploads import Uploads
 from repo_service.domain.webhooks import Outbox, Webhooks
 from repo_service.metrics import Metrics
@@ -46,6 +47,7 @@ class Services:
     audit: Audit
     tenants: Tenants
     clients: Clients
+    users: Users
     signing_keys: SigningKeys
     # True when the keys are encrypted with the generated development passphrase.
     development_passphrase: bool
@@ -138,6 +140,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         audit=audit,
         tenants=Tenants(database, audit, clock),
         clients=Clients(database, audit, clock),
+        users=Users(database, audit, timedelta(seconds=settings.console_session_lifetime), clock),
         signing_keys=signing_keys,
         development_passphrase=development_passphrase,
         signers=signers,

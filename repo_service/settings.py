@@ -264,6 +264,9 @@ class Settings:
     token_secret: str | None = setting(None, optional(TEXT), "secret that signs download tokens; the same on every "
                                        "node (required in production)", "a generated one in DATA_DIR/token-secret")
     grant_max_lifetime: int = setting(30 * DAY, SECONDS, "longest a grant may live")
+    console_session_lifetime: int = setting(8 * 3600, seconds_within(60, 7 * DAY), "how long a sign-in to the "
+                                            "console lasts; signing out, disabling the user or resetting its "
+                                            "password ends it sooner")
     tls: bool = setting(True, BOOLEAN, "serve HTTPS; --no-tls only behind a proxy that terminates TLS")
     tls_cert: Path | None = setting(None, optional(PATH), "PEM certificate chain for HTTPS",
                                     "a development certificate in DATA_DIR/tls")

@@ -16,7 +16,8 @@ import pytest
 
 from repo_service.cli import build_parser
 from repo_service.cli.arguments import settings_from
-from repo_service.cli.terminal import StatusLine, duration, size
+from repo_service.cli.terminal import StatusLine
+from repo_service.wording import duration, size
 from tests.support.builds import image, upload
 from tests.support.fwrepo import FWREPO, Fwrepo
 

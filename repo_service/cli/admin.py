@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from repo_service.cli.arguments import DATABASE, SIGNING_KEYS, STORAGE, add_settings, read, settings_from
 from repo_service.cli.runtime import SWEEP_AGE
-from repo_service.cli.terminal import moment, print_table
+from repo_service.cli.terminal import print_table
 from repo_service.db.tenancy import EVERY_TENANT, acting_in
 from repo_service.domain.pki import ALGORITHMS, RSA_PADDINGS
 from repo_service.errors import FwrepoError
+from repo_service.wording import moment
 
 if TYPE_CHECKING:
     from repo_service.db.session import Database
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 # What `audit verify` reads: the chain, the checkpoints, and the key to check them with.
 AUDIT = (*DATABASE, "keys_dir", "audit_key", "audit_checkpoint_log", "audit_checkpoint_interval")
 ROLES = ["release", "csms", "admin", "platform"]
+USER_ROLES = ["release", "csms", "admin", "platform"]
 TENANT_HELP = "its tenant (default: default)"
 
 
@@ -95,6 +97,24 @@ def register(commands: Any) -> None:
     for command in (create, client_list, revoke):
         add_settings(command, DATABASE)
         command.set_defaults(handler=_clients)
+
+    users = commands.add_parser("users", help="people who sign in to the console at /console/ (local)")
+    user_commands = users.add_commands(dest="users_command", required=True, metavar="COMMAND")
+    user_create = user_commands.add_parser("create", help="make a user; the password is read from stdin")
+    user_create.add_argument("--name", required=True, help="the name the user signs in with (unique)")
+    user_create.add_argument("--role", required=True, choices=USER_ROLES,
+                             help="what the console lets the user do, as for API keys of that role")
+    user_create.add_argument("--tenant", default="default", help=TENANT_HELP)
+    user_list = user_commands.add_parser("list", help="list users (never their passwords)")
+    user_list.add_argument("--tenant", help="only this tenant's users (default: every tenant's)")
+    user_disable = user_commands.add_parser("disable", help="stop a user signing in; ends its sessions")
+    user_disable.add_argument("name", help="the user's name")
+    user_reset = user_commands.add_parser("reset-password",
+                                          help="set a new password from stdin; unlocks, ends its sessions")
+    user_reset.add_argument("name", help="the user's name")
+    for command in (user_create, user_list, user_disable, user_reset):
+        add_settings(command, DATABASE)
+        command.set_defaults(handler=_users)
 
     storage = commands.add_parser("storage", help="storage housekeeping (local)")
     storage_commands = storage.add_commands(dest="storage_command", required=True, metavar="COMMAND")
@@ -206,6 +226,45 @@ def _clients(arguments: argparse.Namespace) -> None:
         for record in clients.list(arguments.tenant)
     ]
     print_table(["ID", "TENANT", "NAME", "ROLE", "VENDORS", "KEY", "CREATED", "REVOKED"], rows)
+
+
+def _users(arguments: argparse.Namespace) -> None:
+    from repo_service.domain.audit import Audit
+    from repo_service.domain.users import Users, parse_user_role
+    from repo_service.services import open_database
+
+    settings = settings_from(arguments)
+    database = open_database(settings)
+    users = Users(database, Audit(database), timedelta(seconds=settings.console_session_lifetime))
+    if arguments.users_command == "create":
+        record = users.create(arguments.name, parse_user_role(arguments.role), _password(), _operator(),
+                              arguments.tenant)
+        print(f"created user {record.name} ({record.role.value}, tenant {record.tenant})")
+        return
+    with acting_in(EVERY_TENANT):
+        if arguments.users_command == "disable":
+            record = users.disable(arguments.name, _operator())
+            print(f"disabled {record.name}: its sessions are ended")
+            return
+        if arguments.users_command == "reset-password":
+            record = users.reset_password(arguments.name, _password(), _operator())
+            print(f"new password set for {record.name}: unlocked, its sessions ended")
+            return
+    rows = [[record.id, record.tenant, record.name, record.role.value, moment(record.created_at),
+             moment(record.last_login_at) if record.last_login_at else "never",
+             "disabled" if record.disabled_at else "locked" if record.locked_at else "active"]
+            for record in users.list(arguments.tenant or EVERY_TENANT)]
+    print_table(["ID", "TENANT", "NAME", "ROLE", "CREATED", "LAST SIGN-IN", "STATE"], rows)
+
+
+def _password() -> str:
+    """The new password: asked twice at a terminal, else the first line of stdin (`echo "$PW" | fwrepo ...`)."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise FwrepoError("the two passwords differ: nothing was changed")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 def _tenants(arguments: argparse.Namespace) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from repo_service.cli.arguments import Parser, read
-from repo_service.cli.terminal import ProgressBar, StatusLine, bar, duration, moment, percent, print_table, size
+from repo_service.cli.terminal import ProgressBar, StatusLine, bar, print_table
+from repo_service.wording import duration, moment, percent, size
 from repo_service.client import Fwrepo
 from repo_service.contract import CampaignReport
 from repo_service.errors import FwrepoError

@@ -58,6 +58,42 @@ class ApiClient(SQLModel, table=True):
     vendors: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
+class ConsoleUser(SQLModel, table=True):
+    """A person who signs in to the console (repo_service.domain.users); API clients are ApiClient."""
+
+    __tablename__ = "console_user"
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant: str = Field(default=None, sa_column=tenant_column())
+    # Unique across the installation, not per tenant: the sign-in form asks for a name, not a tenant.
+    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    role: str = Field(max_length=16)
+    # scrypt, with its parameters and salt (repo_service.domain.users.hash_password).
+    password_hash: str = Field(max_length=200)
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    # Failed sign-ins since the last good one: they set the backoff, and at the limit lock the account until an
+    # admin resets its password.
+    failed_logins: int = Field(default=0)
+    last_failed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    locked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    last_login_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in browser: the cookie carries a random token, signed; only its SHA-256 is stored here, so that
+    logging out, disabling the user or resetting the password ends it on every node at once."""
+
+    __tablename__ = "console_session"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(default=None, sa_column=tenant_column())
+    user_id: str = Field(sa_column=Column(String(32), ForeignKey("console_user.id"), nullable=False, index=True))
+    created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
 class Firmware(SQLModel, table=True):
     __tablename__ = "firmware"
     # The states in which a build is seen by the tenants its tenant shares with (tenancy.py): never a draft.

@@ -54,6 +54,11 @@ class Performer:
     def client(cls, client_id: str, name: str, vendors: frozenset[str] | None = None) -> Performer:
         return cls(f"client {client_id} ({name})", client_id, vendors)
 
+    @classmethod
+    def user(cls, user_id: str, name: str) -> Performer:
+        """A person signed in to the console; what it makes is kept with its user id as a client's is."""
+        return cls(f"user {user_id} ({name})", user_id)
+
     def require_vendor(self, vendor: str) -> None:
         """Forbidden unless this performer may change builds of vendor."""
         if self.vendors is not None and vendor not in self.vendors:

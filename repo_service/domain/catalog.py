@@ -66,12 +66,17 @@ class FirmwareRecord:
     storage_key: str
 
 
+MAX_SEARCH_WORDS = 8
+
+
 @dataclass(frozen=True)
 class CatalogFilter:
     vendor: str | None = None
     model: str | None = None
     status: Status | None = None
     channel: str | None = None
+    # Words each found in the vendor, version, file name or release notes (the console's search box).
+    search: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,13 @@ class Catalog:
             query = query.where(
                 col(Firmware.id).in_(select(FirmwareModel.firmware_id).where(FirmwareModel.model == where.model))
             )
+        for word in (where.search or "").split()[:MAX_SEARCH_WORDS]:
+            # LIKE's own wildcards in the word are matched as themselves.
+            pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(col(Firmware.vendor).ilike(pattern, escape="\\")
+                                | col(Firmware.version).ilike(pattern, escape="\\")
+                                | col(Firmware.filename).ilike(pattern, escape="\\")
+                                | col(Firmware.release_notes).ilike(pattern, escape="\\"))
         with self.database.session() as session:
             total = session.exec(select(func.count()).select_from(query.subquery())).one()
             rows = session.exec(

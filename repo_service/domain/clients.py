@@ -45,6 +45,7 @@ class Action(StrEnum):
     READ_AUDIT = "read the audit trail"
     MANAGE_WEBHOOKS = "manage webhooks"
     MANAGE_TENANTS = "manage tenants"
+    MANAGE_USERS = "manage console users and API clients"
 
 
 # Release engineers own the builds; a CSMS only reads what it needs to offer
@@ -69,9 +70,13 @@ class Actor:
     role: Role
     tenant: str = DEFAULT_TENANT
     vendors: frozenset[str] | None = None
+    # A person signed in to the console (repo_service.domain.users), not an API key.
+    user: bool = False
 
     @property
     def performer(self) -> Performer:
+        if self.user:
+            return Performer.user(self.client_id, self.name)
         return Performer.client(self.client_id, self.name, self.vendors)
 
     @property

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from sqlalchemy import insert, update
-from sqlmodel import Session, col
+from sqlalchemy import func, insert, update
+from sqlmodel import Session, col, select
 
 from repo_service.db.models import Grant
 from repo_service.db.session import Database
@@ -93,6 +93,20 @@ class GrantRecord:
     install_date: datetime | None = None
     bind: str | None = None
     charger_serial: str | None = None
+
+
+@dataclass(frozen=True)
+class GrantLine:
+    """A grant as a listing shows it: never its location."""
+
+    id: int
+    charger_id: str
+    protocol: str
+    created_at: datetime
+    expires_at: datetime
+    downloads_completed: int
+    max_downloads: int | None
+    revoked_at: datetime | None
 
 
 def retry_plan_end(retrieve_date: datetime, retries: int, retry_interval: int) -> datetime:
@@ -385,6 +399,17 @@ class Grants:
             if row is None:
                 raise NotFound(f"no grant with id {grant_id}")
         return self._record(row, self.catalog.granted(row.firmware_id).filename)
+
+    def of_firmware(self, firmware_id: str, limit: int = 20) -> tuple[list[GrantLine], int]:
+        """The newest grants of a build, without their locations (a location is a live credential), and how
+        many it has in all."""
+        with self.database.session() as session:
+            total = session.exec(select(func.count()).select_from(Grant).where(Grant.firmware_id == firmware_id)).one()
+            rows = session.exec(select(Grant.id, Grant.charger_id, Grant.protocol, Grant.created_at, Grant.expires_at,
+                                       Grant.downloads_completed, Grant.max_downloads, Grant.revoked_at)
+                                .where(Grant.firmware_id == firmware_id)
+                                .order_by(col(Grant.created_at).desc(), col(Grant.id).desc()).limit(limit)).all()
+        return [GrantLine(*row) for row in rows], total
 
     def _record(self, row: Grant, filename: str) -> GrantRecord:
         assert row.id is not None

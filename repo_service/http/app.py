@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from repo_service import __version__
+from repo_service.console.app import ROUTES as CONSOLE_ROUTES
 from repo_service.contract import Health, Readiness
 from repo_service.http import (
     audit, campaigns, downloads, firmware, grants, jobs, keys, openapi, tenants, updates, webhooks,
@@ -64,12 +65,14 @@ def create_app(services: Services) -> Starlette:
             yield
 
     app = Starlette(
-        routes=ROUTES,
+        # The console's pages are for people and are no part of the API's description (openapi.py).
+        routes=[*ROUTES, *CONSOLE_ROUTES],
         middleware=[Middleware(Observe, metrics=services.metrics), Middleware(RefuseNul)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.api_routes = ROUTES
     # Set on SIGTERM, before the grace period: the load balancer stops sending new chargers here.
     app.state.stopping = threading.Event()
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -16,8 +17,8 @@ from starlette.routing import Route
 from repo_service.contract import Firmware, FirmwarePage, Manifest, UploadForm, YankRequest
 from repo_service.domain.audit import MAX_OFFSET
 from repo_service.domain.catalog import MAX_PAGE, CatalogFilter, FirmwareRecord, Status, parse_status
-from repo_service.domain.clients import Action
-from repo_service.domain.uploads import REQUIRED_FIELDS, UploadRequest, parse_upload_fields
+from repo_service.domain.clients import Action, Actor
+from repo_service.domain.uploads import REQUIRED_FIELDS, UploadOutcome, UploadRequest, parse_upload_fields
 from repo_service.errors import InvalidInput, TooLarge
 from repo_service.http.auth import authorize
 from repo_service.http.bodies import json_object, record_json
@@ -71,16 +72,10 @@ def _upload_threads(request: Request) -> anyio.CapacityLimiter:
     return state.upload_threads
 
 
-@operation(operation_id="uploadFirmware", summary="Upload a build", tag="firmware", action=Action.UPLOAD,
-           request=UploadForm, request_media_type="multipart/form-data",
-           replies={201: Firmware, 200: Firmware}, errors={409: "this version is stored with other bytes",
-                                                           413: "the image is larger than FWREPO_MAX_UPLOAD_BYTES",
-                                                           503: "storage failed; nothing was stored",
-                                                           507: "the build would pass the tenant's stored bytes or "
-                                                                "builds quota; nothing was stored"},
-           description="200: the same version with the same bytes was stored before (an idempotent retry).")
-async def upload(request: Request) -> Response:
-    actor = await authorize(request, Action.UPLOAD)
+async def receive_upload(request: Request, actor: Actor,
+                         before_file: Callable[[dict[str, str]], None] | None = None) -> UploadOutcome:
+    """Stream a multipart upload into the catalog for actor; before_file, if given, sees the fields that came
+    before the file and may refuse the upload before any byte of it is stored (the console's CSRF token)."""
     services = request.app.state.services
     limit = services.settings.max_upload_bytes
     declared_length = request.headers.get("content-length")
@@ -89,6 +84,8 @@ async def upload(request: Request) -> Response:
     form = StreamingForm(request, RateFloor(services.settings.upload_min_rate, services.settings.upload_rate_window))
 
     def validate_early() -> None:
+        if before_file is not None:
+            before_file(form.fields)
         # When the fields come before the file (the CLI sends them so), a bad
         # field stops the upload before any byte is stored.
         if REQUIRED_FIELDS <= form.fields.keys():
@@ -125,6 +122,20 @@ async def upload(request: Request) -> Response:
     services.metrics.upload_seconds.observe(time.monotonic() - began)
     if failure is not None:
         raise failure
+    return outcome
+
+
+@operation(operation_id="uploadFirmware", summary="Upload a build", tag="firmware", action=Action.UPLOAD,
+           request=UploadForm, request_media_type="multipart/form-data",
+           replies={201: Firmware, 200: Firmware}, errors={409: "this version is stored with other bytes",
+                                                           413: "the image is larger than FWREPO_MAX_UPLOAD_BYTES",
+                                                           503: "storage failed; nothing was stored",
+                                                           507: "the build would pass the tenant's stored bytes or "
+                                                                "builds quota; nothing was stored"},
+           description="200: the same version with the same bytes was stored before (an idempotent retry).")
+async def upload(request: Request) -> Response:
+    actor = await authorize(request, Action.UPLOAD)
+    outcome = await receive_upload(request, actor)
     status = 201 if outcome.created else 200
     headers = {"Location": f"/api/v1/firmware/{outcome.firmware.id}"}
     return reply(Firmware, firmware_json(outcome.firmware), status, headers)

@@ -319,7 +319,7 @@ def _document(request: Request) -> dict[str, Any]:
     # The routes do not change while the app runs: described once, on first use.
     state = request.app.state
     if not hasattr(state, "openapi"):
-        state.openapi = describe(request.app.routes)
+        state.openapi = describe(state.api_routes)
     return state.openapi
 
 

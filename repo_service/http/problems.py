@@ -19,6 +19,7 @@ from repo_service.errors import (
     RateLimited,
     StorageUnavailable,
     TooLarge,
+    TryLater,
     Unauthenticated,
 )
 from repo_service.http.observability import REQUEST_ID_KEY, route_template
@@ -32,6 +33,7 @@ _TOKEN_IN_ROUTE = "{token}"
 # Most specific first: TooLarge is an InvalidInput, RateLimited a QuotaExceeded.
 _MAPPING: list[tuple[type[FwrepoError], int, str, str]] = [
     (RateLimited, 429, "rate-limited", "Too many requests for this tenant's quota"),
+    (TryLater, 429, "try-later", "Too many attempts"),
     (QuotaExceeded, 507, "quota-exceeded", "Quota exceeded"),
     (TooLarge, 413, "too-large", "Content too large"),
     (InvalidInput, 422, "invalid-input", "Invalid input"),
@@ -73,6 +75,8 @@ async def domain_error(request: Request, error: Exception) -> JSONResponse:
                 headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
                 return problem(status, slug, title, str(error), headers, quota=error.quota, used=error.used,
                                limit=error.limit)
+            if isinstance(error, TryLater):
+                return problem(status, slug, title, str(error), {"Retry-After": str(error.retry_after)})
             if status >= 500:
                 log.error("%s %s: %s", request.method, _route(request), error, extra=_request_id(request))
                 return problem(status, slug, title, "the storage backend failed; nothing was stored, try again")

@@ -1,0 +1,28 @@
+"""Every console page, mounted by the HTTP application at /console."""
+
+from __future__ import annotations
+
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from repo_service.console import catalog, sessions
+from repo_service.console.rendering import HERE, PREFIX, ConsoleHeaders
+
+
+async def without_slash(request: Request) -> Response:
+    return RedirectResponse(PREFIX + "/", status_code=308)
+
+
+ROUTES = [
+    Route(PREFIX, without_slash, methods=["GET"]),
+    Mount(PREFIX, routes=[
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Route("/login", sessions.sign_in_page, methods=["GET"]),
+        Route("/login", sessions.sign_in, methods=["POST"]),
+        Route("/logout", sessions.sign_out, methods=["POST"]),
+        *catalog.ROUTES,
+    ], middleware=[Middleware(ConsoleHeaders)]),
+]

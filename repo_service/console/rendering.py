@@ -1,0 +1,116 @@
+"""How a console page is answered: a Jinja2 template with autoescaping, the headers every page carries, and
+domain errors shown as pages with the status the API would give them.
+
+Every asset is in the package (``static/``): chargers' networks and operators' offices are often closed, and
+the Content-Security-Policy allows nothing but this origin: no inline script or style, no frames, forms that
+post only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from repo_service import __version__
+from repo_service.domain.clients import PERMISSIONS, Action, Actor, Role
+from repo_service.errors import (
+    Conflict, Forbidden, FwrepoError, InvalidInput, NotFound, QuotaExceeded, RateLimited, StorageUnavailable,
+    TooLarge, TryLater, Unauthenticated,
+)
+from repo_service.wording import duration, moment, percent, size
+
+HERE = Path(__file__).parent
+PREFIX = "/console"
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+                           "object-src 'none'")
+HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+# The status a domain error is shown with, as the API's problem details give it (repo_service.http.problems).
+STATUS: list[tuple[type[FwrepoError], int]] = [
+    (RateLimited, 429), (TryLater, 429), (QuotaExceeded, 507), (TooLarge, 413), (InvalidInput, 422),
+    (Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409), (StorageUnavailable, 503),
+]
+
+# Autoescaping on, undefined names an error: a page never shows a value unescaped, nor a typo as blank.
+templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
+                                            undefined=StrictUndefined))
+
+
+templates.env.filters.update(moment=moment, size=size, percent=percent, duration=duration)
+templates.env.globals.update(version=__version__, prefix=PREFIX, Action=Action)
+
+
+def may(actor: Actor | None, action: Action) -> bool:
+    return actor is not None and action in PERMISSIONS[actor.role]
+
+
+templates.env.globals.update(may=may, Role=Role)
+
+
+def page(request: Request, template: str, status: int = 200, **context: Any) -> Response:
+    """The page, rendered for the signed-in actor (request.state.actor) with its CSRF token for the forms."""
+    state = request.state
+    context.setdefault("actor", getattr(state, "actor", None))
+    context.setdefault("csrf", getattr(state, "csrf", ""))
+    context.setdefault("message", None)
+    response = templates.TemplateResponse(request, template, context, status_code=status)
+    # Pages show what the signed-in user may see: never kept by a shared cache, nor by the browser's.
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+def error_status(error: FwrepoError) -> int:
+    return next((status for kind, status in STATUS if isinstance(error, kind)), 400)
+
+
+def error_page(request: Request, error: FwrepoError) -> Response:
+    response = page(request, "error.html", error_status(error), message=str(error))
+    if isinstance(error, TryLater | RateLimited):
+        response.headers["retry-after"] = str(error.retry_after)
+    return response
+
+
+def see_other(path: str) -> Response:
+    """After a form's POST, the page to show: a GET, so that reloading it does not post again."""
+    return RedirectResponse(PREFIX + path, status_code=303)
+
+
+def markup(svg: str) -> Markup:
+    """SVG made by repo_service.console.plots, which escapes every value it writes."""
+    return Markup(svg)
+
+
+class ConsoleHeaders:
+    """The headers every console response carries, static files included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+View = Callable[[Request], Awaitable[Response]]
