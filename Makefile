@@ -41,12 +41,15 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	touch $@ $(VENV)/.installed
 
 # Real peers of the test suite from Debian: Ceph's RADOS Gateway (the S3
-# server), busybox (a charger's wget), curl, wget, openssl and systemd
-# (systemd-analyze verify checks deploy/fwrepo.service). Installed when we
-# run as root and they are missing; otherwise their tests are skipped and say why.
-SYSTEM_PACKAGES := ceph-mon ceph-osd radosgw ceph-common busybox curl wget openssl systemd
+# server), busybox (a charger's wget), curl, wget, openssl, systemd
+# (systemd-analyze verify checks deploy/fwrepo.service), and chromium with
+# chromium-driver (the web console's tests drive a real headless browser through
+# Selenium, tests/support/browser.py). Installed when we run as root and they
+# are missing; otherwise their tests are skipped and say why.
+SYSTEM_PACKAGES := ceph-mon ceph-osd radosgw ceph-common busybox curl wget openssl systemd chromium chromium-driver
 system-packages:
-	@if { ! command -v radosgw || ! command -v busybox || ! command -v curl || ! command -v wget || ! command -v systemd-analyze; } >/dev/null 2>&1 \
+	@if { ! command -v radosgw || ! command -v busybox || ! command -v curl || ! command -v wget || ! command -v systemd-analyze \
+	  || ! command -v chromium || ! command -v chromedriver; } >/dev/null 2>&1 \
 	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing $(SYSTEM_PACKAGES) for the tests"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) \
