@@ -44,16 +44,20 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 # server), busybox (a charger's wget), curl, wget, openssl, systemd
 # (systemd-analyze verify checks deploy/fwrepo.service), and chromium with
 # chromium-driver (the web console's tests drive a real headless browser through
-# Selenium, tests/support/browser.py). Installed when we run as root and they
-# are missing; otherwise their tests are skipped and say why.
-SYSTEM_PACKAGES := ceph-mon ceph-osd radosgw ceph-common busybox curl wget openssl systemd chromium chromium-driver
+# Selenium, tests/support/browser.py) and libnss3-tools (its certutil puts a test
+# server's CA into that browser's certificate store). Installed when we run as
+# root and they are missing; otherwise their tests are skipped and say why.
+# Several worktrees' `make test` on one machine contend for dpkg's lock, so
+# apt-get waits for it (up to 10 min) instead of failing at once.
+SYSTEM_PACKAGES := ceph-mon ceph-osd radosgw ceph-common busybox curl wget openssl systemd chromium chromium-driver libnss3-tools
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600
 system-packages:
 	@if { ! command -v radosgw || ! command -v busybox || ! command -v curl || ! command -v wget || ! command -v systemd-analyze \
-	  || ! command -v chromium || ! command -v chromedriver; } >/dev/null 2>&1 \
+	  || ! command -v chromium || ! command -v chromedriver || ! command -v certutil; } >/dev/null 2>&1 \
 	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing $(SYSTEM_PACKAGES) for the tests"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) \
-	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); } \
+	  $(APT_INSTALL) $(SYSTEM_PACKAGES) \
+	  || { apt-get update -o DPkg::Lock::Timeout=600 && $(APT_INSTALL) $(SYSTEM_PACKAGES); } \
 	  || echo "could not install $(SYSTEM_PACKAGES): tests that need them will be skipped"; \
 	fi
 
