@@ -204,11 +204,13 @@ def test_a_screenshot_is_as_tall_as_the_page(site, pages, tmp_path):
         screenshot(site, "../escape", directory=tmp_path)
 
 
-def test_phone_width_gives_a_390_pixel_viewport(site, pages):
+def test_phone_width_gives_a_phones_viewport(site, pages, tmp_path):
     site.get(pages.url + "/wide")
     with phone_width(site):
-        assert site.execute_script("return window.innerWidth") == 390
+        assert site.execute_script("return [window.innerWidth, window.innerHeight]") == [390, 844]
+        assert png_size(screenshot(site, "phone", directory=tmp_path)) == (390, 844)
     assert site.execute_script("return window.innerWidth") == 1280
+    assert site.get_window_size() == {"width": 1280, "height": 900}
 
 
 def test_axe_finds_an_unlabelled_input_and_nothing_on_a_good_page(site, pages):

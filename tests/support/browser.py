@@ -163,7 +163,7 @@ def running_chromium(directory: Path, *, trusted_cas: Sequence[Path | str] = ())
         # No certutil (libnss3-tools), so no way to add a test server's CA to the browser's store: accept any
         # certificate instead. The browser reaches only the loopback servers its tests started.
         arguments.append("--ignore-certificate-errors")
-        warnings.warn("certutil not found (libnss3-tools): the test browser ignores certificate errors", stacklevel=2)
+        warnings.warn("certutil not found (libnss3-tools): the test browser ignores certificate errors", stacklevel=3)
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which(CHROMIUM) or CHROMIUM
@@ -287,9 +287,14 @@ def screenshot(driver: WebDriver, name: str, directory: Path | str = SCREENSHOTS
 
 @contextmanager
 def phone_width(driver: WebDriver, width: int = PHONE[0], height: int = PHONE[1]) -> Iterator[WebDriver]:
-    """A phone's viewport (390x844 unless told) for the block; the window's size is restored after."""
+    """A phone's viewport (390x844 CSS pixels unless told) for the block; the window's size is restored after.
+
+    Headless chromium's window is taller than its viewport (by 143 px in chromium 156, as if it had a tab
+    strip and toolbar), so the window is made that much taller than ``height``.
+    """
     size = driver.get_window_size()
-    driver.set_window_size(width, height)
+    chrome_height = driver.execute_script("return window.outerHeight - window.innerHeight")
+    driver.set_window_size(width, height + max(chrome_height, 0))
     try:
         yield driver
     finally:
