@@ -243,3 +243,11 @@ def test_a_server_of_a_ca_not_trusted_is_refused(browser, tmp_path):  # noqa: F8
         browser.get(other.url + "/wide")
         assert browser.title != "Width"
         assert "ERR_CERT_AUTHORITY_INVALID" in browser.page_source
+
+
+def test_fwrepos_development_certificate_verifies_once_its_ca_is_trusted(browser, fwrepo):  # noqa: F811
+    """What the console's tests do: the session's fwrepo serves its own development CA's certificate."""
+    trust_ca(browser, fwrepo.ca)
+    browser.get(fwrepo.url + "/healthz")
+    assert '"status":"ok"' in browser.find_element("tag name", "body").text.replace(" ", "")
+    assert "ERR_CERT" not in browser.page_source
