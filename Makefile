@@ -5,14 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean system-packages citrineos-peer
+.PHONY: run test bench clean system-packages citrineos-peer axe-core
 
 run: $(VENV)/.installed
 	$(BIN)/fwrepo serve
 
 # Three workers on two cores: most tests wait on real servers (fwrepo, RGW, PostgreSQL), not on the CPU;
 # 1,281 tests took 9 min this way and over 15 alone. Each worker starts its own servers on free ports.
-test: $(VENV)/.installed-test system-packages citrineos-peer
+test: $(VENV)/.installed-test system-packages citrineos-peer axe-core
 	$(BIN)/pytest -n 3
 
 # Every benchmark in turn; one that misses a target (exit 1) does not stop the others, one that fails does.
@@ -41,17 +41,42 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	touch $@ $(VENV)/.installed
 
 # Real peers of the test suite from Debian: Ceph's RADOS Gateway (the S3
-# server), busybox (a charger's wget), curl, wget, openssl and systemd
-# (systemd-analyze verify checks deploy/fwrepo.service). Installed when we
-# run as root and they are missing; otherwise their tests are skipped and say why.
-SYSTEM_PACKAGES := ceph-mon ceph-osd radosgw ceph-common busybox curl wget openssl systemd
+# server), busybox (a charger's wget), curl, wget, openssl, systemd
+# (systemd-analyze verify checks deploy/fwrepo.service), and chromium with
+# chromium-driver (the web console's tests drive a real headless browser through
+# Selenium, tests/support/browser.py) and libnss3-tools (its certutil puts a test
+# server's CA into that browser's certificate store). Installed when we run as
+# root and they are missing; otherwise their tests are skipped and say why.
+# Several worktrees' `make test` on one machine contend for dpkg's lock, so
+# apt-get waits for it (up to 10 min) instead of failing at once.
+SYSTEM_PACKAGES := ceph-mon ceph-osd radosgw ceph-common busybox curl wget openssl systemd chromium chromium-driver libnss3-tools
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600
 system-packages:
-	@if { ! command -v radosgw || ! command -v busybox || ! command -v curl || ! command -v wget || ! command -v systemd-analyze; } >/dev/null 2>&1 \
+	@if { ! command -v radosgw || ! command -v busybox || ! command -v curl || ! command -v wget || ! command -v systemd-analyze \
+	  || ! command -v chromium || ! command -v chromedriver || ! command -v certutil; } >/dev/null 2>&1 \
 	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing $(SYSTEM_PACKAGES) for the tests"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) \
-	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); } \
+	  $(APT_INSTALL) $(SYSTEM_PACKAGES) \
+	  || { apt-get update -o DPkg::Lock::Timeout=600 && $(APT_INSTALL) $(SYSTEM_PACKAGES); } \
 	  || echo "could not install $(SYSTEM_PACKAGES): tests that need them will be skipped"; \
+	fi
+
+# axe-core's axe.min.js, which tests/support/browser.py injects into console pages for the accessibility
+# check, from the npm registry into a cache outside git (npm pack into a temporary directory, then only the
+# one file is kept). Major version pinned: a new major may add rules that fail pages that passed. Without
+# npm or the registry the target says so and the run goes on: the accessibility checks skip and say why.
+AXE_MAJOR := 4
+AXE_JS := .cache/axe-core/axe.min.js
+axe-core:
+	@if [ ! -s $(AXE_JS) ]; then \
+	  if ! command -v npm >/dev/null 2>&1; then echo "npm not found: no $(AXE_JS), the accessibility checks will be skipped"; \
+	  else tmp=$$(mktemp -d) && \
+	    if (cd "$$tmp" && npm pack --loglevel=error axe-core@$(AXE_MAJOR) >/dev/null 2>npm.log && tar -xzf axe-core-*.tgz package/axe.min.js); then \
+	      mkdir -p $(dir $(AXE_JS)) && cp "$$tmp/package/axe.min.js" $(AXE_JS).part && mv $(AXE_JS).part $(AXE_JS) \
+	      && echo "axe-core $$(cd "$$tmp" && ls axe-core-*.tgz | sed 's/axe-core-\(.*\)\.tgz/\1/') in $(AXE_JS)"; \
+	    else echo "could not fetch axe-core@$(AXE_MAJOR) with npm ($$(grep -m 1 -i error "$$tmp/npm.log" 2>/dev/null)): the accessibility checks will be skipped"; fi; \
+	    rm -rf "$$tmp"; \
+	  fi; \
 	fi
 
 # CitrineOS, the real CSMS the connector's tests run against, from the shared peer kit (the same places
