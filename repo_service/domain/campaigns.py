@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import math
 import re
 import secrets
@@ -272,11 +274,36 @@ def parse_campaign_request(document: Mapping[str, Any]) -> CampaignRequest:
                            retry_interval, bind, dispatch)
 
 
+CHARGER_COLUMNS = ("charger_id", "current_version", "model", "hardware_revision", "time_zone", "serial",
+                   "ocpp_version")
+
+
+def chargers_from_csv(text: str) -> list[dict[str, str]]:
+    """A campaign's chargers from CSV with a header row naming CHARGER_COLUMNS (charger_id and current_version
+    required, the rest optional; an empty cell is left out), as the "chargers" list of a campaign request.
+    Errors name the line: a spreadsheet's user finds it there, not at an index."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = reader.fieldnames or []
+    unknown = [name for name in header if name not in CHARGER_COLUMNS]
+    if unknown or not {"charger_id", "current_version"} <= set(header):
+        raise InvalidInput("chargers", f"the CSV's first line must name its columns, charger_id and current_version "
+                           f"among them, from {', '.join(CHARGER_COLUMNS)}; got {', '.join(header)[:200] or 'none'}")
+    chargers = []
+    for entry in reader:
+        if None in entry:
+            raise InvalidInput("chargers", f"line {reader.line_num} has more cells than the header names")
+        if len(chargers) == MAX_CHARGERS:
+            raise InvalidInput("chargers", f"at most {MAX_CHARGERS} per campaign")
+        chargers.append({name: value.strip() for name, value in entry.items() if value and value.strip()})
+    if not chargers:
+        raise InvalidInput("chargers", "the CSV names no charger: one line per charger after the header")
+    return chargers
+
+
 def _charger(entry: object, prefix: str) -> ChargerEntry:
     if not isinstance(entry, Mapping):
         raise InvalidInput(prefix.rstrip("."), "must be an object with charger_id and current_version")
-    refuse_unknown(entry, ("charger_id", "current_version", "model", "hardware_revision", "time_zone", "serial",
-                           "ocpp_version"), prefix)
+    refuse_unknown(entry, CHARGER_COLUMNS, prefix)
     identity = charger_id(entry.get("charger_id"), prefix + "charger_id")
     version = entry.get("current_version")
     if not isinstance(version, str) or not 1 <= len(version) <= 50:
