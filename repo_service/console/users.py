@@ -61,7 +61,8 @@ async def create_user(request: Request, actor: Actor) -> Response:
 
 @console_page(Action.MANAGE_USERS)
 async def disable_user(request: Request, actor: Actor) -> Response:
-    await run_in_threadpool(request.app.state.services.users.disable, request.path_params["name"], actor.performer)
+    await run_in_threadpool(request.app.state.services.users.disable, request.path_params["name"], actor.performer,
+                            actor.role)
     return see_other("/users")
 
 
@@ -71,7 +72,7 @@ async def reset_password(request: Request, actor: Actor) -> Response:
     name = request.path_params["name"]
     try:
         record = await run_in_threadpool(request.app.state.services.users.reset_password, name,
-                                         _text(form, "password"), actor.performer)
+                                         _text(form, "password"), actor.performer, actor.role)
     except InvalidInput as error:
         return await _users_page(request, actor, 422, f"{name}: {error}")
     return await _users_page(request, actor, notice=f"New password set for {record.name}: unlocked, and signed "
