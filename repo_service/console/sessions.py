@@ -73,9 +73,10 @@ async def _actor(request: Request) -> tuple[Actor, str]:
     return actor, token
 
 
-def _check_csrf(request: Request, form: FormData, expected: str) -> None:
+def check_csrf(request: Request, form: FormData) -> None:
+    """A parsed form's CSRF token, which must be the session's."""
     sent = form.get(CSRF_FIELD)
-    if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), request.state.csrf.encode()):
         raise Forbidden("the form's CSRF token is missing or wrong: reload the page and submit it again")
 
 
@@ -104,8 +105,8 @@ def console_page(action: Action | None = None) -> Callable[[Handler], Callable[[
                 tenancy.enter(actor.scope)
                 if request.method == "POST" and not request.headers.get("content-type", "").startswith(
                         "multipart/form-data"):
-                    # Multipart forms (uploads) stream: their handler checks the token before the file.
-                    _check_csrf(request, await request.form(), request.state.csrf)
+                    # A multipart form is read by its handler, which checks the token (an upload's before the file).
+                    check_csrf(request, await request.form())
                 return await handler(request, actor)
             except FwrepoError as error:
                 return error_page(request, error)
