@@ -226,3 +226,13 @@ def test_the_platform_adds_and_disables_a_tenant(fwrepo: Fwrepo) -> None:
     assert platform.post("/tenants", {"name": "Bad Name"}).status_code == 422
     assert platform.post(f"/tenants/{name}/disable").status_code == 303
     assert "disabled" in text_of(platform.get("/tenants"))
+
+
+def test_a_form_larger_than_it_may_be_is_refused_before_it_is_read(fwrepo: Fwrepo, admin: Browser) -> None:
+    page = admin.get("/firmware")
+    assert page.status_code == 200
+    refused = admin.http.post("/signers", content=b"name=" + b"x" * 300_000,
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+    assert refused.status_code == 413 and "256 KiB" in text_of(refused)
+    csv = admin.post("/campaigns/new", {}, chargers=("big.csv", b"x" * (18 * 1024 * 1024)))
+    assert csv.status_code == 413
