@@ -9,7 +9,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from repo_service.console import audit, campaigns, catalog, chargers, keys, sessions, tenants, users
-from repo_service.console.rendering import HERE, PREFIX, ConsoleHeaders
+from repo_service.console.rendering import HERE, PREFIX, ConsoleGuard
 
 
 async def without_slash(request: Request) -> Response:
@@ -30,5 +30,5 @@ ROUTES = [
         *keys.ROUTES,
         *users.ROUTES,
         *tenants.ROUTES,
-    ], middleware=[Middleware(ConsoleHeaders)]),
+    ], middleware=[Middleware(ConsoleGuard)]),
 ]

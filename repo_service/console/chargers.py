@@ -15,7 +15,7 @@ from repo_service.errors import InvalidInput
 
 @console_page(Action.GRANT)
 async def charger(request: Request, actor: Actor) -> Response:
-    charger_id = request.query_params.get("id", "").strip()
+    charger_id = request.query_params.get("id", "")
     if not charger_id:
         return page(request, "chargers.html", section="chargers", charger_id="", updates=None)
     try:
