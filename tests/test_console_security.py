@@ -614,6 +614,41 @@ def test_a_wrong_password_and_an_unknown_name_get_the_same_page(console: Console
     assert pages[0] == pages[1] and pages[0][0] == 401
 
 
+def test_another_tenants_users_keys_and_trail_are_not_listed(console: Console) -> None:
+    theirs = console.browsers["other admin"].client
+    mine = console.browsers["admin"]
+    for path, secret in (("/console/users", console.ids["name"]), ("/console/users", mine.name),
+                         ("/console/clients", console.ids["client_id"]), ("/console/audit", mine.user_id),
+                         ("/console/campaigns", console.ids["campaign_id"])):
+        page = theirs.get(path)
+        assert page.status_code == 200 and secret not in page.text, path
+        assert secret in mine.client.get(path).text, path
+
+
+def test_a_disabled_tenants_sessions_end_at_once(console: Console) -> None:
+    doomed = f"d{secrets.token_hex(4)}"
+    Tenants(console.database, Audit(console.database)).create(doomed, ADMIN)
+    held = console.signed_in(Role.ADMIN, doomed)
+    assert held.client.get("/console/").status_code == 200
+    Tenants(console.database, Audit(console.database)).disable(doomed, ADMIN)
+    assert held.client.get("/console/").status_code == 303
+    assert held.post("/console/logout").status_code == 401
+
+
+def test_failed_sign_ins_back_off_with_429_and_retry_after_even_for_the_right_password(console: Console) -> None:
+    who, password = console.user()
+    with browser(console.fwrepo) as client:
+        for _ in range(3):
+            assert sign_in(client, who, "wrong password!").status_code == 401
+        for attempt in ("wrong password!", password):
+            reply = sign_in(client, who, attempt)
+            assert reply.status_code == 429 and 1 <= int(reply.headers["retry-after"]) <= 2
+            assert SESSION_COOKIE not in reply.headers.get("set-cookie", "")
+            check_headers(reply, "backoff")
+        time.sleep(2.1)
+        assert sign_in(client, who, password).status_code == 303
+
+
 # -- headers on every response ----------------------------------------------------------------------------
 
 
