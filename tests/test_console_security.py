@@ -649,6 +649,55 @@ def test_failed_sign_ins_back_off_with_429_and_retry_after_even_for_the_right_pa
         assert sign_in(client, who, password).status_code == 303
 
 
+def test_an_uploads_csrf_token_after_the_file_is_refused_before_anything_is_stored(console: Console) -> None:
+    admin = console.browsers["admin"]
+    vendor = unique_vendor()
+    boundary = secrets.token_hex(8)
+    parts = [("vendor", vendor), ("models", "AC22"), ("version", "1.0.0")]
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+                    for name, value in parts)
+    body += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="fw.bin"\r\n'
+             f"Content-Type: application/octet-stream\r\n\r\n").encode() + image(2000) + b"\r\n"
+    body += f'--{boundary}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{admin.csrf}\r\n--{boundary}--\r\n'.encode()
+    before = console.state(admin)
+    reply = admin.client.post("/console/firmware/upload", content=body,
+                              headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert reply.status_code == 403, (reply.status_code, reply.text[:300])
+    assert console.state(admin) == before
+
+
+def test_the_console_session_is_no_key_to_the_api(console: Console) -> None:
+    """The API takes bearer keys only: a cookie the browser sends by itself would make every API call CSRF-able."""
+    admin = console.browsers["admin"]
+    with browser(console.fwrepo) as client:
+        client.cookies.set(SESSION_COOKIE, admin.cookie, domain="127.0.0.1", path="/")
+        for path in ("/api/v1/firmware", "/api/v1/audit", "/api/v1/signing-keys", "/api/v1/campaigns"):
+            assert client.get(path).status_code == 401, path
+        assert client.post(f"/api/v1/firmware/{console.ids['firmware_id']}/publish",
+                           data={"csrf": admin.csrf}).status_code == 401
+
+
+def test_signing_out_or_acting_by_a_get_does_nothing(console: Console) -> None:
+    held = console.signed_in(Role.ADMIN)
+    before = console.state(held)
+    for route in POSTS:
+        if not any(other.path == route.path and other.method == "GET" for other in EVERY_ROUTE):
+            reply = held.client.get(console.url(route), params={"csrf": held.csrf})
+            assert reply.status_code == 405, (str(route), reply.status_code)
+    assert console.state(held) == before
+    assert held.client.get("/console/").status_code == 200
+
+
+def test_no_other_origin_is_let_in(console: Console) -> None:
+    admin = console.browsers["admin"]
+    evil = {"origin": "https://evil.example"}
+    replies = [admin.client.get("/console/", headers=evil),
+               admin.client.options("/console/users", headers={**evil, "access-control-request-method": "POST"}),
+               admin.client.get(f"/console/firmware/{console.published['id']}/manifest", headers=evil)]
+    for reply in replies:
+        assert not any(name.startswith("access-control-allow") for name in reply.headers), reply.headers
+
+
 # -- headers on every response ----------------------------------------------------------------------------
 
 
@@ -820,6 +869,11 @@ def test_html_in_a_builds_fields_is_shown_escaped(console: Console) -> None:
         for raw in ("<script>", "<img src=x", "<b>"):
             assert raw not in page.text, (page.url, raw)
     assert "&lt;script&gt;alert(" in pages[0].text
+    with console.api() as admin:
+        admin.post(f"/api/v1/firmware/{build['id']}/yank", json={"reason": HOSTILE}).raise_for_status()
+    for path in (f"/console/firmware/{build['id']}", "/console/audit"):
+        page = admin_client.get(path)
+        assert page.status_code == 200 and "<script>" not in page.text, path
 
 
 def test_html_in_what_a_visitor_sends_is_shown_escaped(console: Console) -> None:
