@@ -76,6 +76,13 @@ def users(database: Database, clock: FakeClock) -> Users:
     return Users(database, Audit(database), LIFETIME, clock)
 
 
+@pytest.fixture
+def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashes made from now on cost little: for tests of what many failed sign-ins do, not of what one costs
+    (each hash names its own parameters, so checking one costs what making it did)."""
+    monkeypatch.setattr(users_module, "SCRYPT_N", 2**10)
+
+
 def name() -> str:
     return f"user-{secrets.token_hex(4)}"
 
@@ -151,7 +158,7 @@ def test_a_bad_password_is_refused_naming_the_field(users: Users, bad: str) -> N
     assert refused.value.field == "password"
 
 
-def test_a_password_of_exactly_the_limits_is_accepted(users: Users) -> None:
+def test_a_password_of_exactly_the_limits_is_accepted(cheap_hashes: None, users: Users) -> None:
     for secret in ("x" * 12, "y" * 1024):
         who = name()
         users.create(who, Role.RELEASE, secret, ADMIN)
@@ -161,7 +168,7 @@ def test_a_password_of_exactly_the_limits_is_accepted(users: Users) -> None:
 # -- names, roles, tenants ------------------------------------------------------------------------------
 
 
-def test_a_duplicate_name_is_refused_in_the_same_tenant_and_in_another(users: Users, database: Database) -> None:
+def test_a_duplicate_name_is_refused_in_the_same_tenant_and_in_another(cheap_hashes: None, users: Users, database: Database) -> None:
     who, _ = made(users)
     other = tenant(database)
     for spelled, in_tenant in ((who, DEFAULT_TENANT), (who, other), (f"  {who} ", other)):
@@ -189,7 +196,7 @@ def test_a_bad_user_name_is_refused_naming_the_field(users: Users, bad: str) -> 
 # -- sessions that end ----------------------------------------------------------------------------------
 
 
-def test_a_disabled_user_cannot_sign_in_and_its_sessions_end(users: Users) -> None:
+def test_a_disabled_user_cannot_sign_in_and_its_sessions_end(cheap_hashes: None, users: Users) -> None:
     who, secret = made(users)
     sessions = [users.sign_in(who, secret, None) for _ in range(2)]
     users.disable(who, ADMIN)
@@ -201,7 +208,7 @@ def test_a_disabled_user_cannot_sign_in_and_its_sessions_end(users: Users) -> No
     assert str(refused.value) == "wrong name or password"
 
 
-def test_reset_password_unlocks_the_account_and_ends_its_sessions(users: Users, clock: FakeClock,
+def test_reset_password_unlocks_the_account_and_ends_its_sessions(cheap_hashes: None, users: Users, clock: FakeClock,
                                                                    database: Database) -> None:
     who, secret = made(users)
     held = users.sign_in(who, secret, None)
@@ -219,7 +226,7 @@ def test_reset_password_unlocks_the_account_and_ends_its_sessions(users: Users, 
     assert users.authenticate(users.sign_in(who, fresh, None).token).name == who
 
 
-def test_a_session_ends_when_it_expires_and_when_signed_out(users: Users, clock: FakeClock) -> None:
+def test_a_session_ends_when_it_expires_and_when_signed_out(cheap_hashes: None, users: Users, clock: FakeClock) -> None:
     who, secret = made(users)
     lasting, leaving = users.sign_in(who, secret, None), users.sign_in(who, secret, None)
     assert lasting.expires_at == clock.now + LIFETIME
@@ -233,7 +240,7 @@ def test_a_session_ends_when_it_expires_and_when_signed_out(users: Users, clock:
         users.authenticate(lasting.token)
 
 
-def test_a_token_never_issued_or_altered_is_refused(users: Users) -> None:
+def test_a_token_never_issued_or_altered_is_refused(cheap_hashes: None, users: Users) -> None:
     who, secret = made(users)
     held = users.sign_in(who, secret, None)
     for token in (secrets.token_urlsafe(32), held.token[:-1], held.token + "A", "", held.token.upper()):
@@ -243,7 +250,7 @@ def test_a_token_never_issued_or_altered_is_refused(users: Users) -> None:
             users.authenticate(token)
 
 
-def test_only_the_hash_of_a_session_token_is_stored(users: Users, database: Database) -> None:
+def test_only_the_hash_of_a_session_token_is_stored(cheap_hashes: None, users: Users, database: Database) -> None:
     who, secret = made(users)
     held = users.sign_in(who, secret, None)
     with acting_in(EVERY_TENANT), database.session() as session:
@@ -252,7 +259,7 @@ def test_only_the_hash_of_a_session_token_is_stored(users: Users, database: Data
     assert all(held.token not in row.token_hash for row in stored)
 
 
-def test_a_disabled_tenants_users_cannot_sign_in_and_their_sessions_end(users: Users, database: Database) -> None:
+def test_a_disabled_tenants_users_cannot_sign_in_and_their_sessions_end(cheap_hashes: None, users: Users, database: Database) -> None:
     other = tenant(database)
     who, secret = made(users, Role.ADMIN, other)
     held = users.sign_in(who, secret, None)
@@ -281,7 +288,7 @@ def scrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_two_failures_are_free_then_each_attempt_waits_without_the_password_being_checked(
+def test_two_failures_are_free_then_each_attempt_waits_without_the_password_being_checked(cheap_hashes: None, 
         users: Users, clock: FakeClock, scrypt_calls: list[str]) -> None:
     who, secret = made(users)
     for _ in range(3):  # the first two failures cost nothing: the third attempt is checked at once
@@ -302,7 +309,7 @@ def test_two_failures_are_free_then_each_attempt_waits_without_the_password_bein
     assert users.sign_in(who, secret, None).actor.name == who
 
 
-def test_the_wait_doubles_with_each_further_failure(users: Users, clock: FakeClock) -> None:
+def test_the_wait_doubles_with_each_further_failure(cheap_hashes: None, users: Users, clock: FakeClock) -> None:
     who, _ = made(users)
     answers: list[int | str] = []
     while len(answers) < 10:
@@ -316,7 +323,7 @@ def test_the_wait_doubles_with_each_further_failure(users: Users, clock: FakeClo
     assert answers == ["wrong", "wrong", "wrong", 2, "wrong", 4, "wrong", 8, "wrong", 16]
 
 
-def test_ten_failures_lock_the_account_against_the_right_password(users: Users, clock: FakeClock,
+def test_ten_failures_lock_the_account_against_the_right_password(cheap_hashes: None, users: Users, clock: FakeClock,
                                                                   database: Database) -> None:
     who, secret = made(users)
     fail(users, who, clock, LOCK_AFTER - 1)
@@ -331,7 +338,7 @@ def test_ten_failures_lock_the_account_against_the_right_password(users: Users, 
         assert str(refused.value) == "wrong name or password"
 
 
-def test_a_lock_ends_the_sessions_the_account_holds(users: Users, clock: FakeClock) -> None:
+def test_a_lock_ends_the_sessions_the_account_holds(cheap_hashes: None, users: Users, clock: FakeClock) -> None:
     who, secret = made(users)
     held = users.sign_in(who, secret, None)
     fail(users, who, clock, LOCK_AFTER)
@@ -339,7 +346,7 @@ def test_a_lock_ends_the_sessions_the_account_holds(users: Users, clock: FakeClo
         users.authenticate(held.token)
 
 
-def test_every_failure_lock_sign_in_and_sign_out_is_on_the_tenants_trail(users: Users, clock: FakeClock,
+def test_every_failure_lock_sign_in_and_sign_out_is_on_the_tenants_trail(cheap_hashes: None, users: Users, clock: FakeClock,
                                                                         database: Database) -> None:
     other = tenant(database)
     who, secret = made(users, Role.RELEASE, other)
@@ -467,7 +474,7 @@ def listed(cli: Callable[..., Ran], who: str) -> list[str]:
     return next(row for row in rows if who in row)
 
 
-def test_users_create_reads_the_password_from_stdin(cli: Callable[..., Ran], users: Users) -> None:
+def test_users_create_reads_the_password_from_stdin(cheap_hashes: None, cli: Callable[..., Ran], users: Users) -> None:
     who, secret = name(), password()
     made = cli("users", "create", "--name", who, "--role", "release", stdin=f"{secret}\nnext line\n")
     assert (made.code, made.out.strip()) == (0, f"created user {who} (release, tenant default)")
@@ -486,7 +493,7 @@ def test_users_create_with_a_bad_password_on_stdin_is_refused_in_one_line(cli: C
     assert who not in cli("users", "list").out
 
 
-def test_users_list_shows_each_user_and_never_a_hash(cli: Callable[..., Ran], database: Database) -> None:
+def test_users_list_shows_each_user_and_never_a_hash(cheap_hashes: None, cli: Callable[..., Ran], database: Database) -> None:
     who, secret = name(), password()
     cli("users", "create", "--name", who, "--role", "csms", stdin=secret)
     output = cli("users", "list").out
@@ -507,7 +514,7 @@ def test_users_list_of_one_tenant_shows_only_its_users(cli: Callable[..., Ran], 
     assert mine in output and theirs not in output
 
 
-def test_users_disable_stops_sign_ins_and_ends_sessions(cli: Callable[..., Ran], users: Users) -> None:
+def test_users_disable_stops_sign_ins_and_ends_sessions(cheap_hashes: None, cli: Callable[..., Ran], users: Users) -> None:
     who, secret = name(), password()
     cli("users", "create", "--name", who, "--role", "admin", stdin=secret)
     held = users.sign_in(who, secret, None)
@@ -522,7 +529,7 @@ def test_users_disable_stops_sign_ins_and_ends_sessions(cli: Callable[..., Ran],
     assert unknown.code == 1 and unknown.err.startswith("fwrepo: no user named") and unknown.err.count("\n") == 1
 
 
-def test_users_reset_password_sets_the_new_one_from_stdin_and_unlocks(cli: Callable[..., Ran], users: Users,
+def test_users_reset_password_sets_the_new_one_from_stdin_and_unlocks(cheap_hashes: None, cli: Callable[..., Ran], users: Users,
                                                                       clock: FakeClock) -> None:
     who, secret, fresh = name(), password(), password()
     cli("users", "create", "--name", who, "--role", "release", stdin=secret)
