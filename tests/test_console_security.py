@@ -46,6 +46,7 @@ from repo_service.db.models import (
 )
 from repo_service.db.session import Database
 from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in
+from repo_service.domain import users as users_module
 from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clients import PERMISSIONS, Action, Clients, Role
 from repo_service.domain.tenants import Tenants
@@ -174,8 +175,12 @@ class Console:
                             headers={"Authorization": f"Bearer {self.admin_key}"})
 
     def user(self, role: Role = Role.RELEASE, tenant: str = DEFAULT_TENANT, name: str | None = None) -> tuple[str, str]:
+        """A new user; its password hashed cheaply (the hash names its parameters, so the server's check of it
+        is as cheap): these tests are of what the console lets through, not of what a guess costs."""
         who, password = name or f"u-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
-        self.users.create(who, role, password, ADMIN, tenant)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(users_module, "SCRYPT_N", 2**10)
+            self.users.create(who, role, password, ADMIN, tenant)
         return who, password
 
     def signed_in(self, role: Role = Role.RELEASE, tenant: str = DEFAULT_TENANT) -> Browser:
