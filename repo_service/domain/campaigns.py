@@ -461,33 +461,26 @@ def _member_columns(session: Session, statement: Select[Any]) -> Sequence[Row[An
     return session.connection().execute(statement).all()
 
 
-@dataclass(frozen=True)
-class _JobTimes:
-    """Durations and boots of a campaign's jobs, each list ascending."""
-
-    download_seconds: list[float]
-    completion_seconds: list[float]
-    # The boots that made jobs succeed, in microseconds since 1970.
-    boots: list[int]
-
-
-def _job_times(session: Session, campaign_id: str) -> _JobTimes:
-    """Job.download_seconds and Job.completion_seconds of the campaign's jobs that have one, and their boots:
-    one read of the stored times as integer microseconds (the database converts them; 100,000 jobs make no
-    datetime objects), subtracted here as timedelta.total_seconds() would."""
+def _job_times(session: Session, campaign_id: str) -> Sequence[Row[Any]]:
+    """(microseconds from first to last byte, granted and booted) of the campaign's jobs that have a duration,
+    the last two for succeeded jobs only (else None), times in microseconds since 1970: converted by the
+    database, so 100,000 jobs make no datetime objects."""
     micros = partial(epoch_microseconds, dialect=session.get_bind().dialect.name)
     succeeded = CampaignCharger.state == JobState.SUCCEEDED.value
-    rows = _member_columns(session, select(
+    return _member_columns(session, select(
         micros(CampaignCharger.last_byte_at) - micros(CampaignCharger.first_byte_at),
         case((succeeded, micros(CampaignCharger.granted_at))), case((succeeded, micros(CampaignCharger.booted_at))),
     ).where(
         CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.state).is_not(None),
         col(CampaignCharger.granted_at).is_not(None),
         or_(col(CampaignCharger.last_byte_at).is_not(None), col(CampaignCharger.booted_at).is_not(None))))
-    boots = sorted(booted for _, _, booted in rows if booted is not None)
-    return _JobTimes(sorted(download / 1_000_000 for download, _, _ in rows if download is not None),
-                     sorted((booted - granted) / 1_000_000 for _, granted, booted in rows if booted is not None),
-                     boots)
+
+
+def _durations(times: Sequence[Row[Any]]) -> tuple[list[float], list[float]]:
+    """Job.download_seconds and Job.completion_seconds of those jobs, each ascending: the microseconds divided as
+    timedelta.total_seconds() divides them, so the figures are the same to the last digit."""
+    return (sorted([download / 1_000_000 for download, _, _ in times if download is not None]),
+            sorted([(booted - granted) / 1_000_000 for _, granted, booted in times if booted is not None]))
 
 
 def _progress(start: int, succeeded: Sequence[int], failed: Sequence[int]) -> list[tuple[datetime, int, int]]:
@@ -893,7 +886,7 @@ class Campaigns:
             reasons = session.exec(select(CampaignCharger.skip_reason, func.count()).where(
                 CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.skip_reason).is_not(None),
             ).group_by(CampaignCharger.skip_reason).order_by(func.min(CampaignCharger.position))).all()
-            times = _job_times(session, campaign_id)
+            download_seconds, completion_seconds = _durations(_job_times(session, campaign_id))
         wave_sizes: Counter[int] = Counter()
         wave_states: dict[int, Counter[str]] = {number: Counter() for number in range(len(campaign.thresholds))}
         wave_failed: Counter[int] = Counter()
@@ -921,8 +914,7 @@ class Campaigns:
         summary = JobSummary(
             jobs=jobs, states=dict(states), finished=finished,
             success_rate=states[JobState.SUCCEEDED.value] / finished if finished else None,
-            download_seconds=percentiles(times.download_seconds),
-            completion_seconds=percentiles(times.completion_seconds),
+            download_seconds=percentiles(download_seconds), completion_seconds=percentiles(completion_seconds),
             bytes_served=bytes_served,
         )
         skipped: Counter[str] = Counter()
@@ -1024,8 +1016,8 @@ class Campaigns:
             latest = max(moment for moment in (*moments, last_heard.get(grant_id)) if moment is not None)
             failed_at.append(max(latest, retrieve[grant_id]) + timeout if state == JobState.TIMED_OUT else latest)
         start = (campaign.created_at - EPOCH) // timedelta(microseconds=1)
-        return CampaignTimings(times.download_seconds, times.completion_seconds,
-                               _progress(start, times.boots, sorted(failed_at)))
+        boots = sorted([booted for _, _, booted in times if booted is not None])
+        return CampaignTimings(*_durations(times), _progress(start, boots, sorted(failed_at)))
 
     def firmware_stats(self, firmware_id: str) -> tuple[JobSummary, int]:
         """Every grant of a firmware as one job summary, and how many campaigns it was rolled out in."""
