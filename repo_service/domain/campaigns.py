@@ -405,14 +405,6 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     return {"median": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]}
 
 
-def _stored_job(member: CampaignCharger) -> Job | None:
-    """The job as _store() last stored it (None for a skipped charger or a wave not started)."""
-    if member.state is None or member.granted_at is None:
-        return None
-    return Job(JobState(member.state), member.granted_at, member.first_byte_at, member.last_byte_at,
-               member.booted_at, (), member.bytes_served, member.final, member.due_at)
-
-
 def _finished_json(grant_id: int, job: Job, member: CampaignCharger | None) -> dict[str, Any]:
     """job.finished's data: the outcome and its times (the full job is GET /api/v1/grants/{id}/job)."""
     return {
@@ -433,7 +425,8 @@ _MEMBER_COLUMNS = (
 
 
 def _member_row(row: Any) -> CampaignMemberRow:
-    # Without a grant there is no job, whatever the state column holds (as _stored_job has it).
+    # A charger has a job once its wave granted it one: without granted_at, whatever the state column says,
+    # it has none (skipped, or its wave has not started).
     has_job = row.state is not None and row.granted_at is not None
     return CampaignMemberRow(
         row.position, row.charger_id, row.wave + 1 if row.wave is not None else None,
@@ -897,7 +890,7 @@ class Campaigns:
             if wave is not None:
                 wave_sizes[wave] += count
             if state is None or not has_grant:
-                # No job (as _stored_job has it): a wave not started yet, or skipped.
+                # No job (see _member_row): a wave not started yet, or skipped.
                 pending += count if wave is not None else 0
                 continue
             states[state] += count
