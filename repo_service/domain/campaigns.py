@@ -868,25 +868,27 @@ class Campaigns:
         with self.database.session() as session:
             campaign = self._campaign(session, campaign_id)
             granted = col(CampaignCharger.granted_at).is_not(None)
+            # One scan: only skipped chargers have a skip reason, so grouping by it adds a group per reason.
             # Each group's first position orders them: states and skip kinds are then counted in the order a
             # walk of the chargers meets them, as the report always listed them.
             groups = session.exec(select(
-                CampaignCharger.wave, CampaignCharger.state, CampaignCharger.final, granted, func.count(),
-                func.sum(CampaignCharger.bytes_served), func.min(CampaignCharger.position),
+                CampaignCharger.wave, CampaignCharger.state, CampaignCharger.final, granted,
+                CampaignCharger.skip_reason, func.count(), func.sum(CampaignCharger.bytes_served),
             ).where(CampaignCharger.campaign_id == campaign_id).group_by(
                 CampaignCharger.wave, CampaignCharger.state, CampaignCharger.final, granted,
+                CampaignCharger.skip_reason,
             ).order_by(func.min(CampaignCharger.position))).all()
-            reasons = session.exec(select(CampaignCharger.skip_reason, func.count()).where(
-                CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.skip_reason).is_not(None),
-            ).group_by(CampaignCharger.skip_reason).order_by(func.min(CampaignCharger.position))).all()
             download_seconds, completion_seconds = _durations(_job_times(session, campaign_id))
         wave_sizes: Counter[int] = Counter()
         wave_states: dict[int, Counter[str]] = {number: Counter() for number in range(len(campaign.thresholds))}
         wave_failed: Counter[int] = Counter()
         states: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
         chargers = pending = finished = bytes_served = 0
-        for wave, state, final, has_grant, count, served, _ in groups:
+        for wave, state, final, has_grant, reason, count, served in groups:
             chargers += count
+            if reason:
+                skipped[_skip_kind(reason)] += count
             if wave is not None:
                 wave_sizes[wave] += count
             if state is None or not has_grant:
@@ -910,9 +912,6 @@ class Campaigns:
             download_seconds=percentiles(download_seconds), completion_seconds=percentiles(completion_seconds),
             bytes_served=bytes_served,
         )
-        skipped: Counter[str] = Counter()
-        for reason, count in reasons:
-            skipped[_skip_kind(reason)] += count
         for observer in self.observers:
             observer.campaign_states(campaign.id, summary.states)
         return CampaignReport(
