@@ -30,7 +30,7 @@ from repo_service.db.models import (
     Grant,
     GrantEvent,
 )
-from repo_service.db.session import Database
+from repo_service.db.session import Database, without_jit
 from repo_service.db.tenancy import EVERY_TENANT, acting_in, current_scope
 from repo_service.db.types import epoch_microseconds
 from repo_service.domain import leases
@@ -866,6 +866,7 @@ class Campaigns:
         """The campaign from its stored job states, summed by the database: no charger is loaded as an object and
         no event replayed, so a page showing a 100,000-charger campaign stays fast."""
         with self.database.session() as session:
+            without_jit(session)
             campaign = self._campaign(session, campaign_id)
             granted = col(CampaignCharger.granted_at).is_not(None)
             # One scan: only skipped chargers have a skip reason, so grouping by it adds a group per reason.
@@ -935,6 +936,7 @@ class Campaigns:
             raise InvalidInput("limit", f"must be between 1 and {MAX_MEMBERS_PAGE}")
         where = (CampaignCharger.campaign_id == campaign_id, *_listed_as(state))
         with self.database.session() as session:
+            without_jit(session)
             self._campaign(session, campaign_id)
             total = session.exec(select(func.count()).select_from(CampaignCharger).where(*where)).one()
             rows = session.exec(select(*_MEMBER_COLUMNS).where(*where).order_by(col(CampaignCharger.position))
@@ -955,6 +957,7 @@ class Campaigns:
             after = -1
             while True:
                 with acting_in(scope), self.database.session() as session:
+                    without_jit(session)
                     self._campaign(session, campaign_id)
                     rows = _member_columns(session, select(*_MEMBER_COLUMNS).where(
                         CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.position) > after,
@@ -980,6 +983,7 @@ class Campaigns:
         at most PROGRESS_POINTS evenly spaced points; empty while no job has finished.
         """
         with self.database.session() as session:
+            without_jit(session)
             campaign = self._campaign(session, campaign_id)
             times = _job_times(session, campaign_id)
             micros = partial(epoch_microseconds, dialect=session.get_bind().dialect.name)
