@@ -32,7 +32,7 @@ from repo_service.db.models import (
 )
 from repo_service.db.session import Database, without_jit
 from repo_service.db.tenancy import EVERY_TENANT, acting_in, current_scope
-from repo_service.db.types import epoch_microseconds
+from repo_service.db.types import epoch_microseconds, microseconds_between
 from repo_service.domain import leases
 from repo_service.domain.audit import Performer
 from repo_service.domain.background import repeating
@@ -454,16 +454,19 @@ def _member_columns(session: Session, statement: Select[Any]) -> Sequence[Row[An
     return session.connection().execute(statement).all()
 
 
-def _job_times(session: Session, campaign_id: str) -> Sequence[Row[Any]]:
-    """(microseconds from first to last byte, granted and booted) of the campaign's jobs that have a duration,
-    the last two for succeeded jobs only (else None), times in microseconds since 1970: converted by the
-    database, so 100,000 jobs make no datetime objects."""
-    micros = partial(epoch_microseconds, dialect=session.get_bind().dialect.name)
+def _job_times(session: Session, campaign_id: str, *, boots: bool = False) -> Sequence[Row[Any]]:
+    """(microseconds from first to last byte, from grant to boot) of the campaign's jobs that have either, the
+    second for succeeded jobs only (else None), and with boots the moment of each success's boot (microseconds
+    since 1970): computed by the database, so 100,000 jobs make no datetime objects."""
+    dialect = session.get_bind().dialect.name
     succeeded = CampaignCharger.state == JobState.SUCCEEDED.value
-    return _member_columns(session, select(
-        micros(CampaignCharger.last_byte_at) - micros(CampaignCharger.first_byte_at),
-        case((succeeded, micros(CampaignCharger.granted_at))), case((succeeded, micros(CampaignCharger.booted_at))),
-    ).where(
+    columns = [
+        microseconds_between(CampaignCharger.first_byte_at, CampaignCharger.last_byte_at, dialect),
+        case((succeeded, microseconds_between(CampaignCharger.granted_at, CampaignCharger.booted_at, dialect))),
+    ]
+    if boots:
+        columns.append(case((succeeded, epoch_microseconds(CampaignCharger.booted_at, dialect))))
+    return _member_columns(session, select(*columns).where(
         CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.state).is_not(None),
         col(CampaignCharger.granted_at).is_not(None),
         or_(col(CampaignCharger.last_byte_at).is_not(None), col(CampaignCharger.booted_at).is_not(None))))
@@ -472,8 +475,8 @@ def _job_times(session: Session, campaign_id: str) -> Sequence[Row[Any]]:
 def _durations(times: Sequence[Row[Any]]) -> tuple[list[float], list[float]]:
     """Job.download_seconds and Job.completion_seconds of those jobs, each ascending: the microseconds divided as
     timedelta.total_seconds() divides them, so the figures are the same to the last digit."""
-    return (sorted([download / 1_000_000 for download, _, _ in times if download is not None]),
-            sorted([(booted - granted) / 1_000_000 for _, granted, booted in times if booted is not None]))
+    return (sorted([row[0] / 1_000_000 for row in times if row[0] is not None]),
+            sorted([row[1] / 1_000_000 for row in times if row[1] is not None]))
 
 
 def _progress(start: int, succeeded: Sequence[int], failed: Sequence[int]) -> list[tuple[datetime, int, int]]:
@@ -985,7 +988,7 @@ class Campaigns:
         with self.database.session() as session:
             without_jit(session)
             campaign = self._campaign(session, campaign_id)
-            times = _job_times(session, campaign_id)
+            times = _job_times(session, campaign_id, boots=True)
             micros = partial(epoch_microseconds, dialect=session.get_bind().dialect.name)
             has_job = (CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.granted_at).is_not(None))
             failed = session.exec(select(
