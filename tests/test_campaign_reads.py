@@ -13,8 +13,13 @@ from sqlalchemy import insert
 
 from repo_service.db.models import DownloadRecord
 from repo_service.db.tenancy import acting_in
+from repo_service.domain import campaigns as campaigns_module
 from repo_service.domain.audit import Performer
-from repo_service.domain.campaigns import MEMBER_STATES, CampaignMemberRow, parse_campaign_request
+from repo_service.domain.campaigns import (
+    MEMBER_STATES,
+    CampaignMemberRow,
+    parse_campaign_request,
+)
 from repo_service.domain.uploads import parse_upload_fields
 from repo_service.errors import InvalidInput, NotFound
 from repo_service.services import Services, build_services
@@ -77,7 +82,7 @@ def rollout(reads: Reads) -> Rollout:
     rows, _ = services.campaigns.members(campaign.id, state="granted")
     grants = {row.charger_id: row.grant_id for row in rows if row.grant_id is not None}
     assert list(grants) == [f"{prefix}-{n}" for n in (0, 1, 3, 4)]
-    succeeding, failing, downloading, silent = grants.values()
+    succeeding, failing, downloading, _silent = grants.values()
     # fwrepo's own download records, as Downloads writes them: two whole transfers.
     with services.database.session() as session:
         session.execute(insert(DownloadRecord), [
@@ -118,6 +123,14 @@ def test_members_come_in_pages_in_request_order_with_the_total_of_the_filter(rea
     assert all(row.state is None and row.grant_id is None for row in skipped)
     # the export walks the same rows, a chunk at a time
     assert list(campaigns.member_rows(rollout.id)) == everyone
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 10])
+def test_the_export_reads_chunk_after_chunk_without_losing_or_repeating_a_charger(
+        reads: Reads, rollout: Rollout, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    monkeypatch.setattr(campaigns_module, "MEMBER_CHUNK", chunk)
+    rows = list(reads.services.campaigns.member_rows(rollout.id))
+    assert [row.position for row in rows] == list(range(10))
 
 
 def test_a_members_row_carries_the_stored_job(reads: Reads, rollout: Rollout) -> None:

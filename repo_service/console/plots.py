@@ -21,6 +21,8 @@ WIDTH, HEIGHT = 480, 300
 # Room around the plotting area for the title, tick labels and axis labels.
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 36, 52
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
+# Characters of the title the heading shows before it would run off the plot (the <title> has all of it).
+HEADING = 52
 # Contrast against white (WCAG 2.1): text and axes 17:1, the blue 6.6:1 and the green 6.3:1 (AA asks 4.5:1 of
 # text and 3:1 of graphics); the grid is decoration and may be faint.
 INK = "#1a1a1a"
@@ -115,16 +117,17 @@ def progress(points: Sequence[tuple[datetime, int, int]], total: int, *, title: 
 
 
 def _svg(kind: str, title: str, description: str, parts: Sequence[str]) -> str:
+    body = "".join(parts)
     # Ids unique to the content: several plots inlined in one page must not share them (aria-labelledby).
-    key = hashlib.sha256(f"{kind}\0{title}\0{description}".encode()).hexdigest()[:10]
+    key = hashlib.sha256(f"{kind}\0{title}\0{description}\0{body}".encode()).hexdigest()[:10]
     title_id, desc_id = f"{kind}-{key}-title", f"{kind}-{key}-desc"
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
         f'aria-labelledby="{title_id} {desc_id}" font-family="{FONT}" font-size="13" fill="{INK}">'
         f'<title id="{title_id}">{_text(title)}</title><desc id="{desc_id}">{_text(description)}</desc>'
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>'
-        f'<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{_text(title)}</text>'
-        + "".join(parts) + "</svg>"
+        f'<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{_text(_shortened(title, HEADING))}</text>'
+        + body + "</svg>"
     )
 
 
@@ -184,6 +187,10 @@ def _ticks(low: float, high: float, *, integers: bool = False) -> list[float]:
 
 def _text(value: str) -> str:
     return escape(_NOT_XML.sub("\ufffd", value), quote=True)
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _number(value: float) -> str:

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import case, func, or_, update
+from sqlalchemy import Row, Select, case, func, or_, update
 from sqlalchemy import event as orm_event
 from sqlmodel import Session, col, select
 
@@ -32,9 +32,9 @@ from repo_service.db.models import (
     Grant,
     GrantEvent,
 )
-from repo_service.db.session import Database
+from repo_service.db.session import Database, without_jit
 from repo_service.db.tenancy import EVERY_TENANT, acting_in, current_scope
-from repo_service.db.types import epoch_microseconds
+from repo_service.db.types import epoch_microseconds, microseconds_between
 from repo_service.domain import leases
 from repo_service.domain.audit import Performer
 from repo_service.domain.background import repeating
@@ -56,7 +56,13 @@ from repo_service.domain.grants import (
     retry_plan_end,
 )
 from repo_service.domain.ocpp import grant_json
-from repo_service.domain.update_jobs import FAILURES, Job, JobState, UpdateJobs
+from repo_service.domain.update_jobs import (
+    FAILURES,
+    QUERY_CHUNK,
+    Job,
+    JobState,
+    UpdateJobs,
+)
 from repo_service.domain.versions import parse_version
 from repo_service.domain.webhooks import (
     CAMPAIGN_CANCELLED,
@@ -426,14 +432,6 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     return {"median": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]}
 
 
-def _stored_job(member: CampaignCharger) -> Job | None:
-    """The job as _store() last stored it (None for a skipped charger or a wave not started)."""
-    if member.state is None or member.granted_at is None:
-        return None
-    return Job(JobState(member.state), member.granted_at, member.first_byte_at, member.last_byte_at,
-               member.booted_at, (), member.bytes_served, member.final, member.due_at)
-
-
 def _finished_json(grant_id: int, job: Job, member: CampaignCharger | None) -> dict[str, Any]:
     """job.finished's data: the outcome and its times (the full job is GET /api/v1/grants/{id}/job)."""
     return {
@@ -454,7 +452,8 @@ _MEMBER_COLUMNS = (
 
 
 def _member_row(row: Any) -> CampaignMemberRow:
-    # Without a grant there is no job, whatever the state column holds (as _stored_job has it).
+    # A charger has a job once its wave granted it one: without granted_at, whatever the state column says,
+    # it has none (skipped, or its wave has not started).
     has_job = row.state is not None and row.granted_at is not None
     return CampaignMemberRow(
         row.position, row.charger_id, row.wave + 1 if row.wave is not None else None,
@@ -474,36 +473,53 @@ def _listed_as(state: str | None) -> tuple[Any, ...]:
     return CampaignCharger.state == state, col(CampaignCharger.granted_at).is_not(None)
 
 
-def _durations(session: Session, campaign_id: str) -> tuple[list[float], list[float]]:
-    """Job.download_seconds and Job.completion_seconds of the campaign's jobs that have one, each list ascending:
-    subtracted by the database as integer microseconds, so 100,000 jobs make no datetime objects."""
-    micros = partial(epoch_microseconds, dialect=session.get_bind().dialect.name)
-    download = micros(CampaignCharger.last_byte_at) - micros(CampaignCharger.first_byte_at)
-    completion = case((CampaignCharger.state == JobState.SUCCEEDED.value,
-                       micros(CampaignCharger.booted_at) - micros(CampaignCharger.granted_at)))
-    rows = session.exec(select(download, completion).where(
+def _member_columns(session: Session, statement: Select[Any]) -> Sequence[Row[Any]]:
+    """Columns of campaign_charger alone, read without the ORM, whose per-row work doubled the time of a
+    100,000-row read. Only for rows of a campaign this session has found in its scope: the table has no tenant
+    column, so the ORM would add no tenant criteria to it anyway (tenancy.py), and on PostgreSQL row-level
+    security holds the connection either way."""
+    return session.connection().execute(statement).all()
+
+
+def _job_times(session: Session, campaign_id: str, *, boots: bool = False) -> Sequence[Row[Any]]:
+    """(microseconds from first to last byte, from grant to boot) of the campaign's jobs that have either, the
+    second for succeeded jobs only (else None), and with boots the moment of each success's boot (microseconds
+    since 1970): computed by the database, so 100,000 jobs make no datetime objects."""
+    dialect = session.get_bind().dialect.name
+    succeeded = CampaignCharger.state == JobState.SUCCEEDED.value
+    columns = [
+        microseconds_between(CampaignCharger.first_byte_at, CampaignCharger.last_byte_at, dialect),
+        case((succeeded, microseconds_between(CampaignCharger.granted_at, CampaignCharger.booted_at, dialect))),
+    ]
+    if boots:
+        columns.append(case((succeeded, epoch_microseconds(CampaignCharger.booted_at, dialect))))
+    return _member_columns(session, select(*columns).where(
         CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.state).is_not(None),
         col(CampaignCharger.granted_at).is_not(None),
-        or_(col(CampaignCharger.last_byte_at).is_not(None), col(CampaignCharger.booted_at).is_not(None)))).all()
-    return (sorted(seconds / 1_000_000 for seconds, _ in rows if seconds is not None),
-            sorted(seconds / 1_000_000 for _, seconds in rows if seconds is not None))
+        or_(col(CampaignCharger.last_byte_at).is_not(None), col(CampaignCharger.booted_at).is_not(None))))
 
 
-def _progress(start: int, finished: Sequence[tuple[int, bool]]) -> list[tuple[datetime, int, int]]:
-    """Cumulative (moment, finished, succeeded) from start to the last finished job, in at most PROGRESS_POINTS
-    evenly spaced points; moments are microseconds since 1970."""
-    if not finished:
+def _durations(times: Sequence[Row[Any]]) -> tuple[list[float], list[float]]:
+    """Job.download_seconds and Job.completion_seconds of those jobs, each ascending: the microseconds divided as
+    timedelta.total_seconds() divides them, so the figures are the same to the last digit."""
+    return (sorted([row[0] / 1_000_000 for row in times if row[0] is not None]),
+            sorted([row[1] / 1_000_000 for row in times if row[1] is not None]))
+
+
+def _progress(start: int, succeeded: Sequence[int], failed: Sequence[int]) -> list[tuple[datetime, int, int]]:
+    """Cumulative (moment, finished, succeeded) from start to the last job finished, in at most PROGRESS_POINTS
+    evenly spaced points; the moments jobs succeeded and failed are given ascending, in microseconds since 1970."""
+    if not succeeded and not failed:
         return []
-    moments = sorted(moment for moment, _ in finished)
-    successes = sorted(moment for moment, succeeded in finished if succeeded)
     # A charger's clock may date its boot a little before the campaign began.
-    start, end = min(start, moments[0]), moments[-1]
+    start = min(start, *succeeded[:1], *failed[:1])
+    end = max(*succeeded[-1:], *failed[-1:])
     steps = PROGRESS_POINTS - 1 if end > start else 1
     points = []
     for step in range(steps + 1):
         moment = start + (end - start) * step // steps
-        points.append((EPOCH + timedelta(microseconds=moment), bisect_right(moments, moment),
-                       bisect_right(successes, moment)))
+        successes = bisect_right(succeeded, moment)
+        points.append((EPOCH + timedelta(microseconds=moment), successes + bisect_right(failed, moment), successes))
     return points
 
 
@@ -880,31 +896,34 @@ class Campaigns:
         """The campaign from its stored job states, summed by the database: no charger is loaded as an object and
         no event replayed, so a page showing a 100,000-charger campaign stays fast."""
         with self.database.session() as session:
+            without_jit(session)
             campaign = self._campaign(session, campaign_id)
             granted = col(CampaignCharger.granted_at).is_not(None)
+            # One scan: only skipped chargers have a skip reason, so grouping by it adds a group per reason.
             # Each group's first position orders them: states and skip kinds are then counted in the order a
             # walk of the chargers meets them, as the report always listed them.
             groups = session.exec(select(
-                CampaignCharger.wave, CampaignCharger.state, CampaignCharger.final, granted, func.count(),
-                func.sum(CampaignCharger.bytes_served), func.min(CampaignCharger.position),
+                CampaignCharger.wave, CampaignCharger.state, CampaignCharger.final, granted,
+                CampaignCharger.skip_reason, func.count(), func.sum(CampaignCharger.bytes_served),
             ).where(CampaignCharger.campaign_id == campaign_id).group_by(
                 CampaignCharger.wave, CampaignCharger.state, CampaignCharger.final, granted,
+                CampaignCharger.skip_reason,
             ).order_by(func.min(CampaignCharger.position))).all()
-            reasons = session.exec(select(CampaignCharger.skip_reason, func.count()).where(
-                CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.skip_reason).is_not(None),
-            ).group_by(CampaignCharger.skip_reason).order_by(func.min(CampaignCharger.position))).all()
-            download_seconds, completion_seconds = _durations(session, campaign_id)
+            download_seconds, completion_seconds = _durations(_job_times(session, campaign_id))
         wave_sizes: Counter[int] = Counter()
         wave_states: dict[int, Counter[str]] = {number: Counter() for number in range(len(campaign.thresholds))}
         wave_failed: Counter[int] = Counter()
         states: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
         chargers = pending = finished = bytes_served = 0
-        for wave, state, final, has_grant, count, served, _ in groups:
+        for wave, state, final, has_grant, reason, count, served in groups:
             chargers += count
+            if reason:
+                skipped[_skip_kind(reason)] += count
             if wave is not None:
                 wave_sizes[wave] += count
             if state is None or not has_grant:
-                # No job (as _stored_job has it): a wave not started yet, or skipped.
+                # No job (see _member_row): a wave not started yet, or skipped.
                 pending += count if wave is not None else 0
                 continue
             states[state] += count
@@ -924,9 +943,6 @@ class Campaigns:
             download_seconds=percentiles(download_seconds), completion_seconds=percentiles(completion_seconds),
             bytes_served=bytes_served,
         )
-        skipped: Counter[str] = Counter()
-        for reason, count in reasons:
-            skipped[_skip_kind(reason)] += count
         for observer in self.observers:
             observer.campaign_states(campaign.id, summary.states)
         return CampaignReport(
@@ -950,6 +966,7 @@ class Campaigns:
             raise InvalidInput("limit", f"must be between 1 and {MAX_MEMBERS_PAGE}")
         where = (CampaignCharger.campaign_id == campaign_id, *_listed_as(state))
         with self.database.session() as session:
+            without_jit(session)
             self._campaign(session, campaign_id)
             total = session.exec(select(func.count()).select_from(CampaignCharger).where(*where)).one()
             rows = session.exec(select(*_MEMBER_COLUMNS).where(*where).order_by(col(CampaignCharger.position))
@@ -970,9 +987,11 @@ class Campaigns:
             after = -1
             while True:
                 with acting_in(scope), self.database.session() as session:
-                    rows = session.exec(select(*_MEMBER_COLUMNS).where(
+                    without_jit(session)
+                    self._campaign(session, campaign_id)
+                    rows = _member_columns(session, select(*_MEMBER_COLUMNS).where(
                         CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.position) > after,
-                    ).order_by(col(CampaignCharger.position)).limit(MEMBER_CHUNK)).all()
+                    ).order_by(col(CampaignCharger.position)).limit(MEMBER_CHUNK))
                 yield from (_member_row(row) for row in rows)
                 if len(rows) < MEMBER_CHUNK:
                     return
@@ -994,32 +1013,37 @@ class Campaigns:
         at most PROGRESS_POINTS evenly spaced points; empty while no job has finished.
         """
         with self.database.session() as session:
+            without_jit(session)
             campaign = self._campaign(session, campaign_id)
-            download_seconds, completion_seconds = _durations(session, campaign_id)
+            times = _job_times(session, campaign_id, boots=True)
             micros = partial(epoch_microseconds, dialect=session.get_bind().dialect.name)
             has_job = (CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.granted_at).is_not(None))
-            succeeded = session.exec(select(micros(CampaignCharger.booted_at)).where(
-                *has_job, CampaignCharger.state == JobState.SUCCEEDED.value,
-                col(CampaignCharger.booted_at).is_not(None))).all()
             failed = session.exec(select(
-                CampaignCharger.state, micros(CampaignCharger.granted_at), micros(CampaignCharger.first_byte_at),
-                micros(CampaignCharger.last_byte_at), micros(Grant.retrieve_date), func.max(micros(GrantEvent.timestamp)),
-            ).join(Grant, col(Grant.id) == col(CampaignCharger.grant_id)).outerjoin(
-                GrantEvent, col(GrantEvent.grant_id) == col(CampaignCharger.grant_id),
+                CampaignCharger.grant_id, CampaignCharger.state, micros(CampaignCharger.granted_at),
+                micros(CampaignCharger.first_byte_at), micros(CampaignCharger.last_byte_at),
             ).where(*has_job, col(CampaignCharger.final).is_(True),
-                    CampaignCharger.state != JobState.SUCCEEDED.value).group_by(
-                CampaignCharger.id, Grant.id)).all()
+                    CampaignCharger.state != JobState.SUCCEEDED.value)).all()
+            # Looked up by grant, a chunk at a time, rather than joined: a join of a campaign's chargers with
+            # every event was planned as minutes of nested loops on PostgreSQL before its statistics caught up.
+            last_heard: dict[int, int] = {}
+            retrieve: dict[int, int] = {}
+            for first in range(0, len(failed), QUERY_CHUNK):
+                chunk = failed[first : first + QUERY_CHUNK]
+                last_heard.update(session.exec(select(GrantEvent.grant_id, func.max(micros(GrantEvent.timestamp)))
+                                               .where(col(GrantEvent.grant_id).in_([row[0] for row in chunk]))
+                                               .group_by(col(GrantEvent.grant_id))).all())
+                timed_out = [row[0] for row in chunk if row[1] == JobState.TIMED_OUT]
+                if timed_out:
+                    retrieve.update(session.exec(select(Grant.id, micros(Grant.retrieve_date))
+                                                 .where(col(Grant.id).in_(timed_out))).all())
         timeout = self.jobs.timeout // timedelta(microseconds=1)
-        finished = [(moment, True) for moment in succeeded]
-        for state, *moments, retrieve, last_event in failed:
-            latest = max(moment for moment in (*moments, last_event) if moment is not None)
-            if state == JobState.TIMED_OUT:
-                finished.append((max(latest, retrieve) + timeout, False))
-            else:
-                finished.append((latest, False))
-        start = campaign.created_at - EPOCH
-        return CampaignTimings(download_seconds, completion_seconds,
-                               _progress(start // timedelta(microseconds=1), finished))
+        failed_at = []
+        for grant_id, state, *moments in failed:
+            latest = max(moment for moment in (*moments, last_heard.get(grant_id)) if moment is not None)
+            failed_at.append(max(latest, retrieve[grant_id]) + timeout if state == JobState.TIMED_OUT else latest)
+        start = (campaign.created_at - EPOCH) // timedelta(microseconds=1)
+        boots = sorted([booted for _, _, booted in times if booted is not None])
+        return CampaignTimings(*_durations(times), _progress(start, boots, sorted(failed_at)))
 
     def firmware_stats(self, firmware_id: str) -> tuple[JobSummary, int]:
         """Every grant of a firmware as one job summary, and how many campaigns it was rolled out in."""

@@ -64,7 +64,7 @@ GRANT_KEYS = ("grant_id", "request_id")
 MAX_EVENTS = 10_000
 # Grant ids per IN (...) list: well under SQLite's limit of bound parameters.
 QUERY_CHUNK = 5_000
-# A charger's update history: grants per read (a charger is granted a build a few times a year).
+# A charger's update history: its newest grants, each read with its events and downloads and derived again.
 HISTORY_PAGE = 50
 MAX_HISTORY_PAGE = 500
 

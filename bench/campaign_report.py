@@ -1,0 +1,164 @@
+"""The reads a campaign's console page makes, timed in-process on a seeded 100,000-charger campaign.
+
+bench/campaign.py times the whole rollout through HTTP; this one isolates the domain's read side, which a
+console page calls on every view: Campaigns.report(), one page of Campaigns.members() (first, middle, and
+filtered by state), Campaigns.timings(), and a full walk of Campaigns.member_rows() (what jobs.csv streams).
+
+One run per database: SQLite (a file in a temporary directory) always; PostgreSQL when --database-url or
+FWREPO_BENCH_DATABASE_URL names a server, on a scratch database owned by a role that is no superuser (so
+row-level security applies as in production), dropped at the end. The campaign is made the way the service
+makes one (an uploaded and published build, Campaigns.create with waves 90 %, 100 %: the second wave's chargers
+pending, 1 % skipped as already on the target), then its stored job columns are set by one bulk UPDATE to a
+mix of states and times, as events would have left them: reads look only at those columns. On PostgreSQL the
+tables are then analyzed, as autovacuum would have done.
+
+    .venv/bin/python bench/campaign_report.py [--chargers 100000] [--repeat 5] [--database-url URL]
+
+Prints the median (and slowest) wall time of --repeat calls of each read after one warm-up call, and the
+median CPU time of this process (SQLite's work included, PostgreSQL's server not): on a machine others share,
+the CPU time is the steadier figure. Writes no doc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import text, update
+from sqlmodel import col, select
+
+from repo_service.db.models import CampaignCharger
+from repo_service.domain.audit import Performer
+from repo_service.domain.campaigns import parse_campaign_request
+from repo_service.domain.uploads import parse_upload_fields
+from repo_service.services import Services, build_services
+from repo_service.settings import load_settings
+
+TARGET_VERSION = "2.0.0"
+BY = Performer("bench campaign_report")
+# What the seeded jobs of the started wave are, by position modulo 100: mostly done, some failing, some under way.
+STATES = ([("succeeded", True)] * 80 + [("installation_failed", True)] * 4 + [("download_failed", True)] * 3
+          + [("downloading", False)] * 5 + [("installing", False)] * 4 + [("granted", False)] * 4)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chargers", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--database-url", default=os.environ.get("FWREPO_BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fwrepo-bench-report-") as work:
+        backends = [("sqlite", f"sqlite:///{Path(work) / 'sqlite' / 'fwrepo.sqlite3'}")]
+        with ExitStack() as stack:
+            if args.database_url:
+                backends.append(("postgresql", stack.enter_context(scratch_postgres(args.database_url))))
+            for backend, url in backends:
+                run(backend, url, Path(work) / backend, args.chargers, args.repeat)
+    return 0
+
+
+def run(backend: str, url: str, data_dir: Path, chargers: int, repeat: int) -> None:
+    services = build_services(load_settings({"FWREPO_DATA_DIR": str(data_dir), "FWREPO_DATABASE_URL": url}))
+    try:
+        started = time.perf_counter()
+        campaign_id = seed(services, chargers)
+        if backend == "postgresql":
+            # Statistics as autovacuum would have gathered them by the time anyone reads the campaign (a server
+            # may run without it): the plans, and whether PostgreSQL JIT-compiles a query, depend on them.
+            with services.database.session() as session:
+                session.execute(text("ANALYZE"))
+        print(f"{backend}: seeded {chargers:,} chargers in {time.perf_counter() - started:.1f} s", flush=True)
+        campaigns = services.campaigns
+        reads: dict[str, Callable[[], object]] = {
+            "report()": lambda: campaigns.report(campaign_id),
+            "members() first page of 100": lambda: campaigns.members(campaign_id),
+            f"members() page of 100 at offset {chargers // 2:,}": lambda: campaigns.members(
+                campaign_id, offset=chargers // 2),
+            "members(state='installation_failed') page": lambda: campaigns.members(
+                campaign_id, state="installation_failed"),
+            "members(state='pending') last page": lambda: campaigns.members(
+                campaign_id, state="pending", offset=max(0, chargers // 10 - 100)),
+            "timings()": lambda: campaigns.timings(campaign_id),
+            "member_rows() walked whole (jobs.csv)": lambda: sum(1 for _ in campaigns.member_rows(campaign_id)),
+        }
+        for name, read in reads.items():
+            read()
+            seconds, cpu = [], []
+            for _ in range(repeat):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                read()
+                seconds.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+            print(f"{backend}: {name:45} median {statistics.median(seconds) * 1000:7.1f} ms, slowest "
+                  f"{max(seconds) * 1000:7.1f} ms; this process's CPU {statistics.median(cpu) * 1000:7.1f} ms",
+                  flush=True)
+    finally:
+        services.database.dispose()
+
+
+def seed(services: Services, chargers: int) -> str:
+    """A published build and a campaign of that many chargers, its first wave's jobs set to STATES."""
+    services.signing_keys.init_development(BY)
+    build = services.uploads.upload(
+        [secrets.token_bytes(20_000)],
+        lambda: (parse_upload_fields({"vendor": ["BENCH"], "models": ["AC22"], "version": [TARGET_VERSION]}), "fw.bin"),
+        BY).firmware
+    services.catalog.publish(build.id, BY)
+    report = services.campaigns.create(parse_campaign_request({
+        "firmware_id": build.id, "waves": ["90%", "100%"], "failure_threshold": 1.0,
+        "chargers": [{"charger_id": f"CP-{n:06d}", "current_version": TARGET_VERSION if n % 100 == 99 else "1.9.0",
+                      "model": "AC22"} for n in range(chargers)],
+    }), BY)
+    with services.database.session() as session:
+        members = session.exec(select(CampaignCharger.id, CampaignCharger.position, CampaignCharger.granted_at).where(
+            CampaignCharger.campaign_id == report.id, col(CampaignCharger.grant_id).is_not(None))).all()
+        session.execute(update(CampaignCharger), [stored_job(*member) for member in members])
+    return report.id
+
+
+def stored_job(member_id: int, position: int, granted_at: datetime) -> dict[str, object]:
+    """The columns Campaigns._store would have left for a job in STATES[position % 100], with spread-out times."""
+    state, final = STATES[position % 100]
+    row: dict[str, object] = {"id": member_id, "state": state, "final": final}
+    if state == "granted":
+        return row
+    first_byte = granted_at + timedelta(seconds=5 + position % 3_600)
+    row.update(first_byte_at=first_byte, bytes_served=20_000)
+    if state in ("downloading", "download_failed"):
+        return row | {"bytes_served": 7_000}
+    last_byte = first_byte + timedelta(seconds=20 + position % 97)
+    row["last_byte_at"] = last_byte
+    if state == "succeeded":
+        row["booted_at"] = last_byte + timedelta(seconds=90 + position % 53)
+    return row
+
+
+@contextmanager
+def scratch_postgres(server_url: str) -> Iterator[str]:
+    """A new database owned by a new role that is no superuser (a superuser passes row-level security by)."""
+    import psycopg
+
+    name = f"fwrepo_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOBYPASSRLS')
+        connection.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
+    try:
+        scheme, _, rest = server_url.partition("://")
+        yield f"{scheme}://{name}@{rest.split('@', 1)[-1].rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+if __name__ == "__main__":
+    sys.exit(main())
