@@ -1,0 +1,86 @@
+"""People at the web console: users made with `fwrepo users create`, and a browser signed in as one of them.
+
+Used by the console's browser tests (tests/test_console_browser.py) and its security tests; small on purpose.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from typing import TYPE_CHECKING
+
+from tests.support.browser import trust_ca, wait_until
+from tests.support.fwrepo import FWREPO, Fwrepo
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+__all__ = ["PASSWORD", "make_user", "make_users", "sign_in", "unique_name"]
+
+# Long enough for `fwrepo users create` (12 characters at least).
+PASSWORD = "correct horse battery staple"
+
+
+def unique_name(prefix: str = "user") -> str:
+    """A user name no other test on the session's server uses."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def make_user(fwrepo: Fwrepo, name: str, role: str, password: str = PASSWORD, tenant: str = "default") -> str:
+    """A console user of role (release, csms, admin or platform) in tenant, made with the CLI; its name.
+
+    A tenant other than the default is made first if the fixture has not made it yet (as Fwrepo.key does).
+    """
+    if tenant != "default" and not any(known.startswith(f"{tenant}/") for known in fwrepo.keys):
+        fwrepo.key("release", tenant)
+    fwrepo.cli("users", "create", "--name", name, "--role", role, "--tenant", tenant,
+               stdin=f"{password}\n".encode())
+    return name
+
+
+def make_users(fwrepo: Fwrepo, roles: dict[str, str], password: str = PASSWORD) -> dict[str, str]:
+    """Users of the default tenant, one per entry of roles (a name for the test's use: a role), made at once
+    by as many `fwrepo users create` running side by side (each takes seconds on a loaded machine); each
+    entry's user name, unique (unique_name)."""
+    names = {key: unique_name(role) for key, role in roles.items()}
+    running = [(key, subprocess.Popen([FWREPO, "users", "create", "--name", names[key], "--role", role],
+                                      env=fwrepo.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+               for key, role in roles.items()]
+    failed = []
+    for key, process in running:
+        _, error = process.communicate(f"{password}\n", timeout=120)
+        if process.returncode != 0:
+            failed.append(f"{key}: {error.strip()}")
+    if failed:
+        raise AssertionError(f"fwrepo users create failed: {'; '.join(failed)}")
+    return names
+
+
+def sign_in(driver: WebDriver, fwrepo: Fwrepo, name: str, password: str = PASSWORD, *, next_path: str = "",
+            expect_success: bool = True) -> None:
+    """Sign in on the console's sign-in page as a person does: the form filled in and submitted.
+
+    next_path is a console path to land on after it (e.g. "/console/firmware/upload"). With expect_success,
+    waits until the browser has left the sign-in page (and fails if it has not within 15 s); without it,
+    waits until the page answered (the sign-in page again, with its message).
+    """
+    from selenium.webdriver.common.by import By
+
+    trust_ca(driver, fwrepo.ca)
+    address = f"{fwrepo.url}/console/login"
+    if next_path:
+        from urllib.parse import quote
+        address += f"?next={quote(next_path)}"
+    driver.get(address)
+    form = driver.find_element(By.CSS_SELECTOR, "form[action='/console/login']")
+    form.find_element(By.ID, "name").send_keys(name)
+    form.find_element(By.ID, "password").send_keys(password)
+    old = driver.find_element(By.TAG_NAME, "html")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The click does not wait for the next page: the old page's element goes stale once it has come.
+    from selenium.webdriver.support import expected_conditions
+
+    wait_until(driver, expected_conditions.staleness_of(old), 15)
+    if expect_success:
+        wait_until(driver, lambda d: "/console/login" not in d.current_url, 15)

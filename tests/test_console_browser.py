@@ -1,0 +1,380 @@
+"""The web console in a real browser: a person signs in, uploads, publishes and yanks a build, each role sees
+the pages it may use and is refused the others, and every page is accessible, fits a phone and breaks no rule
+of its Content-Security-Policy.
+
+Headless chromium (tests/support/browser.py) against the session's fwrepo on SQLite only: the console reads
+and acts through the same domain as the API, whose tests run on both databases, and a browser test is slow.
+Screenshots of the main pages are taken on every run; with FWREPO_CONSOLE_SCREENSHOTS=1 they are written to
+docs/console/ (committed, for the documentation), else to a temporary directory, so that a test run leaves the
+committed ones alone:
+
+    FWREPO_CONSOLE_SCREENSHOTS=1 .venv/bin/pytest -p no:cacheprovider tests/test_console_browser.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+
+from tests.support.browser import (  # noqa: F401  (browser and chromium are fixtures)
+    SCREENSHOTS,
+    axe_violations,
+    browser,
+    chromium,
+    console_errors,
+    describe_violations,
+    phone_width,
+    screenshot,
+    wait_until,
+)
+from tests.support.builds import published_build, unique_vendor, upload
+from tests.support.console import PASSWORD, make_users, sign_in
+from tests.support.fwrepo import Fwrepo
+
+# The console's pages are the same on both databases: the browser runs against SQLite only.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+# Big enough that the browser reports the upload's progress several times before it is sent; under the test
+# server's upload limit (tests/support/fwrepo.py: 48 MiB).
+UPLOAD_BYTES = 40 * 1024 * 1024
+UPLOAD_RATE = 12 * 1024 * 1024
+PROGRESS_VALUE = "return document.querySelector('#upload-progress progress').value"
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this run's screenshots go: docs/console/ when asked to update them, else a temporary directory."""
+    return SCREENSHOTS if os.environ.get("FWREPO_CONSOLE_SCREENSHOTS") == "1" else tmp_path_factory.mktemp("screens")
+
+
+@pytest.fixture(scope="module")
+def people(fwrepo: Fwrepo) -> dict[str, str]:
+    """This module's console users, one per role, made at once (each `fwrepo users create` takes seconds)."""
+    return make_users(fwrepo, {role: role for role in ("release", "csms", "admin", "platform")})
+
+
+def visit(driver: WebDriver, fwrepo: Fwrepo, path: str) -> None:
+    driver.get(fwrepo.url + path)
+
+
+def heading(driver: WebDriver) -> str:
+    return driver.find_element(By.TAG_NAME, "h1").text
+
+
+def message(driver: WebDriver) -> str:
+    found = driver.find_elements(By.CSS_SELECTOR, "main .message")
+    return found[0].text if found else ""
+
+
+def menu(driver: WebDriver) -> list[str]:
+    """The main navigation's links, as shown."""
+    return [link.text for link in driver.find_elements(By.CSS_SELECTOR, "header nav[aria-label=Main] a")]
+
+
+def click_and_wait(driver: WebDriver, element: WebElement) -> None:
+    """Click what submits a form or follows a link, and wait for the next page."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait_until(driver, expected_conditions.staleness_of(old), 30)
+    wait_until(driver, lambda d: d.execute_script("return document.readyState") == "complete", 30)
+
+
+def button(driver: WebDriver, text: str) -> WebElement:
+    return driver.find_element(By.XPATH, f"//main//button[normalize-space()={xpath_string(text)}]")
+
+
+def link(driver: WebDriver, text: str) -> WebElement:
+    return driver.find_element(By.XPATH, f"//main//a[normalize-space()={xpath_string(text)}]")
+
+
+def xpath_string(text: str) -> str:
+    assert "'" not in text
+    return f"'{text}'"
+
+
+def errors_but_status(driver: WebDriver, *statuses: int) -> list[dict]:
+    """The console's errors, less the one chromium logs for a page answered with an error status on purpose."""
+    return [entry for entry in console_errors(driver)
+            if not (entry.get("source") == "network" and any(f"status of {status}" in entry.get("message", "")
+                                                              for status in statuses))]
+
+
+def assert_clean(driver: WebDriver, *, axe: bool = True, statuses: tuple[int, ...] = ()) -> None:
+    """No console errors (CSP violations among them) since the last look and, with axe, no WCAG A/AA violation."""
+    errors = errors_but_status(driver, *statuses)
+    assert errors == [], f"{driver.current_url}: {errors}"
+    if axe:
+        violations = axe_violations(driver)
+        assert violations == [], f"{driver.current_url}:\n{describe_violations(violations)}"
+
+
+def random_image(tmp_path: Path, size: int, name: str = "firmware.bin") -> Path:
+    path = tmp_path / name
+    with path.open("wb") as out:
+        left = size
+        while left:
+            chunk = min(left, 4 * 1024 * 1024)
+            out.write(os.urandom(chunk))
+            left -= chunk
+    return path
+
+
+# Records every value the upload's <progress> shows, in sessionStorage: it outlives the navigation to the
+# build page that ends the upload, and a MutationObserver misses no progress event as polling would.
+WATCH_PROGRESS = """
+const box = document.getElementById('upload-progress');
+const bar = box.querySelector('progress'), text = box.querySelector('.progress-text');
+sessionStorage.setItem('progress', '[]');
+new MutationObserver(() => {
+  const seen = JSON.parse(sessionStorage.getItem('progress'));
+  seen.push([bar.value, text.textContent]);
+  sessionStorage.setItem('progress', JSON.stringify(seen));
+}).observe(text, {childList: true, characterData: true, subtree: true});
+"""
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def test_a_release_engineer_uploads_publishes_and_yanks_a_build(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str], screenshots: Path, tmp_path: Path,  # noqa: F811 (a fixture)
+) -> None:
+    name = people["release"]
+    vendor = unique_vendor()
+    image = random_image(tmp_path, UPLOAD_BYTES)
+
+    sign_in(browser, fwrepo, name, next_path="/console/firmware/upload")
+    assert heading(browser) == "Upload a build"
+    form = browser.find_element(By.ID, "upload")
+    form.find_element(By.ID, "vendor").send_keys(vendor)
+    form.find_element(By.ID, "models").send_keys("AC22, AC11")
+    form.find_element(By.ID, "version").send_keys("2.0.0")
+    form.find_element(By.ID, "release_notes").send_keys("Faster boot.")
+    form.find_element(By.ID, "file").send_keys(str(image))
+    screenshot(browser, "upload", screenshots)
+    browser.execute_script(WATCH_PROGRESS)
+    old = browser.find_element(By.TAG_NAME, "html")
+    # The browser sends at most UPLOAD_RATE bytes a second: the upload takes a few seconds whatever the
+    # machine, time to see the bar mid-way (the server itself is not slowed).
+    browser.set_network_conditions(latency=0, download_throughput=-1, upload_throughput=UPLOAD_RATE)
+    try:
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait_until(browser, lambda d: 5 < d.execute_script(PROGRESS_VALUE) < 80, 30)
+        screenshot(browser, "upload-progress", screenshots)
+        wait_until(browser, expected_conditions.staleness_of(old), 120)
+    finally:
+        browser.delete_network_conditions()
+    wait_until(browser, lambda d: "/console/firmware/" in d.current_url and heading(d).startswith(vendor), 30)
+
+    seen = browser.execute_script("return JSON.parse(sessionStorage.getItem('progress') || '[]')")
+    moving = [value for value, _ in seen if 0 < value < 100]
+    assert moving, f"the progress bar never showed a share between 0 and 100: {seen}"
+    assert len({text for _, text in seen}) >= 3, seen
+    assert heading(browser) == f"{vendor} 2.0.0 uploaded"
+    assert "40 MiB" in browser.find_element(By.CSS_SELECTOR, "dl.facts").text or str(UPLOAD_BYTES) in \
+        browser.find_element(By.CSS_SELECTOR, "dl.facts").text
+    assert_clean(browser)
+
+    click_and_wait(browser, link(browser, "Publish…"))
+    assert heading(browser) == f"Publish {vendor} 2.0.0?"
+    click_and_wait(browser, button(browser, "Publish 2.0.0"))
+    assert heading(browser) == f"{vendor} 2.0.0 published"
+    manifest = link(browser, "Download the signed manifest")
+    assert manifest.get_attribute("href").endswith("/manifest")
+    assert "Not signed yet" not in browser.find_element(By.ID, "main").text
+    assert_clean(browser, axe=False)
+
+    click_and_wait(browser, link(browser, "Yank…"))
+    assert heading(browser) == f"Yank {vendor} 2.0.0?"
+    browser.find_element(By.ID, "reason").send_keys("Bricks AC11 units with an old bootloader")
+    click_and_wait(browser, button(browser, "Yank 2.0.0"))
+    assert heading(browser) == f"{vendor} 2.0.0 yanked"
+    history = browser.find_element(By.CSS_SELECTOR, "ol.timeline").text
+    assert "publish by" in history and "yank by" in history, history
+    assert "Bricks AC11 units with an old bootloader" in history, history
+    assert_clean(browser, axe=False)
+
+
+def sign_out(driver: WebDriver) -> None:
+    click_and_wait(driver, driver.find_element(By.XPATH, "//header//button[normalize-space()='Sign out']"))
+    assert heading(driver) == "Sign in"
+
+
+REFUSED = "That did not work"
+
+
+def test_each_role_sees_the_pages_it_may_use_and_is_refused_the_others(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str],  # noqa: F811 (a fixture)
+) -> None:
+    with fwrepo.client("release") as release:
+        build = upload(release, unique_vendor(), "1.0.0").json()
+
+    sign_in(browser, fwrepo, people["release"])
+    assert menu(browser) == ["Builds", "Upload", "Keys"]
+    visit(browser, fwrepo, f"/console/firmware/{build['id']}")
+    assert link(browser, "Publish…") and link(browser, "Yank…")
+    sign_out(browser)
+
+    sign_in(browser, fwrepo, people["csms"])
+    assert menu(browser) == ["Builds", "Campaigns", "Chargers", "Keys"]
+    assert "Upload" not in menu(browser)
+    visit(browser, fwrepo, f"/console/firmware/{build['id']}")
+    assert not browser.find_elements(By.XPATH, "//main//a[normalize-space()='Publish…' or normalize-space()='Yank…']")
+    assert browser.find_element(By.ID, "deliveries")  # grants and downloads: the CSMS's business
+    for path in ("/console/firmware/upload", f"/console/firmware/{build['id']}/publish",
+                 f"/console/firmware/{build['id']}/yank"):
+        visit(browser, fwrepo, path)
+        assert heading(browser) == REFUSED, path
+        assert browser.title.startswith("Refused"), path
+        assert "role csms may not" in message(browser), (path, message(browser))
+    assert_clean(browser, statuses=(403,))
+    sign_out(browser)
+
+    sign_in(browser, fwrepo, people["admin"])
+    assert menu(browser) == ["Builds", "Upload", "Campaigns", "Chargers", "Audit", "Keys", "Users", "API clients"]
+    sign_out(browser)
+
+    sign_in(browser, fwrepo, people["platform"])
+    assert menu(browser) == ["Builds", "Audit", "Keys", "Tenants"]
+    visit(browser, fwrepo, "/console/firmware/upload")
+    assert heading(browser) == REFUSED and "role platform may not upload firmware" in message(browser)
+    with fwrepo.client("release") as release:
+        assert release.get(f"/api/v1/firmware/{build['id']}").json()["status"] == "uploaded"
+
+
+def test_a_wrong_password_and_a_form_without_its_csrf_token_are_refused(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str], tmp_path: Path,  # noqa: F811 (a fixture)
+) -> None:
+    # One wrong password is free: the same user signs in right after (tests/support/console.py's users
+    # are the module's, and the other tests sign in as this one too).
+    name = people["release"]
+    with fwrepo.client("release") as release:
+        build = upload(release, unique_vendor(), "1.0.0").json()
+
+    sign_in(browser, fwrepo, name, "not the password at all", expect_success=False)
+    assert heading(browser) == "Sign in"
+    assert message(browser) == "Wrong name or password."
+    assert browser.find_element(By.ID, "name").get_attribute("value") == name
+    assert_clean(browser, statuses=(401,))
+
+    # The sign-in form's token removed: refused before the password is looked at.
+    visit(browser, fwrepo, "/console/login")
+    browser.execute_script("document.querySelector('input[name=csrf]').remove()")
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "main button[type=submit]"))
+    assert "/console/login" in browser.current_url and heading(browser) == "Sign in"
+    assert "CSRF token is missing or wrong" in message(browser)
+    assert_clean(browser, axe=False, statuses=(403,))
+
+    sign_in(browser, fwrepo, name)
+    visit(browser, fwrepo, f"/console/firmware/{build['id']}/publish")
+    browser.execute_script("document.querySelector('main input[name=csrf]').remove()")
+    click_and_wait(browser, button(browser, "Publish 1.0.0"))
+    assert heading(browser) == REFUSED
+    assert "CSRF token is missing or wrong" in message(browser)
+
+    visit(browser, fwrepo, f"/console/firmware/{build['id']}/yank")
+    browser.execute_script("document.querySelector('main input[name=csrf]').value = 'forged'")
+    browser.find_element(By.ID, "reason").send_keys("no token")
+    click_and_wait(browser, button(browser, "Yank 1.0.0"))
+    assert heading(browser) == REFUSED and "CSRF token is missing or wrong" in message(browser)
+
+    # The upload's token removed: the script shows the refusal beside the form, and nothing is stored.
+    vendor = unique_vendor()
+    visit(browser, fwrepo, "/console/firmware/upload")
+    browser.execute_script("document.querySelector('#upload input[name=csrf]').remove()")
+    for field, value in (("vendor", vendor), ("models", "AC22"), ("version", "1.0.0"),
+                         ("file", str(random_image(tmp_path, 100_000)))):
+        browser.find_element(By.ID, field).send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
+    refusal = wait_until(browser, lambda d: d.find_element(By.ID, "upload-error").text, 30)
+    assert "CSRF token is missing or wrong" in refusal
+    assert "/console/firmware/upload" in browser.current_url
+    assert_clean(browser, axe=False, statuses=(403,))
+
+    with fwrepo.client("release") as release:
+        assert release.get(f"/api/v1/firmware/{build['id']}").json()["status"] == "uploaded"
+        assert release.get("/api/v1/firmware", params={"vendor": vendor}).json()["total"] == 0
+
+
+def published_with_grants(fwrepo: Fwrepo, vendor: str, chargers: int = 3, **fields: object) -> dict:
+    """A published build of vendor, granted to a few chargers as a CSMS asks; its record."""
+    with fwrepo.client("release") as release, fwrepo.client("csms") as csms:
+        build = published_build(release, vendor, "3.1.0", **fields)
+        for number in range(chargers):
+            reply = csms.post("/api/v1/grants", json={"firmware_id": build["id"], "charger_id": f"CP-{number + 1:03}"})
+            assert reply.status_code == 201, reply.text
+    return build
+
+
+def test_every_page_is_accessible_and_breaks_no_content_security_rule(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str], screenshots: Path,  # noqa: F811 (a fixture)
+) -> None:
+    vendor = unique_vendor()
+    with fwrepo.client("release") as release:
+        for version in ("3.0.0", "3.0.1"):
+            assert upload(release, vendor, version, models="AC22,AC11", channel="beta").status_code == 201
+    build = published_with_grants(fwrepo, vendor, release_notes="Faster boot.\nFixes the RFID reader on AC11.")
+
+    visit(browser, fwrepo, "/console/login")
+    screenshot(browser, "sign-in", screenshots)
+    assert_clean(browser)
+
+    sign_in(browser, fwrepo, people["admin"])
+    visit(browser, fwrepo, f"/console/firmware?q={vendor}")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")) == 3
+    screenshot(browser, "builds", screenshots)
+    assert_clean(browser)
+
+    visit(browser, fwrepo, f"/console/firmware/{build['id']}")
+    assert browser.find_element(By.CSS_SELECTOR, "[aria-label='Newest grants']").text.count("CP-00") == 3
+    screenshot(browser, "build", screenshots)
+    assert_clean(browser)
+
+    for path in ("/console/firmware/upload", f"/console/firmware/{build['id']}/yank"):
+        visit(browser, fwrepo, path)
+        assert_clean(browser)
+    visit(browser, fwrepo, f"/console/firmware?vendor={vendor}&status=uploaded")
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "main table tbody a"))
+    click_and_wait(browser, link(browser, "Publish…"))
+    assert heading(browser).startswith("Publish")
+    screenshot(browser, "publish", screenshots)
+    assert_clean(browser)
+
+    visit(browser, fwrepo, "/console/firmware/no-such-build")
+    assert heading(browser) == REFUSED
+    assert_clean(browser, statuses=(404,))
+
+
+def test_at_a_phones_width_only_the_tables_scroll_sideways(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str], screenshots: Path,  # noqa: F811 (a fixture)
+) -> None:
+    vendor = unique_vendor()
+    models = ",".join(f"AC{number}-EU-TYPE2-TETHERED" for number in range(8))
+    build = published_with_grants(fwrepo, vendor, models=models, hardware_revisions="rev-A1,rev-B2,rev-C3",
+                                  release_notes="A line of release notes long enough to need wrapping " * 4)
+    sign_in(browser, fwrepo, people["csms"])
+    with phone_width(browser):
+        assert browser.execute_script("return window.innerWidth") == 390
+        for path in (f"/console/firmware?q={vendor}", f"/console/firmware/{build['id']}"):
+            visit(browser, fwrepo, path)
+            page_width, window_width = browser.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]")
+            assert page_width <= window_width, f"{path}: the page is {page_width} px wide in a {window_width} px window"
+            # The table is wider than the phone, and scrolls inside its own region.
+            region = browser.find_element(By.CSS_SELECTOR, "main .scroll")
+            inner, outer = browser.execute_script("return [arguments[0].scrollWidth, arguments[0].clientWidth]", region)
+            assert inner > outer, path
+            assert_clean(browser, axe=False)
+        visit(browser, fwrepo, f"/console/firmware?q={vendor}")
+        screenshot(browser, "builds-phone", screenshots)
