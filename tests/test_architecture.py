@@ -31,6 +31,7 @@ AMQP_CLIENT = {"pika"}
 LIBRARIES = WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK | HTTP_CLIENT | PROMETHEUS | AMQP_CLIENT
 
 HTTP = "repo_service.http"
+CONSOLE = "repo_service.console"
 FTPS = "ftps"
 CLI = "repo_service.cli"
 CLIENT = "repo_service.client"
@@ -38,7 +39,7 @@ SERVICES = "repo_service.services"
 STORAGE_BACKENDS = {"repo_service.storage.local", "repo_service.storage.s3"}
 # Like the storage backends: the domain knows the interface (repo_service.csms), services picks the connector.
 CSMS_CONNECTORS = {"repo_service.csms.citrineos"}
-ADAPTERS = {HTTP, FTPS, CLI}
+ADAPTERS = {HTTP, CONSOLE, FTPS, CLI}
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,10 @@ LAYERS = [
           "metrics is a sink the domain and every adapter report to: it counts domain facts and knows no adapter"),
     Layer("http", python_files(PACKAGE / "http"), FTP_FRAMEWORK | {FTPS, CLI},
           "the HTTPS adapter shares with FTPS only what both call in the domain, never each other's code"),
-    Layer("ftps", python_files(ROOT / "ftps"), WEB_FRAMEWORK | {HTTP, CLI},
+    Layer("console", python_files(PACKAGE / "console"), FTP_FRAMEWORK | S3_SDK | HTTP_CLIENT | {FTPS, CLI},
+          "the console is the HTTP adapter's pages for people: it translates forms to the domain as the API does, "
+          "and shares the API's upload stream, never FTPS's or the CLI's code"),
+    Layer("ftps", python_files(ROOT / "ftps"), WEB_FRAMEWORK | {HTTP, CONSOLE, CLI},
           "the FTPS adapter shares with HTTPS only what both call in the domain, never each other's code"),
     Layer("cli", cli_modules(), WEB_FRAMEWORK | FTP_FRAMEWORK | S3_SDK,
           "the CLI starts the servers through their adapters' entry points, never through the frameworks"),

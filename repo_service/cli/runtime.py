@@ -118,6 +118,9 @@ def _serve(arguments: argparse.Namespace) -> None:
                  "2.0.1 and later chargers (or FTPS grants) take them", logging.WARNING)
     if not services.clients.list():
         announce(settings, "  no API clients yet: create one with `fwrepo clients create --name NAME --role admin`")
+    if not services.users.list():
+        announce(settings, "  no console users yet: create one with `fwrepo users create --name NAME --role admin` "
+                 "(it asks for the password)")
     ftps = _started_ftps(settings, services) if settings.ftps else None
     if ftps is not None:
         ftps.start()
@@ -131,7 +134,7 @@ def _serve(arguments: argparse.Namespace) -> None:
     def listening() -> None:
         scheme = "https" if settings.tls else "http"
         announce(settings, f"fwrepo listening on {scheme}://{settings.host}:{settings.port} (API and downloads); "
-                 f"public URL {settings.public_url}")
+                 f"public URL {settings.public_url}; console {settings.public_url.rstrip('/')}/console/")
 
     try:
         serve(create_app(services), settings, tls, listener, on_listening=listening, on_exit=stopping)

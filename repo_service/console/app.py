@@ -8,8 +8,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from repo_service.console import catalog, sessions
-from repo_service.console.rendering import HERE, PREFIX, ConsoleHeaders
+from repo_service.console import audit, campaigns, catalog, chargers, keys, sessions, tenants, users
+from repo_service.console.rendering import HERE, PREFIX, ConsoleGuard
 
 
 async def without_slash(request: Request) -> Response:
@@ -24,5 +24,11 @@ ROUTES = [
         Route("/login", sessions.sign_in, methods=["POST"]),
         Route("/logout", sessions.sign_out, methods=["POST"]),
         *catalog.ROUTES,
-    ], middleware=[Middleware(ConsoleHeaders)]),
+        *campaigns.ROUTES,
+        *chargers.ROUTES,
+        *audit.ROUTES,
+        *keys.ROUTES,
+        *users.ROUTES,
+        *tenants.ROUTES,
+    ], middleware=[Middleware(ConsoleGuard)]),
 ]

@@ -94,8 +94,23 @@ def markup(svg: str) -> Markup:
     return Markup(svg)
 
 
-class ConsoleHeaders:
-    """The headers every console response carries, static files included."""
+# The most a console form may send: a CSV of 100,000 chargers for a campaign, little for any other form. An
+# upload's body is bounded by FWREPO_MAX_UPLOAD_BYTES where it is streamed (http/firmware.receive_upload).
+MAX_FORM = 256 * 1024
+MAX_CAMPAIGN_FORM = 17 * 1024 * 1024
+UNBOUNDED = ("/firmware/upload",)
+
+
+def body_limit(path: str) -> int | None:
+    if path.endswith(UNBOUNDED):
+        return None
+    return MAX_CAMPAIGN_FORM if path.endswith("/campaigns/new") else MAX_FORM
+
+
+class ConsoleGuard:
+    """What every console request and response goes through: the security headers on every response (static
+    files included), and a bound on the body a form may send, which is refused (413) past it, before the form
+    parser has spooled it to memory or disk."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -104,13 +119,24 @@ class ConsoleHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = body_limit(scope["path"])
+        received = 0
+
+        async def bounded() -> Message:
+            nonlocal received
+            message = await receive()
+            if limit is not None and message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise TooLarge("form", f"is larger than the {limit // 1024} KiB this form takes")
+            return message
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *HEADERS]}
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        await self.app(scope, bounded, with_headers)
 
 
 View = Callable[[Request], Awaitable[Response]]

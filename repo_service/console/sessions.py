@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 from itsdangerous import BadSignature, Signer
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -73,9 +74,10 @@ async def _actor(request: Request) -> tuple[Actor, str]:
     return actor, token
 
 
-def _check_csrf(request: Request, form: FormData, expected: str) -> None:
+def check_csrf(request: Request, form: FormData) -> None:
+    """A parsed form's CSRF token, which must be the session's."""
     sent = form.get(CSRF_FIELD)
-    if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), request.state.csrf.encode()):
         raise Forbidden("the form's CSRF token is missing or wrong: reload the page and submit it again")
 
 
@@ -104,11 +106,14 @@ def console_page(action: Action | None = None) -> Callable[[Handler], Callable[[
                 tenancy.enter(actor.scope)
                 if request.method == "POST" and not request.headers.get("content-type", "").startswith(
                         "multipart/form-data"):
-                    # Multipart forms (uploads) stream: their handler checks the token before the file.
-                    _check_csrf(request, await request.form(), request.state.csrf)
+                    # A multipart form is read by its handler, which checks the token (an upload's before the file).
+                    check_csrf(request, await request.form())
                 return await handler(request, actor)
             except FwrepoError as error:
                 return error_page(request, error)
+            except HTTPException as error:
+                # The form parser's refusals (too many fields, a field too large, a malformed body).
+                return page(request, "error.html", error.status_code, message=f"the form was refused: {error.detail}")
 
         return view
 
@@ -155,7 +160,10 @@ async def sign_in_page(request: Request) -> Response:
 
 
 async def sign_in(request: Request) -> Response:
-    form = await request.form(max_files=0, max_fields=10, max_part_size=MAX_SIGN_IN_FIELD)
+    try:
+        form = await request.form(max_files=0, max_fields=10, max_part_size=MAX_SIGN_IN_FIELD)
+    except (FwrepoError, HTTPException):
+        return _sign_in_form(request, 413, "That is not a sign-in: the form is too large or malformed.")
     name, password, sent = form.get("name"), form.get("password"), form.get(CSRF_FIELD)
     expected = request.cookies.get(SIGN_IN_COOKIE, "")
     if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):

@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import math
 import re
 import secrets
 import statistics
 import threading
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy import case, func, or_, update
 from sqlalchemy import event as orm_event
-from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from repo_service.db.models import Campaign, CampaignCharger, Dispatch, Grant
+from repo_service.db.models import (
+    Campaign,
+    CampaignCharger,
+    Dispatch,
+    Grant,
+    GrantEvent,
+)
 from repo_service.db.session import Database
-from repo_service.db.tenancy import EVERY_TENANT, acting_in
+from repo_service.db.tenancy import EVERY_TENANT, acting_in, current_scope
+from repo_service.db.types import epoch_microseconds
 from repo_service.domain import leases
 from repo_service.domain.audit import Performer
 from repo_service.domain.background import repeating
@@ -78,6 +89,15 @@ CSMS_DISPATCH = "csms"
 DISPATCHES = (CSMS_DISPATCH, "citrineos")
 OCPP_VERSIONS = ("1.6", "2.0.1")
 DEFAULT_OCPP_VERSION = "2.0.1"
+# What members(state=) takes: a job's state, or how a charger without a job stands.
+MEMBER_STATES = (*(state.value for state in JobState), "skipped", "pending")
+MEMBERS_PAGE = 100
+MAX_MEMBERS_PAGE = 1_000
+# Chargers per read of member_rows: a few MB of rows at a time, however large the campaign.
+MEMBER_CHUNK = 5_000
+# A progress line of more points than a plot is wide in pixels shows nothing more.
+PROGRESS_POINTS = 200
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CampaignStatus(StrEnum):
@@ -166,7 +186,59 @@ class CampaignReport:
     dispatch: str = CSMS_DISPATCH
     # Dispatched campaigns: how many UpdateFirmware requests are pending, sent, refused, not_connected.
     dispatches: dict[str, int] | None = None
-    jobs: list[tuple[CampaignCharger, Job | None]] = field(repr=False, default_factory=list)
+
+
+@dataclass(frozen=True)
+class CampaignMemberRow:
+    """One charger of a campaign as its stored job columns say (what _store() last wrote), no events replayed."""
+
+    position: int
+    charger_id: str
+    # Counted from 1; None for a skipped charger.
+    wave: int | None
+    # The job's state; None for a charger without a job: skipped, or its wave has not started (pending).
+    state: str | None
+    skip_reason: str | None
+    grant_id: int | None
+    granted_at: datetime | None
+    first_byte_at: datetime | None
+    last_byte_at: datetime | None
+    booted_at: datetime | None
+    bytes_served: int
+    # The firmwareVersion the campaign was given for it (jobs.csv has it).
+    current_version: str
+
+    @property
+    def listed_state(self) -> str:
+        """The state, or "skipped" / "pending" for a charger without a job: the values members(state=) takes."""
+        if self.state is not None:
+            return self.state
+        return "skipped" if self.wave is None else "pending"
+
+    @property
+    def download_seconds(self) -> float | None:
+        """As Job.download_seconds."""
+        if self.first_byte_at is None or self.last_byte_at is None:
+            return None
+        return (self.last_byte_at - self.first_byte_at).total_seconds()
+
+    @property
+    def completion_seconds(self) -> float | None:
+        """As Job.completion_seconds."""
+        if self.booted_at is None or self.granted_at is None or self.state != JobState.SUCCEEDED:
+            return None
+        return (self.booted_at - self.granted_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class CampaignTimings:
+    """What a campaign's plots are drawn from."""
+
+    # Job.download_seconds and Job.completion_seconds of every job that has one, ascending.
+    download_seconds: list[float]
+    completion_seconds: list[float]
+    # (moment, jobs finished by then, of which succeeded), cumulative and in time order; see Campaigns.timings.
+    progress: list[tuple[datetime, int, int]]
 
 
 # -- reading a request -----------------------------------------------------------------------
@@ -202,11 +274,36 @@ def parse_campaign_request(document: Mapping[str, Any]) -> CampaignRequest:
                            retry_interval, bind, dispatch)
 
 
+CHARGER_COLUMNS = ("charger_id", "current_version", "model", "hardware_revision", "time_zone", "serial",
+                   "ocpp_version")
+
+
+def chargers_from_csv(text: str) -> list[dict[str, str]]:
+    """A campaign's chargers from CSV with a header row naming CHARGER_COLUMNS (charger_id and current_version
+    required, the rest optional; an empty cell is left out), as the "chargers" list of a campaign request.
+    Errors name the line: a spreadsheet's user finds it there, not at an index."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = reader.fieldnames or []
+    unknown = [name for name in header if name not in CHARGER_COLUMNS]
+    if unknown or not {"charger_id", "current_version"} <= set(header):
+        raise InvalidInput("chargers", f"the CSV's first line must name its columns, charger_id and current_version "
+                           f"among them, from {', '.join(CHARGER_COLUMNS)}; got {', '.join(header)[:200] or 'none'}")
+    chargers = []
+    for entry in reader:
+        if None in entry:
+            raise InvalidInput("chargers", f"line {reader.line_num} has more cells than the header names")
+        if len(chargers) == MAX_CHARGERS:
+            raise InvalidInput("chargers", f"at most {MAX_CHARGERS} per campaign")
+        chargers.append({name: value.strip() for name, value in entry.items() if value and value.strip()})
+    if not chargers:
+        raise InvalidInput("chargers", "the CSV names no charger: one line per charger after the header")
+    return chargers
+
+
 def _charger(entry: object, prefix: str) -> ChargerEntry:
     if not isinstance(entry, Mapping):
         raise InvalidInput(prefix.rstrip("."), "must be an object with charger_id and current_version")
-    refuse_unknown(entry, ("charger_id", "current_version", "model", "hardware_revision", "time_zone", "serial",
-                           "ocpp_version"), prefix)
+    refuse_unknown(entry, CHARGER_COLUMNS, prefix)
     identity = charger_id(entry.get("charger_id"), prefix + "charger_id")
     version = entry.get("current_version")
     if not isinstance(version, str) or not 1 <= len(version) <= 50:
@@ -346,6 +443,68 @@ def _finished_json(grant_id: int, job: Job, member: CampaignCharger | None) -> d
         "last_byte": rfc3339(job.last_byte_at) if job.last_byte_at else None,
         "boot_confirmed": rfc3339(job.booted_at) if job.booted_at else None,
     }
+
+
+_MEMBER_COLUMNS = (
+    CampaignCharger.position, CampaignCharger.charger_id, CampaignCharger.wave, CampaignCharger.state,
+    CampaignCharger.skip_reason, CampaignCharger.grant_id, CampaignCharger.granted_at, CampaignCharger.first_byte_at,
+    CampaignCharger.last_byte_at, CampaignCharger.booted_at, CampaignCharger.bytes_served,
+    CampaignCharger.current_version,
+)
+
+
+def _member_row(row: Any) -> CampaignMemberRow:
+    # Without a grant there is no job, whatever the state column holds (as _stored_job has it).
+    has_job = row.state is not None and row.granted_at is not None
+    return CampaignMemberRow(
+        row.position, row.charger_id, row.wave + 1 if row.wave is not None else None,
+        row.state if has_job else None, row.skip_reason, row.grant_id, row.granted_at, row.first_byte_at,
+        row.last_byte_at, row.booted_at, row.bytes_served, row.current_version)
+
+
+def _listed_as(state: str | None) -> tuple[Any, ...]:
+    """The conditions for chargers whose CampaignMemberRow.listed_state is state (None: every charger)."""
+    if state is None:
+        return ()
+    if state == "skipped":
+        return (col(CampaignCharger.wave).is_(None),)
+    if state == "pending":
+        return (col(CampaignCharger.wave).is_not(None),
+                or_(col(CampaignCharger.state).is_(None), col(CampaignCharger.granted_at).is_(None)))
+    return CampaignCharger.state == state, col(CampaignCharger.granted_at).is_not(None)
+
+
+def _durations(session: Session, campaign_id: str) -> tuple[list[float], list[float]]:
+    """Job.download_seconds and Job.completion_seconds of the campaign's jobs that have one, each list ascending:
+    subtracted by the database as integer microseconds, so 100,000 jobs make no datetime objects."""
+    micros = partial(epoch_microseconds, dialect=session.get_bind().dialect.name)
+    download = micros(CampaignCharger.last_byte_at) - micros(CampaignCharger.first_byte_at)
+    completion = case((CampaignCharger.state == JobState.SUCCEEDED.value,
+                       micros(CampaignCharger.booted_at) - micros(CampaignCharger.granted_at)))
+    rows = session.exec(select(download, completion).where(
+        CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.state).is_not(None),
+        col(CampaignCharger.granted_at).is_not(None),
+        or_(col(CampaignCharger.last_byte_at).is_not(None), col(CampaignCharger.booted_at).is_not(None)))).all()
+    return (sorted(seconds / 1_000_000 for seconds, _ in rows if seconds is not None),
+            sorted(seconds / 1_000_000 for _, seconds in rows if seconds is not None))
+
+
+def _progress(start: int, finished: Sequence[tuple[int, bool]]) -> list[tuple[datetime, int, int]]:
+    """Cumulative (moment, finished, succeeded) from start to the last finished job, in at most PROGRESS_POINTS
+    evenly spaced points; moments are microseconds since 1970."""
+    if not finished:
+        return []
+    moments = sorted(moment for moment, _ in finished)
+    successes = sorted(moment for moment, succeeded in finished if succeeded)
+    # A charger's clock may date its boot a little before the campaign began.
+    start, end = min(start, moments[0]), moments[-1]
+    steps = PROGRESS_POINTS - 1 if end > start else 1
+    points = []
+    for step in range(steps + 1):
+        moment = start + (end - start) * step // steps
+        points.append((EPOCH + timedelta(microseconds=moment), bisect_right(moments, moment),
+                       bisect_right(successes, moment)))
+    return points
 
 
 def _skip_kind(reason: str) -> str:
@@ -718,38 +877,149 @@ class Campaigns:
             return list(session.exec(select(Campaign).order_by(col(Campaign.created_at).desc())).all())
 
     def report(self, campaign_id: str) -> CampaignReport:
-        """The campaign from its stored job states: one read of its chargers, no replay of their events."""
+        """The campaign from its stored job states, summed by the database: no charger is loaded as an object and
+        no event replayed, so a page showing a 100,000-charger campaign stays fast."""
         with self.database.session() as session:
             campaign = self._campaign(session, campaign_id)
-            members = list(session.exec(select(CampaignCharger).where(
-                CampaignCharger.campaign_id == campaign_id).order_by(col(CampaignCharger.position))).all())
-        pairs = [(member, _stored_job(member)) for member in members]
-        by_wave: dict[int, list[Job]] = {number: [] for number in range(len(campaign.thresholds))}
-        for member, job in pairs:
-            if member.wave is not None and job is not None:
-                by_wave[member.wave].append(job)
-        waves = []
-        for number, threshold in enumerate(campaign.thresholds):
-            jobs = by_wave[number]
-            size = sum(1 for member in members if member.wave == number)
-            failed = sum(1 for job in jobs if job.final and job.state in FAILURES)
-            waves.append(WaveReport(number + 1, size, dict(Counter(job.state.value for job in jobs)),
-                                    failed / size if jobs and size else None, threshold))
-        summary = JobSummary.of([job for _, job in pairs if job is not None])
+            granted = col(CampaignCharger.granted_at).is_not(None)
+            # Each group's first position orders them: states and skip kinds are then counted in the order a
+            # walk of the chargers meets them, as the report always listed them.
+            groups = session.exec(select(
+                CampaignCharger.wave, CampaignCharger.state, CampaignCharger.final, granted, func.count(),
+                func.sum(CampaignCharger.bytes_served), func.min(CampaignCharger.position),
+            ).where(CampaignCharger.campaign_id == campaign_id).group_by(
+                CampaignCharger.wave, CampaignCharger.state, CampaignCharger.final, granted,
+            ).order_by(func.min(CampaignCharger.position))).all()
+            reasons = session.exec(select(CampaignCharger.skip_reason, func.count()).where(
+                CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.skip_reason).is_not(None),
+            ).group_by(CampaignCharger.skip_reason).order_by(func.min(CampaignCharger.position))).all()
+            download_seconds, completion_seconds = _durations(session, campaign_id)
+        wave_sizes: Counter[int] = Counter()
+        wave_states: dict[int, Counter[str]] = {number: Counter() for number in range(len(campaign.thresholds))}
+        wave_failed: Counter[int] = Counter()
+        states: Counter[str] = Counter()
+        chargers = pending = finished = bytes_served = 0
+        for wave, state, final, has_grant, count, served, _ in groups:
+            chargers += count
+            if wave is not None:
+                wave_sizes[wave] += count
+            if state is None or not has_grant:
+                # No job (as _stored_job has it): a wave not started yet, or skipped.
+                pending += count if wave is not None else 0
+                continue
+            states[state] += count
+            finished += count if final else 0
+            bytes_served += int(served or 0)
+            if wave is not None:
+                wave_states[wave][state] += count
+                wave_failed[wave] += count if final and state in FAILURES else 0
+        waves = [WaveReport(number + 1, wave_sizes[number], dict(wave_states[number]),
+                            wave_failed[number] / wave_sizes[number]
+                            if wave_states[number] and wave_sizes[number] else None, threshold)
+                 for number, threshold in enumerate(campaign.thresholds)]
+        jobs = sum(states.values())
+        summary = JobSummary(
+            jobs=jobs, states=dict(states), finished=finished,
+            success_rate=states[JobState.SUCCEEDED.value] / finished if finished else None,
+            download_seconds=percentiles(download_seconds), completion_seconds=percentiles(completion_seconds),
+            bytes_served=bytes_served,
+        )
+        skipped: Counter[str] = Counter()
+        for reason, count in reasons:
+            skipped[_skip_kind(reason)] += count
         for observer in self.observers:
             observer.campaign_states(campaign.id, summary.states)
         return CampaignReport(
             id=campaign.id, firmware_id=campaign.firmware_id, status=campaign.status,
             status_reason=campaign.status_reason, current_wave=campaign.current_wave + 1, waves=waves,
-            chargers=len(members), skipped=dict(Counter(_skip_kind(member.skip_reason)
-                                                        for member in members if member.skip_reason)),
-            pending=sum(1 for member, job in pairs if member.wave is not None and job is None),
-            summary=summary,
+            chargers=chargers, skipped=dict(skipped), pending=pending, summary=summary,
             created_at=campaign.created_at,
             dispatch=campaign.dispatch,
             dispatches=self._dispatches(campaign) if campaign.dispatch != CSMS_DISPATCH else None,
-            jobs=pairs,
         )
+
+    def members(self, campaign_id: str, *, offset: int = 0, limit: int = MEMBERS_PAGE,
+                state: str | None = None) -> tuple[list[CampaignMemberRow], int]:
+        """One page of the campaign's chargers in their order in the request, and how many match state (None:
+        all of them). state is a job state, "skipped" or "pending" (CampaignMemberRow.listed_state)."""
+        if state is not None and state not in MEMBER_STATES:
+            raise InvalidInput("state", f"must be one of {', '.join(MEMBER_STATES)}, got {str(state)[:40]!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInput("offset", "must be a whole number of chargers, 0 or more")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_MEMBERS_PAGE:
+            raise InvalidInput("limit", f"must be between 1 and {MAX_MEMBERS_PAGE}")
+        where = (CampaignCharger.campaign_id == campaign_id, *_listed_as(state))
+        with self.database.session() as session:
+            self._campaign(session, campaign_id)
+            total = session.exec(select(func.count()).select_from(CampaignCharger).where(*where)).one()
+            rows = session.exec(select(*_MEMBER_COLUMNS).where(*where).order_by(col(CampaignCharger.position))
+                                .offset(offset).limit(limit)).all()
+        return [_member_row(row) for row in rows], total
+
+    def member_rows(self, campaign_id: str) -> Iterator[CampaignMemberRow]:
+        """Every charger of the campaign in order, read MEMBER_CHUNK at a time: for an export of 100,000 that
+        never holds them all. NotFound is raised here, before the first row, so a reply can still say 404."""
+        with self.database.session() as session:
+            self._campaign(session, campaign_id)
+        # The rows are read as the caller consumes them, maybe later and in another thread (a streamed reply):
+        # each chunk is read in the scope of this call, and in a short transaction of its own rather than one
+        # held open while a slow client reads.
+        scope = current_scope()
+
+        def chunks() -> Iterator[CampaignMemberRow]:
+            after = -1
+            while True:
+                with acting_in(scope), self.database.session() as session:
+                    rows = session.exec(select(*_MEMBER_COLUMNS).where(
+                        CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.position) > after,
+                    ).order_by(col(CampaignCharger.position)).limit(MEMBER_CHUNK)).all()
+                yield from (_member_row(row) for row in rows)
+                if len(rows) < MEMBER_CHUNK:
+                    return
+                after = rows[-1].position
+
+        return chunks()
+
+    def timings(self, campaign_id: str) -> CampaignTimings:
+        """The campaign's download and completion seconds, and its progress over time, from the stored job columns.
+
+        A job's "finished at" (it is final):
+        - succeeded: booted_at, the boot into the target version that decided it;
+        - timed out: the latest of its last status event, first and last byte, grant and retrieve date, plus
+          the job timeout (derive_job's silence rule: that is when it timed out);
+        - any other failure: the latest of its last status event (the report that failed it), first and last byte
+          and grant: the stored columns do not keep when it became final, and the charger's last word is when
+          it failed.
+        progress starts at the campaign's creation with nothing finished and ends at the last job finished, in
+        at most PROGRESS_POINTS evenly spaced points; empty while no job has finished.
+        """
+        with self.database.session() as session:
+            campaign = self._campaign(session, campaign_id)
+            download_seconds, completion_seconds = _durations(session, campaign_id)
+            micros = partial(epoch_microseconds, dialect=session.get_bind().dialect.name)
+            has_job = (CampaignCharger.campaign_id == campaign_id, col(CampaignCharger.granted_at).is_not(None))
+            succeeded = session.exec(select(micros(CampaignCharger.booted_at)).where(
+                *has_job, CampaignCharger.state == JobState.SUCCEEDED.value,
+                col(CampaignCharger.booted_at).is_not(None))).all()
+            failed = session.exec(select(
+                CampaignCharger.state, micros(CampaignCharger.granted_at), micros(CampaignCharger.first_byte_at),
+                micros(CampaignCharger.last_byte_at), micros(Grant.retrieve_date), func.max(micros(GrantEvent.timestamp)),
+            ).join(Grant, col(Grant.id) == col(CampaignCharger.grant_id)).outerjoin(
+                GrantEvent, col(GrantEvent.grant_id) == col(CampaignCharger.grant_id),
+            ).where(*has_job, col(CampaignCharger.final).is_(True),
+                    CampaignCharger.state != JobState.SUCCEEDED.value).group_by(
+                CampaignCharger.id, Grant.id)).all()
+        timeout = self.jobs.timeout // timedelta(microseconds=1)
+        finished = [(moment, True) for moment in succeeded]
+        for state, *moments, retrieve, last_event in failed:
+            latest = max(moment for moment in (*moments, last_event) if moment is not None)
+            if state == JobState.TIMED_OUT:
+                finished.append((max(latest, retrieve) + timeout, False))
+            else:
+                finished.append((latest, False))
+        start = campaign.created_at - EPOCH
+        return CampaignTimings(download_seconds, completion_seconds,
+                               _progress(start // timedelta(microseconds=1), finished))
 
     def firmware_stats(self, firmware_id: str) -> tuple[JobSummary, int]:
         """Every grant of a firmware as one job summary, and how many campaigns it was rolled out in."""

@@ -164,8 +164,10 @@ class Clients:
             rows = session.exec(select(ApiClient).order_by(ApiClient.created_at, ApiClient.id)).all()
             return [_record(row) for row in rows]
 
-    def revoke(self, client_id: str, by: Performer) -> ClientRecord:
-        with acting_in(EVERY_TENANT), self.database.session(exclusive=True) as session:
+    def revoke(self, client_id: str, by: Performer, within: str = EVERY_TENANT) -> ClientRecord:
+        """Revoke a key of the within scope (the operator at the machine: every tenant's; a tenant's admin in the
+        console: its own, another's id being unknown)."""
+        with acting_in(within), self.database.session(exclusive=True) as session:
             row = session.get(ApiClient, client_id)
             if row is None:
                 raise NotFound(f"no client with id {client_id}")

@@ -11,11 +11,12 @@ from typing import Any
 from sqlalchemy import Row
 from sqlmodel import Session, col, select
 
-from repo_service.db.models import DownloadRecord, Grant, GrantEvent
+from repo_service.db.models import CampaignCharger, DownloadRecord, Grant, GrantEvent
 from repo_service.db.session import Database, insert_or_ignore
 from repo_service.domain.audit import Act, Audit, Performer
 from repo_service.domain.catalog import Catalog
 from repo_service.domain.clock import Clock, parse_moment, rfc3339, utc_now
+from repo_service.domain.documents import charger_id as valid_charger_id
 from repo_service.domain.documents import refuse_unknown
 from repo_service.domain.downloads import Downloads
 from repo_service.domain.grants import MAX_GRANT_ID
@@ -63,6 +64,9 @@ GRANT_KEYS = ("grant_id", "request_id")
 MAX_EVENTS = 10_000
 # Grant ids per IN (...) list: well under SQLite's limit of bound parameters.
 QUERY_CHUNK = 5_000
+# A charger's update history: grants per read (a charger is granted a build a few times a year).
+HISTORY_PAGE = 50
+MAX_HISTORY_PAGE = 500
 
 
 class JobState(StrEnum):
@@ -344,6 +348,23 @@ def _same_version(reported: str, target: str) -> bool:
 
 
 @dataclass(frozen=True)
+class ChargerUpdate:
+    """One grant a charger was given, with what became of it: a line of the charger's update history."""
+
+    grant_id: int
+    firmware_id: str
+    # The build's version: what the job's boot is judged against.
+    version: str
+    protocol: str
+    created_at: datetime
+    revoked_at: datetime | None
+    revoke_reason: str | None
+    # The campaign that granted it; None for a grant the CSMS asked for itself.
+    campaign_id: str | None
+    job: Job
+
+
+@dataclass(frozen=True)
 class Recorded:
     accepted: int
     duplicates: int
@@ -434,6 +455,27 @@ class UpdateJobs:
         if grant_id not in jobs:
             raise NotFound(f"no grant with id {grant_id}")
         return jobs[grant_id]
+
+    def history(self, charger_id: str, limit: int = HISTORY_PAGE) -> list[ChargerUpdate]:
+        """The charger's newest grants (at most limit), newest first, each with its job as GET
+        /api/v1/grants/{id}/job derives it (state, timeline, events); empty for a charger never granted anything.
+        Grants are the caller's tenant's alone, as every read's."""
+        charger = valid_charger_id(charger_id, "charger_id")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise InvalidInput("limit", f"must be between 1 and {MAX_HISTORY_PAGE}")
+        with self.database.session() as session:
+            grants = session.exec(select(Grant).where(Grant.charger_id == charger)
+                                  .order_by(col(Grant.created_at).desc(), col(Grant.id).desc()).limit(limit)).all()
+            ids = [grant.id for grant in grants if grant.id is not None]
+            campaigns = dict(session.exec(select(CampaignCharger.grant_id, CampaignCharger.campaign_id).where(
+                col(CampaignCharger.grant_id).in_(ids))).all())
+        jobs = self.jobs(ids)
+        versions = {firmware_id: self.catalog.granted(firmware_id).version
+                    for firmware_id in {grant.firmware_id for grant in grants}}
+        return [ChargerUpdate(grant.id, grant.firmware_id, versions[grant.firmware_id], grant.protocol,
+                              grant.created_at, grant.revoked_at, grant.revoke_reason, campaigns.get(grant.id),
+                              jobs[grant.id])
+                for grant in grants if grant.id is not None]
 
     def jobs(self, grant_ids: Sequence[int]) -> dict[int, Job]:
         """The jobs of these grants (those that exist), read in a few queries however many there are."""

@@ -29,7 +29,7 @@ from repo_service.domain.audit import Audit, Performer
 from repo_service.domain.clients import Actor, Role, parse_role
 from repo_service.domain.clock import Clock, utc_now
 from repo_service.domain.tenants import enabled
-from repo_service.errors import Conflict, InvalidInput, NotFound, TryLater, Unauthenticated
+from repo_service.errors import Conflict, Forbidden, InvalidInput, NotFound, TryLater, Unauthenticated
 
 # 2**15 x 8 x 128 bytes = 32 MiB per hash; about 60 ms on the 2-core machine the benchmarks run on.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
@@ -173,10 +173,11 @@ class Users:
             rows = session.exec(select(ConsoleUser).order_by(col(ConsoleUser.created_at), col(ConsoleUser.id))).all()
             return [_record(row) for row in rows]
 
-    def disable(self, name: str, by: Performer) -> UserRecord:
-        """Disable the user named name, in the caller's scope, and end its sessions."""
+    def disable(self, name: str, by: Performer, by_role: Role | None = None) -> UserRecord:
+        """Disable the user named name, in the caller's scope, and end its sessions. by_role: the console user's
+        role doing it (None: the operator at the machine)."""
         with self.database.session(exclusive=True) as session:
-            row = self._named(session, name)
+            row = self._named(session, name, by_role)
             if row.disabled_at is None:
                 row.disabled_at = self.clock()
                 session.add(row)
@@ -185,11 +186,11 @@ class Users:
                     self.audit.record(by, "user_disable", f"user {row.id}", session, name=row.name)
             return _record(row)
 
-    def reset_password(self, name: str, password: str, by: Performer) -> UserRecord:
+    def reset_password(self, name: str, password: str, by: Performer, by_role: Role | None = None) -> UserRecord:
         """Set a new password, unlock the account and end its sessions (whoever held the old one is out)."""
         digest = hash_password(check_password(password))
         with self.database.session(exclusive=True) as session:
-            row = self._named(session, name)
+            row = self._named(session, name, by_role)
             row.password_hash, row.failed_logins, row.locked_at, row.last_failed_at = digest, 0, None, None
             session.add(row)
             self._end_sessions(session, row.id)
@@ -279,10 +280,15 @@ class Users:
     # -- helpers ---------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _named(session: Session, name: str) -> ConsoleUser:
+    def _named(session: Session, name: str, by_role: Role | None) -> ConsoleUser:
+        """The user named name in the scope, that a console user of by_role may change: a platform user acts
+        across tenants, so only the platform (or the operator at the machine) changes one, never a tenant's
+        admin, who would otherwise take its account over with a new password."""
         row = session.exec(select(ConsoleUser).where(ConsoleUser.name == name)).first()
         if row is None:
             raise NotFound(f"no user named {name[:100]}")
+        if by_role is not None and by_role is not Role.PLATFORM and row.role == Role.PLATFORM.value:
+            raise Forbidden(f"{row.name} is a platform user: only the platform changes it")
         return row
 
     def _end_sessions(self, session: Session, user_id: str) -> None:
