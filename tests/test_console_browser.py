@@ -212,41 +212,64 @@ def sign_out(driver: WebDriver) -> None:
 REFUSED = "That did not work"
 
 
+def assert_refused(driver: WebDriver, fwrepo: Fwrepo, role: str, *paths: str) -> None:
+    """Each page, opened by its URL, is the refusal page naming the role."""
+    for path in paths:
+        visit(driver, fwrepo, path)
+        assert heading(driver) == REFUSED, path
+        assert driver.title.startswith("Refused"), path
+        assert f"role {role} may not" in message(driver), (path, message(driver))
+
+
+def assert_opens(driver: WebDriver, fwrepo: Fwrepo, pages: dict[str, str]) -> None:
+    """Each page (path: the start of its heading) opens."""
+    for path, title in pages.items():
+        visit(driver, fwrepo, path)
+        assert heading(driver).startswith(title), (path, heading(driver))
+
+
 def test_each_role_sees_the_pages_it_may_use_and_is_refused_the_others(
         browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str],  # noqa: F811 (a fixture)
 ) -> None:
     with fwrepo.client("release") as release:
         build = upload(release, unique_vendor(), "1.0.0").json()
+    publish, yank = f"/console/firmware/{build['id']}/publish", f"/console/firmware/{build['id']}/yank"
+    operations = ("/console/campaigns", "/console/campaigns/new", "/console/chargers?id=CP-1")
+    administration = ("/console/audit", "/console/audit/verify", "/console/users", "/console/clients")
 
     sign_in(browser, fwrepo, people["release"])
     assert menu(browser) == ["Builds", "Upload", "Keys"]
     visit(browser, fwrepo, f"/console/firmware/{build['id']}")
     assert link(browser, "Publish…") and link(browser, "Yank…")
+    assert not browser.find_elements(By.ID, "deliveries")
+    assert_refused(browser, fwrepo, "release", *operations, *administration, "/console/tenants")
     sign_out(browser)
 
     sign_in(browser, fwrepo, people["csms"])
     assert menu(browser) == ["Builds", "Campaigns", "Chargers", "Keys"]
-    assert "Upload" not in menu(browser)
     visit(browser, fwrepo, f"/console/firmware/{build['id']}")
     assert not browser.find_elements(By.XPATH, "//main//a[normalize-space()='Publish…' or normalize-space()='Yank…']")
     assert browser.find_element(By.ID, "deliveries")  # grants and downloads: the CSMS's business
-    for path in ("/console/firmware/upload", f"/console/firmware/{build['id']}/publish",
-                 f"/console/firmware/{build['id']}/yank"):
-        visit(browser, fwrepo, path)
-        assert heading(browser) == REFUSED, path
-        assert browser.title.startswith("Refused"), path
-        assert "role csms may not" in message(browser), (path, message(browser))
+    assert_opens(browser, fwrepo, {"/console/campaigns": "Campaigns", "/console/chargers": "Chargers",
+                                   "/console/keys": "Keys"})
+    assert_refused(browser, fwrepo, "csms", "/console/firmware/upload", publish, yank, *administration,
+                   "/console/tenants")
     assert_clean(browser, statuses=(403,))
     sign_out(browser)
 
     sign_in(browser, fwrepo, people["admin"])
     assert menu(browser) == ["Builds", "Upload", "Campaigns", "Chargers", "Audit", "Keys", "Users", "API clients"]
+    assert_opens(browser, fwrepo, {"/console/firmware/upload": "Upload", publish: "Publish", yank: "Yank",
+                                   "/console/campaigns": "Campaigns", "/console/audit": "Audit trail",
+                                   "/console/users": "Users of tenant default",
+                                   "/console/clients": "API clients of tenant default"})
+    assert_refused(browser, fwrepo, "admin", "/console/tenants")
     sign_out(browser)
 
     sign_in(browser, fwrepo, people["platform"])
     assert menu(browser) == ["Builds", "Audit", "Keys", "Tenants"]
-    visit(browser, fwrepo, "/console/firmware/upload")
-    assert heading(browser) == REFUSED and "role platform may not upload firmware" in message(browser)
+    assert_opens(browser, fwrepo, {"/console/tenants": "Tenants", "/console/audit": "Audit trail"})
+    assert_refused(browser, fwrepo, "platform", "/console/firmware/upload", publish, *operations, "/console/users")
     with fwrepo.client("release") as release:
         assert release.get(f"/api/v1/firmware/{build['id']}").json()["status"] == "uploaded"
 
