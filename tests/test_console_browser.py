@@ -14,8 +14,11 @@ committed ones alone:
 from __future__ import annotations
 
 import os
+import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -31,6 +34,7 @@ from tests.support.browser import (  # noqa: F401  (browser and chromium are fix
     describe_violations,
     phone_width,
     screenshot,
+    trust_ca,
     wait_until,
 )
 from tests.support.builds import published_build, unique_vendor, upload
@@ -63,6 +67,7 @@ def people(fwrepo: Fwrepo) -> dict[str, str]:
 
 
 def visit(driver: WebDriver, fwrepo: Fwrepo, path: str) -> None:
+    trust_ca(driver, fwrepo.ca)  # before the first visit to the server (done once per browser)
     driver.get(fwrepo.url + path)
 
 
@@ -378,6 +383,25 @@ def test_every_page_is_accessible_and_breaks_no_content_security_rule(
     assert heading(browser) == REFUSED
     assert_clean(browser, statuses=(404,))
 
+    visit(browser, fwrepo, "/console/audit")
+    assert_clean(browser)
+    # The trail of one build: the whole trail of the session's server makes a very tall picture.
+    visit(browser, fwrepo, f"/console/audit?subject=firmware {build['id']}")
+    assert "publish" in browser.find_element(By.CSS_SELECTOR, "main table").text
+    for path, name in ((None, "audit"), ("/console/audit/verify", "audit-verify"), ("/console/keys", "keys"),
+                       ("/console/users", "users"), ("/console/clients", "clients")):
+        if path:
+            visit(browser, fwrepo, path)
+        assert heading(browser) != REFUSED, path
+        screenshot(browser, name, screenshots)
+        assert_clean(browser)
+    sign_out(browser)
+
+    sign_in(browser, fwrepo, people["platform"], next_path="/console/tenants")
+    assert heading(browser) == "Tenants"
+    screenshot(browser, "tenants", screenshots)
+    assert_clean(browser)
+
 
 def test_at_a_phones_width_only_the_tables_scroll_sideways(
         browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str], screenshots: Path,  # noqa: F811 (a fixture)
@@ -401,3 +425,195 @@ def test_at_a_phones_width_only_the_tables_scroll_sideways(
             assert_clean(browser, axe=False)
         visit(browser, fwrepo, f"/console/firmware?q={vendor}")
         screenshot(browser, "builds-phone", screenshots)
+
+
+def chargers_csv(tmp_path: Path, prefix: str, count: int) -> Path:
+    path = tmp_path / f"{prefix}.csv"
+    path.write_text("charger_id,current_version,model,time_zone\n" + "".join(
+        f"{prefix}-{number:03},1.3.0,AC22,Europe/Berlin\n" for number in range(count)))
+    return path
+
+
+def due_grants(csms: httpx.Client, campaign_id: str) -> list[dict]:
+    reply = csms.get(f"/api/v1/campaigns/{campaign_id}/grants", params={"due": "now"})
+    assert reply.status_code == 200, reply.text
+    return reply.json()["grants"]
+
+
+def update_chargers(fwrepo: Fwrepo, csms: httpx.Client, grants: list[dict], version: str, failing: int = 0) -> None:
+    """The chargers of these grants download the build from their location, then report as their CSMS passes
+    it on: the first `failing` fail to install, the others boot the new version."""
+    with httpx.Client(verify=fwrepo.tls(), timeout=60) as charger:
+        for grant in grants:
+            assert charger.get(grant["location"]).status_code == 200
+    now = datetime.now(UTC)
+    events = []
+    for index, grant in enumerate(grants):
+        events.append({"request_id": grant["request_id"], "status": "Installing",
+                       "timestamp": (now - timedelta(seconds=1)).isoformat()})
+        if index < failing:
+            events.append({"request_id": grant["request_id"], "status": "InstallationFailed",
+                           "timestamp": now.isoformat()})
+        else:
+            events.append({"request_id": grant["request_id"], "status": "Booted", "timestamp": now.isoformat(),
+                           "firmware_version": version})
+    reply = csms.post("/api/v1/events", json={"events": events})
+    assert reply.status_code == 200, reply.text
+
+
+def live_counts(driver: WebDriver) -> str:
+    """The campaign's counts as one line: "0 of 8 finished - succeeded 1 of 2 waves ..."."""
+    return " ".join(driver.find_element(By.CSS_SELECTOR, "#live ul.counts").text.split())
+
+
+# Set on the page before it should change: a reload would lose it, a live update keeps it.
+MARK_PAGE = "window.notReloaded = true"
+NOT_RELOADED = "return window.notReloaded === true"
+
+
+def test_a_campaign_started_from_a_csv_advances_on_its_page_by_itself_and_pauses(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str], screenshots: Path,  # noqa: F811 (a fixture)
+        tmp_path: Path,
+) -> None:
+    from selenium.webdriver.support.select import Select
+
+    vendor = unique_vendor()
+    with fwrepo.client("release") as release:
+        build = published_build(release, vendor, "1.4.0", models="AC22")
+    prefix = f"CP{secrets.token_hex(3)}"
+
+    sign_in(browser, fwrepo, people["csms"], next_path="/console/campaigns/new")
+    assert heading(browser) == "Start a campaign"
+    Select(browser.find_element(By.ID, "firmware_id")).select_by_value(build["id"])
+    browser.find_element(By.ID, "chargers").send_keys(str(chargers_csv(tmp_path, prefix, 8)))
+    waves = browser.find_element(By.ID, "waves")
+    waves.clear()
+    waves.send_keys("25%, 100%")
+    threshold = browser.find_element(By.ID, "failure_threshold")
+    threshold.clear()
+    threshold.send_keys("50")
+    # No maintenance window: within one, each charger's grant is due at a moment of its own in the window.
+    screenshot(browser, "campaign-new", screenshots)
+    assert_clean(browser)
+    click_and_wait(browser, button(browser, "Start the campaign"))
+    assert "/console/campaigns/" in browser.current_url, message(browser)
+    campaign_id = browser.current_url.rsplit("/", 1)[1]
+    assert heading(browser) == f"Campaign {campaign_id}"
+    assert "0 of 8 finished" in live_counts(browser)
+    assert "1 of 2 waves" in live_counts(browser)
+    assert_clean(browser)
+
+    # The chargers of the first wave update, as their CSMS tells fwrepo: the page shows it by itself.
+    browser.execute_script(MARK_PAGE)
+    with fwrepo.client("csms") as csms:
+        first = due_grants(csms, campaign_id)
+        assert len(first) == 2
+        update_chargers(fwrepo, csms, first, "1.4.0")
+        wait_until(browser, lambda d: "2 of 8 finished" in live_counts(d), 20)
+        assert browser.execute_script(NOT_RELOADED)
+        assert "2 of 2 waves" in live_counts(browser)
+        assert "Updated" in browser.find_element(By.ID, "live-stamp").text
+        second = due_grants(csms, campaign_id)
+        assert len(second) == 6
+        update_chargers(fwrepo, csms, second[:3], "1.4.0")
+        wait_until(browser, lambda d: "5 of 8 finished" in live_counts(d), 20)
+        assert browser.execute_script(NOT_RELOADED)
+    assert "100%" in live_counts(browser)  # of those finished, every one succeeded
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#live .plots svg")) == 3
+    screenshot(browser, "campaign", screenshots)
+    assert_clean(browser)
+
+    click_and_wait(browser, button(browser, "Pause"))
+    assert browser.find_element(By.CSS_SELECTOR, "#live h2 .status").text == "paused"
+    assert [element.text for element in browser.find_elements(By.CSS_SELECTOR, "main .actions button")] == \
+        ["Resume", "Cancel"]
+    with fwrepo.client("csms") as csms:
+        assert csms.get(f"/api/v1/campaigns/{campaign_id}").json()["status"] == "paused"
+    assert_clean(browser, axe=False)
+
+    visit(browser, fwrepo, "/console/campaigns")
+    assert campaign_id in browser.find_element(By.CSS_SELECTOR, "main table").text
+    screenshot(browser, "campaigns", screenshots)
+    assert_clean(browser)
+
+    visit(browser, fwrepo, f"/console/chargers?id={prefix}-000")
+    assert heading(browser) == "Chargers"
+    assert campaign_id in browser.find_element(By.ID, "main").text
+    screenshot(browser, "charger", screenshots)
+    assert_clean(browser)
+
+
+def campaign_of(fwrepo: Fwrepo, chargers: int, **options: object) -> tuple[str, str]:
+    """A running campaign of a build of its own to chargers of their own, started through the API: its ID and
+    its chargers' prefix."""
+    prefix = f"CP{secrets.token_hex(3)}"
+    with fwrepo.client("release") as release, fwrepo.client("csms") as csms:
+        build = published_build(release, unique_vendor(), "1.4.0", models="AC22")
+        reply = csms.post("/api/v1/campaigns", json={
+            "firmware_id": build["id"], **options,
+            "chargers": [{"charger_id": f"{prefix}-{number:03}", "current_version": "1.3.0", "model": "AC22"}
+                         for number in range(chargers)]})
+        assert reply.status_code == 201, reply.text
+        return reply.json()["id"], prefix
+
+
+def steering_buttons(driver: WebDriver) -> list[str]:
+    return [element.text for element in driver.find_elements(By.CSS_SELECTOR, "main .actions button")]
+
+
+def test_a_campaign_whose_first_wave_fails_past_its_threshold_shows_it_halted_and_why(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str], screenshots: Path,  # noqa: F811 (a fixture)
+) -> None:
+    halting, _ = campaign_of(fwrepo, 10, waves=["20%", "100%"], failure_threshold=0.25)
+    sign_in(browser, fwrepo, people["csms"], next_path=f"/console/campaigns/{halting}")
+    assert browser.find_element(By.CSS_SELECTOR, "#live h2 .status").text == "running"
+    assert steering_buttons(browser) == ["Pause", "Cancel"]
+    browser.execute_script(MARK_PAGE)
+    with fwrepo.client("csms") as csms:
+        update_chargers(fwrepo, csms, due_grants(csms, halting), "1.4.0", failing=2)
+    wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#live h2 .status").text == "halted", 20)
+    assert browser.execute_script(NOT_RELOADED)
+    reason = browser.find_element(By.ID, "status-reason").text
+    assert reason.startswith("Halted: wave 1: 2 of 2 chargers failed"), reason
+    assert "0% succeeded" in live_counts(browser)
+    wait_until(browser, lambda d: "(final)" in d.find_element(By.ID, "live-stamp").text, 10)
+    buttons_once_halted_live = steering_buttons(browser)
+
+    visit(browser, fwrepo, f"/console/campaigns/{halting}")  # as it shows once halted
+    assert browser.find_element(By.ID, "status-reason").text == reason
+    assert steering_buttons(browser) == ["Cancel"]  # a halted campaign cannot be paused, nor resumed
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-live]")
+    screenshot(browser, "campaign-halted", screenshots)
+    assert_clean(browser)
+
+    # The page that saw the halt come offers what the halted campaign allows, as the reloaded page does.
+    assert buttons_once_halted_live == ["Cancel"], (
+        f"after the live region showed the halt, the page still offers {buttons_once_halted_live}: the "
+        "steering buttons are outside the live region (campaign.html), so Pause stays, though a halted campaign "
+        "cannot be paused")
+
+
+def test_a_campaigns_plots_keep_every_label_inside_the_picture(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str],  # noqa: F811 (a fixture)
+) -> None:
+    campaign_id, _ = campaign_of(fwrepo, 6)
+    with fwrepo.client("csms") as csms:
+        update_chargers(fwrepo, csms, due_grants(csms, campaign_id), "1.4.0", failing=1)
+    sign_in(browser, fwrepo, people["csms"], next_path=f"/console/campaigns/{campaign_id}")
+    plots = browser.find_elements(By.CSS_SELECTOR, "#live .plots svg")
+    assert len(plots) == 3
+    outside = browser.execute_script("""
+        const outside = [];
+        for (const svg of arguments[0]) {
+          const frame = svg.getBoundingClientRect();
+          const title = svg.querySelector('title').textContent;
+          for (const text of svg.querySelectorAll('text')) {
+            const box = text.getBoundingClientRect();
+            if (box.left < frame.left - 0.5 || box.right > frame.right + 0.5 ||
+                box.top < frame.top - 0.5 || box.bottom > frame.bottom + 0.5)
+              outside.push(`${title}: "${text.textContent}" spans x ${Math.round(box.left - frame.left)} to ` +
+                           `${Math.round(box.right - frame.left)} of ${Math.round(frame.width)}`);
+          }
+        }
+        return outside;""", plots)
+    assert outside == [], f"labels cut off at the plots' edges (repo_service/console/plots.py): {outside}"

@@ -73,7 +73,11 @@ def sign_in(driver: WebDriver, fwrepo: Fwrepo, name: str, password: str = PASSWO
         from urllib.parse import quote
         address += f"?next={quote(next_path)}"
     driver.get(address)
-    form = driver.find_element(By.CSS_SELECTOR, "form[action='/console/login']")
+    forms = driver.find_elements(By.CSS_SELECTOR, "form[action='/console/login']")
+    if not forms:
+        shown = driver.execute_script("return document.body ? document.body.innerText : ''")[:500]
+        raise AssertionError(f"no sign-in form at {driver.current_url} ({driver.title!r}): {shown!r}")
+    form = forms[0]
     form.find_element(By.ID, "name").send_keys(name)
     form.find_element(By.ID, "password").send_keys(password)
     old = driver.find_element(By.TAG_NAME, "html")
