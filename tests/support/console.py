@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 from tests.support.browser import trust_ca, wait_until
-from tests.support.fwrepo import FWREPO, Fwrepo
+from tests.support.fwrepo import Fwrepo
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -38,22 +39,27 @@ def make_user(fwrepo: Fwrepo, name: str, role: str, password: str = PASSWORD, te
     return name
 
 
+# `fwrepo users create` for each (name, role) in argv, in one interpreter: the CLI's start (about a second of
+# imports, several on a loaded machine) is paid once. Each reads its password from its own line of stdin.
+_CREATE_EACH = """
+import sys
+from repo_service.cli import main
+pairs = sys.argv[1:]
+for name, role in zip(pairs[::2], pairs[1::2]):
+    if main(["users", "create", "--name", name, "--role", role]):
+        sys.exit(f"fwrepo users create --name {name} --role {role} failed")
+"""
+
+
 def make_users(fwrepo: Fwrepo, roles: dict[str, str], password: str = PASSWORD) -> dict[str, str]:
-    """Users of the default tenant, one per entry of roles (a name for the test's use: a role), made at once
-    by as many `fwrepo users create` running side by side (each takes seconds on a loaded machine); each
-    entry's user name, unique (unique_name)."""
+    """Users of the default tenant, one per entry of roles (a key for the test's use: a role), made as
+    `fwrepo users create` makes them, all in one process; each key's user name (unique_name of the role)."""
     names = {key: unique_name(role) for key, role in roles.items()}
-    running = [(key, subprocess.Popen([FWREPO, "users", "create", "--name", names[key], "--role", role],
-                                      env=fwrepo.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-               for key, role in roles.items()]
-    failed = []
-    for key, process in running:
-        _, error = process.communicate(f"{password}\n", timeout=120)
-        if process.returncode != 0:
-            failed.append(f"{key}: {error.strip()}")
-    if failed:
-        raise AssertionError(f"fwrepo users create failed: {'; '.join(failed)}")
+    arguments = [part for key, role in roles.items() for part in (names[key], role)]
+    result = subprocess.run([sys.executable, "-c", _CREATE_EACH, *arguments], env=fwrepo.env, check=False,
+                            capture_output=True, text=True, timeout=120, input=f"{password}\n" * len(roles))
+    if result.returncode != 0:
+        raise AssertionError(f"fwrepo users create failed ({result.returncode}): {result.stderr[-2000:]}")
     return names
 
 
