@@ -64,6 +64,12 @@ function keepUpToDate(region) {
   const interval = Number(region.dataset.interval || 2000);
   const stamp = document.querySelector(region.dataset.stamp || "#live-stamp");
   const tick = async () => {
+    // Replacing the region under a keyboard user's focus (a button, the state filter) would throw it back to
+    // the top of the page: wait until the focus has left it.
+    if (region.contains(document.activeElement)) {
+      window.setTimeout(tick, interval);
+      return;
+    }
     try {
       const answer = await fetch(region.dataset.live, {credentials: "same-origin", headers: {"X-Requested-With": "fwrepo-console"}});
       if (answer.ok) {
