@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -584,8 +585,16 @@ def test_a_campaign_whose_first_wave_fails_past_its_threshold_shows_it_halted_an
     assert browser.find_element(By.CSS_SELECTOR, "#live h2 .status").text == "running"
     assert steering_buttons(browser) == ["Pause", "Cancel"]
     browser.execute_script(MARK_PAGE)
+    # A keyboard user on the Pause button: the region waits for the focus to leave it before it changes.
+    pause = button(browser, "Pause")
+    browser.execute_script("arguments[0].focus()", pause)
     with fwrepo.client("csms") as csms:
         update_chargers(fwrepo, csms, due_grants(csms, halting), "1.4.0", failing=2)
+        assert csms.get(f"/api/v1/campaigns/{halting}").json()["status"] == "halted"
+    with pytest.raises(TimeoutException):  # two of its polls (every 2 s) pass by
+        wait_until(browser, expected_conditions.staleness_of(pause), 4.5)
+    assert browser.execute_script("return document.activeElement === arguments[0]", pause)
+    browser.execute_script("arguments[0].blur()", pause)
     wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#live h2 .status").text == "halted", 20)
     assert browser.execute_script(NOT_RELOADED)
     reason = browser.find_element(By.ID, "status-reason").text
