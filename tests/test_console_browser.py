@@ -426,21 +426,50 @@ def test_at_a_phones_width_only_the_tables_scroll_sideways(
     models = ",".join(f"AC{number}-EU-TYPE2-TETHERED" for number in range(8))
     build = published_with_grants(fwrepo, vendor, models=models, hardware_revisions="rev-A1,rev-B2,rev-C3",
                                   release_notes="A line of release notes long enough to need wrapping " * 4)
-    sign_in(browser, fwrepo, people["csms"])
+    sign_in(browser, fwrepo, people["admin"])
     with phone_width(browser):
         assert browser.execute_script("return window.innerWidth") == 390
         for path in (f"/console/firmware?q={vendor}", f"/console/firmware/{build['id']}"):
             visit(browser, fwrepo, path)
-            page_width, window_width = browser.execute_script(
-                "return [document.documentElement.scrollWidth, window.innerWidth]")
-            assert page_width <= window_width, f"{path}: the page is {page_width} px wide in a {window_width} px window"
+            assert_fits(browser, path)
             # The table is wider than the phone, and scrolls inside its own region.
             region = browser.find_element(By.CSS_SELECTOR, "main .scroll")
             inner, outer = browser.execute_script("return [arguments[0].scrollWidth, arguments[0].clientWidth]", region)
             assert inner > outer, path
-            assert_clean(browser, axe=False)
+        screenshot(browser, "build-phone", screenshots)
+        for path in ("/console/firmware/upload", f"/console/firmware/{build['id']}/yank", "/console/campaigns",
+                     "/console/audit", "/console/keys", "/console/users", "/console/clients"):
+            visit(browser, fwrepo, path)
+            assert_fits(browser, path)
         visit(browser, fwrepo, f"/console/firmware?q={vendor}")
         screenshot(browser, "builds-phone", screenshots)
+
+
+def assert_fits(driver: WebDriver, path: str) -> None:
+    """The page scrolls only up and down: nothing in it is wider than the window."""
+    page_width, window_width = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    if page_width > window_width:
+        widest = driver.execute_script("""
+            const wide = [...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1);
+            const outermost = wide.filter(e => !wide.includes(e.parentElement));
+            return outermost.slice(0, 3).map(e => `<${e.tagName.toLowerCase()}${e.id ? ' id=' + e.id : ''}> ` +
+                                                  `${Math.round(e.getBoundingClientRect().width)} px`);""")
+        raise AssertionError(f"{path}: the page is {page_width} px wide in a {window_width} px window; "
+                             f"wider than the window: {widest}")
+
+
+def test_the_campaign_form_fits_the_window_whatever_the_builds_it_offers(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str],  # noqa: F811 (a fixture)
+) -> None:
+    # A build for many models makes a long choice in the form's list of builds.
+    models = ",".join(f"AC{number}-EU-TYPE2-TETHERED" for number in range(8))
+    with fwrepo.client("release") as release:
+        published_build(release, unique_vendor(), "1.4.0", models=models)
+    sign_in(browser, fwrepo, people["csms"], next_path="/console/campaigns/new")
+    assert heading(browser) == "Start a campaign"
+    assert_fits(browser, "/console/campaigns/new at 1280 px")
+    with phone_width(browser):
+        assert_fits(browser, "/console/campaigns/new at 390 px")
 
 
 def chargers_csv(tmp_path: Path, prefix: str, count: int) -> Path:
@@ -610,9 +639,7 @@ def test_a_campaign_whose_first_wave_fails_past_its_threshold_shows_it_halted_an
     screenshot(browser, "campaign-halted", screenshots)
     assert_clean(browser)
     with phone_width(browser):
-        page_width, window_width = browser.execute_script(
-            "return [document.documentElement.scrollWidth, window.innerWidth]")
-        assert page_width <= window_width, f"the campaign's page is {page_width} px wide in a {window_width} px window"
+        assert_fits(browser, f"/console/campaigns/{halting}")
 
     # The page that saw the halt come offers what the halted campaign allows, as the reloaded page does.
     assert buttons_once_halted_live == ["Cancel"], (
