@@ -351,6 +351,29 @@ def test_a_wrong_password_and_a_form_without_its_csrf_token_are_refused(
         assert release.get("/api/v1/firmware", params={"vendor": vendor}).json()["total"] == 0
 
 
+def test_a_page_opened_before_signing_in_is_where_signing_in_leads_even_after_a_wrong_password(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str],  # noqa: F811 (a fixture)
+) -> None:
+    visit(browser, fwrepo, "/console/firmware/upload")
+    assert heading(browser) == "Sign in"
+    assert browser.current_url.endswith("/console/login?next=/console/firmware/upload")
+
+    def submit(password: str) -> None:
+        name = browser.find_element(By.ID, "name")
+        name.clear()
+        name.send_keys(people["release"])
+        browser.find_element(By.ID, "password").send_keys(password)
+        click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "main button[type=submit]"))
+
+    submit("not the password at all")
+    assert message(browser) == "Wrong name or password."
+    kept = browser.find_element(By.CSS_SELECTOR, "input[name=next]").get_attribute("value")
+    submit(PASSWORD)
+    assert heading(browser) == "Upload a build", (
+        f"signed in at {browser.current_url}: the sign-in form shown again after the wrong password had next="
+        f"{kept!r} (sessions.py _sign_in_form takes next from the query string, which the form's POST has not)")
+
+
 def published_with_grants(fwrepo: Fwrepo, vendor: str, chargers: int = 3, **fields: object) -> dict:
     """A published build of vendor, granted to a few chargers as a CSMS asks; its record."""
     with fwrepo.client("release") as release, fwrepo.client("csms") as csms:
