@@ -41,7 +41,7 @@ from tests.support.browser import (  # noqa: F401  (browser and chromium are fix
 )
 from tests.support.builds import published_build, unique_vendor, upload
 from tests.support.console import PASSWORD, make_users, sign_in
-from tests.support.fwrepo import Fwrepo
+from tests.support.fwrepo import TEST_MAX_UPLOAD, Fwrepo
 
 # The console's pages are the same on both databases: the browser runs against SQLite only.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -247,6 +247,22 @@ def assert_opens(driver: WebDriver, fwrepo: Fwrepo, pages: dict[str, str]) -> No
     for path, title in pages.items():
         visit(driver, fwrepo, path)
         assert heading(driver).startswith(title), (path, heading(driver))
+
+
+def test_an_image_over_the_upload_limit_is_refused_beside_the_form_saying_why(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str], tmp_path: Path,  # noqa: F811 (a fixture)
+) -> None:
+    vendor = unique_vendor()
+    sign_in(browser, fwrepo, people["release"], next_path="/console/firmware/upload")
+    for field, value in (("vendor", vendor), ("models", "AC22"), ("version", "1.0.0"),
+                         ("file", str(random_image(tmp_path, TEST_MAX_UPLOAD + 1024 * 1024)))):
+        browser.find_element(By.ID, field).send_keys(value)
+    browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
+    refusal = wait_until(browser, lambda d: d.find_element(By.ID, "upload-error").text, 60)
+    assert f"larger than the {TEST_MAX_UPLOAD} bytes" in refusal, refusal
+    assert browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").is_enabled()  # to try again
+    with fwrepo.client("release") as release:
+        assert release.get("/api/v1/firmware", params={"vendor": vendor}).json()["total"] == 0
 
 
 def test_each_role_sees_the_pages_it_may_use_and_is_refused_the_others(
