@@ -40,10 +40,14 @@ def make_user(fwrepo: Fwrepo, name: str, role: str, password: str = PASSWORD, te
 
 
 # `fwrepo users create` for each (name, role) in argv, in one interpreter: the CLI's start (about a second of
-# imports, several on a loaded machine) is paid once. Each reads its password from its own line of stdin.
+# imports, several on a loaded machine) is paid once. Each reads its password from its own line of stdin. The
+# passwords are hashed with a cheap scrypt: the hash names its parameters, so each sign-in's check is as cheap
+# (a quarter of a second less on a loaded machine); these tests are of pages, not of what a guess costs.
 _CREATE_EACH = """
 import sys
 from repo_service.cli import main
+from repo_service.domain import users
+users.SCRYPT_N = 2**10
 pairs = sys.argv[1:]
 for name, role in zip(pairs[::2], pairs[1::2]):
     if main(["users", "create", "--name", name, "--role", role]):
@@ -53,7 +57,8 @@ for name, role in zip(pairs[::2], pairs[1::2]):
 
 def make_users(fwrepo: Fwrepo, roles: dict[str, str], password: str = PASSWORD) -> dict[str, str]:
     """Users of the default tenant, one per entry of roles (a key for the test's use: a role), made as
-    `fwrepo users create` makes them, all in one process; each key's user name (unique_name of the role)."""
+    `fwrepo users create` makes them, all in one process and with cheap password hashes; each key's user name
+    (unique_name of the role)."""
     names = {key: unique_name(role) for key, role in roles.items()}
     arguments = [part for key, role in roles.items() for part in (names[key], role)]
     result = subprocess.run([sys.executable, "-c", _CREATE_EACH, *arguments], env=fwrepo.env, check=False,
