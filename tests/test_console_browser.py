@@ -375,6 +375,24 @@ def test_a_wrong_password_and_a_form_without_its_csrf_token_are_refused(
         assert release.get("/api/v1/firmware", params={"vendor": vendor}).json()["total"] == 0
 
 
+def test_the_keyboard_skips_the_menu_to_the_page(
+        browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str],  # noqa: F811 (a fixture)
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    sign_in(browser, fwrepo, people["release"])
+    assert heading(browser) == "Builds"
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    skip = browser.switch_to.active_element
+    assert skip.text == "Skip to content" and skip.get_attribute("href").endswith("#main")
+    assert skip.location["x"] >= 0 and skip.is_displayed()  # shown once focused
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    assert browser.switch_to.active_element.get_attribute("id") == "main"
+    ActionChains(browser).send_keys(Keys.TAB).perform()  # on into the page, past the menu
+    assert browser.switch_to.active_element.get_attribute("id") == "q"
+
+
 def test_a_page_opened_before_signing_in_is_where_signing_in_leads_even_after_a_wrong_password(
         browser: WebDriver, fwrepo: Fwrepo, people: dict[str, str],  # noqa: F811 (a fixture)
 ) -> None:
@@ -574,9 +592,11 @@ def test_a_campaign_started_from_a_csv_advances_on_its_page_by_itself_and_pauses
         build = published_build(release, vendor, "1.4.0", models="AC22")
     prefix = f"CP{secrets.token_hex(3)}"
 
-    sign_in(browser, fwrepo, people["csms"], next_path="/console/campaigns/new")
+    # From the build's page, whose link names the build for the form.
+    sign_in(browser, fwrepo, people["csms"], next_path=f"/console/firmware/{build['id']}")
+    click_and_wait(browser, link(browser, "Start a campaign…"))
     assert heading(browser) == "Start a campaign"
-    Select(browser.find_element(By.ID, "firmware_id")).select_by_value(build["id"])
+    assert Select(browser.find_element(By.ID, "firmware_id")).first_selected_option.get_attribute("value") == build["id"]
     browser.find_element(By.ID, "chargers").send_keys(str(chargers_csv(tmp_path, prefix, 8)))
     waves = browser.find_element(By.ID, "waves")
     waves.clear()
