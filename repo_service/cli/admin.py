@@ -100,7 +100,10 @@ def register(commands: Any) -> None:
 
     users = commands.add_parser("users", help="people who sign in to the console at /console/ (local)")
     user_commands = users.add_commands(dest="users_command", required=True, metavar="COMMAND")
-    user_create = user_commands.add_parser("create", help="make a user; the password is read from stdin")
+    user_create = user_commands.add_parser(
+        "create", help="make a user; the password is read from stdin",
+        description="Make a console user. The password is asked twice at a terminal, else read as the first line "
+                    "of stdin: echo \"$PASSWORD\" | fwrepo users create --name NAME --role ROLE.")
     user_create.add_argument("--name", required=True, help="the name the user signs in with (unique)")
     user_create.add_argument("--role", required=True, choices=USER_ROLES,
                              help="what the console lets the user do, as for API keys of that role")
@@ -109,8 +112,10 @@ def register(commands: Any) -> None:
     user_list.add_argument("--tenant", help="only this tenant's users (default: every tenant's)")
     user_disable = user_commands.add_parser("disable", help="stop a user signing in; ends its sessions")
     user_disable.add_argument("name", help="the user's name")
-    user_reset = user_commands.add_parser("reset-password",
-                                          help="set a new password from stdin; unlocks, ends its sessions")
+    user_reset = user_commands.add_parser(
+        "reset-password", help="set a new password from stdin; unlocks, ends its sessions",
+        description="Set a user's new password, asked twice at a terminal, else read as the first line of stdin; "
+                    "it unlocks the account and ends its sessions.")
     user_reset.add_argument("name", help="the user's name")
     for command in (user_create, user_list, user_disable, user_reset):
         add_settings(command, DATABASE)

@@ -1,15 +1,15 @@
-"""Every console page, mounted by the HTTP application at /console."""
+"""Every console page, mounted by the HTTP application at /console; the application wraps every response under
+/console in rendering.ConsoleGuard."""
 
 from __future__ import annotations
 
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from repo_service.console import audit, campaigns, catalog, chargers, keys, sessions, tenants, users
-from repo_service.console.rendering import HERE, PREFIX, ConsoleGuard
+from repo_service.console.rendering import HERE, PREFIX
 
 
 async def without_slash(request: Request) -> Response:
@@ -30,5 +30,5 @@ ROUTES = [
         *keys.ROUTES,
         *users.ROUTES,
         *tenants.ROUTES,
-    ], middleware=[Middleware(ConsoleGuard)]),
+    ]),
 ]

@@ -83,7 +83,7 @@ async def upload_form(request: Request, actor: Actor) -> Response:
     return page(request, "upload.html")
 
 
-@console_page(Action.UPLOAD)
+@console_page(Action.UPLOAD, streamed=True)
 async def upload(request: Request, actor: Actor) -> Response:
     try:
         outcome = await receive_upload(request, actor, lambda fields: require_csrf(request, fields))

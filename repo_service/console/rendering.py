@@ -15,7 +15,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.datastructures import Headers
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -108,18 +109,25 @@ def body_limit(path: str) -> int | None:
 
 
 class ConsoleGuard:
-    """What every console request and response goes through: the security headers on every response (static
-    files included), and a bound on the body a form may send, which is refused (413) past it, before the form
-    parser has spooled it to memory or disk."""
+    """What every request under /console goes through, answered by a page, a static file, a redirect or an
+    error alike (so it wraps the whole application): the security headers on the response, and a bound on the
+    body a form may send, refused (413) at once when its declared length is over it and otherwise as it
+    arrives, before the form parser has spooled it to memory or disk."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not (scope["path"] == PREFIX or scope["path"].startswith(PREFIX + "/")):
             await self.app(scope, receive, send)
             return
         limit = body_limit(scope["path"])
+        declared = Headers(scope=scope).get("content-length", "")
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            response = PlainTextResponse(f"the form is larger than the {limit // 1024} KiB it may be", 413,
+                                         headers={"connection": "close"})
+            await response(scope, receive, self._headed(send))
+            return
         received = 0
 
         async def bounded() -> Message:
@@ -131,12 +139,16 @@ class ConsoleGuard:
                     raise TooLarge("form", f"is larger than the {limit // 1024} KiB this form takes")
             return message
 
+        await self.app(scope, bounded, self._headed(send))
+
+    @staticmethod
+    def _headed(send: Send) -> Send:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *HEADERS]}
             await send(message)
 
-        await self.app(scope, bounded, with_headers)
+        return with_headers
 
 
 View = Callable[[Request], Awaitable[Response]]

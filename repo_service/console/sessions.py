@@ -17,7 +17,7 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from itsdangerous import BadSignature, Signer
 from starlette.concurrency import run_in_threadpool
@@ -74,15 +74,18 @@ async def _actor(request: Request) -> tuple[Actor, str]:
     return actor, token
 
 
-def check_csrf(request: Request, form: FormData) -> None:
+def _check_csrf(request: Request, form: FormData) -> None:
     """A parsed form's CSRF token, which must be the session's."""
     sent = form.get(CSRF_FIELD)
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), request.state.csrf.encode()):
         raise Forbidden("the form's CSRF token is missing or wrong: reload the page and submit it again")
 
 
-def console_page(action: Action | None = None) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
-    """A page or action for a signed-in user whose role may do action; a POST must carry the CSRF token.
+def console_page(action: Action | None = None, *,
+                 streamed: bool = False) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """A page or action for a signed-in user whose role may do action; a POST must carry the CSRF token, checked
+    here before the handler runs, whatever the form's encoding. streamed: the handler streams the body (an
+    upload) and checks the token itself with require_csrf, before the file.
 
     Not signed in: to the sign-in page, and back here after it. A domain error: a page saying it, with the
     status the API would answer.
@@ -104,10 +107,8 @@ def console_page(action: Action | None = None) -> Callable[[Handler], Callable[[
                     actor.require(action)
                 # The pages act in the user's tenant, as an API key of the same tenant does.
                 tenancy.enter(actor.scope)
-                if request.method == "POST" and not request.headers.get("content-type", "").startswith(
-                        "multipart/form-data"):
-                    # A multipart form is read by its handler, which checks the token (an upload's before the file).
-                    check_csrf(request, await request.form())
+                if request.method == "POST" and not streamed:
+                    _check_csrf(request, await request.form())
                 return await handler(request, actor)
             except FwrepoError as error:
                 return error_page(request, error)
@@ -130,11 +131,13 @@ def require_csrf(request: Request, fields: dict[str, list[str]]) -> None:
 
 
 def _next_path(raw: object) -> str:
-    """Where to go after signing in: a console path only, never another site."""
-    if not isinstance(raw, str) or not raw.startswith(PREFIX + "/") or raw.startswith("//"):
+    """Where to go after signing in: a console page only, never another site nor, through dot segments or
+    their percent-encodings, another part of this one (the API)."""
+    if not isinstance(raw, str) or len(raw) > 2000 or not raw.startswith(PREFIX + "/"):
         return "/"
     parts = urlsplit(raw)
-    if parts.scheme or parts.netloc:
+    path = unquote(parts.path)
+    if parts.scheme or parts.netloc or "\\" in path or any(segment in (".", "..") for segment in path.split("/")):
         return "/"
     return raw[len(PREFIX):]
 

@@ -72,12 +72,23 @@ class ConsoleUser(SQLModel, table=True):
     password_hash: str = Field(max_length=200)
     created_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     disabled_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
-    # Failed sign-ins since the last good one: they set the backoff, and at the limit lock the account until an
-    # admin resets its password.
+    # Failed sign-ins since the last good one: at the limit they lock the account until an admin resets its
+    # password (the backoff is SignInFailure's, per name tried).
     failed_logins: int = Field(default=0)
-    last_failed_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     locked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     last_login_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
+class SignInFailure(SQLModel, table=True):
+    """Failed sign-ins in a row under one name, whether a user has it or not: the backoff is the same for both, so
+    it does not tell an attacker which names exist. Keyed by the name's SHA-256 (no name an attacker typed is
+    kept in clear); rows older than the longest wait are deleted as new failures come."""
+
+    __tablename__ = "sign_in_failure"
+
+    name_hash: str = Field(primary_key=True, max_length=64)
+    failures: int
+    last_failed_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
 
 
 class ConsoleSession(SQLModel, table=True):

@@ -5,9 +5,10 @@ belongs to one tenant, and once signed in acts as an ``Actor`` exactly as a key 
 page and action is checked against the same permissions.
 
 Passwords are hashed with scrypt (memory-hard: each guess costs 32 MiB and tens of milliseconds), with the
-parameters stored beside the hash so they can be raised later. Failed sign-ins slow the next attempt down,
-doubling from the third failure on, and the tenth in a row locks the account until an admin resets its
-password; every failure, lockout and sign-in is on the tenant's audit trail.
+parameters stored beside the hash so they can be raised later. Failed sign-ins under a name, a user's or
+not, slow the next attempt under it down, doubling from the third failure on; the tenth in a row of a user
+locks its account until an admin resets its password; every failure, lockout and sign-in is on the tenant's
+audit trail.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from repo_service.db.models import ConsoleSession, ConsoleUser
+from repo_service.db.models import ConsoleSession, ConsoleUser, SignInFailure
 from repo_service.db.session import Database
 from repo_service.db.tenancy import DEFAULT_TENANT, EVERY_TENANT, acting_in
 from repo_service.domain.audit import Audit, Performer
@@ -33,6 +35,7 @@ from repo_service.errors import Conflict, Forbidden, InvalidInput, NotFound, Try
 
 # 2**15 x 8 x 128 bytes = 32 MiB per hash; about 60 ms on the 2-core machine the benchmarks run on.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+MAX_NAME = 100
 MIN_PASSWORD = 12
 # Long enough for any pass phrase, short enough that hashing one costs nothing extra.
 MAX_PASSWORD = 1024
@@ -106,8 +109,8 @@ def check_password(password: str) -> str:
 
 def check_user_name(name: str) -> str:
     name = name.strip()
-    if not name or len(name) > 100 or not name.isprintable():
-        raise InvalidInput("name", "must be 1-100 printable characters")
+    if not name or len(name) > MAX_NAME or not name.isprintable():
+        raise InvalidInput("name", f"must be 1-{MAX_NAME} printable characters")
     return name
 
 
@@ -187,12 +190,15 @@ class Users:
             return _record(row)
 
     def reset_password(self, name: str, password: str, by: Performer, by_role: Role | None = None) -> UserRecord:
-        """Set a new password, unlock the account and end its sessions (whoever held the old one is out)."""
+        """Set a new password, unlock the account, lift its backoff and end its sessions (whoever held the old
+        one is out)."""
         digest = hash_password(check_password(password))
         with self.database.session(exclusive=True) as session:
             row = self._named(session, name, by_role)
-            row.password_hash, row.failed_logins, row.locked_at, row.last_failed_at = digest, 0, None, None
+            row.password_hash, row.failed_logins, row.locked_at = digest, 0, None
             session.add(row)
+            # And its name's backoff: the user may sign in with the new password at once.
+            session.execute(delete(SignInFailure).where(col(SignInFailure.name_hash) == _token_hash(row.name)))
             self._end_sessions(session, row.id)
             with acting_in(row.tenant):
                 self.audit.record(by, "user_reset_password", f"user {row.id}", session, name=row.name)
@@ -205,32 +211,37 @@ class Users:
         a wrong password, a disabled user and a locked account), or TryLater while the backoff lasts."""
         now = self.clock()
         where = {"address": address[:64]} if address else {}
+        tried_as = _token_hash(name)
         with acting_in(EVERY_TENANT), self.database.session(exclusive=True) as session:
-            row = session.exec(select(ConsoleUser).where(ConsoleUser.name == name[:100])).first()
+            tried = session.get(SignInFailure, tried_as)
+            if tried is not None and now < tried.last_failed_at + wait_after(tried.failures):
+                # Refused before the password is looked at: guessing faster than the backoff gains nothing, and
+                # costs the server no scrypt. The same for every name tried, a user's or not.
+                wait = max(1, int((tried.last_failed_at + wait_after(tried.failures) - now).total_seconds() + 0.999))
+                raise TryLater(wait, f"too many failed sign-ins: try again in {wait} s")
+            # A name no user can have (too long, or with a NUL, which PostgreSQL refuses) is unknown unasked.
+            row = session.exec(select(ConsoleUser).where(ConsoleUser.name == name)).first() \
+                if len(name) <= MAX_NAME and "\x00" not in name else None
             if row is None:
                 password_matches(password, _NOBODY)
-                shown = name[:100] if name[:100].isprintable() else repr(name[:100])
+                self._failed(session, tried_as, tried, now)
+                shown = name[:MAX_NAME] if name[:MAX_NAME].isprintable() else repr(name[:MAX_NAME])
                 with acting_in(DEFAULT_TENANT):
                     self.audit.record(Performer("console"), "login_failed", f"user name {shown}", session,
                                       reason="no such user", **where)
+                # Commit the count and the trail, then refuse: the failure is what must be remembered.
+                session.commit()
                 raise Unauthenticated("wrong name or password")
             performer = Performer.user(row.id, row.name)
             with acting_in(row.tenant):
-                if row.failed_logins and row.last_failed_at is not None and row.locked_at is None:
-                    ready = row.last_failed_at + wait_after(row.failed_logins)
-                    if now < ready:
-                        # Refused before the password is looked at: guessing faster than the backoff gains
-                        # nothing, and costs the server no scrypt.
-                        wait = max(1, int((ready - now).total_seconds() + 0.999))
-                        raise TryLater(wait, f"too many failed sign-ins: try again in {wait} s")
                 good = password_matches(password, row.password_hash)
                 usable = row.disabled_at is None and row.locked_at is None and enabled(session, row.tenant)
                 if not good or not usable:
                     reason = ("wrong password" if not good else "disabled" if row.disabled_at is not None
                               else "locked" if row.locked_at is not None else "tenant disabled")
+                    self._failed(session, tried_as, tried, now)
                     if not good and row.locked_at is None:
                         row.failed_logins += 1
-                        row.last_failed_at = now
                         if row.failed_logins >= LOCK_AFTER:
                             row.locked_at = now
                             self.audit.record(performer, "user_locked", f"user {row.id}", session,
@@ -238,17 +249,31 @@ class Users:
                         session.add(row)
                     self.audit.record(performer, "login_failed", f"user {row.id}", session, reason=reason,
                                       failures=row.failed_logins, **where)
-                    # Commit the count and the trail, then refuse: the failure is what must be remembered.
                     session.commit()
                     raise Unauthenticated("wrong name or password")
+                if tried is not None:
+                    session.delete(tried)
                 token = secrets.token_urlsafe(32)
                 expires = now + self.session_lifetime
-                row.failed_logins, row.last_failed_at, row.last_login_at = 0, None, now
+                row.failed_logins, row.last_login_at = 0, now
                 session.add(row)
                 session.add(ConsoleSession(token_hash=_token_hash(token), user_id=row.id, created_at=now,
                                            expires_at=expires, tenant=row.tenant))
                 self.audit.record(performer, "login", f"user {row.id}", session, **where)
                 return SignedIn(token, actor_of(row), expires)
+
+    @staticmethod
+    def _failed(session: Session, tried_as: str, tried: SignInFailure | None, now: datetime) -> None:
+        """One more failure under the name tried (its hash); the counts of names not tried for longer than the
+        longest wait go, so names an attacker sprays do not pile up."""
+        session.execute(delete(SignInFailure).where(col(SignInFailure.last_failed_at) < now - 2 * MAX_WAIT,
+                                                    col(SignInFailure.name_hash) != tried_as))
+        if tried is None:
+            session.add(SignInFailure(name_hash=tried_as, failures=1, last_failed_at=now))
+        else:
+            tried.failures += 1
+            tried.last_failed_at = now
+            session.add(tried)
 
     def authenticate(self, token: str) -> Actor:
         """The user a session token belongs to, while the session lasts and the user and tenant are enabled."""

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from repo_service import __version__
 from repo_service.console.app import ROUTES as CONSOLE_ROUTES
+from repo_service.console.rendering import ConsoleGuard
 from repo_service.contract import Health, Readiness
 from repo_service.http import (
     audit, campaigns, downloads, firmware, grants, jobs, keys, openapi, tenants, updates, webhooks,
@@ -67,7 +68,7 @@ def create_app(services: Services) -> Starlette:
     app = Starlette(
         # The console's pages are for people and are no part of the API's description (openapi.py).
         routes=[*ROUTES, *CONSOLE_ROUTES],
-        middleware=[Middleware(Observe, metrics=services.metrics), Middleware(RefuseNul)],
+        middleware=[Middleware(Observe, metrics=services.metrics), Middleware(ConsoleGuard), Middleware(RefuseNul)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

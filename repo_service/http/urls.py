@@ -10,10 +10,11 @@ from repo_service.errors import InvalidInput
 from repo_service.http.problems import domain_error
 
 API_PREFIX = "/api/"
+CONSOLE_PREFIX = "/console"
 
 
 class RefuseNul:
-    """A NUL in an API path or query is refused with 422: PostgreSQL fails on text that holds one.
+    """A NUL in an API or console path or query is refused with 422: PostgreSQL fails on text that holds one.
 
     No identifier, version or filter of the API contains NUL, so one place
     keeps it from every query, the routes of tomorrow included. Download URLs
@@ -24,7 +25,7 @@ class RefuseNul:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX):
+        if scope["type"] == "http" and scope["path"].startswith((API_PREFIX, CONSOLE_PREFIX)):
             field = _field_with_nul(scope)
             if field is not None:
                 response = await domain_error(Request(scope), InvalidInput(field, "must not contain NUL characters"))

@@ -1,5 +1,6 @@
 """Console users and their sessions: people sign in to /console/ with a name and a password (API clients keep
-their keys). Both tables belong to a tenant; on PostgreSQL row-level security holds them to the transaction's
+their keys), and failed sign-ins are counted per name tried, for the backoff. Users and sessions belong to a
+tenant; on PostgreSQL row-level security holds them to the transaction's
 tenant as migration 0017 holds the others.
 
 Revision ID: 0022
@@ -31,9 +32,14 @@ def upgrade() -> None:
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("disabled_at", UtcDateTime(), nullable=True),
         sa.Column("failed_logins", sa.Integer(), nullable=False),
-        sa.Column("last_failed_at", UtcDateTime(), nullable=True),
         sa.Column("locked_at", UtcDateTime(), nullable=True),
         sa.Column("last_login_at", UtcDateTime(), nullable=True),
+    )
+    op.create_table(
+        "sign_in_failure",
+        sa.Column("name_hash", sa.String(64), primary_key=True),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("last_failed_at", UtcDateTime(), nullable=False, index=True),
     )
     op.create_table(
         "console_session",
@@ -54,4 +60,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("console_session")
+    op.drop_table("sign_in_failure")
     op.drop_table("console_user")
