@@ -453,7 +453,19 @@ def test_every_page_is_accessible_and_breaks_no_content_security_rule(
     for path in ("/console/firmware/upload", f"/console/firmware/{build['id']}/yank"):
         visit(browser, fwrepo, path)
         assert_clean(browser)
-    visit(browser, fwrepo, f"/console/firmware?vendor={vendor}&status=uploaded")
+    # The builds' filters, as a person fills them in.
+    from selenium.webdriver.support.select import Select
+
+    visit(browser, fwrepo, "/console/firmware")
+    browser.find_element(By.ID, "vendor").send_keys(vendor)
+    browser.find_element(By.ID, "channel").send_keys("beta")
+    Select(browser.find_element(By.ID, "status")).select_by_visible_text("uploaded")
+    click_and_wait(browser, button(browser, "Filter"))
+    assert "status=uploaded" in browser.current_url and f"vendor={vendor}" in browser.current_url
+    rows = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
+    assert sorted(row.find_element(By.CSS_SELECTOR, "a").text for row in rows) == ["3.0.0", "3.0.1"]
+    assert browser.find_element(By.ID, "vendor").get_attribute("value") == vendor  # the form keeps them
+    assert Select(browser.find_element(By.ID, "status")).first_selected_option.text == "uploaded"
     click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "main table tbody a"))
     click_and_wait(browser, link(browser, "Publish…"))
     assert heading(browser).startswith("Publish")
