@@ -254,3 +254,11 @@ def test_reads_change_nothing(reads: Reads, rollout: Rollout) -> None:
     list(campaigns.member_rows(rollout.id))
     services.jobs.history(next(iter(rollout.grants)))
     assert stored() == before
+
+
+def test_progress_of_a_single_finished_job_is_a_line_to_it() -> None:
+    from repo_service.domain.campaigns import _progress
+
+    points = _progress(0, [5_000_000], [])
+    assert points[0][1:] == (0, 0) and points[-1][1:] == (1, 1)
+    assert _progress(0, [], [7])[-1][1:] == (1, 0)

@@ -20,6 +20,8 @@ from html import escape
 WIDTH, HEIGHT = 480, 300
 # Room around the plotting area for the title, tick labels and axis labels.
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 36, 52
+# About how wide a character of the tick labels is (12 px sans-serif), to keep a label inside the drawing.
+CHARACTER_WIDTH = 7
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 # Characters of the title the heading shows before it would run off the plot (the <title> has all of it).
 HEADING = 52
@@ -154,7 +156,9 @@ def _x_axis(ticks: Sequence[tuple[float, str]], label: str) -> str:
     parts = [f'<line x1="{LEFT}" y1="{bottom}" x2="{WIDTH - RIGHT}" y2="{bottom}" stroke="{INK}"/>']
     for x, text in ticks:
         parts.append(f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 5}" stroke="{INK}"/>')
-        parts.append(f'<text x="{x:.1f}" y="{bottom + 19}" text-anchor="middle">{_text(text)}</text>')
+        # A label centred on a tick near the right edge would run past the drawing and be cut: it ends there.
+        anchor = "end" if x + len(text) * CHARACTER_WIDTH / 2 > WIDTH - 2 else "middle"
+        parts.append(f'<text x="{x:.1f}" y="{bottom + 19}" text-anchor="{anchor}">{_text(text)}</text>')
     parts.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 10}" text-anchor="middle">{_text(label)}</text>')
     return "".join(parts)
 

@@ -142,11 +142,13 @@ def _next_path(raw: object) -> str:
     return raw[len(PREFIX):]
 
 
-def _sign_in_form(request: Request, status: int = 200, message: str | None = None,
-                  name: str = "", retry_after: int | None = None) -> Response:
+def _sign_in_form(request: Request, status: int = 200, message: str | None = None, name: str = "",
+                  retry_after: int | None = None, next_page: str | None = None) -> Response:
+    """The form, with where to go after it: the query's next on the first showing, the posted one after a
+    refusal."""
     token = secrets.token_urlsafe(24)
     response = page(request, "login.html", status, actor=None, csrf=token, message=message, name=name,
-                    next=request.query_params.get("next", ""))
+                    next=request.query_params.get("next", "") if next_page is None else next_page)
     response.set_cookie(SIGN_IN_COOKIE, token, max_age=600, path=PREFIX, secure=True, httponly=True,
                         samesite="strict")
     if retry_after is not None:
@@ -168,24 +170,28 @@ async def sign_in(request: Request) -> Response:
     except (FwrepoError, HTTPException):
         return _sign_in_form(request, 413, "That is not a sign-in: the form is too large or malformed.")
     name, password, sent = form.get("name"), form.get("password"), form.get(CSRF_FIELD)
+    posted_next = form.get("next")
+    back = posted_next if isinstance(posted_next, str) and len(posted_next) <= 2000 else ""
     expected = request.cookies.get(SIGN_IN_COOKIE, "")
     if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        return _sign_in_form(request, 403, "The form's CSRF token is missing or wrong: sign in again from this page.")
+        return _sign_in_form(request, 403, "The form's CSRF token is missing or wrong: sign in again from this page.",
+                             next_page=back)
     if not isinstance(name, str) or not isinstance(password, str) or not name.strip() or not password:
-        return _sign_in_form(request, 422, "Give your name and your password.", name if isinstance(name, str) else "")
+        return _sign_in_form(request, 422, "Give your name and your password.", name if isinstance(name, str) else "",
+                             next_page=back)
     if len(name) > MAX_SIGN_IN_FIELD or len(password) > MAX_SIGN_IN_FIELD:
-        return _sign_in_form(request, 422, "Wrong name or password.")
+        return _sign_in_form(request, 422, "Wrong name or password.", next_page=back)
     address = request.client.host if request.client else None
     try:
         signed = await run_in_threadpool(request.app.state.services.users.sign_in, name.strip(), password, address)
     except TryLater as error:
         return _sign_in_form(request, 429, f"Too many failed sign-ins: try again in {error.retry_after} s.",
-                             name, error.retry_after)
+                             name, error.retry_after, back)
     except Unauthenticated:
-        return _sign_in_form(request, 401, "Wrong name or password.", name)
+        return _sign_in_form(request, 401, "Wrong name or password.", name, next_page=back)
     except InvalidInput as error:
-        return _sign_in_form(request, 422, error.message, name)
-    response = see_other(_next_path(form.get("next")))
+        return _sign_in_form(request, 422, error.message, name, next_page=back)
+    response = see_other(_next_path(back))
     lifetime = int((signed.expires_at - request.app.state.services.users.clock()).total_seconds())
     response.set_cookie(SESSION_COOKIE, _signer(request).sign(signed.token).decode(), max_age=lifetime, path=PREFIX,
                         secure=True, httponly=True, samesite="strict")

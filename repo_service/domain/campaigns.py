@@ -513,7 +513,8 @@ def _progress(start: int, succeeded: Sequence[int], failed: Sequence[int]) -> li
         return []
     # A charger's clock may date its boot a little before the campaign began.
     start = min(start, *succeeded[:1], *failed[:1])
-    end = max(*succeeded[-1:], *failed[-1:])
+    # A list, not unpacked arguments: one job alone would make max() iterate over its moment.
+    end = max([*succeeded[-1:], *failed[-1:]])
     steps = PROGRESS_POINTS - 1 if end > start else 1
     points = []
     for step in range(steps + 1):
