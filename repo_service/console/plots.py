@@ -110,8 +110,9 @@ def progress(points: Sequence[tuple[datetime, int, int]], total: int, *, title: 
                      f'stroke="{colour}" stroke-width="2.5"{dash}/>')
         parts.append(f'<text x="{LEFT + 40}" y="{legend_y}">{_text(f"{name} ({ordered[-1][index + 1]:,})")}</text>')
     ticks = [start + (end - start) * step / 4 for step in range(5)]
-    spans_days = end - start > 36 * 3600
-    parts.append(_x_axis([(x_of(tick), _clock(tick, spans_days)) for tick in ticks], "time (UTC)"))
+    # The finest clock that tells the ticks apart: a first wave's minutes read in seconds, a rollout's days by date.
+    shown = "%m-%d %H:%M" if end - start > 36 * 3600 else "%H:%M" if end - start > 600 else "%H:%M:%S"
+    parts.append(_x_axis([(x_of(tick), _clock(tick, shown)) for tick in ticks], "time (UTC)"))
     return _svg("progress", title, description, parts)
 
 
@@ -217,5 +218,5 @@ def _moment(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _clock(timestamp: float, with_date: bool) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%m-%d %H:%M" if with_date else "%H:%M")
+def _clock(timestamp: float, shown: str) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime(shown)
