@@ -513,7 +513,6 @@ def test_at_a_phones_width_only_the_tables_scroll_sideways(
             region = browser.find_element(By.CSS_SELECTOR, "main .scroll")
             inner, outer = browser.execute_script("return [arguments[0].scrollWidth, arguments[0].clientWidth]", region)
             assert inner > outer, path
-        screenshot(browser, "build-phone", screenshots)
         for path in ("/console/firmware/upload", f"/console/firmware/{build['id']}/yank", "/console/campaigns",
                      "/console/audit", "/console/keys", "/console/users", "/console/clients"):
             visit(browser, fwrepo, path)
