@@ -16,13 +16,20 @@ tables are then analyzed, as autovacuum would have done.
 
 Prints the median (and slowest) wall time of --repeat calls of each read after one warm-up call, and the
 median CPU time of this process (SQLite's work included, PostgreSQL's server not): on a machine others share,
-the CPU time is the steadier figure. Writes no doc.
+the CPU time is the steadier figure.
+
+Then the page itself: a `fwrepo serve` (HTTPS, its development certificate) on the same database, a console
+user signed in, and GET /console/campaigns/ID and its live region (what the page fetches every 2 s) timed as
+a browser's requests, beside the baseline measured in the same run: the API's report of the same campaign,
+GET /api/v1/campaigns/ID with a csms key. The issue's target for the page is under a second. Writes no doc:
+docs/benchmarks.md's "Console" section is these lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -33,17 +40,22 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
+from harness.servers import start_fwrepo
 from sqlalchemy import text, update
 from sqlmodel import col, select
 
 from repo_service.db.models import CampaignCharger
 from repo_service.domain.audit import Performer
 from repo_service.domain.campaigns import parse_campaign_request
+from repo_service.domain.clients import Role
 from repo_service.domain.uploads import parse_upload_fields
 from repo_service.services import Services, build_services
 from repo_service.settings import load_settings
 
 TARGET_VERSION = "2.0.0"
+CONSOLE_USER = "bench-console"
+CONSOLE_PASSWORD = "bench console password"
 BY = Performer("bench campaign_report")
 # What the seeded jobs of the started wave are, by position modulo 100: mostly done, some failing, some under way.
 STATES = ([("succeeded", True)] * 80 + [("installation_failed", True)] * 4 + [("download_failed", True)] * 3
@@ -68,6 +80,7 @@ def main() -> int:
 
 def run(backend: str, url: str, data_dir: Path, chargers: int, repeat: int) -> None:
     services = build_services(load_settings({"FWREPO_DATA_DIR": str(data_dir), "FWREPO_DATABASE_URL": url}))
+    campaign_id = ""
     try:
         started = time.perf_counter()
         campaign_id = seed(services, chargers)
@@ -101,8 +114,41 @@ def run(backend: str, url: str, data_dir: Path, chargers: int, repeat: int) -> N
             print(f"{backend}: {name:45} median {statistics.median(seconds) * 1000:7.1f} ms, slowest "
                   f"{max(seconds) * 1000:7.1f} ms; this process's CPU {statistics.median(cpu) * 1000:7.1f} ms",
                   flush=True)
+        services.users.create(CONSOLE_USER, Role.CSMS, CONSOLE_PASSWORD, BY)
     finally:
         services.database.dispose()
+    if campaign_id:
+        page(backend, url, data_dir.with_name(f"{backend}-serve"), campaign_id, repeat)
+
+
+def page(backend: str, url: str, data_dir: Path, campaign_id: str, repeat: int) -> None:
+    """The campaign's console page and live region over HTTPS, and the API's report as the baseline."""
+    with ExitStack() as stack:
+        server = start_fwrepo(stack, "fwrepo", data_dir, {"FWREPO_DATABASE_URL": url, "FWREPO_FTPS": "false"})
+        browser = stack.enter_context(httpx.Client(base_url=server.url, verify=server.ssl_context(), timeout=120))
+        form = browser.get("/console/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        signed = browser.post("/console/login", data={"csrf": token, "name": CONSOLE_USER,
+                                                      "password": CONSOLE_PASSWORD})
+        assert signed.status_code == 303, signed.text
+        api = stack.enter_context(httpx.Client(base_url=server.url, verify=server.ssl_context(), timeout=120,
+                                               headers={"Authorization": f"Bearer {server.csms}"}))
+        requests = {"API report (baseline)": lambda: api.get(f"/api/v1/campaigns/{campaign_id}"),
+                    "console page": lambda: browser.get(f"/console/campaigns/{campaign_id}"),
+                    "console live region": lambda: browser.get(f"/console/campaigns/{campaign_id}/live")}
+        medians = {}
+        for name, request in requests.items():
+            assert request().status_code == 200
+            seconds = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                reply = request()
+                seconds.append(time.perf_counter() - start)
+                assert reply.status_code == 200, reply.text[:300]
+            medians[name] = statistics.median(seconds)
+            ratio = medians[name] / medians["API report (baseline)"]
+            print(f"{backend}: GET {name:30} median {medians[name] * 1000:7.1f} ms, slowest "
+                  f"{max(seconds) * 1000:7.1f} ms, {ratio:.2f} x the API's report", flush=True)
 
 
 def seed(services: Services, chargers: int) -> str:
