@@ -35,13 +35,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 from harness.servers import start_fwrepo
+from harness.stores import scratch_database
 from sqlalchemy import text, update
 from sqlmodel import col, select
 
@@ -72,7 +73,8 @@ def main() -> int:
         backends = [("sqlite", f"sqlite:///{Path(work) / 'sqlite' / 'fwrepo.sqlite3'}")]
         with ExitStack() as stack:
             if args.database_url:
-                backends.append(("postgresql", stack.enter_context(scratch_postgres(args.database_url))))
+                backends.append(("postgresql", scratch_database(stack, args.database_url,
+                                                                f"fwrepo_bench_{secrets.token_hex(4)}", own_role=True)))
             for backend, url in backends:
                 run(backend, url, Path(work) / backend, args.chargers, args.repeat)
     return 0
@@ -186,24 +188,6 @@ def stored_job(member_id: int, position: int, granted_at: datetime) -> dict[str,
     if state == "succeeded":
         row["booted_at"] = last_byte + timedelta(seconds=90 + position % 53)
     return row
-
-
-@contextmanager
-def scratch_postgres(server_url: str) -> Iterator[str]:
-    """A new database owned by a new role that is no superuser (a superuser passes row-level security by)."""
-    import psycopg
-
-    name = f"fwrepo_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        connection.execute(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOBYPASSRLS')
-        connection.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
-    try:
-        scheme, _, rest = server_url.partition("://")
-        yield f"{scheme}://{name}@{rest.split('@', 1)[-1].rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            connection.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
 if __name__ == "__main__":

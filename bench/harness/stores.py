@@ -102,11 +102,22 @@ def postgres_unavailable(url: str) -> str | None:
     return None
 
 
-def scratch_database(stack: ExitStack, url: str, name: str) -> str:
-    """CREATE DATABASE name on the server of url now, DROP it at clean-up (or earlier: drop_database); its URL."""
-    admin_sql(url, f'CREATE DATABASE "{name}"')
+def scratch_database(stack: ExitStack, url: str, name: str, own_role: bool = False) -> str:
+    """CREATE DATABASE name on the server of url now, DROP it at clean-up (or earlier: drop_database); its URL.
+
+    own_role: owned by a new role of the same name that is no superuser, and the URL connects as it, as fwrepo's
+    own role should be (a superuser passes row-level security by); the server must let it in without a password.
+    """
+    if not own_role:
+        admin_sql(url, f'CREATE DATABASE "{name}"')
+        stack.callback(drop_database, url, name)
+        return with_database(url, name)
+    admin_sql(url, f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOBYPASSRLS')
+    stack.callback(admin_sql, url, f'DROP ROLE IF EXISTS "{name}"')
+    admin_sql(url, f'CREATE DATABASE "{name}" OWNER "{name}"')
     stack.callback(drop_database, url, name)
-    return with_database(url, name)
+    parts = urlsplit(with_database(url, name))
+    return urlunsplit((parts.scheme, f"{name}@{parts.netloc.split('@')[-1]}", parts.path, parts.query, ""))
 
 
 def drop_database(url: str, name: str) -> None:

@@ -62,6 +62,8 @@ from repo_service.domain.update_jobs import (
     Job,
     JobState,
     UpdateJobs,
+    completion_seconds,
+    download_seconds,
 )
 from repo_service.domain.versions import parse_version
 from repo_service.domain.webhooks import (
@@ -223,17 +225,11 @@ class CampaignMemberRow:
 
     @property
     def download_seconds(self) -> float | None:
-        """As Job.download_seconds."""
-        if self.first_byte_at is None or self.last_byte_at is None:
-            return None
-        return (self.last_byte_at - self.first_byte_at).total_seconds()
+        return download_seconds(self.first_byte_at, self.last_byte_at)
 
     @property
     def completion_seconds(self) -> float | None:
-        """As Job.completion_seconds."""
-        if self.booted_at is None or self.granted_at is None or self.state != JobState.SUCCEEDED:
-            return None
-        return (self.booted_at - self.granted_at).total_seconds()
+        return completion_seconds(self.state, self.granted_at, self.booted_at)
 
 
 @dataclass(frozen=True)

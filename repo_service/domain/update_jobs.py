@@ -160,15 +160,25 @@ class Job:
 
     @property
     def download_seconds(self) -> float | None:
-        if self.first_byte_at is None or self.last_byte_at is None:
-            return None
-        return (self.last_byte_at - self.first_byte_at).total_seconds()
+        return download_seconds(self.first_byte_at, self.last_byte_at)
 
     @property
     def completion_seconds(self) -> float | None:
-        if self.booted_at is None or self.state != JobState.SUCCEEDED:
-            return None
-        return (self.booted_at - self.granted_at).total_seconds()
+        return completion_seconds(self.state.value, self.granted_at, self.booted_at)
+
+
+def download_seconds(first_byte_at: datetime | None, last_byte_at: datetime | None) -> float | None:
+    """From a job's first byte served to its last; None until both are known."""
+    if first_byte_at is None or last_byte_at is None:
+        return None
+    return (last_byte_at - first_byte_at).total_seconds()
+
+
+def completion_seconds(state: str | None, granted_at: datetime | None, booted_at: datetime | None) -> float | None:
+    """From a job's grant to the boot on the new build, for a job that succeeded; None otherwise."""
+    if booted_at is None or granted_at is None or state != JobState.SUCCEEDED:
+        return None
+    return (booted_at - granted_at).total_seconds()
 
 
 def parse_event(document: Mapping[str, Any], *, now: datetime, field_prefix: str = "",
