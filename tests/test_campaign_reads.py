@@ -192,6 +192,12 @@ def test_timings_are_the_jobs_durations_and_progress_ends_at_the_last_finished_j
     assert progress[-2][1:] == (2, 1) and progress[-2][0] == progress[-1][0] - (progress[-1][0] - T0) / 199
 
 
+def test_the_overview_is_the_report_and_the_timings_from_one_read_of_the_times(reads: Reads,
+                                                                              rollout: Rollout) -> None:
+    campaigns = reads.services.campaigns
+    assert campaigns.overview(rollout.id) == (campaigns.report(rollout.id), campaigns.timings(rollout.id))
+
+
 def test_a_campaign_with_no_job_finished_has_no_progress_yet(reads: Reads, rollout: Rollout) -> None:
     services = reads.services
     before_any_event = services.campaigns.create(parse_campaign_request({

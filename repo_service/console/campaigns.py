@@ -32,6 +32,7 @@ STEERING = {CampaignStatus.RUNNING.value: ("pause", "cancel"), CampaignStatus.PA
             CampaignStatus.HALTED.value: ("cancel",)}
 _CHARGER_FIELD = re.compile(r"chargers\[(\d+)\]\.(\w+)")
 PROTOCOLS = ("https", "ftps")
+BIG_CAMPAIGN = 10_000
 ENDED = {JobState.SUCCEEDED.value, *(state.value for state in FAILURES)}
 STATE_FILTERS = (*(state.value for state in JobState), "pending", "skipped")
 
@@ -134,8 +135,7 @@ async def _campaign_view(request: Request) -> dict[str, Any]:
     campaign_id = request.path_params["campaign_id"]
     state = request.query_params.get("state") or None
     offset = offset_of(request)
-    report = await run_in_threadpool(services.campaigns.report, campaign_id)
-    timings = await run_in_threadpool(services.campaigns.timings, campaign_id)
+    report, timings = await run_in_threadpool(services.campaigns.overview, campaign_id)
     members, matching = await run_in_threadpool(
         lambda: services.campaigns.members(campaign_id, offset=offset, limit=MEMBERS_PAGE, state=state))
     build = await run_in_threadpool(services.catalog.granted, report.firmware_id)
@@ -152,6 +152,8 @@ async def _campaign_view(request: Request) -> dict[str, Any]:
                       for wave in report.waves},
         "members": members, "matching": matching, "state": state or "", "offset": offset,
         "page_size": MEMBERS_PAGE, "states": STATE_FILTERS,
+        # A big campaign's page costs the server most of a second to make: it is fetched again less often.
+        "interval": 2000 if report.chargers < BIG_CAMPAIGN else 10_000,
     }
 
 
