@@ -14,11 +14,12 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from repo_service.cli.admin import _first_keys, _operator
 from repo_service.db.session import Database
+from repo_service.db.tenancy import acting_in
 from repo_service.domain.audit import Audit
 from repo_service.domain.clients import Clients, Role
 from repo_service.domain.quotas import Quota, Quotas, parse_limit
 from repo_service.domain.tenants import Tenants
-from repo_service.services import open_database, open_shares
+from repo_service.services import open_database, open_keys, open_shares
 from repo_service.settings import Settings, load_settings
 
 
@@ -67,3 +68,12 @@ def share(environment: Mapping[str, str], source: str, *targets: str) -> None:
         shares.share(source, list(targets), _operator())
     finally:
         shares.database.engine.dispose()
+
+
+def active_signing_key(environment: Mapping[str, str], tenant: str = "default") -> str:
+    """The id of the key `fwrepo keys list --tenant TENANT` shows as active."""
+    with _opened(environment) as (settings, database):
+        keys, _ = open_keys(settings, database)
+        Tenants(database, keys.audit).get(tenant)
+        with acting_in(tenant):
+            return next(key.id for key in keys.list() if key.status.value == "active")
