@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.admin import create_key, create_tenant
+from tests.support.cli_process import run_fwrepo
 from tests.support.s3servers import S3Server
 
 FWREPO = str(Path(sys.executable).with_name("fwrepo"))
@@ -71,10 +72,8 @@ class Fwrepo:
         }
 
     def cli(self, *arguments: str, check: bool = True, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [FWREPO, *arguments], env=self.env, capture_output=True, text=True, timeout=120,
-            input=stdin.decode() if stdin else None,
-        )
+        # A process of its own per command, forked from one with fwrepo imported (tests/support/cli_process.py).
+        result = run_fwrepo(FWREPO, arguments, self.env, timeout=120, stdin=stdin.decode() if stdin else None)
         if check and result.returncode != 0:
             raise AssertionError(f"fwrepo {' '.join(arguments)} failed ({result.returncode}): {result.stderr}")
         return result
