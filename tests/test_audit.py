@@ -7,6 +7,7 @@ the end; signed checkpoints of the chain's head, kept outside the database, make
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ from repo_service.domain.audit import Audit, Performer, row_hash
 from repo_service.domain.audit_checkpoints import CheckpointWriter, open_checkpoint_key
 from repo_service.domain.clock import rfc3339, utc_now
 from tests.support.builds import image
+from tests.support.cli_process import run_fwrepo
 from tests.support.databases import scratch_postgres
 from tests.support.fwrepo import FWREPO, Fwrepo
 from tests.support.grants import grant_for
@@ -217,9 +219,11 @@ class Trail:
         self.writer = CheckpointWriter(audit.database, open_checkpoint_key(self.key_path), self.log, 60)
 
     def verify(self, *arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([FWREPO, "audit", "verify", "--data-dir", str(self.place),
-                               "--database-url", self.audit.database.url,
-                               "--keys-dir", str(self.place / "keys"), *arguments], capture_output=True, text=True)
+        # A process of its own, forked with fwrepo imported (tests/support/cli_process.py); the console script
+        # itself runs `audit verify` in test_the_cli_says_whether_the_chain_holds.
+        return run_fwrepo(FWREPO, ["audit", "verify", "--data-dir", str(self.place),
+                                   "--database-url", self.audit.database.url,
+                                   "--keys-dir", str(self.place / "keys"), *arguments], os.environ, timeout=120)
 
     def rewrite(self, seq: int, detail: str) -> None:
         """The attack as found: change row seq, then recompute its hash and every later one."""

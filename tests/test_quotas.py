@@ -18,6 +18,7 @@ import pytest
 
 from repo_service.client import Fwrepo as Client
 from repo_service.client import QuotaExceeded, RateLimited
+from tests.support.admin import set_quotas
 from tests.support.builds import image, published_build, unique_vendor, upload
 from tests.support.databases import scratch_postgres
 from tests.support.fwrepo import Fwrepo, two_nodes
@@ -30,6 +31,7 @@ def _tenant() -> str:
 
 
 def _quota(fwrepo: Fwrepo, tenant: str, *flags: str) -> str:
+    """`fwrepo tenants quota` for real, where its output is tested; elsewhere set_quotas does the same in-process."""
     return fwrepo.cli("tenants", "quota", tenant, *flags).stdout
 
 
@@ -98,7 +100,7 @@ def test_bad_quota_values_are_refused_naming_the_flag(fwrepo: Fwrepo) -> None:
 def test_builds_quota_lets_the_last_build_in_refuses_the_next_and_stores_nothing_of_it(fwrepo: Fwrepo) -> None:
     tenant, vendor = _tenant(), unique_vendor()
     fwrepo.key("release", tenant)
-    _quota(fwrepo, tenant, "--builds", "2")
+    set_quotas(fwrepo.env, tenant, builds="2")
     with fwrepo.client("release", tenant) as release:
         first = image(5000)
         assert upload(release, vendor, "1.0.0", first).status_code == 201
@@ -120,7 +122,7 @@ def test_builds_quota_lets_the_last_build_in_refuses_the_next_and_stores_nothing
 def test_stored_bytes_quota_takes_a_build_that_fills_it_exactly_and_refuses_one_byte_more(fwrepo: Fwrepo) -> None:
     tenant, vendor = _tenant(), unique_vendor()
     fwrepo.key("release", tenant)
-    _quota(fwrepo, tenant, "--stored-bytes", "300000")
+    set_quotas(fwrepo.env, tenant, stored_bytes="300000")
     with fwrepo.client("release", tenant) as release:
         assert upload(release, vendor, "1.0.0", image(100_000)).status_code == 201
         assert upload(release, vendor, "1.0.1", image(199_999)).status_code == 201  # one byte under
@@ -150,7 +152,7 @@ def test_stored_bytes_quota_takes_a_build_that_fills_it_exactly_and_refuses_one_
 def test_an_upload_past_the_room_left_is_cut_off_as_its_bytes_arrive(fwrepo: Fwrepo) -> None:
     tenant, vendor = _tenant(), unique_vendor()
     fwrepo.key("release", tenant)
-    _quota(fwrepo, tenant, "--stored-bytes", str(3 * MiB))
+    set_quotas(fwrepo.env, tenant, stored_bytes=str(3 * MiB))
     before = _stored_files(fwrepo)
     with fwrepo.client("release", tenant) as release:
         # Its length allows it (less than 2 MiB of form around 4 MiB), its bytes do not.
@@ -165,7 +167,7 @@ def test_an_upload_past_the_room_left_is_cut_off_as_its_bytes_arrive(fwrepo: Fwr
 def test_an_upload_whose_length_cannot_fit_is_refused_before_its_body_is_sent(fwrepo: Fwrepo) -> None:
     tenant, vendor = _tenant(), unique_vendor()
     key = fwrepo.key("release", tenant)
-    _quota(fwrepo, tenant, "--stored-bytes", str(MiB))
+    set_quotas(fwrepo.env, tenant, stored_bytes=str(MiB))
     declared = 40 * MiB
     fields = (f"--b\r\nContent-Disposition: form-data; name=\"vendor\"\r\n\r\n{vendor}"
               "\r\n--b\r\nContent-Disposition: form-data; name=\"models\"\r\n\r\nAC22"
@@ -192,7 +194,7 @@ def test_an_upload_whose_length_cannot_fit_is_refused_before_its_body_is_sent(fw
 def test_parallel_uploads_into_the_last_free_build_let_exactly_one_in(fwrepo: Fwrepo) -> None:
     tenant, vendor = _tenant(), unique_vendor()
     fwrepo.key("release", tenant)
-    _quota(fwrepo, tenant, "--builds", "1")
+    set_quotas(fwrepo.env, tenant, builds="1")
     before = _stored_files(fwrepo)
 
     def one(number: int) -> int:
@@ -212,7 +214,7 @@ def test_a_tenant_at_its_quotas_does_not_hold_back_another(fwrepo: Fwrepo) -> No
     with fwrepo.client("release", full) as release:
         held = published_build(release, vendor, "1.0.0")
     # Limits under what it already uses take nothing away; they refuse what would add to them.
-    _quota(fwrepo, full, "--builds", "0", "--grants-per-minute", "0")
+    set_quotas(fwrepo.env, full, builds="0", grants_per_minute="0")
     with fwrepo.client("release", full) as release, fwrepo.client("csms", full) as csms:
         _refused(upload(release, vendor, "1.0.1"), 507, "builds", 1, 0)
         assert release.get(f"/api/v1/firmware/{held['id']}").status_code == 200
@@ -233,7 +235,7 @@ def test_grants_past_the_minutes_quota_are_refused_429_with_the_seconds_until_th
     tenant = _tenant()
     with fwrepo.client("release", tenant) as release:
         build = published_build(release, unique_vendor())
-    _quota(fwrepo, tenant, "--grants-per-minute", "4")
+    set_quotas(fwrepo.env, tenant, grants_per_minute="4")
     with fwrepo.client("csms", tenant) as csms:
         # Each grant's time is known to lie between the moments before and after its request.
         before = time.time()
@@ -271,7 +273,7 @@ def test_grants_past_the_minutes_quota_are_refused_429_with_the_seconds_until_th
     assert _metric(fwrepo, "fwrepo_quota_refusals_total", tenant=tenant, quota="grants_per_minute") == 3
     assert _metric(fwrepo, "fwrepo_tenant_grants_last_minute", tenant=tenant) == 4
     # Lifted, it lets them through at once.
-    _quota(fwrepo, tenant, "--grants-per-minute", "none")
+    set_quotas(fwrepo.env, tenant, grants_per_minute="none")
     with fwrepo.client("csms", tenant) as csms:
         assert csms.post("/api/v1/grants", json={"firmware_id": build["id"], "charger_id": "CP-5"}).status_code == 201
 
@@ -280,7 +282,7 @@ def test_parallel_grants_never_pass_the_minutes_quota(fwrepo: Fwrepo) -> None:
     tenant = _tenant()
     with fwrepo.client("release", tenant) as release:
         build = published_build(release, unique_vendor())
-    _quota(fwrepo, tenant, "--grants-per-minute", "5")
+    set_quotas(fwrepo.env, tenant, grants_per_minute="5")
     fwrepo.key("csms", tenant)  # made once, before the threads that use it
 
     def one(number: int) -> int:
@@ -297,7 +299,7 @@ def test_a_campaign_wave_larger_than_the_quota_waits_for_room_instead_of_failing
     tenant = _tenant()
     with fwrepo.client("release", tenant) as release:
         build = published_build(release, unique_vendor(), "2.0.0")
-    _quota(fwrepo, tenant, "--grants-per-minute", "3")
+    set_quotas(fwrepo.env, tenant, grants_per_minute="3")
     with fwrepo.client("csms", tenant) as csms:
         created = csms.post("/api/v1/campaigns", json={"firmware_id": build["id"], "chargers": [
             {"charger_id": f"CP-{number}", "current_version": "1.0.0"} for number in range(5)]})
@@ -309,7 +311,7 @@ def test_a_campaign_wave_larger_than_the_quota_waits_for_room_instead_of_failing
         # The campaign took the minute's room: a grant of the CSMS's own waits like anyone's.
         _refused(csms.post("/api/v1/grants", json={"firmware_id": build["id"], "charger_id": "CP-9"}),
                  429, "grants_per_minute", 3, 3)
-        _quota(fwrepo, tenant, "--grants-per-minute", "none")
+        set_quotas(fwrepo.env, tenant, grants_per_minute="none")
         deadline = time.monotonic() + 20  # the campaign tick runs every 5 s
         while time.monotonic() < deadline:
             report = csms.get(f"/api/v1/campaigns/{campaign['id']}").json()
@@ -324,7 +326,7 @@ def test_the_python_client_raises_what_each_quota_answers(fwrepo: Fwrepo, tmp_pa
     tenant = _tenant()
     with fwrepo.client("release", tenant) as release:
         build = published_build(release, unique_vendor())
-    _quota(fwrepo, tenant, "--builds", "1", "--grants-per-minute", "1")
+    set_quotas(fwrepo.env, tenant, builds="1", grants_per_minute="1")
     path = tmp_path / "fw.bin"
     path.write_bytes(image(1000))
     with Client(fwrepo.url, fwrepo.key("release", tenant), ca_file=fwrepo.ca) as release:
@@ -348,7 +350,7 @@ def test_two_nodes_on_one_database_never_both_take_the_last_room(postgres_server
             tenant, vendor = _tenant(), unique_vendor()
             with a.client("release", tenant) as release:
                 build = published_build(release, vendor, "0.1.0")
-            _quota(a, tenant, "--builds", "2", "--grants-per-minute", "3")
+            set_quotas(a.env, tenant, builds="2", grants_per_minute="3")
             a.key("csms", tenant)
 
             def upload_on(number: int) -> int:

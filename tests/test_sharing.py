@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.support.admin import share
 from tests.support.builds import published_build, unique_vendor, upload
 from tests.support.databases import scratch_postgres
 from tests.support.fwrepo import Fwrepo, two_nodes
@@ -41,7 +42,8 @@ def _tenant(role: str) -> str:
     return f"{role}-{secrets.token_hex(3)}"
 
 
-def _shared(fwrepo: Fwrepo) -> Shared:
+def _shared(fwrepo: Fwrepo, by_cli: bool = False) -> Shared:
+    """A share made by `fwrepo tenants share` (by_cli), or in-process as the command makes it."""
     maker, customer, stranger = _tenant("maker"), _tenant("cpo"), _tenant("other")
     vendor = unique_vendor()
     with fwrepo.client("release", maker) as release:
@@ -50,14 +52,23 @@ def _shared(fwrepo: Fwrepo) -> Shared:
         assert draft.status_code == 201, draft.text
     for tenant in (customer, stranger):
         fwrepo.key("csms", tenant)  # makes the tenant
-    shared = fwrepo.cli("tenants", "share", maker, "--with", customer)
-    assert f"tenant {maker} shares its published builds with {customer}" in shared.stdout
+    if by_cli:
+        shared = fwrepo.cli("tenants", "share", maker, "--with", customer)
+        assert f"tenant {maker} shares its published builds with {customer}" in shared.stdout
+    else:
+        share(fwrepo.env, maker, customer)
     return Shared(maker, customer, stranger, vendor, build, draft.json())
 
 
 @pytest.fixture
 def shared(fwrepo: Fwrepo) -> Shared:
     return _shared(fwrepo)
+
+
+@pytest.fixture(scope="module")
+def shared_by_cli(fwrepo: Fwrepo) -> Shared:
+    """One share per database, made with the command, for the tests that only try commands that are refused."""
+    return _shared(fwrepo, by_cli=True)
 
 
 def _grant(client: httpx.Client, firmware_id: str, charger: str = "CP-1") -> dict:
@@ -268,8 +279,9 @@ def test_sharing_again_changes_nothing_and_one_command_shares_with_several(fwrep
     (["unshare", "{maker}", "--with", "{stranger}"], "tenant {maker} does not share its builds with {stranger}"),
     (["unshare", "{maker}", "--with", "never-made"], "tenant {maker} does not share its builds with never-made"),
 ])
-def test_share_commands_refuse_bad_input_by_name(fwrepo: Fwrepo, shared: Shared, arguments: list[str],
+def test_share_commands_refuse_bad_input_by_name(fwrepo: Fwrepo, shared_by_cli: Shared, arguments: list[str],
                                                  message: str) -> None:
+    shared = shared_by_cli
     names = {"maker": shared.maker, "customer": shared.customer, "stranger": shared.stranger}
     result = fwrepo.cli("tenants", *(argument.format(**names) for argument in arguments), check=False)
     assert result.returncode != 0 and message.format(**names) in result.stderr, (result.stdout, result.stderr)

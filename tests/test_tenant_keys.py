@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from tests.support.admin import active_signing_key
 from tests.support.builds import image, published_build, unique_vendor, upload
 from tests.support.fwrepo import Fwrepo, start_fwrepo
 from tests.support.openssl_pki import make_pki
@@ -23,8 +24,8 @@ def _tenant() -> str:
 
 
 def _active_key(fwrepo: Fwrepo, tenant: str) -> str:
-    listing = fwrepo.cli("keys", "list", "--tenant", tenant).stdout.splitlines()
-    return next(line.split()[0] for line in listing if " active " in line)
+    """The active key, as `fwrepo keys list` shows it (read in-process: the tests run that command for real)."""
+    return active_signing_key(fwrepo.env, tenant)
 
 
 def _chains_to(root: Path, certificate_pem: str) -> bool:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.admin import create_key, create_tenant
+from tests.support.cli_process import run_fwrepo
 from tests.support.s3servers import S3Server
 
 FWREPO = str(Path(sys.executable).with_name("fwrepo"))
@@ -70,10 +72,8 @@ class Fwrepo:
         }
 
     def cli(self, *arguments: str, check: bool = True, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [FWREPO, *arguments], env=self.env, capture_output=True, text=True, timeout=120,
-            input=stdin.decode() if stdin else None,
-        )
+        # A process of its own per command, forked from one with fwrepo imported (tests/support/cli_process.py).
+        result = run_fwrepo(FWREPO, arguments, self.env, timeout=120, stdin=stdin.decode() if stdin else None)
         if check and result.returncode != 0:
             raise AssertionError(f"fwrepo {' '.join(arguments)} failed ({result.returncode}): {result.stderr}")
         return result
@@ -102,13 +102,14 @@ class Fwrepo:
                 self.process.wait()
 
     def key(self, role: str, tenant: str | None = None) -> str:
-        """A key of role, in tenant (made with `fwrepo tenants create` the first time it is named) or the default."""
+        """A key of role, in tenant (made as `fwrepo tenants create` makes it the first time it is named) or the
+        default."""
         name = role if tenant is None else f"{tenant}/{role}"
         if name not in self.keys:
+            # In this process, as the commands do it (tests/support/admin.py): a subprocess each is a second.
             if tenant is not None and not any(known.startswith(f"{tenant}/") for known in self.keys):
-                self.cli("tenants", "create", tenant)
-            self.keys[name] = self.cli("clients", "create", "--name", f"test-{role}", "--role", role,
-                                       *(["--tenant", tenant] if tenant else [])).stdout.strip()
+                create_tenant(self.env, tenant)
+            self.keys[name] = create_key(self.env, f"test-{role}", role, tenant)
         return self.keys[name]
 
     def client(self, role: str | None = "release", tenant: str | None = None) -> httpx.Client:
