@@ -15,9 +15,9 @@ from repo_service.domain.campaigns import chargers_from_csv
 from repo_service.console.campaigns import campaign_document
 from repo_service.errors import InvalidInput
 from tests.support.builds import published_build, unique_vendor
+from tests.support.console import PASSWORD, make_user, unique_name
 from tests.support.fwrepo import Fwrepo
 
-PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -44,12 +44,9 @@ class Browser:
         return self.http.post(path, data={"csrf": self.csrf, **(data or {})}, files=files or None)
 
 
-def user(fwrepo: Fwrepo, role: str, tenant: str | None = None) -> Browser:
-    """A new user of role (in tenant), signed in."""
-    name = f"{role}-{secrets.token_hex(4)}"
-    fwrepo.cli("users", "create", "--name", name, "--role", role, *(["--tenant", tenant] if tenant else []),
-               stdin=f"{PASSWORD}\n".encode())
-    return Browser(fwrepo, name)
+def user(fwrepo: Fwrepo, role: str) -> Browser:
+    """A new user of role, signed in."""
+    return Browser(fwrepo, make_user(fwrepo, unique_name(role), role))
 
 
 def text_of(reply: httpx.Response) -> str:
