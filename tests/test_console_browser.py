@@ -25,7 +25,6 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 
 from tests.support.browser import (  # noqa: F401  (browser and chromium are fixtures)
     SCREENSHOTS,
@@ -34,6 +33,7 @@ from tests.support.browser import (  # noqa: F401  (browser and chromium are fix
     chromium,
     console_errors,
     describe_violations,
+    gone,
     phone_width,
     screenshot,
     trust_ca,
@@ -108,7 +108,7 @@ def click_and_wait(driver: WebDriver, element: WebElement) -> None:
     """Click what submits a form or follows a link, and wait for the next page."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    wait_until(driver, expected_conditions.staleness_of(old), 30)
+    wait_until(driver, gone(old), 30)
     wait_until(driver, lambda d: d.execute_script("return document.readyState") == "complete", 30)
 
 
@@ -194,7 +194,7 @@ def test_a_release_engineer_uploads_publishes_and_yanks_a_build(
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait_until(browser, lambda d: 5 < d.execute_script(PROGRESS_VALUE) < 80, 30)
         screenshot(browser, "upload-progress", screenshots)
-        wait_until(browser, expected_conditions.staleness_of(old), 120)
+        wait_until(browser, gone(old), 120)
     finally:
         browser.delete_network_conditions()
     wait_until(browser, lambda d: "/console/firmware/" in d.current_url and heading(d).startswith(vendor), 30)
@@ -699,7 +699,7 @@ def test_a_campaign_whose_first_wave_fails_past_its_threshold_shows_it_halted_an
         update_chargers(fwrepo, csms, due_grants(csms, halting), "1.4.0", failing=2)
         assert csms.get(f"/api/v1/campaigns/{halting}").json()["status"] == "halted"
     with pytest.raises(TimeoutException):  # two of its polls (every 2 s) pass by
-        wait_until(browser, expected_conditions.staleness_of(pause), 4.5)
+        wait_until(browser, gone(pause), 4.5)
     assert browser.execute_script("return document.activeElement === arguments[0]", pause)
     browser.execute_script("arguments[0].blur()", pause)
     wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#live h2 .status").text == "halted", 20)

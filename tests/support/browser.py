@@ -319,6 +319,22 @@ def wait_until(driver: WebDriver, condition: Callable[[WebDriver], Any], seconds
     return WebDriverWait(driver, seconds).until(condition)
 
 
+def gone(element: Any) -> Callable[[WebDriver], bool]:
+    """A condition for wait_until: element has left the page (the next page replaced it). As Selenium's
+    staleness_of, and also when chromedriver, asked about a node of a page it is tearing down, answers "Node
+    with given id does not belong to the document" instead of a stale-element error (seen in CI)."""
+    from selenium.common.exceptions import WebDriverException
+
+    def check(driver: WebDriver) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one; so is the inspector's error
+            return True
+        return False
+
+    return check
+
+
 _AXE_RUN = """
 const [tags, done] = [arguments[0], arguments[arguments.length - 1]];
 axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})

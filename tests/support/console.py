@@ -10,7 +10,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from tests.support.browser import trust_ca, wait_until
+from tests.support.browser import gone, trust_ca, wait_until
 from tests.support.fwrepo import Fwrepo
 
 if TYPE_CHECKING:
@@ -94,8 +94,7 @@ def sign_in(driver: WebDriver, fwrepo: Fwrepo, name: str, password: str = PASSWO
     old = driver.find_element(By.TAG_NAME, "html")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     # The click does not wait for the next page: the old page's element goes stale once it has come.
-    from selenium.webdriver.support import expected_conditions
 
-    wait_until(driver, expected_conditions.staleness_of(old), 15)
+    wait_until(driver, gone(old), 15)
     if expect_success:
         wait_until(driver, lambda d: "/console/login" not in d.current_url, 15)
