@@ -584,7 +584,14 @@ def update_chargers(fwrepo: Fwrepo, csms: httpx.Client, grants: list[dict], vers
 
 def live_counts(driver: WebDriver) -> str:
     """The campaign's counts as one line: "0 of 8 finished - succeeded 1 of 2 waves ..."."""
-    return " ".join(driver.find_element(By.CSS_SELECTOR, "#live ul.counts").text.split())
+    # Read in the page, in one step: an element found first may be replaced by the next update before its text is
+    # asked for (a stale element).
+    return " ".join(driver.execute_script("return document.querySelector('#live ul.counts').innerText").split())
+
+
+def live_status(driver: WebDriver) -> str:
+    """The campaign's status as its live region shows it, read in one step (see live_counts)."""
+    return driver.execute_script("return document.querySelector('#live h2 .status').innerText").strip()
 
 
 # Set on the page before it should change: a reload would lose it, a live update keeps it.
@@ -647,7 +654,7 @@ def test_a_campaign_started_from_a_csv_advances_on_its_page_by_itself_and_pauses
     assert_clean(browser)
 
     click_and_wait(browser, button(browser, "Pause"))
-    assert browser.find_element(By.CSS_SELECTOR, "#live h2 .status").text == "paused"
+    assert live_status(browser) == "paused"
     assert [element.text for element in browser.find_elements(By.CSS_SELECTOR, "main .actions button")] == \
         ["Resume", "Cancel"]
     with fwrepo.client("csms") as csms:
@@ -689,7 +696,7 @@ def test_a_campaign_whose_first_wave_fails_past_its_threshold_shows_it_halted_an
 ) -> None:
     halting, _ = campaign_of(fwrepo, 10, waves=["20%", "100%"], failure_threshold=0.25)
     sign_in(browser, fwrepo, people["csms"], next_path=f"/console/campaigns/{halting}")
-    assert browser.find_element(By.CSS_SELECTOR, "#live h2 .status").text == "running"
+    assert live_status(browser) == "running"
     assert steering_buttons(browser) == ["Pause", "Cancel"]
     browser.execute_script(MARK_PAGE)
     # A keyboard user on the Pause button: the region waits for the focus to leave it before it changes.
@@ -702,7 +709,7 @@ def test_a_campaign_whose_first_wave_fails_past_its_threshold_shows_it_halted_an
         wait_until(browser, gone(pause), 4.5)
     assert browser.execute_script("return document.activeElement === arguments[0]", pause)
     browser.execute_script("arguments[0].blur()", pause)
-    wait_until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#live h2 .status").text == "halted", 20)
+    wait_until(browser, lambda d: live_status(d) == "halted", 20)
     assert browser.execute_script(NOT_RELOADED)
     reason = browser.find_element(By.ID, "status-reason").text
     assert reason.startswith("Halted: wave 1: 2 of 2 chargers failed"), reason

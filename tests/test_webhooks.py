@@ -331,7 +331,9 @@ def nodes(postgres_server_url: str, tmp_path: Path) -> Iterator[tuple[Fwrepo, Fw
 def test_two_nodes_on_one_postgresql_send_each_delivery_exactly_once(nodes: tuple[Fwrepo, Fwrepo]) -> None:
     a, b = nodes
     with a.client("csms") as csms_a, b.client("csms") as csms_b, \
-            running_receiver(delay=0.05) as first, running_receiver(delay=0.05) as second:
+            running_receiver(delay=0.2) as first, running_receiver(delay=0.2) as second:
+        # Each answer takes 0.2 s, so one node alone needs 2 s for the 80 deliveries (8 at a time): the other's
+        # worker, woken by its own half, has time to claim some even on a loaded machine.
         webhooks = [register(csms_a, receiver, "job.finished") for receiver in (first, second)]
         rollout = campaign(a, csms_a, chargers=40)
         grants = csms_b.get(f"/api/v1/campaigns/{rollout['id']}/grants", params={"due": "now"}).json()["grants"]
