@@ -173,7 +173,7 @@ def test_an_admin_adds_and_removes_a_signer_on_the_keys_page(admin: Browser) -> 
     assert admin.post("/signers", {"name": name, "public_key": pem}).status_code == 303
     page = admin.get("/keys")
     signer_id = re.search(rf'/signers/(\w+)/remove"><input type="hidden" name="csrf" value="[^"]+"><button '
-                          rf'type="submit" class="danger" aria-label="Stop trusting {name}"', page.text).group(1)
+                          rf'type="submit" class="danger" aria-label="Remove the key of {name}"', page.text).group(1)
     bad = admin.post("/signers", {"name": "x", "public_key": "not a key"})
     assert bad.status_code == 422 and "public_key" in text_of(bad)
     assert admin.post(f"/signers/{signer_id}/remove").status_code == 303
