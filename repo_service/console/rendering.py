@@ -22,10 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from repo_service import __version__
 from repo_service.domain.clients import PERMISSIONS, Action, Actor, Role
-from repo_service.errors import (
-    Conflict, Forbidden, FwrepoError, InvalidInput, NotFound, QuotaExceeded, RateLimited, StorageUnavailable,
-    TooLarge, TryLater, Unauthenticated,
-)
+from repo_service.errors import FwrepoError, RateLimited, TooLarge, TryLater
+from repo_service.http.problems import status_of
 from repo_service.wording import duration, moment, percent, size
 
 HERE = Path(__file__).parent
@@ -39,11 +37,6 @@ HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
-]
-# The status a domain error is shown with, as the API's problem details give it (repo_service.http.problems).
-STATUS: list[tuple[type[FwrepoError], int]] = [
-    (RateLimited, 429), (TryLater, 429), (QuotaExceeded, 507), (TooLarge, 413), (InvalidInput, 422),
-    (Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Conflict, 409), (StorageUnavailable, 503),
 ]
 
 # Autoescaping on, undefined names an error: a page never shows a value unescaped, nor a typo as blank.
@@ -74,12 +67,8 @@ def page(request: Request, template: str, status: int = 200, **context: Any) -> 
     return response
 
 
-def error_status(error: FwrepoError) -> int:
-    return next((status for kind, status in STATUS if isinstance(error, kind)), 400)
-
-
 def error_page(request: Request, error: FwrepoError) -> Response:
-    response = page(request, "error.html", error_status(error), message=str(error))
+    response = page(request, "error.html", status_of(error), message=str(error))
     if isinstance(error, TryLater | RateLimited):
         response.headers["retry-after"] = str(error.retry_after)
     return response

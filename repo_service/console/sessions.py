@@ -21,7 +21,6 @@ from urllib.parse import quote, unquote, urlsplit
 
 from itsdangerous import BadSignature, Signer
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -74,11 +73,10 @@ async def _actor(request: Request) -> tuple[Actor, str]:
     return actor, token
 
 
-def _check_csrf(request: Request, form: FormData) -> None:
-    """A parsed form's CSRF token, which must be the session's."""
-    sent = form.get(CSRF_FIELD)
+def _check_csrf(request: Request, sent: object, where: str = "") -> None:
+    """The CSRF token a form sent, which must be the session's."""
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), request.state.csrf.encode()):
-        raise Forbidden("the form's CSRF token is missing or wrong: reload the page and submit it again")
+        raise Forbidden(f"the form's CSRF token is missing or wrong{where}: reload the page and submit it again")
 
 
 def console_page(action: Action | None = None, *,
@@ -108,7 +106,7 @@ def console_page(action: Action | None = None, *,
                 # The pages act in the user's tenant, as an API key of the same tenant does.
                 tenancy.enter(actor.scope)
                 if request.method == "POST" and not streamed:
-                    _check_csrf(request, await request.form())
+                    _check_csrf(request, (await request.form()).get(CSRF_FIELD))
                 return await handler(request, actor)
             except FwrepoError as error:
                 return error_page(request, error)
@@ -125,9 +123,7 @@ def require_csrf(request: Request, fields: dict[str, list[str]]) -> None:
     """For a streamed form: its CSRF field, which must come before the file, checked and taken out of the
     fields (the upload's own fields are checked after)."""
     sent = fields.pop(CSRF_FIELD, [])
-    if len(sent) != 1 or not hmac.compare_digest(sent[0].encode(), request.state.csrf.encode()):
-        raise Forbidden("the form's CSRF token is missing or wrong (it must come before the file): reload the "
-                        "page and submit it again")
+    _check_csrf(request, sent[0] if len(sent) == 1 else None, " (it must come before the file)")
 
 
 def _next_path(raw: object) -> str:

@@ -45,6 +45,11 @@ _MAPPING: list[tuple[type[FwrepoError], int, str, str]] = [
 ]
 
 
+def status_of(error: FwrepoError) -> int:
+    """The HTTP status a domain error is answered with (the console's pages use the same)."""
+    return next((status for kind, status, _, _ in _MAPPING if isinstance(error, kind)), 500)
+
+
 def problem(
     status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None, **extra: object
 ) -> JSONResponse:
